@@ -1,0 +1,56 @@
+/**
+ * @module
+ * The job: everything the outer `cryptsleep suspend` hands to the supervisor and the agent inside the ramfs,
+ * as one JSON file (`/job.json` in the chroot). The plan is computed once, before anything is frozen, so the
+ * agent never has to read the locked disk to know what to do.
+ *
+ * @example
+ * ```ts
+ * import { defaultOptions } from "./job.ts";
+ * console.log(defaultOptions().freezeTimeoutMs); // 10000
+ * ```
+ */
+import type { Plan } from "../discovery/mod.ts";
+
+/** `cryptsleep suspend` options. */
+export interface SuspendOptions {
+  /** What to write to /sys/power/state: "mem" (honours /sys/power/mem_sleep) or "freeze". */
+  state: "mem" | "freeze";
+  /** Where to prompt: a tty path, or null to allocate a free VT. */
+  console: string | null;
+  /** How long userspace may take to freeze before the cycle gives up, thawed and unlocked. */
+  freezeTimeoutMs: number;
+  /** Refuse (nothing touched) when a volume key would stay in RAM through the suspend. */
+  refuseLeak: boolean;
+  /** Suspend without locking when nothing is lockable. */
+  allowPlain: boolean;
+  /** Passphrase prompts before the agent gives up on a volume and the supervisor takes over. */
+  maxTries: number;
+}
+
+export function defaultOptions(): SuspendOptions {
+  return { state: "mem", console: null, freezeTimeoutMs: 10_000, refuseLeak: false, allowPlain: false, maxTries: 5 };
+}
+
+/** sysfs knob values read before the cycle, so any process (agent or supervisor) can restore them. */
+export type Knobs = Record<string, string>;
+
+export interface Job {
+  plan: Plan;
+  options: SuspendOptions;
+  /** Knob values before the cycle (path → value). */
+  knobs: Knobs;
+  /** Volumes whose key preflight found pinned in a kernel keyring (dm names). */
+  leaking: string[];
+  /** Where the ramfs is mounted in the real root (for messages only). */
+  ramfsRoot: string;
+}
+
+/** Paths inside the chroot. */
+export const JOB_PATH = "/job.json";
+export const PROGRESS_PATH = "/progress.json";
+export const REPORT_PATH = "/last.json";
+
+export async function readJob(path = JOB_PATH): Promise<Job> {
+  return JSON.parse(await Deno.readTextFile(path)) as Job;
+}

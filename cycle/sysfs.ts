@@ -1,0 +1,83 @@
+/**
+ * @module
+ * Small, honest sysfs/procfs access for the cycle: read a knob, set a knob and get its undo, read the
+ * power-management capabilities. Every path takes a `root` so tests can use a recorded tree.
+ *
+ * @example
+ * ```ts
+ * import { readKnob } from "./sysfs.ts";
+ * console.log(await readKnob("/sys/power/state")); // e.g. "freeze mem disk"
+ * ```
+ */
+import { join } from "node:path";
+
+/** The trimmed content of a sysfs file, or null when it does not exist. */
+export async function readKnob(path: string, root = "/"): Promise<string | null> {
+  try {
+    return (await Deno.readTextFile(join(root, path))).trim();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+/** The power-management knobs the cycle saves, sets and restores. */
+export const KNOBS = {
+  syncOnSuspend: "/sys/power/sync_on_suspend",
+  freezeFilesystems: "/sys/power/freeze_filesystems",
+  pmFreezeTimeout: "/sys/power/pm_freeze_timeout",
+} as const;
+
+/** Current values of the knobs that exist (path → value). */
+export async function saveKnobs(root = "/"): Promise<Record<string, string>> {
+  const saved: Record<string, string> = {};
+  for (const path of Object.values(KNOBS)) {
+    const value = await readKnob(path, root);
+    if (value !== null) saved[path] = value;
+  }
+  return saved;
+}
+
+/** Writes each saved value back; returns the errors instead of stopping at the first. */
+export async function restoreKnobs(saved: Record<string, string>, root = "/"): Promise<string[]> {
+  const errors: string[] = [];
+  for (const [path, value] of Object.entries(saved)) {
+    try {
+      if ((await readKnob(path, root)) !== value) await Deno.writeTextFile(join(root, path), value);
+    } catch (err) {
+      errors.push(`restore ${path}=${value}: ${err instanceof Error ? err.message : err}`);
+    }
+  }
+  return errors;
+}
+
+/** Sets `path` to `value` and returns a disposable that puts the old value back. */
+export async function setKnob(path: string, value: string, root = "/"): Promise<AsyncDisposable> {
+  const old = await readKnob(path, root);
+  if (old === null) throw new Error(`${path} does not exist: this kernel lacks it`);
+  await Deno.writeTextFile(join(root, path), value);
+  return {
+    async [Symbol.asyncDispose]() {
+      await Deno.writeTextFile(join(root, path), old);
+    },
+  };
+}
+
+/** `MemAvailable` from /proc/meminfo, in KiB (excludes swap, as the unlock must not rely on it). */
+export async function memAvailableKiB(root = "/"): Promise<number> {
+  const meminfo = await Deno.readTextFile(join(root, "proc/meminfo"));
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(meminfo);
+  if (!m) throw new Error("no MemAvailable in /proc/meminfo");
+  return Number(m[1]);
+}
+
+/** Whether `dir` is the root of a cgroup v2 hierarchy. */
+export async function isCgroup2Root(dir = "/sys/fs/cgroup"): Promise<boolean> {
+  try {
+    await Deno.stat(join(dir, "cgroup.controllers"));
+    await Deno.stat(join(dir, "cgroup.procs"));
+    return true;
+  } catch {
+    return false;
+  }
+}

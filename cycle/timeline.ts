@@ -1,0 +1,83 @@
+/**
+ * @module
+ * The cycle's timeline: each phase with its duration and outcome, plus facts gathered on the way (ramfs
+ * bytes, devices, key checks). It is what `report` writes to `/dev/kmsg` and `last.json`, and what
+ * `cryptsleep status` prints.
+ *
+ * @example
+ * ```ts
+ * import { Timeline } from "./timeline.ts";
+ * const t = new Timeline();
+ * await t.phase("sync", async () => {});
+ * console.log(t.toJSON().phases[0].name); // "sync"
+ * ```
+ */
+
+/** One phase as it ran. */
+export interface PhaseRecord {
+  name: string;
+  startMs: number;
+  durationMs: number;
+  ok: boolean;
+  error?: string;
+  detail?: Record<string, unknown>;
+}
+
+/** What `last.json` holds. */
+export interface TimelineJSON {
+  version: 1;
+  startedAt: string;
+  finishedAt?: string;
+  ok: boolean;
+  exitCode?: number;
+  phases: PhaseRecord[];
+  warnings: string[];
+  facts: Record<string, unknown>;
+}
+
+export class Timeline {
+  readonly startedAt = new Date();
+  readonly #t0 = performance.now();
+  readonly phases: PhaseRecord[] = [];
+  readonly warnings: string[] = [];
+  readonly facts: Record<string, unknown> = {};
+  /** Called after each phase, e.g. to persist progress for the supervisor. */
+  onChange: (t: Timeline) => void = () => {};
+
+  /** Runs `fn` as phase `name`, recording time and outcome; rethrows its error. */
+  async phase<T>(name: string, fn: () => Promise<T>, detail?: (value: T) => Record<string, unknown>): Promise<T> {
+    const start = performance.now();
+    const record: PhaseRecord = { name, startMs: Math.round(start - this.#t0), durationMs: 0, ok: false };
+    this.phases.push(record);
+    try {
+      const value = await fn();
+      record.ok = true;
+      if (detail) record.detail = detail(value);
+      return value;
+    } catch (err) {
+      record.error = err instanceof Error ? err.message : String(err);
+      throw err;
+    } finally {
+      record.durationMs = Math.round(performance.now() - start);
+      this.onChange(this);
+    }
+  }
+
+  warn(message: string): void {
+    this.warnings.push(message);
+    this.onChange(this);
+  }
+
+  toJSON(exitCode?: number): TimelineJSON {
+    return {
+      version: 1,
+      startedAt: this.startedAt.toISOString(),
+      finishedAt: exitCode === undefined ? undefined : new Date().toISOString(),
+      ok: this.phases.every((p) => p.ok) && (exitCode ?? 0) === 0,
+      exitCode,
+      phases: this.phases,
+      warnings: this.warnings,
+      facts: this.facts,
+    };
+  }
+}
