@@ -38,9 +38,14 @@ export interface TimelineJSON {
 export class Timeline {
   readonly startedAt = new Date();
   readonly #t0 = performance.now();
-  readonly phases: PhaseRecord[] = [];
+  readonly phases: PhaseRecord[];
   readonly warnings: string[] = [];
   readonly facts: Record<string, unknown> = {};
+
+  /** `earlier`: phases another process already ran (the outer process hands preflight and ramfs on). */
+  constructor(earlier: PhaseRecord[] = []) {
+    this.phases = [...earlier];
+  }
   /** Called after each phase, e.g. to persist progress for the supervisor. */
   onChange: (t: Timeline) => void = () => {};
 

@@ -1,0 +1,67 @@
+/**
+ * @module
+ * Phase 7, lock: for each volume, top-down, suspend the dm devices stacked above it (LVs, with lockfs so
+ * their filesystems are frozen clean), then `crypt_suspend` the LUKS device, which wipes its key from
+ * dm-crypt. Each lock is verified: the mapping reports suspended, and no `cryptsetup:<uuid>` key is left
+ * in a kernel keyring. The undo is the unlock (phase 9), bottom-up, by the same stack.
+ *
+ * @example
+ * ```ts ignore
+ * await using locked = await lockVolumes(ctx); // unlocks, bottom-up, when disposed
+ * ```
+ */
+import * as dm from "../ffi/devmapper.ts";
+import { CryptDevice } from "../ffi/libcryptsetup.ts";
+import type { Volume } from "../discovery/mod.ts";
+import type { AgentContext } from "./context.ts";
+import { keyringKeysFor } from "./keyring.ts";
+import { unlockVolume } from "./unlock.ts";
+
+/** What lock found per volume: whether its key stays in RAM through the suspend. */
+export interface LockResult {
+  dmName: string;
+  keyLeft: boolean;
+}
+
+/** Locks every volume of the plan; the returned stack unlocks them in reverse when disposed. */
+export async function lockVolumes(ctx: AgentContext): Promise<AsyncDisposableStack & { results: LockResult[] }> {
+  await using stack = new AsyncDisposableStack();
+  const results: LockResult[] = [];
+  for (const volume of ctx.job.plan.lock) {
+    results.push(await lockVolume(ctx, volume, stack));
+  }
+  return Object.assign(stack.move(), { results });
+}
+
+async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposableStack): Promise<LockResult> {
+  for (const above of volume.above) {
+    dm.suspend(above, { lockfs: true });
+    stack.defer(() => Promise.resolve(dm.resume(above)));
+  }
+  {
+    using device = CryptDevice.initByName(ctx.lib, volume.dmName);
+    device.suspend(volume.dmName);
+  }
+  // the undo is registered before any check can throw, so a failed check still unlocks
+  const unlock = { reactivate: ctx.job.leaking.includes(volume.dmName) };
+  stack.defer(() => unlockVolume(ctx, volume, unlock));
+
+  const info = dm.info(volume.dmName);
+  if (!info.suspended) throw new Error(`lock ${volume.dmName}: crypt_suspend returned 0 but the mapping is live`);
+  const keys = await keyringKeysFor(volume.uuid);
+  const keyLeft = keys.length > 0;
+  if (keyLeft) {
+    unlock.reactivate = true;
+    if (ctx.job.options.refuseLeak) {
+      throw new Error(`lock ${volume.dmName}: its volume key stays in a kernel keyring after luksSuspend (--refuse-leak)`);
+    }
+    ctx.timeline.warn(
+      `${volume.dmName}: its volume key stays in RAM during this suspend: kernel keyring key ${
+        keys.map((k) => k.id).join(",")
+      } is pinned out of root's reach; the unlock re-activates the volume without the keyring, so the next ` +
+        `suspend is clean`,
+    );
+  }
+  ctx.log(`locked ${volume.dmName}${keyLeft ? " (key still pinned in a keyring)" : ""}`);
+  return { dmName: volume.dmName, keyLeft };
+}

@@ -1,0 +1,31 @@
+/**
+ * @module
+ * Phases 4 and 6. `sync()` flushes everything while all processes still run (a global sync later would hang
+ * on frozen FUSE daemons). After the freeze, `syncfs()` flushes only the filesystems on the volumes about to
+ * be locked, so the lock finds nothing dirty. Neither has an undo: flushing changes no state to restore.
+ *
+ * @example
+ * ```ts ignore
+ * syncAll();
+ * await syncVolumeFilesystems(plan);
+ * ```
+ */
+import { sync, syncfs } from "../ffi/libc.ts";
+import type { Plan } from "../discovery/mod.ts";
+
+export function syncAll(): void {
+  sync();
+}
+
+/** syncfs on each filesystem mounted from a volume to lock; returns the mount points flushed. */
+export async function syncVolumeFilesystems(plan: Plan): Promise<string[]> {
+  const done: string[] = [];
+  for (const volume of plan.lock) {
+    for (const mount of volume.mounts) {
+      if (done.includes(mount.mountpoint)) continue;
+      await syncfs(mount.mountpoint);
+      done.push(mount.mountpoint);
+    }
+  }
+  return done;
+}

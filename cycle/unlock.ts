@@ -1,0 +1,66 @@
+/**
+ * @module
+ * Phase 9, unlock (the undo of lock): prompt on the console, `crypt_resume_by_passphrase` (non-blocking:
+ * Argon2 takes seconds and the event loop keeps running), then resume the dm devices stacked above, then
+ * read one block through the mapping with O_DIRECT to prove I/O flows again.
+ *
+ * The key is resumed without the kernel keyring: it goes to dm-crypt alone, so no process's keyring can pin
+ * it. Where lock found a pinned key, the volume is re-activated too (a table refresh), which drops the old
+ * table and with it the pin, so the next suspend is clean.
+ *
+ * @example
+ * ```ts ignore
+ * await unlockVolume(ctx, volume, { reactivate: false });
+ * ```
+ */
+import * as dm from "../ffi/devmapper.ts";
+import { CRYPT_ACTIVATE_REFRESH, CryptDevice } from "../ffi/libcryptsetup.ts";
+import { readBlockDirect } from "../ffi/libc.ts";
+import { SysError } from "../ffi/errors.ts";
+import type { Volume } from "../discovery/mod.ts";
+import type { AgentContext } from "./context.ts";
+import type { Secret } from "./secrets.ts";
+
+export async function unlockVolume(ctx: AgentContext, volume: Volume, opts: { reactivate: boolean }): Promise<void> {
+  {
+    using device = CryptDevice.initByName(ctx.lib, volume.dmName);
+    device.setKeyring(false);
+    if (device.isSuspended(volume.dmName)) {
+      const secret = await resumeWithPassphrase(ctx, device, volume);
+      if (opts.reactivate) {
+        await device.activateByPassphrase(volume.dmName, -1, secret.buffer, secret.length, CRYPT_ACTIVATE_REFRESH);
+        ctx.log(`re-activated ${volume.dmName} without the keyring`);
+      }
+    }
+  }
+  for (const above of [...volume.above].reverse()) {
+    if (dm.info(above).suspended) dm.resume(above);
+  }
+  await readBlockDirect(volume.device, 0, 4096);
+  ctx.log(`unlocked ${volume.dmName}`);
+}
+
+/** Tries the passphrases typed so far, then prompts until one fits or the tries run out. */
+async function resumeWithPassphrase(ctx: AgentContext, device: CryptDevice, volume: Volume): Promise<Secret> {
+  for (const secret of ctx.secrets.entered) {
+    if (await tryResume(device, volume, secret)) return secret;
+  }
+  const max = ctx.job.options.maxTries;
+  for (let attempt = 1; attempt <= max; attempt++) {
+    const secret = await ctx.secrets.ask(`Passphrase to unlock ${volume.dmName} (${volume.uuid}): `);
+    if (await tryResume(device, volume, secret)) return secret;
+    ctx.console.write(`No key available with this passphrase (${attempt}/${max}).\n`);
+  }
+  throw new Error(`unlock ${volume.dmName}: no passphrase fitted after ${max} tries`);
+}
+
+async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): Promise<boolean> {
+  try {
+    await device.resumeByPassphrase(volume.dmName, -1, secret.buffer, secret.length);
+    return true;
+  } catch (err) {
+    // EPERM: no keyslot opens with it; anything else is a real failure
+    if (err instanceof SysError && err.code === "EPERM") return false;
+    throw err;
+  }
+}
