@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { checkControl, info, resume, suspend } from "./devmapper.ts";
+import { SysError } from "./errors.ts";
+
+const kernelHasDm = /\bdevice-mapper\b/.test(await Deno.readTextFile("/proc/misc"));
+
+Deno.test({
+  name: "devmapper: clean SysError when the kernel has no device-mapper (host)",
+  ignore: kernelHasDm,
+  fn: () => {
+    for (
+      const fn of [() => info("cryptsleep-test"), () => suspend("cryptsleep-test"), () => resume("cryptsleep-test")]
+    ) {
+      assert.throws(fn, (e: unknown) => {
+        assert.ok(e instanceof SysError, String(e));
+        assert.equal(e.call, "open");
+        assert.equal(e.subject, "/dev/mapper/control");
+        assert.equal(e.code, "ENODEV");
+        assert.match(e.hint, /modprobe dm_mod/);
+        return true;
+      });
+    }
+  },
+});
+
+Deno.test("devmapper.checkControl: decides from /proc/misc and the control node", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const withDm = join(dir, "misc-dm"), without = join(dir, "misc");
+    await Deno.writeTextFile(withDm, " 63 vga_arbiter\n236 device-mapper\n");
+    await Deno.writeTextFile(without, " 63 vga_arbiter\n");
+    // Driver listed, node missing: fine, libdevmapper creates it.
+    checkControl(join(dir, "control"), withDm);
+    // Driver listed, node present and openable.
+    checkControl("/dev/null", withDm);
+    // Driver not listed: refused whatever the node.
+    assert.throws(
+      () => checkControl("/dev/null", without),
+      (e: unknown) => e instanceof SysError && e.code === "ENODEV",
+    );
+    // No /proc (bare chroot): the node decides.
+    checkControl("/dev/null", join(dir, "no-proc"));
+    assert.throws(
+      () => checkControl(join(dir, "control"), join(dir, "no-proc")),
+      (e: unknown) => e instanceof SysError && e.code === "ENOENT" && e.subject === join(dir, "control"),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "devmapper.info: an unknown name does not exist (needs device-mapper)",
+  ignore: !kernelHasDm,
+  fn: () => {
+    const i = info(`cryptsleep-test-missing-${Deno.pid}`);
+    assert.equal(i.exists, false);
+    assert.equal(i.suspended, false);
+  },
+});

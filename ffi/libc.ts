@@ -1,0 +1,432 @@
+/**
+ * The few libc calls cryptsleep needs (glibc `libc.so.6` through `Deno.dlopen`); failures throw {@linkcode SysError}
+ * with the real `errno` (read from `__errno_location` right after the call).
+ *
+ * Calls that may block for long (`syncfs`, a write to `/sys/power/state`, `VT_WAITACTIVE`) run in a short-lived
+ * Worker thread that makes the call synchronously and reads its own errno: a `nonblocking` FFI call would run on a
+ * pool thread whose errno is lost. `mlockall` is deliberately absent (it breaks V8).
+ *
+ * @example
+ * ```ts
+ * import { closeFd, O_RDONLY, openFd, setpriority, syncfs } from "./libc.ts";
+ *
+ * await syncfs("/"); // flush one filesystem without blocking the event loop
+ * setpriority(Deno.pid, -10);
+ * const fd = openFd("/proc/self/stat", O_RDONLY);
+ * closeFd(fd);
+ * ```
+ *
+ * @module
+ */
+
+import { cstr, cstrOrNull, readCString } from "./_cstring.ts";
+import { SysError } from "./errors.ts";
+import type { SafeBuffer } from "./safe_buffer.ts";
+
+const LIBC = "libc.so.6";
+const arm = Deno.build.arch === "aarch64";
+
+/** open(2) flags (Linux x86_64 and aarch64). */
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_NOCTTY = 0o400;
+export const O_TRUNC = 0o1000;
+export const O_NONBLOCK = 0o4000;
+export const O_DIRECTORY = arm ? 0o40000 : 0o200000;
+export const O_CLOEXEC = 0o2000000;
+
+/** mount(2) flags. */
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+export const MS_BIND = 4096;
+export const MS_MOVE = 8192;
+export const MS_REC = 16384;
+export const MS_PRIVATE = 1 << 18;
+/** umount2(2) flags. */
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+
+/** Special keyring ids for keyctl. */
+export const KEY_SPEC_THREAD_KEYRING = -1;
+export const KEY_SPEC_PROCESS_KEYRING = -2;
+export const KEY_SPEC_SESSION_KEYRING = -3;
+export const KEY_SPEC_USER_KEYRING = -4;
+export const KEY_SPEC_USER_SESSION_KEYRING = -5;
+
+const KEYCTL_DESCRIBE = 6;
+const KEYCTL_UNLINK = 9;
+const KEYCTL_SEARCH = 10;
+const KEYCTL_READ = 11;
+const KEYCTL_INVALIDATE = 21;
+const SYS_ADD_KEY = arm ? 217 : 248;
+const SYS_KEYCTL = arm ? 219 : 250;
+
+const SYMBOLS = {
+  __errno_location: { parameters: [], result: "pointer" },
+  sync: { parameters: [], result: "void" },
+  sync_nb: { name: "sync", parameters: [], result: "void", nonblocking: true },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  read: { parameters: ["i32", "pointer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "pointer", "usize"], result: "isize" },
+  ioctl_ptr: { name: "ioctl", parameters: ["i32", "u64", "pointer"], result: "i32" },
+  ioctl_int: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  poll_nb: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
+  umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  chroot: { parameters: ["buffer"], result: "i32" },
+  chdir: { parameters: ["buffer"], result: "i32" },
+  setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
+  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
+  tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
+  tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  posix_openpt: { parameters: ["i32"], result: "i32" },
+  grantpt: { parameters: ["i32"], result: "i32" },
+  unlockpt: { parameters: ["i32"], result: "i32" },
+  ptsname: { parameters: ["i32"], result: "pointer" },
+} as const;
+
+let libc: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
+let errnoView: Deno.UnsafePointerView | null = null;
+
+/** @internal the raw libc symbols (for tty.ts). */
+export function libcSymbols(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  libc ??= Deno.dlopen(LIBC, SYMBOLS);
+  return libc.symbols;
+}
+
+/** errno of the main thread's last libc call. Read it right after the call. */
+export function errno(): number {
+  errnoView ??= new Deno.UnsafePointerView(libcSymbols().__errno_location()!);
+  return errnoView.getInt32();
+}
+
+/** Throw SysError(call, errno) when `r` is -1 (or negative). Returns `r`. */
+export function check<T extends number | bigint>(call: string, r: T, subject?: string): T {
+  if (r < 0) throw new SysError(call, errno(), { subject });
+  return r;
+}
+
+function ptrValue(p: Deno.PointerValue): bigint {
+  return p === null ? 0n : BigInt(Deno.UnsafePointer.value(p));
+}
+
+// ---- plain calls -------------------------------------------------------------------------------------------------
+
+/** sync(2): flush all filesystems (blocks this thread). */
+export function sync(): void {
+  libcSymbols().sync();
+}
+
+/** sync(2) on another thread (sync has no error to report). */
+export async function syncAsync(): Promise<void> {
+  await libcSymbols().sync_nb();
+}
+
+/** open(2); returns the fd. Add O_CLOEXEC yourself when the fd must not leak into children. */
+export function openFd(path: string, flags: number, mode = 0): number {
+  return check("open", libcSymbols().open(cstr(path), flags, mode), path);
+}
+
+/** close(2). */
+export function closeFd(fd: number): void {
+  check("close", libcSymbols().close(fd), `fd ${fd}`);
+}
+
+/** read(2) into `buf` (sync); returns bytes read, 0 at EOF. */
+export function readFd(fd: number, buf: Uint8Array): number {
+  if (buf.length === 0) return 0;
+  return Number(check("read", libcSymbols().read(fd, Deno.UnsafePointer.of(buf), BigInt(buf.length)), `fd ${fd}`));
+}
+
+/** write(2) all of `bytes` (sync, retries short writes and EINTR). Not for secrets. */
+export function writeFdSync(fd: number, bytes: Uint8Array, label = `fd ${fd}`): void {
+  let off = 0;
+  while (off < bytes.length) {
+    const part = bytes.subarray(off);
+    const r = Number(libcSymbols().write(fd, Deno.UnsafePointer.of(part), BigInt(part.length)));
+    if (r < 0) {
+      const e = errno();
+      if (e === 4) continue; // EINTR
+      throw new SysError("write", e, { subject: label });
+    }
+    off += r;
+  }
+}
+
+/** fcntl(2) with an int argument (F_GETFL 3, F_SETFL 4…). */
+export function fcntl(fd: number, cmd: number, arg = 0): number {
+  return check("fcntl", libcSymbols().fcntl(fd, cmd, BigInt(arg)), `fd ${fd}`);
+}
+
+/** ioctl(2) with a pointer argument (a struct or int buffer). */
+export function ioctlPtr(fd: number, request: number, arg: Uint8Array | null, name = `0x${request.toString(16)}`) {
+  const p = arg === null ? null : Deno.UnsafePointer.of(arg);
+  return check(`ioctl(${name})`, libcSymbols().ioctl_ptr(fd, BigInt(request), p), `fd ${fd}`);
+}
+
+/** ioctl(2) with an integer argument. */
+export function ioctlInt(fd: number, request: number, arg: number, name = `0x${request.toString(16)}`): number {
+  return check(`ioctl(${name})`, libcSymbols().ioctl_int(fd, BigInt(request), BigInt(arg)), `fd ${fd}`);
+}
+
+/** mount(2). `data` is the comma-separated option string. */
+export function mount(
+  source: string | null,
+  target: string,
+  fstype: string | null,
+  flags: number,
+  data: string | null = null,
+): void {
+  const r = libcSymbols().mount(cstrOrNull(source), cstr(target), cstrOrNull(fstype), BigInt(flags), cstrOrNull(data));
+  check("mount", r, `${source ?? "none"} on ${target}${fstype ? ` type ${fstype}` : ""}`);
+}
+
+/** umount2(2). */
+export function umount2(target: string, flags = 0): void {
+  check("umount2", libcSymbols().umount2(cstr(target), flags), target);
+}
+
+/** chroot(2) (the caller must chdir("/") afterwards). */
+export function chroot(path: string): void {
+  check("chroot", libcSymbols().chroot(cstr(path)), path);
+}
+
+/** chdir(2). */
+export function chdir(path: string): void {
+  check("chdir", libcSymbols().chdir(cstr(path)), path);
+}
+
+/** setpriority(PRIO_PROCESS, pid, prio): -20 (first) … 19 (last); 0 = this process. */
+export function setpriority(pid: number, prio: number): void {
+  check("setpriority", libcSymbols().setpriority(0, pid, prio), `pid ${pid}`);
+}
+
+// ---- keyrings (raw syscalls through libc syscall(2)) -------------------------------------------------------------
+
+function sys(call: string, nr: number, subject: string, ...args: bigint[]): bigint {
+  const a = [...args, 0n, 0n, 0n, 0n, 0n].slice(0, 5) as [bigint, bigint, bigint, bigint, bigint];
+  return check(call, libcSymbols().syscall(BigInt(nr), ...a), subject);
+}
+
+/** add_key(2): add (or update) a key; returns its serial. Payload from a SafeBuffer for secrets. */
+export function addKey(
+  type: string,
+  description: string,
+  payload: { buf: SafeBuffer; length: number } | Uint8Array,
+  keyring: number,
+): number {
+  const t = cstr(type), d = cstr(description);
+  const [p, n] = payload instanceof Uint8Array
+    ? [ptrValue(Deno.UnsafePointer.of(payload)), payload.length]
+    : [ptrValue(payload.buf.pointer), payload.length];
+  const r = sys(
+    "add_key",
+    SYS_ADD_KEY,
+    `${type}:${description}`,
+    ptrValue(Deno.UnsafePointer.of(t)),
+    ptrValue(Deno.UnsafePointer.of(d)),
+    p,
+    BigInt(n),
+    BigInt(keyring),
+  );
+  return Number(r);
+}
+
+/** keyctl(KEYCTL_SEARCH): serial of the key, or null if there is none (ENOKEY). */
+export function keyctlSearch(keyring: number, type: string, description: string, destKeyring = 0): number | null {
+  const t = cstr(type), d = cstr(description);
+  const r = libcSymbols().syscall(
+    BigInt(SYS_KEYCTL),
+    BigInt(KEYCTL_SEARCH),
+    BigInt(keyring),
+    ptrValue(Deno.UnsafePointer.of(t)),
+    ptrValue(Deno.UnsafePointer.of(d)),
+    BigInt(destKeyring),
+  );
+  if (r < 0) {
+    const e = errno();
+    if (e === 126) return null; // ENOKEY
+    throw new SysError("keyctl(KEYCTL_SEARCH)", e, { subject: `${type}:${description}` });
+  }
+  return Number(r);
+}
+
+/**
+ * keyctl(KEYCTL_READ) into secret memory; returns the payload length. If the payload is longer than the buffer the
+ * buffer is wiped and a RangeError thrown (the kernel copied only part of it).
+ */
+export function keyctlRead(key: number, buf: SafeBuffer): number {
+  const n = Number(
+    sys(
+      "keyctl(KEYCTL_READ)",
+      SYS_KEYCTL,
+      `key ${key}`,
+      BigInt(KEYCTL_READ),
+      BigInt(key),
+      ptrValue(buf.pointer),
+      BigInt(buf.size),
+    ),
+  );
+  if (n > buf.size) {
+    buf.zero();
+    throw new RangeError(`keyctlRead: key ${key} holds ${n} bytes, buffer has ${buf.size}`);
+  }
+  return n;
+}
+
+/** keyctl(KEYCTL_DESCRIBE): "type;uid;gid;perm;description". */
+export function keyctlDescribe(key: number): string {
+  const buf = new Uint8Array(4096);
+  const n = Number(
+    sys(
+      "keyctl(KEYCTL_DESCRIBE)",
+      SYS_KEYCTL,
+      `key ${key}`,
+      BigInt(KEYCTL_DESCRIBE),
+      BigInt(key),
+      ptrValue(Deno.UnsafePointer.of(buf)),
+      BigInt(buf.length),
+    ),
+  );
+  return readCString(Deno.UnsafePointer.of(buf)) ?? new TextDecoder().decode(buf.subarray(0, Math.max(0, n - 1)));
+}
+
+/** keyctl(KEYCTL_UNLINK): remove `key` from `keyring`. */
+export function keyctlUnlink(key: number, keyring: number): void {
+  sys("keyctl(KEYCTL_UNLINK)", SYS_KEYCTL, `key ${key}`, BigInt(KEYCTL_UNLINK), BigInt(key), BigInt(keyring));
+}
+
+/** keyctl(KEYCTL_INVALIDATE): the key becomes unusable at once and is garbage-collected. */
+export function keyctlInvalidate(key: number): void {
+  sys("keyctl(KEYCTL_INVALIDATE)", SYS_KEYCTL, `key ${key}`, BigInt(KEYCTL_INVALIDATE), BigInt(key));
+}
+
+// ---- long calls in a worker thread (exact errno, event loop keeps running) ----------------------------------------
+
+/** The worker: one synchronous libc call, then its errno from the same thread. Plain JS so it needs no files. */
+const WORKER_SOURCE = `
+const l = Deno.dlopen(${JSON.stringify(LIBC)}, {
+  __errno_location: { parameters: [], result: "pointer" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  syncfs: { parameters: ["i32"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
+  pread: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
+});
+const en = () => new Deno.UnsafePointerView(l.symbols.__errno_location()).getInt32();
+self.onmessage = (ev) => {
+  const m = ev.data;
+  let res;
+  if (m.op === "syncfs") {
+    const fd = l.symbols.open(m.path, m.flags, 0);
+    if (fd < 0) res = { call: "open", errno: en() };
+    else {
+      const r = l.symbols.syncfs(fd);
+      res = r < 0 ? { call: "syncfs", errno: en() } : { ok: true };
+      l.symbols.close(fd);
+    }
+  } else if (m.op === "write") {
+    let off = 0;
+    res = { ok: true };
+    while (off < m.bytes.length) {
+      const part = m.bytes.subarray(off);
+      const r = Number(l.symbols.write(m.fd, part, BigInt(part.length)));
+      if (r < 0) { const e = en(); if (e === 4) continue; res = { call: "write", errno: e }; break; }
+      off += r;
+    }
+  } else if (m.op === "ioctl") {
+    const r = l.symbols.ioctl(m.fd, BigInt(m.request), BigInt(m.arg));
+    res = r < 0 ? { call: "ioctl", errno: en() } : { ok: true, value: r };
+  } else if (m.op === "readDirect") {
+    // O_DIRECT wants an aligned buffer: over-allocate and start at the next 4096 boundary
+    const buf = new Uint8Array(m.size + 4096);
+    const base = Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf));
+    const aligned = Deno.UnsafePointer.create((base + 4095n) & ~4095n);
+    const fd = l.symbols.open(m.path, m.flags, 0);
+    if (fd < 0) res = { call: "open", errno: en() };
+    else {
+      const r = Number(l.symbols.pread(fd, aligned, BigInt(m.size), BigInt(m.offset)));
+      res = r < 0 ? { call: "pread", errno: en() } : { ok: true, value: r };
+      l.symbols.close(fd);
+    }
+  } else res = { call: m.op, errno: 22 };
+  self.postMessage(res);
+  l.close();
+  self.close();
+};
+`;
+
+type WorkerResult = { ok: true; value?: number } | { ok?: false; call: string; errno: number };
+
+let workerUrl: string | null = null;
+
+async function inWorker(msg: Record<string, unknown>): Promise<WorkerResult> {
+  workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+  const w = new Worker(workerUrl, { type: "module" });
+  try {
+    return await new Promise<WorkerResult>((resolve, reject) => {
+      w.onmessage = (e) => resolve(e.data as WorkerResult);
+      w.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`libc worker failed: ${e.message}`));
+      };
+      w.postMessage(msg);
+    });
+  } finally {
+    w.terminate();
+  }
+}
+
+/** syncfs(2) on the filesystem holding `path` (opens it, syncs, closes) without blocking the event loop. */
+export async function syncfs(path: string): Promise<void> {
+  const r = await inWorker({ op: "syncfs", path: cstr(path), flags: O_RDONLY | O_CLOEXEC });
+  if (!r.ok) throw new SysError(r.call, r.errno, { subject: path });
+}
+
+/**
+ * Reads `size` bytes at `offset` of a block device with O_DIRECT on a worker thread, past the page cache:
+ * proof that I/O reaches the device (e.g. a mapping just resumed). Returns the bytes read; the data is dropped.
+ */
+export async function readBlockDirect(path: string, offset: number, size: number): Promise<number> {
+  const O_DIRECT = arm ? 0o200000 : 0o40000;
+  const r = await inWorker({
+    op: "readDirect",
+    path: cstr(path),
+    flags: O_RDONLY | O_CLOEXEC | O_DIRECT,
+    offset,
+    size,
+  });
+  if (!r.ok) throw new SysError(r.call, r.errno, { subject: path });
+  return r.value ?? 0;
+}
+
+/** write(2) all of `bytes` to `fd` on a worker thread (e.g. "mem" to /sys/power/state). Not for secrets. */
+export async function writeFd(fd: number, bytes: Uint8Array, label = `fd ${fd}`): Promise<void> {
+  const r = await inWorker({ op: "write", fd, bytes: bytes.slice() });
+  if (!r.ok) throw new SysError(`write(${label})`, r.errno, { subject: `fd ${fd}` });
+}
+
+/** ioctl(2) with an integer argument on a worker thread (calls that wait, like VT_WAITACTIVE). */
+export async function ioctlIntAsync(fd: number, request: number, arg: number, name: string): Promise<number> {
+  const r = await inWorker({ op: "ioctl", fd, request, arg });
+  if (!r.ok) throw new SysError(`ioctl(${name})`, r.errno, { subject: `fd ${fd}` });
+  return r.value ?? 0;
+}
+
+/** Open `path` write-only, write `text`, close; the write runs on a worker (e.g. writeFile("/sys/power/state", "mem")). */
+export async function writeFile(path: string, text: string): Promise<void> {
+  const fd = openFd(path, O_WRONLY | O_CLOEXEC);
+  try {
+    await writeFd(fd, new TextEncoder().encode(text), path);
+  } finally {
+    closeFd(fd);
+  }
+}

@@ -1,0 +1,392 @@
+/**
+ * The unlock prompt's terminal: a serial/tty path or a freshly allocated virtual console, with echo turned off while
+ * a secret is read byte by byte straight into {@linkcode SafeBuffer} memory (never a JS string or array copy).
+ *
+ * VT switching: `allocateVt` finds a free VT (VT_OPENQRY), activates it (VT_ACTIVATE) and waits a bounded time for
+ * it to become active by polling VT_GETSTATE instead of VT_WAITACTIVE, which can wait forever when the current VT's
+ * owner (a display server in VT_PROCESS mode) is frozen. {@linkcode Console.waitActive} waits more, asynchronously.
+ *
+ * @example
+ * ```ts
+ * import { Console } from "./tty.ts";
+ * import { SafeBuffer } from "./safe_buffer.ts";
+ *
+ * using con = Console.open("/dev/ttyS0");
+ * using pass = SafeBuffer.alloc(512);
+ * con.write("Passphrase for cryptroot: ");
+ * const length = await con.readSecret(pass); // echo off; restored afterwards, also on error
+ * ```
+ *
+ * @module
+ */
+
+import { SysError } from "./errors.ts";
+import {
+  closeFd,
+  errno,
+  ioctlInt,
+  ioctlPtr,
+  libcSymbols,
+  O_CLOEXEC,
+  O_NOCTTY,
+  O_RDWR,
+  openFd,
+  readFd,
+  writeFdSync,
+} from "./libc.ts";
+import type { SafeBuffer } from "./safe_buffer.ts";
+
+// <linux/vt.h>
+const VT_OPENQRY = 0x5600;
+const VT_GETSTATE = 0x5603;
+const VT_ACTIVATE = 0x5606;
+const VT_DISALLOCATE = 0x5608;
+const VT_LOCKSWITCH = 0x560b;
+const VT_UNLOCKSWITCH = 0x560c;
+
+// <termios.h> (glibc, Linux x86_64/aarch64): struct termios is 60 bytes.
+const TERMIOS_SIZE = 60;
+const LFLAG_OFFSET = 12;
+const CC_OFFSET = 17;
+const VTIME = 5;
+const VMIN = 6;
+/** c_lflag bits. */
+export const ISIG = 0o1;
+export const ICANON = 0o2;
+export const ECHO = 0o10;
+export const ECHOE = 0o20;
+export const ECHOK = 0o40;
+export const ECHONL = 0o100;
+const TCSANOW = 0;
+const TCSAFLUSH = 2;
+const POLLIN = 1;
+const POLLERR = 8;
+const POLLHUP = 0x10;
+const POLLNVAL = 0x20;
+
+/** A termios snapshot (opaque bytes) with the local-mode flags exposed. */
+export class Termios {
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  constructor(bytes = new Uint8Array(TERMIOS_SIZE)) {
+    this.bytes = bytes;
+  }
+  /** c_lflag. */
+  get lflag(): number {
+    return new DataView(this.bytes.buffer).getUint32(LFLAG_OFFSET, true);
+  }
+  set lflag(v: number) {
+    new DataView(this.bytes.buffer).setUint32(LFLAG_OFFSET, v >>> 0, true);
+  }
+  /** Set a c_cc slot. */
+  setCc(index: number, value: number): void {
+    this.bytes[CC_OFFSET + index] = value;
+  }
+  clone(): Termios {
+    return new Termios(this.bytes.slice());
+  }
+}
+
+/** tcgetattr(3). */
+export function getTermios(fd: number): Termios {
+  const t = new Termios();
+  if (libcSymbols().tcgetattr(fd, t.bytes) < 0) throw new SysError("tcgetattr", errno(), { subject: `fd ${fd}` });
+  return t;
+}
+
+/** tcsetattr(3) (`flush`: TCSAFLUSH, dropping unread input, else TCSANOW). */
+export function setTermios(fd: number, t: Termios, flush = false): void {
+  if (libcSymbols().tcsetattr(fd, flush ? TCSAFLUSH : TCSANOW, t.bytes) < 0) {
+    throw new SysError("tcsetattr", errno(), { subject: `fd ${fd}` });
+  }
+}
+
+/** A pseudo-terminal pair (posix_openpt/grantpt/unlockpt/ptsname), e.g. to test a prompt. */
+export interface Pty extends Disposable {
+  master: number;
+  slavePath: string;
+}
+
+/** Open a pty master and name its slave. */
+export function openPty(): Pty {
+  const s = libcSymbols();
+  const master = s.posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) throw new SysError("posix_openpt", errno());
+  try {
+    if (s.grantpt(master) < 0) throw new SysError("grantpt", errno(), { subject: `fd ${master}` });
+    if (s.unlockpt(master) < 0) throw new SysError("unlockpt", errno(), { subject: `fd ${master}` });
+    const name = s.ptsname(master);
+    if (name === null) throw new SysError("ptsname", errno(), { subject: `fd ${master}` });
+    const slavePath = Deno.UnsafePointerView.getCString(name);
+    let open = true;
+    return {
+      master,
+      slavePath,
+      [Symbol.dispose]() {
+        if (open) closeFd(master);
+        open = false;
+      },
+    };
+  } catch (e) {
+    closeFd(master);
+    throw e;
+  }
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Options for {@linkcode Console.readSecret}. */
+export interface ReadSecretOptions {
+  /** Abort the read (checked every `pollMs`). */
+  signal?: AbortSignal;
+  /** Poll interval in ms (default 200). */
+  pollMs?: number;
+  /** Write a newline after the secret (echo is off, so the user's Enter shows nothing). Default true. */
+  newline?: boolean;
+  /** Written after echo is off and pending input flushed, so nothing typed after it is lost. */
+  prompt?: string;
+}
+
+/** A terminal for prompts. Dispose restores its termios, unlocks VT switching and returns to the previous VT. */
+export class Console implements Disposable {
+  /** The terminal's fd (O_RDWR, O_NOCTTY). */
+  readonly fd: number;
+  /** Its path. */
+  readonly path: string;
+  /** The VT number when allocated by {@linkcode allocateVt}. */
+  readonly vt: number | null;
+  /** The VT that was active before {@linkcode allocateVt}. */
+  readonly previousVt: number | null;
+  #consoleFd: number | null;
+  #saved: Termios;
+  #locked = false;
+  #reading = false;
+  #closed = false;
+
+  private constructor(fd: number, path: string, consoleFd: number | null, vt: number | null, prev: number | null) {
+    this.fd = fd;
+    this.path = path;
+    this.#consoleFd = consoleFd;
+    this.vt = vt;
+    this.previousVt = prev;
+    this.#saved = getTermios(fd);
+  }
+
+  /** Open a terminal path ("/dev/ttyS0", "/dev/tty8", a pty slave). */
+  static open(path: string): Console {
+    const fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    try {
+      return new Console(fd, path, null, null, null);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+  }
+
+  /**
+   * Allocate a free virtual console and switch to it, remembering the active one. Waits up to `waitMs` (default
+   * 2000) for the switch; see {@linkcode waitActive} for more.
+   */
+  static allocateVt(opts: { consolePath?: string; waitMs?: number } = {}): Console {
+    const consolePath = opts.consolePath ?? "/dev/tty0";
+    const cfd = openFd(consolePath, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    let fd = -1;
+    try {
+      const prev = activeVt(cfd);
+      const q = new Int32Array(1);
+      ioctlPtr(cfd, VT_OPENQRY, new Uint8Array(q.buffer), "VT_OPENQRY");
+      const n = q[0];
+      if (n <= 0) {
+        throw new SysError("ioctl(VT_OPENQRY)", 16, { subject: consolePath, hint: "no free virtual console" });
+      }
+      const path = `/dev/tty${n}`;
+      fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+      const con = new Console(fd, path, cfd, n, prev);
+      ioctlInt(cfd, VT_ACTIVATE, n, "VT_ACTIVATE");
+      const until = Date.now() + (opts.waitMs ?? 2000);
+      while (activeVt(cfd) !== n && Date.now() < until) sleepSync(10);
+      return con;
+    } catch (e) {
+      if (fd >= 0) closeFd(fd);
+      closeFd(cfd);
+      throw e;
+    }
+  }
+
+  /** The active VT now (VT_GETSTATE), or null when this console is not a VT. */
+  activeVt(): number | null {
+    return this.#consoleFd === null ? null : activeVt(this.#consoleFd);
+  }
+
+  /** Wait (asynchronously, polling VT_GETSTATE) until this VT is active; false on timeout. */
+  async waitActive(timeoutMs = 5000): Promise<boolean> {
+    if (this.vt === null) return true;
+    const until = Date.now() + timeoutMs;
+    while (this.activeVt() !== this.vt) {
+      if (Date.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return true;
+  }
+
+  /** Write text (prompts, messages; never secrets). */
+  write(text: string): void {
+    writeFdSync(this.fd, new TextEncoder().encode(text), this.path);
+  }
+
+  /**
+   * Read a line into `buf` with echo off (non-canonical, byte by byte with read(2) straight into the buffer);
+   * backspace/DEL erase, ^U clears, '\n' or '\r' ends. Returns the length. Termios is restored afterwards, also on
+   * error. A line longer than the buffer is consumed, wiped and rejected with a RangeError.
+   */
+  async readSecret(buf: SafeBuffer, opts: ReadSecretOptions = {}): Promise<number> {
+    if (this.#reading) throw new Error("Console.readSecret: already reading");
+    this.#reading = true;
+    const raw = this.#saved.clone();
+    raw.lflag = raw.lflag & ~(ECHO | ECHOE | ECHOK | ECHONL | ICANON);
+    raw.setCc(VMIN, 1);
+    raw.setCc(VTIME, 0);
+    let len = 0;
+    let overflow = false;
+    try {
+      setTermios(this.fd, raw, true);
+      if (opts.prompt) this.write(opts.prompt);
+      const pfd = new Uint8Array(8);
+      const pv = new DataView(pfd.buffer);
+      const pollMs = opts.pollMs ?? 200;
+      for (;;) {
+        opts.signal?.throwIfAborted();
+        pv.setInt32(0, this.fd, true);
+        pv.setInt16(4, POLLIN, true);
+        pv.setInt16(6, 0, true);
+        const ready = await libcSymbols().poll_nb(pfd, 1n, pollMs);
+        if (ready === 0) continue;
+        if (ready < 0) {
+          // errno stayed on the pool thread: repeat the poll here without waiting to learn it.
+          if (libcSymbols().poll(pfd, 1n, 0) >= 0) continue;
+          const e = errno();
+          if (e === 4) continue; // EINTR
+          throw new SysError("poll", e, { subject: this.path });
+        }
+        const revents = pv.getInt16(6, true);
+        if (revents & POLLNVAL) {
+          throw new SysError("poll", 9, { subject: this.path, hint: "the terminal fd was closed" });
+        }
+        if (!(revents & POLLIN) && revents & (POLLHUP | POLLERR)) {
+          throw new SysError("poll", 5, { subject: this.path, hint: "the terminal hung up" });
+        }
+        const at = overflow ? buf.pointerAt(0) : buf.pointerAt(len);
+        const r = Number(libcSymbols().read(this.fd, at, 1n));
+        if (r < 0) {
+          const e = errno();
+          if (e === 4 || e === 11) continue; // EINTR, EAGAIN
+          throw new SysError("read", e, { subject: this.path });
+        }
+        if (r === 0) throw new SysError("read", 5, { subject: this.path, hint: "end of input before a newline" });
+        const c = new Deno.UnsafePointerView(at).getUint8();
+        if (c === 0x0a || c === 0x0d) {
+          zeroByte(at);
+          break;
+        }
+        if (overflow) {
+          zeroByte(at);
+          continue;
+        }
+        if (c === 0x7f || c === 0x08) {
+          zeroByte(at);
+          if (len > 0) zeroByte(buf.pointerAt(--len));
+        } else if (c === 0x15) {
+          buf.zero();
+          len = 0;
+        } else if (len + 1 >= buf.size) {
+          // Keep one byte free so a trailing NUL always fits; the rest of the line is drained and dropped.
+          buf.zero();
+          overflow = true;
+        } else len++;
+      }
+      if (overflow) {
+        buf.zero();
+        throw new RangeError(`Console.readSecret: input longer than ${buf.size - 1} bytes`);
+      }
+      return len;
+    } catch (e) {
+      buf.zero();
+      throw e;
+    } finally {
+      this.#reading = false;
+      try {
+        setTermios(this.fd, this.#saved);
+      } finally {
+        if (opts.newline ?? true) {
+          try {
+            this.write("\n");
+          } catch { /* the terminal went away */ }
+        }
+      }
+    }
+  }
+
+  /** Forbid VT switching (VT_LOCKSWITCH, needs CAP_SYS_TTY_CONFIG). */
+  lockSwitch(): void {
+    ioctlInt(this.#consoleFd ?? this.fd, VT_LOCKSWITCH, 0, "VT_LOCKSWITCH");
+    this.#locked = true;
+  }
+
+  /** Allow VT switching again (VT_UNLOCKSWITCH). */
+  unlockSwitch(): void {
+    ioctlInt(this.#consoleFd ?? this.fd, VT_UNLOCKSWITCH, 0, "VT_UNLOCKSWITCH");
+    this.#locked = false;
+  }
+
+  /** Restore termios, unlock switching, switch back to the previous VT, close. Best effort, idempotent. */
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const tryIt = (fn: () => void) => {
+      try {
+        fn();
+      } catch { /* keep unwinding */ }
+    };
+    tryIt(() => setTermios(this.fd, this.#saved));
+    if (this.#locked) tryIt(() => this.unlockSwitch());
+    const cfd = this.#consoleFd;
+    if (cfd !== null && this.previousVt !== null && this.previousVt !== this.vt) {
+      tryIt(() => ioctlInt(cfd, VT_ACTIVATE, this.previousVt!, "VT_ACTIVATE"));
+    }
+    tryIt(() => closeFd(this.fd));
+    if (cfd !== null) {
+      if (this.vt !== null) tryIt(() => ioctlInt(cfd, VT_DISALLOCATE, this.vt!, "VT_DISALLOCATE"));
+      tryIt(() => closeFd(cfd));
+    }
+  }
+}
+
+function zeroByte(p: Deno.PointerObject): void {
+  new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, 1))[0] = 0;
+}
+
+function activeVt(cfd: number): number {
+  // struct vt_stat { unsigned short v_active, v_signal, v_state; }
+  const st = new Uint16Array(3);
+  ioctlPtr(cfd, VT_GETSTATE, new Uint8Array(st.buffer), "VT_GETSTATE");
+  return st[0];
+}
+
+/** @internal for tests: read whatever is pending on a non-blocking fd. */
+export function drain(fd: number): Uint8Array {
+  const chunks: number[] = [];
+  const b = new Uint8Array(256);
+  for (;;) {
+    let n: number;
+    try {
+      n = readFd(fd, b);
+    } catch (e) {
+      if (e instanceof SysError && (e.code === "EAGAIN" || e.code === "EIO")) break;
+      throw e;
+    }
+    if (n <= 0) break;
+    chunks.push(...b.subarray(0, n));
+  }
+  return new Uint8Array(chunks);
+}

@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { SysError } from "./errors.ts";
+import { closeFd, fcntl, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDWR, openFd, writeFdSync } from "./libc.ts";
+import { SafeBuffer } from "./safe_buffer.ts";
+import { Console, drain, ECHO, getTermios, ICANON, openPty } from "./tty.ts";
+
+const F_GETFL = 3;
+const F_SETFL = 4;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function ptyConsole() {
+  const pty = openPty();
+  fcntl(pty.master, F_SETFL, fcntl(pty.master, F_GETFL) | O_NONBLOCK);
+  const con = Console.open(pty.slavePath);
+  return {
+    pty,
+    con,
+    [Symbol.dispose]() {
+      con[Symbol.dispose]();
+      pty[Symbol.dispose]();
+    },
+  };
+}
+
+Deno.test("readSecret: bytes go into the SafeBuffer with echo off; termios restored after", async () => {
+  using t = ptyConsole();
+  const { pty, con } = t;
+  assert.ok(getTermios(con.fd).lflag & ECHO, "a fresh pty echoes");
+  con.write("Passphrase: ");
+  assert.equal(dec.decode(drain(pty.master)), "Passphrase: ");
+  using buf = SafeBuffer.alloc(64);
+  const reading = con.readSecret(buf);
+  const during = getTermios(con.fd).lflag;
+  assert.equal(during & ECHO, 0, "echo is off while reading");
+  assert.equal(during & ICANON, 0, "non-canonical while reading");
+  writeFdSync(pty.master, enc.encode("secret\n"));
+  const len = await reading;
+  assert.equal(len, 6);
+  assert.deepEqual([...buf.view().subarray(0, 7)], [...enc.encode("secret"), 0]);
+  assert.ok(getTermios(con.fd).lflag & ECHO, "echo restored");
+  const echoed = dec.decode(drain(pty.master));
+  assert.ok(!echoed.includes("secret"), `nothing echoed: ${JSON.stringify(echoed)}`);
+  assert.match(echoed, /^\r?\n$/, "only the newline we print after the secret");
+});
+
+Deno.test("readSecret: backspace, DEL, ^U and a carriage return", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(64);
+  const reading = t.con.readSecret(buf, { newline: false });
+  writeFdSync(t.pty.master, enc.encode("junk\x15sx\x7fecrex\x08t\r"));
+  const len = await reading;
+  assert.equal(len, 6);
+  assert.deepEqual([...buf.view().subarray(0, 8)], [...enc.encode("secret"), 0, 0]);
+  assert.equal(drain(t.pty.master).length, 0, "nothing echoed, no newline when newline: false");
+});
+
+Deno.test("readSecret: a line longer than the buffer is consumed, wiped and rejected", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(4);
+  const reading = t.con.readSecret(buf);
+  writeFdSync(t.pty.master, enc.encode("toolong\n"));
+  await assert.rejects(reading, RangeError);
+  assert.ok(buf.view().every((b) => b === 0), "buffer wiped");
+  assert.ok(getTermios(t.con.fd).lflag & ECHO, "echo restored after the error");
+  // The next read works. Input typed before it starts is dropped (TCSAFLUSH, like getpass), so type after.
+  writeFdSync(t.pty.master, enc.encode("typed ahead\n"));
+  // a pty hands input to the line discipline from a work queue: let it arrive before the flush
+  await new Promise((r) => setTimeout(r, 100));
+  using buf2 = SafeBuffer.alloc(16);
+  const next = t.con.readSecret(buf2);
+  writeFdSync(t.pty.master, enc.encode("next\n"));
+  assert.equal(await next, 4);
+  assert.deepEqual([...buf2.view().subarray(0, 4)], [...enc.encode("next")]);
+});
+
+Deno.test("readSecret: abort signal and hangup end the read; echo restored", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(16);
+  const ac = new AbortController();
+  const reading = t.con.readSecret(buf, { signal: ac.signal, pollMs: 20 });
+  writeFdSync(t.pty.master, enc.encode("par"));
+  setTimeout(() => ac.abort(), 80);
+  await assert.rejects(reading, (e: Error) => e.name === "AbortError");
+  assert.ok(buf.view().every((b) => b === 0), "partial input wiped");
+  assert.ok(getTermios(t.con.fd).lflag & ECHO);
+
+  const hang = t.con.readSecret(buf, { pollMs: 20 });
+  t.pty[Symbol.dispose](); // close the master: the slave hangs up
+  await assert.rejects(hang, (e: unknown) => e instanceof SysError && e.code === "EIO");
+});
+
+Deno.test("Console.open: not a terminal → SysError tcgetattr ENOTTY; missing path → open ENOENT", () => {
+  assert.throws(
+    () => Console.open("/dev/null"),
+    (e: unknown) => e instanceof SysError && e.call === "tcgetattr" && e.code === "ENOTTY",
+  );
+  assert.throws(
+    () => Console.open("/nonexistent/tty"),
+    (e: unknown) => e instanceof SysError && e.call === "open" && e.code === "ENOENT",
+  );
+});
+
+function vtUsable(): boolean {
+  try {
+    const fd = openFd("/dev/tty0", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    closeFd(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "allocateVt: switches to a free VT and back (only where /dev/tty0 opens)",
+  ignore: !vtUsable(),
+  fn: async () => {
+    const before = (() => {
+      using probe = Console.allocateVt();
+      assert.ok(probe.vt !== null && probe.vt > 0);
+      assert.ok(probe.previousVt !== null && probe.previousVt > 0);
+      assert.notEqual(probe.vt, probe.previousVt);
+      assert.equal(probe.path, `/dev/tty${probe.vt}`);
+      assert.equal(probe.activeVt(), probe.vt, "the new VT is active");
+      probe.lockSwitch();
+      probe.unlockSwitch();
+      return probe.previousVt;
+    })();
+    using again = Console.allocateVt();
+    assert.equal(again.previousVt, before, "dispose switched back to the previous VT");
+    assert.equal(await again.waitActive(1000), true);
+  },
+});
