@@ -10,7 +10,7 @@
  * ```
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { agent, suspend, supervise } from "../cycle/cycle.ts";
+import { agent, supervise, suspend } from "../cycle/cycle.ts";
 import { defaultOptions, type SuspendOptions } from "../cycle/job.ts";
 
 function positiveInt(value: string): number {
@@ -24,15 +24,25 @@ export function register(program: Command, exit: (code: number) => never): void 
   program.command("suspend")
     .description("freeze userspace, lock every LUKS volume, suspend; after wake prompt, unlock, thaw")
     .option("--dry-run", "run the phases that change nothing; print what the others would do")
-    .addOption(new Option("--state <state>", "sleep state to write to /sys/power/state").choices(["mem", "freeze"])
-      .default(defaults.state))
+    .addOption(
+      new Option("--state <state>", "sleep state to write to /sys/power/state").choices(["mem", "freeze"])
+        .default(defaults.state),
+    )
     .option("--console <tty>", "prompt on this tty (e.g. /dev/ttyS0) instead of a newly allocated VT")
-    .option("--freeze-timeout <ms>", "give up (thawed, nothing locked) if userspace is not frozen by then", positiveInt,
-      defaults.freezeTimeoutMs)
+    .option(
+      "--freeze-timeout <ms>",
+      "give up (thawed, nothing locked) if userspace is not frozen by then",
+      positiveInt,
+      defaults.freezeTimeoutMs,
+    )
     .option("--refuse-leak", "refuse when a volume key would stay in RAM during the suspend (pinned keyring)")
     .option("--allow-plain", "suspend without locking when no LUKS volume is active")
-    .option("--max-tries <n>", "passphrase tries per volume before the supervisor takes over", positiveInt,
-      defaults.maxTries)
+    .option(
+      "--max-tries <n>",
+      "passphrase tries per volume before the supervisor takes over",
+      positiveInt,
+      defaults.maxTries,
+    )
     .action(async (o) => {
       const options: SuspendOptions = {
         state: o.state,

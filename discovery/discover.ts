@@ -1,0 +1,390 @@
+/**
+ * Finds every active LUKS volume and works out the order to lock and unlock them, what is stacked on
+ * each (LVM, other dm devices), the filesystems and swaps that depend on it, where its header is, and
+ * how much memory its Argon2 keyslots need on unlock. Reads only `<root>/sys`, `<root>/proc`,
+ * `<root>/etc/crypttab` and the LUKS headers, so a recorded tree can stand in for the live system.
+ *
+ * @example
+ * ```ts
+ * import { discover } from "./discover.ts";
+ * const plan = await discover({ root: "/" });
+ * for (const v of plan.lock) console.log("lock", v.dmName, "then", v.above.join(", "));
+ * console.log("needs", plan.maxArgon2MemoryKiB, "KiB on resume");
+ * ```
+ * @module
+ */
+import { type LuksHeader, LuksHeaderError, readLuksHeader } from "./luks_header.ts";
+import { devPathOf, hostPath, lvmDmName } from "./paths.ts";
+import { type CrypttabEntry, type MountEntry, readCrypttab, readMountinfo, readSwaps } from "./proc.ts";
+import { type BlockDevice, readBlockDevices } from "./sysfs.ts";
+
+/** A filesystem mounted on a device at or above a volume. */
+export interface Mount {
+  mountpoint: string;
+  fstype: string;
+  /** The mount source as the kernel reports it (`/dev/mapper/vg-root`). */
+  device: string;
+}
+
+/** One LUKS volume that will be locked. */
+export interface Volume {
+  dmName: string;
+  /** `/dev/dm-N` */
+  device: string;
+  /** LUKS UUID (with dashes). */
+  uuid: string;
+  type: "LUKS1" | "LUKS2";
+  /** The devices it is mapped on (`/dev/vda2`). */
+  backing: string[];
+  header: { path: string; detached: boolean };
+  /** dm names stacked above, top-down: suspend these first, resume them after the volume. */
+  above: string[];
+  mounts: Mount[];
+  /** Swap devices or files on this volume (or on anything above it). */
+  swaps: string[];
+  /** Largest Argon2 memory (KiB) over its keyslots; 0 for PBKDF2 only or an unreadable header. */
+  argon2MemoryKiB: number;
+  /** Kernel name (`dm-0`) and `major:minor`. */
+  kname: string;
+  devno: string;
+  /** dm reports the device suspended already. */
+  suspended: boolean;
+  keyslots: { slot: number; kdf: string; memoryKiB: number }[];
+  /** Its `/etc/crypttab` line, if any. */
+  crypttab?: { device: string; keyFile?: string; options: Record<string, string | true> };
+}
+
+/** A dm-crypt mapping that libcryptsetup cannot suspend and resume. */
+export interface NotLockable {
+  name: string;
+  reason: string;
+  device?: string;
+}
+
+/** What `cryptsleep plan` shows and the suspend cycle follows. */
+export interface Plan {
+  /** Top-down: a volume stacked above another is locked first. */
+  lock: Volume[];
+  /** The reverse of `lock`. */
+  unlock: Volume[];
+  notLockable: NotLockable[];
+  warnings: string[];
+  /** Largest Argon2 memory (KiB) any volume needs on unlock. */
+  maxArgon2MemoryKiB: number;
+  /** The root the plan was read from ("/" = live system). */
+  root: string;
+  /** How many device-mapper devices exist (to tell "no dm at all" from "no dm-crypt"). */
+  dmDevices: number;
+}
+
+export interface DiscoverOptions {
+  /** Directory standing for "/" (default "/"). */
+  root?: string;
+  /** Effective uid to judge "not root" by (default `Deno.uid()`). */
+  uid?: number | null;
+}
+
+const NOT_LOCKABLE: Record<string, string> = {
+  PLAIN: "plain dm-crypt has no LUKS header: libcryptsetup can suspend and resume only LUKS1/LUKS2",
+  TCRYPT: "TrueCrypt/VeraCrypt mapping: libcryptsetup can suspend and resume only LUKS1/LUKS2",
+  BITLK: "BitLocker mapping: libcryptsetup can suspend and resume only LUKS1/LUKS2",
+  LOOPAES: "loop-AES mapping: libcryptsetup can suspend and resume only LUKS1/LUKS2",
+  FVAULT2: "FileVault2 mapping: libcryptsetup can suspend and resume only LUKS1/LUKS2",
+};
+/** dm uuid prefixes of devices that are part of a stack but hold no key of their own to lock. */
+const HELPER_PREFIXES = ["CRYPT-INTEGRITY-", "INTEGRITY-", "CRYPT-SUBDEV-", "CRYPT-VERITY-"];
+
+/** `CRYPT-LUKS2-<32 hex>-<name>` → LUKS type and the UUID with its dashes put back. */
+export function parseCryptUuid(dmUuid: string): { type: string; uuid?: string } | null {
+  const m = /^CRYPT-([A-Z0-9]+)-(.*)$/.exec(dmUuid);
+  if (!m) return null;
+  const hex = /^([0-9a-fA-F]{32})-/.exec(m[2]);
+  if (!hex) return { type: m[1] };
+  const h = hex[1].toLowerCase();
+  return {
+    type: m[1],
+    uuid: `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`,
+  };
+}
+
+/** Walks the device graph and answers the questions discovery asks of it. */
+class Graph {
+  readonly byDevno = new Map<string, string>();
+  readonly byDmName = new Map<string, string>();
+  #heights = new Map<string, number>();
+
+  constructor(readonly root: string, readonly devs: Map<string, BlockDevice>, readonly mounts: MountEntry[]) {
+    for (const d of devs.values()) {
+      if (d.devno) this.byDevno.set(d.devno, d.kname);
+      if (d.dm) this.byDmName.set(d.dm.name, d.kname);
+    }
+  }
+
+  /** Distance to the top of the stack: 0 when nothing holds the device. */
+  height(k: string, seen = new Set<string>()): number {
+    const known = this.#heights.get(k);
+    if (known !== undefined) return known;
+    if (seen.has(k)) return 0; // a cycle can't exist in sysfs; don't loop if a recording has one
+    seen.add(k);
+    const holders = this.devs.get(k)?.holders ?? [];
+    const h = holders.length === 0 ? 0 : 1 + Math.max(...holders.map((x) => this.height(x, seen)));
+    this.#heights.set(k, h);
+    return h;
+  }
+
+  /** Every device above `k` (not `k`); `stop` devices are neither included nor walked past. */
+  above(k: string, stop: (k: string) => boolean = () => false): Set<string> {
+    const out = new Set<string>();
+    const todo = [...(this.devs.get(k)?.holders ?? [])];
+    while (todo.length) {
+      const h = todo.pop()!;
+      if (out.has(h) || stop(h)) continue;
+      out.add(h);
+      todo.push(...(this.devs.get(h)?.holders ?? []));
+    }
+    return out;
+  }
+
+  /** Kernel name of a `/dev/...` path: by name, `/dev/mapper/x`, `/dev/vg/lv`, else by following symlinks. */
+  async resolveDevPath(path: string): Promise<string | undefined> {
+    if (!path.startsWith("/dev/")) return undefined;
+    const rest = path.slice(5);
+    const direct = rest.replaceAll("/", "!");
+    if (this.devs.has(direct)) return direct;
+    const parts = rest.split("/");
+    if (parts[0] === "mapper" && parts.length === 2) return this.byDmName.get(parts[1]);
+    if (parts.length === 2 && this.byDmName.has(lvmDmName(parts[0], parts[1]))) {
+      return this.byDmName.get(lvmDmName(parts[0], parts[1]));
+    }
+    try {
+      const real = await Deno.realPath(hostPath(this.root, path));
+      const devDir = await Deno.realPath(hostPath(this.root, "/dev"));
+      if (real.startsWith(devDir + "/")) {
+        const k = real.slice(devDir.length + 1).replaceAll("/", "!");
+        if (this.devs.has(k)) return k;
+      }
+    } catch {
+      // not present under root
+    }
+    return undefined;
+  }
+
+  async mountDevice(m: MountEntry): Promise<string | undefined> {
+    return this.byDevno.get(m.devno) ?? (await this.resolveDevPath(m.source));
+  }
+
+  /** The mount holding a file path (longest mountpoint prefix; a later mount on the same point wins). */
+  mountOf(path: string): MountEntry | undefined {
+    let best: MountEntry | undefined;
+    for (const m of this.mounts) {
+      const mp = m.mountpoint;
+      const inside = mp === "/" || path === mp || path.startsWith(mp + "/");
+      if (inside && (!best || mp.length >= best.mountpoint.length)) best = m;
+    }
+    return best;
+  }
+
+  /** Kernel name of the device holding a block device path or a file. */
+  async deviceOfPath(path: string): Promise<string | undefined> {
+    const dev = await this.resolveDevPath(path);
+    if (dev) return dev;
+    const m = this.mountOf(path);
+    return m ? await this.mountDevice(m) : undefined;
+  }
+
+  label(k: string): string {
+    const d = this.devs.get(k);
+    return d?.dm ? d.dm.name : k;
+  }
+}
+
+function describeHeaderError(
+  e: unknown,
+  vol: { dmName: string; header: { path: string; detached: boolean } },
+  resolved: string,
+) {
+  // Name the host path, not where a recorded tree keeps it.
+  const msg = (e instanceof Error ? e.message : String(e)).replaceAll(resolved, vol.header.path);
+  let hint = "";
+  if (e instanceof LuksHeaderError) {
+    if (e.code === "EACCES") hint = "; run as root";
+    else if (e.code === "EINVAL" && !vol.header.detached) {
+      hint = "; if it has a detached header, add header=<path> to its /etc/crypttab line";
+    } else if (e.code === "ENOENT") hint = "; is the device or header file present?";
+  }
+  return `volume ${vol.dmName}: cannot read its LUKS header at ${vol.header.path} (${msg}): ` +
+    `Argon2 memory unknown, counted as 0${hint}`;
+}
+
+/** Discovers the LUKS volumes under `root` and plans how to lock and unlock them. */
+export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
+  const root = opts.root ?? "/";
+  const uid = opts.uid === undefined ? Deno.uid() : opts.uid;
+  const devs = await readBlockDevices(root);
+  const mounts = await readMountinfo(root);
+  const swaps = await readSwaps(root);
+  const crypttab = await readCrypttab(root);
+  const g = new Graph(root, devs, mounts);
+  const warnings: string[] = [];
+  const notLockable: NotLockable[] = [];
+
+  if (uid !== null && uid !== 0) {
+    warnings.push("not running as root: LUKS headers may be unreadable and locking needs root; run it as root");
+  }
+
+  const dms = [...devs.values()].filter((d) => d.dm).sort((a, b) => a.dm!.name.localeCompare(b.dm!.name));
+  const volumes: Volume[] = [];
+  for (const d of dms) {
+    const dm = d.dm!;
+    const parsed = parseCryptUuid(dm.uuid);
+    if (!parsed) continue;
+    if (parsed.type !== "LUKS1" && parsed.type !== "LUKS2") {
+      if (HELPER_PREFIXES.some((p) => dm.uuid.startsWith(p))) continue;
+      const reason = NOT_LOCKABLE[parsed.type] ??
+        `dm-crypt type ${parsed.type}: libcryptsetup can suspend and resume only LUKS1/LUKS2`;
+      notLockable.push({
+        name: dm.name,
+        reason: `${reason}; its key stays in RAM while asleep`,
+        device: `/dev/${d.kname}`,
+      });
+      continue;
+    }
+    const entry: CrypttabEntry | undefined = crypttab.find((c) => c.name === dm.name);
+    const headerOpt = entry?.options["header"];
+    const header = typeof headerOpt === "string"
+      ? { path: headerOpt, detached: true }
+      : { path: d.slaves.length ? devPathOf(d.slaves[0]) : "", detached: false };
+    const vol: Volume = {
+      dmName: dm.name,
+      device: devPathOf(d.kname),
+      uuid: parsed.uuid ?? "",
+      type: parsed.type,
+      backing: d.slaves.map(devPathOf),
+      header,
+      above: [],
+      mounts: [],
+      swaps: [],
+      argon2MemoryKiB: 0,
+      kname: d.kname,
+      devno: d.devno,
+      suspended: dm.suspended,
+      keyslots: [],
+    };
+    if (entry) {
+      vol.crypttab = { device: entry.device, options: entry.options };
+      if (entry.keyFile) vol.crypttab.keyFile = entry.keyFile;
+    }
+    if (d.slaves.length !== 1) {
+      warnings.push(`volume ${dm.name}: expected one backing device, sysfs lists ${d.slaves.length}`);
+    }
+    if (dm.suspended) warnings.push(`volume ${dm.name} is suspended already (dm suspended=1)`);
+    if (typeof headerOpt === "string" && headerOpt.includes(":")) {
+      warnings.push(`volume ${dm.name}: header=${headerOpt} names a file on another device; only plain paths are read`);
+    }
+    if (header.path) {
+      let hdr: LuksHeader | undefined;
+      const resolved = hostPath(root, header.path);
+      try {
+        hdr = await readLuksHeader(resolved);
+      } catch (e) {
+        warnings.push(describeHeaderError(e, vol, resolved));
+      }
+      if (hdr) {
+        vol.argon2MemoryKiB = hdr.maxArgon2MemoryKiB;
+        vol.keyslots = hdr.keyslots.map((k) => ({ slot: k.slot, kdf: k.kdf.type, memoryKiB: k.kdf.memoryKiB }));
+        if (!vol.uuid) vol.uuid = hdr.uuid;
+        else if (hdr.uuid.toLowerCase() !== vol.uuid) {
+          warnings.push(`volume ${dm.name}: header at ${header.path} has UUID ${hdr.uuid}, dm says ${vol.uuid}`);
+        }
+        if (`LUKS${hdr.version}` !== vol.type) {
+          warnings.push(`volume ${dm.name}: header at ${header.path} is LUKS${hdr.version}, dm says ${vol.type}`);
+        }
+        for (const n of hdr.notes) warnings.push(`volume ${dm.name}: header ${header.path}: ${n}`);
+      }
+    } else {
+      warnings.push(`volume ${dm.name}: no backing device and no header= in /etc/crypttab: header not found`);
+    }
+    volumes.push(vol);
+  }
+
+  // Top-down: the higher a volume sits in the stack, the earlier it is locked.
+  const lock = [...volumes].sort((a, b) => g.height(a.kname) - g.height(b.kname) || a.dmName.localeCompare(b.dmName));
+  const lockable = new Set(lock.map((v) => v.kname));
+
+  // Each dm device above a volume is suspended by the first volume (in lock order) that reaches it without
+  // passing another LUKS volume; so it goes down before any volume under it and comes back after all of them.
+  const claimed = new Set<string>();
+  for (const v of lock) {
+    const mine = [...g.above(v.kname, (k) => lockable.has(k))].filter((k) => !claimed.has(k));
+    for (const k of mine) claimed.add(k);
+    const notDm = mine.filter((k) => !devs.get(k)?.dm);
+    for (const k of notDm) {
+      warnings.push(
+        `volume ${v.dmName}: ${k} is stacked above it but is not a device-mapper device: it can't be suspended`,
+      );
+    }
+    v.above = mine.filter((k) => devs.get(k)?.dm)
+      .sort((a, b) => g.height(a) - g.height(b) || g.label(a).localeCompare(g.label(b)))
+      .map((k) => g.label(k));
+  }
+
+  // Mounts and swaps: on the volume or on anything above it, LUKS volumes above included.
+  const dependsOn = new Map<string, Set<string>>();
+  for (const v of lock) dependsOn.set(v.kname, new Set([v.kname, ...g.above(v.kname)]));
+  const lockedDevs = new Set<string>();
+  for (const set of dependsOn.values()) for (const k of set) lockedDevs.add(k);
+  const mountDevs = await Promise.all(mounts.map((m) => g.mountDevice(m)));
+  for (const v of lock) {
+    const set = dependsOn.get(v.kname)!;
+    v.mounts = mounts.filter((_, i) => mountDevs[i] !== undefined && set.has(mountDevs[i]!))
+      .map((m) => ({ mountpoint: m.mountpoint, fstype: m.fstype, device: m.source }));
+  }
+  for (const s of swaps) {
+    const k = await g.deviceOfPath(s);
+    if (k === undefined) continue;
+    const on = lock.filter((v) => dependsOn.get(v.kname)!.has(k));
+    for (const v of on) v.swaps.push(s);
+    if (on.length) {
+      warnings.push(
+        `swap ${s} is on ${on.map((v) => v.dmName).join(", ")}, which will be locked: nothing may page out while ` +
+          `it is locked (cryptsleep disables swap for itself); swapoff it before sleeping or use a random-key swap`,
+      );
+    }
+  }
+
+  // crypttab key files: a key file outside the locked volumes unlocks them for anyone holding the machine.
+  for (const v of lock) {
+    const keyFile = v.crypttab?.keyFile;
+    if (!keyFile) continue;
+    const k = keyFile.startsWith("/") ? await g.deviceOfPath(keyFile) : undefined;
+    const holder = k === undefined ? undefined : lock.find((o) => dependsOn.get(o.kname)!.has(k));
+    if (holder) {
+      warnings.push(
+        `volume ${v.dmName}: its crypttab key file ${keyFile} is on ${holder.dmName}, which will be locked: ` +
+          `it can't be read on resume, so keep a passphrase keyslot`,
+      );
+    } else {
+      warnings.push(
+        `volume ${v.dmName}: its crypttab key file ${keyFile} stays readable while ${v.dmName} is locked: ` +
+          `whoever takes the sleeping machine can unlock it; remove the key file or keep it on a locked volume`,
+      );
+    }
+  }
+
+  for (const n of notLockable) {
+    const k = n.device ? n.device.slice(5) : undefined;
+    if (k && lockedDevs.has(k)) {
+      warnings.push(`${n.name} sits on a volume that will be locked but stays open itself: its key stays in RAM`);
+    }
+  }
+
+  return {
+    lock,
+    unlock: [...lock].reverse(),
+    notLockable,
+    warnings,
+    maxArgon2MemoryKiB: lock.reduce((m, v) => Math.max(m, v.argon2MemoryKiB), 0),
+    root,
+    dmDevices: dms.length,
+  };
+}

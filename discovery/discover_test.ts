@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { buildTree } from "../tests/fixtures/trees/build.ts";
+import { discover, NoSysfsError, parseCryptUuid, type Plan } from "./mod.ts";
+
+async function planOf(name: string, uid: number | null = 0): Promise<Plan> {
+  await using tree = await buildTree(name);
+  return await discover({ root: tree.root, uid });
+}
+
+const names = (p: Plan, list: "lock" | "unlock" = "lock") => p[list].map((v) => v.dmName);
+const vol = (p: Plan, name: string) => p.lock.find((v) => v.dmName === name)!;
+const warned = (p: Plan, ...parts: string[]) =>
+  assert.ok(p.warnings.some((w) => parts.every((x) => w.includes(x))), `no warning with ${parts}: ${p.warnings}`);
+
+Deno.test("parseCryptUuid puts the LUKS UUID's dashes back", () => {
+  assert.deepEqual(parseCryptUuid("CRYPT-LUKS2-11111111222243338444555555555555-my-root"), {
+    type: "LUKS2",
+    uuid: "11111111-2222-4333-8444-555555555555",
+  });
+  assert.deepEqual(parseCryptUuid("CRYPT-PLAIN-cryptswap"), { type: "PLAIN" });
+  assert.equal(parseCryptUuid("LVM-abc"), null);
+});
+
+Deno.test("LUKS root: one volume, header on the partition, Argon2 memory from the header", async () => {
+  const p = await planOf("luks-root");
+  assert.deepEqual(names(p), ["cryptroot"]);
+  const v = p.lock[0];
+  assert.equal(v.type, "LUKS2");
+  assert.equal(v.uuid, "11111111-2222-4333-8444-555555555555");
+  assert.equal(v.device, "/dev/dm-0");
+  assert.deepEqual(v.backing, ["/dev/vda2"]);
+  assert.deepEqual(v.header, { path: "/dev/vda2", detached: false });
+  assert.deepEqual(v.mounts, [{ mountpoint: "/", fstype: "ext4", device: "/dev/mapper/cryptroot" }]);
+  assert.equal(v.argon2MemoryKiB, 32768);
+  assert.equal(p.maxArgon2MemoryKiB, 32768);
+  assert.deepEqual(p.warnings, []);
+  assert.equal(p.dmDevices, 1);
+});
+
+Deno.test("LVM on LUKS: LVs above, swap LV warned, max over keyslots", async () => {
+  const p = await planOf("lvm-on-luks");
+  assert.deepEqual(names(p), ["cryptlvm"]);
+  const v = p.lock[0];
+  assert.deepEqual(v.above, ["vg0-root", "vg0-swap"]);
+  assert.deepEqual(v.mounts.map((m) => m.mountpoint), ["/", "/srv"]);
+  assert.deepEqual(v.swaps, ["/dev/dm-2"]);
+  assert.deepEqual(v.keyslots, [
+    { slot: 0, kdf: "argon2id", memoryKiB: 32768 },
+    { slot: 1, kdf: "argon2i", memoryKiB: 65536 },
+  ]);
+  assert.equal(p.maxArgon2MemoryKiB, 65536);
+  warned(p, "swap /dev/dm-2", "cryptlvm");
+});
+
+Deno.test("LUKS on LVM: two volumes on LVs, key file on the locked root", async () => {
+  const p = await planOf("luks-on-lvm");
+  assert.deepEqual(names(p), ["crypthome", "cryptroot"]);
+  assert.deepEqual(names(p, "unlock"), ["cryptroot", "crypthome"]);
+  assert.equal(vol(p, "cryptroot").type, "LUKS1");
+  assert.deepEqual(vol(p, "cryptroot").header, { path: "/dev/dm-0", detached: false });
+  assert.equal(vol(p, "cryptroot").argon2MemoryKiB, 0);
+  assert.deepEqual(vol(p, "crypthome").above, []);
+  assert.deepEqual(vol(p, "crypthome").mounts.map((m) => [m.mountpoint, m.fstype]), [["/home", "xfs"]]);
+  assert.equal(p.maxArgon2MemoryKiB, 16384);
+  warned(p, "crypthome", "/etc/keys/home.key", "on cryptroot, which will be locked");
+});
+
+Deno.test("two disks + stacked LUKS + loop: top-down lock order, reverse unlock", async () => {
+  const p = await planOf("two-disks");
+  // inner sits on outer, so inner goes first; outer last; unlock is the mirror
+  assert.deepEqual(names(p), ["data", "inner", "vault", "outer"]);
+  assert.deepEqual(names(p, "unlock"), ["outer", "vault", "inner", "data"]);
+  assert.ok(names(p).indexOf("inner") < names(p).indexOf("outer"));
+  // outer's above stops at inner (a LUKS volume locked on its own)
+  assert.deepEqual(vol(p, "outer").above, []);
+  // / is on inner, so it depends on outer too; the swap file on / is on both
+  assert.deepEqual(vol(p, "outer").mounts.map((m) => m.mountpoint), ["/"]);
+  assert.deepEqual(vol(p, "inner").swaps, ["/swapfile"]);
+  assert.deepEqual(vol(p, "outer").swaps, ["/swapfile"]);
+  assert.deepEqual(vol(p, "vault").mounts.map((m) => m.mountpoint), ["/srv/my vault"]);
+  assert.deepEqual(vol(p, "vault").header, { path: "/dev/loop0", detached: false });
+  assert.equal(vol(p, "inner").argon2MemoryKiB, 65536);
+  assert.equal(vol(p, "outer").argon2MemoryKiB, 32768);
+  assert.equal(vol(p, "vault").argon2MemoryKiB, 0);
+  assert.equal(p.maxArgon2MemoryKiB, 65536);
+  warned(p, "swap /swapfile", "inner", "outer");
+  warned(p, "data", "/boot/keys/data.key", "stays readable");
+});
+
+Deno.test("detached header from crypttab header=; an unnamed detached header is a warning", async () => {
+  const p = await planOf("detached-header");
+  const root = vol(p, "cryptroot");
+  assert.deepEqual(root.header, { path: "/boot/root-header.img", detached: true });
+  assert.equal(root.argon2MemoryKiB, 49152);
+  assert.equal(vol(p, "stray").argon2MemoryKiB, 0);
+  assert.equal(vol(p, "stray").uuid, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
+  warned(p, "stray", "/dev/vdb", "no LUKS header", "header=");
+  assert.ok(p.warnings.every((w) => !w.includes("cryptsleep-tree")), "warnings name host paths, not the tree");
+  assert.equal(p.maxArgon2MemoryKiB, 49152);
+});
+
+Deno.test("plain dm-crypt is not lockable; a missing header is a warning, not a crash", async () => {
+  const p = await planOf("plain-dm-crypt");
+  assert.deepEqual(names(p), ["cryptroot"]);
+  assert.equal(p.notLockable.length, 1);
+  assert.equal(p.notLockable[0].name, "cryptswap");
+  assert.match(p.notLockable[0].reason, /plain dm-crypt/);
+  warned(p, "cryptroot", "/dev/vda2", "ENOENT");
+  assert.equal(p.maxArgon2MemoryKiB, 0);
+  // the plain swap isn't on a locked volume: no swap warning
+  assert.ok(!p.warnings.some((w) => w.startsWith("swap ")));
+});
+
+Deno.test("an LV spanning two LUKS PVs goes down with the first locked, comes back after the last unlocked", async () => {
+  const p = await planOf("lv-spanning");
+  assert.deepEqual(names(p), ["pva", "pvb"]);
+  assert.deepEqual(vol(p, "pva").above, ["big-data"]);
+  assert.deepEqual(vol(p, "pvb").above, []);
+  assert.deepEqual(names(p, "unlock"), ["pvb", "pva"]);
+  assert.deepEqual(vol(p, "pvb").mounts.map((m) => m.mountpoint), ["/big"]);
+  assert.equal(p.maxArgon2MemoryKiB, 24576);
+});
+
+Deno.test("no device-mapper: empty plan; not root is a warning", async () => {
+  const p = await planOf("no-dm", 1000);
+  assert.deepEqual(p.lock, []);
+  assert.deepEqual(p.unlock, []);
+  assert.equal(p.dmDevices, 0);
+  warned(p, "not running as root");
+});
+
+Deno.test("no sysfs under the root: NoSysfsError", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(() => discover({ root: dir }), NoSysfsError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,18 @@
+/**
+ * Discovery: which LUKS volumes exist, in which order to lock and unlock them, what depends on them.
+ * Pure TypeScript over `/sys`, `/proc`, `/etc/crypttab` and the LUKS headers; every entry point takes a
+ * `root` so recorded trees can be fed in tests.
+ *
+ * @example
+ * ```ts
+ * import { discover } from "./mod.ts";
+ * const plan = await discover();
+ * console.log(plan.lock.map((v) => v.dmName), plan.maxArgon2MemoryKiB);
+ * ```
+ * @module
+ */
+export * from "./discover.ts";
+export * from "./luks_header.ts";
+export * from "./paths.ts";
+export * from "./proc.ts";
+export * from "./sysfs.ts";
