@@ -182,7 +182,7 @@ async function agentCycle(job: Job, lib: Libcryptsetup, console: Console, timeli
   await using undo = new AsyncDisposableStack();
 
   // 4. sync: everything still runs, so nothing can block it on a frozen writer
-  await timeline.phase("sync", async () => syncAll());
+  await timeline.phase("sync", () => syncAll());
 
   // 5. freeze — undo: 10. thaw
   const frozen = await timeline.phase(
@@ -216,6 +216,6 @@ export function bundlePath(): string | null {
   if (here.pathname.endsWith(".js")) return here.pathname;
   throw new RefusedError([
     "suspend must run from the bundle or a compiled binary (the agent is one file in a ramfs): " +
-      "deno task bundle, then deno run -A dist/cryptsleep.js suspend",
+    "deno task bundle, then deno run -A dist/cryptsleep.js suspend",
   ]);
 }

@@ -15,7 +15,7 @@ import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
 import { keyringKeysFor } from "./keyring.ts";
-import { unlockVolume } from "./unlock.ts";
+import { detachedHeader, unlockVolume } from "./unlock.ts";
 
 /** What lock found per volume: whether its key stays in RAM through the suspend. */
 export interface LockResult {
@@ -39,8 +39,9 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
     stack.defer(() => Promise.resolve(dm.resume(above)));
   }
   {
-    using device = CryptDevice.initByName(ctx.lib, volume.dmName);
-    device.suspend(volume.dmName);
+    using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(volume));
+    // non-blocking: the lockfs flush can take a while, and the event loop keeps the timeline honest
+    await device.suspendAsync(volume.dmName);
   }
   // the undo is registered before any check can throw, so a failed check still unlocks
   const unlock = { reactivate: ctx.job.leaking.includes(volume.dmName) };
@@ -53,7 +54,9 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
   if (keyLeft) {
     unlock.reactivate = true;
     if (ctx.job.options.refuseLeak) {
-      throw new Error(`lock ${volume.dmName}: its volume key stays in a kernel keyring after luksSuspend (--refuse-leak)`);
+      throw new Error(
+        `lock ${volume.dmName}: its volume key stays in a kernel keyring after luksSuspend (--refuse-leak)`,
+      );
     }
     ctx.timeline.warn(
       `${volume.dmName}: its volume key stays in RAM during this suspend: kernel keyring key ${

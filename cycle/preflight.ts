@@ -36,13 +36,17 @@ export async function preflight(
   }
   const states = (await readKnob("/sys/power/state"))?.split(/\s+/) ?? [];
   if (!states.includes(options.state)) {
-    reasons.push(`this kernel cannot sleep in "${options.state}" (/sys/power/state offers: ${states.join(" ") || "nothing"})`);
+    reasons.push(
+      `this kernel cannot sleep in "${options.state}" (/sys/power/state offers: ${states.join(" ") || "nothing"})`,
+    );
   }
   if ((await readKnob(KNOBS.syncOnSuspend)) === null) {
     reasons.push("no /sys/power/sync_on_suspend (kernel < 5.6): the kernel's sync would hang on a locked volume");
   }
   for (const symbol of NEEDED_SYMBOLS) {
-    if (!lib.symbols[symbol]) reasons.push(`libcryptsetup ${lib.version} lacks ${symbol}: install libcryptsetup >= 2.4`);
+    if (!lib.symbols[symbol]) {
+      reasons.push(`libcryptsetup ${lib.version} lacks ${symbol}: install libcryptsetup >= 2.4`);
+    }
   }
 
   plan ??= await discover();

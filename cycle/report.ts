@@ -37,6 +37,8 @@ export function formatTimeline(report: TimelineJSON): string {
     lines.push(`  ${p.name.padEnd(10)} ${String(p.durationMs).padStart(7)} ms  ${p.ok ? "ok" : `FAILED: ${p.error}`}`);
   }
   for (const w of report.warnings) lines.push(`  warning: ${w}`);
-  for (const [k, v] of Object.entries(report.facts)) lines.push(`  ${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`);
+  for (const [k, v] of Object.entries(report.facts)) {
+    lines.push(`  ${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`);
+  }
   return lines.join("\n");
 }

@@ -30,9 +30,8 @@ export class Secrets implements Disposable {
   async ask(prompt: string): Promise<Secret> {
     const buffer = SafeBuffer.alloc(MAX_PASSPHRASE);
     try {
-      this.console.write(prompt);
-      const length = await this.console.readSecret(buffer);
-      this.console.write("\n");
+      // the prompt is written once echo is off and old input flushed: what is typed after it is kept
+      const length = await this.console.readSecret(buffer, { prompt });
       const secret = { buffer, length };
       this.entered.push(secret);
       return secret;

@@ -12,7 +12,7 @@
  * const { sleptMs } = await enterSleep("mem");
  * ```
  */
-import { writeFileFd } from "../ffi/libc.ts";
+import { writeFile } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
 import { KNOBS, readKnob, setKnob } from "./sysfs.ts";
 
@@ -30,7 +30,7 @@ export async function enterSleep(state: "mem" | "freeze"): Promise<SleepResult> 
   const memSleep = await readKnob("/sys/power/mem_sleep");
   const start = performance.now();
   try {
-    await writeFileFd("/sys/power/state", new TextEncoder().encode(state));
+    await writeFile("/sys/power/state", state);
   } catch (err) {
     if (err instanceof SysError) {
       throw new Error(

@@ -6,15 +6,16 @@
  *
  * @example
  * ```ts ignore
- * syncAll();
+ * await syncAll();
  * await syncVolumeFilesystems(plan);
  * ```
  */
-import { sync, syncfs } from "../ffi/libc.ts";
+import { syncAsync, syncfs } from "../ffi/libc.ts";
 import type { Plan } from "../discovery/mod.ts";
 
-export function syncAll(): void {
-  sync();
+/** Non-blocking: with much dirty data it takes seconds, and the timeline's clock keeps running. */
+export async function syncAll(): Promise<void> {
+  await syncAsync();
 }
 
 /** syncfs on each filesystem mounted from a volume to lock; returns the mount points flushed. */

@@ -23,7 +23,7 @@ import type { Secret } from "./secrets.ts";
 
 export async function unlockVolume(ctx: AgentContext, volume: Volume, opts: { reactivate: boolean }): Promise<void> {
   {
-    using device = CryptDevice.initByName(ctx.lib, volume.dmName);
+    using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(volume));
     device.setKeyring(false);
     if (device.isSuspended(volume.dmName)) {
       const secret = await resumeWithPassphrase(ctx, device, volume);
@@ -63,4 +63,9 @@ async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): P
     if (err instanceof SysError && err.code === "EPERM") return false;
     throw err;
   }
+}
+
+/** The header path to pass libcryptsetup when the header is not on the data device. */
+export function detachedHeader(volume: Volume): string | undefined {
+  return volume.header.detached ? volume.header.path : undefined;
 }
