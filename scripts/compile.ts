@@ -35,7 +35,9 @@ const denortBin = Deno.env.get("DENORT_BIN");
 const cached = join(denoDir(), "dl", "release", `v${version}`, `denort-${target}.zip`);
 if (denortBin ? !exists(denortBin) : !exists(cached)) {
   console.error(
-    `compile: no denort runtime for Deno ${version} (${denortBin ? `DENORT_BIN=${denortBin} is not a file` : `not in ${cached}`}).\n` +
+    `compile: no denort runtime for Deno ${version} (${
+      denortBin ? `DENORT_BIN=${denortBin} is not a file` : `not in ${cached}`
+    }).\n` +
       `  Fetch denort-${target}.zip of Deno v${version} from Deno's releases on a connected machine, then either\n` +
       `  unzip it and run: DENORT_BIN=/path/to/denort deno task compile\n` +
       `  or place the zip at ${cached}.\n` +
