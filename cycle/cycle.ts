@@ -98,21 +98,40 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
 /** Phase 3, the supervisor: runs the agent, then makes sure nothing stays locked or frozen. */
 export async function supervise(): Promise<number> {
   const job = await readJob();
-  await using _own = await joinOwnCgroup({ name: OWN_CGROUP, pids: [Deno.pid] });
-  setpriority(0, -10);
-  const agent = new Deno.Command(Deno.execPath(), { args: agentArgs(), stdin: "inherit", stdout: "inherit" }).spawn();
-  const status = await agent.status;
-  const left = await leftovers(job);
-  if (left.length === 0) return status.code === 0 ? EXIT.OK : EXIT.FAILED;
+  const own = await joinOwnCgroup({ name: OWN_CGROUP, pids: [Deno.pid] });
+  try {
+    setpriority(0, -10);
+    // opened before anything is frozen, and kept: its saved termios is what a recovery restores, and the
+    // agent prompts on the same terminal
+    using console = openConsole(job);
+    const agent = new Deno.Command(Deno.execPath(), {
+      args: agentArgs(),
+      env: { [CONSOLE_ENV]: console.path },
+      stdin: "inherit",
+      stdout: "inherit",
+    }).spawn();
+    const status = await agent.status;
+    const left = await leftovers(job);
+    if (left.length === 0) return status.code === 0 ? EXIT.OK : EXIT.FAILED;
 
-  // the agent died (or gave up) with volumes locked or cgroups frozen: unlock, thaw, say so
-  kmsg(`agent exited (${status.signal ?? status.code}); supervisor recovers: ${left.join(", ")}`);
-  const timeline = new Timeline();
-  timeline.warn(`agent exited with ${status.signal ?? `code ${status.code}`}; the supervisor unlocked and thawed`);
-  await recover(job, timeline);
-  await writeReport(timeline.toJSON(EXIT.FAILED), REPORT_PATH);
-  return EXIT.FAILED;
+    // the agent died (or gave up) with volumes locked or cgroups frozen: unlock, thaw, say so
+    kmsg(`agent exited (${status.signal ?? status.code}); supervisor recovers: ${left.join(", ")}`);
+    console.write(
+      `\ncryptsleep: the agent exited (${status.signal ?? `code ${status.code}`}); the supervisor unlocks\n`,
+    );
+    const timeline = new Timeline();
+    timeline.warn(`agent exited with ${status.signal ?? `code ${status.code}`}; the supervisor unlocked and thawed`);
+    await recover(job, console, timeline);
+    await writeReport(timeline.toJSON(EXIT.FAILED), REPORT_PATH);
+    return EXIT.FAILED;
+  } finally {
+    // a process left in our cgroup (not ours to kill) keeps it from being removed: worth a log line, no more
+    await own.leave().catch((err) => kmsg(`leaving cgroup ${own.path}: ${messages(err).join("; ")}`));
+  }
 }
+
+/** The supervisor tells the agent which terminal it opened (a VT it allocated, or --console). */
+const CONSOLE_ENV = "CRYPTSLEEP_CONSOLE";
 
 function agentArgs(): string[] {
   return Deno.mainModule.endsWith(".js") ? ["run", "-A", new URL(Deno.mainModule).pathname, "agent"] : ["agent"];
@@ -129,9 +148,8 @@ async function leftovers(job: Job): Promise<string[]> {
   return left;
 }
 
-async function recover(job: Job, timeline: Timeline): Promise<void> {
+async function recover(job: Job, console: Console, timeline: Timeline): Promise<void> {
   const lib = Libcryptsetup.open();
-  using console = openConsole(job);
   using secrets = new Secrets(console);
   const ctx: AgentContext = { job, lib, console, secrets, timeline, log: (m) => kmsg(m) };
   await timeline.phase("restore", async () => {
@@ -163,7 +181,8 @@ export async function agent(): Promise<number> {
   const lib = Libcryptsetup.open();
   lib.setLogger((level, msg) => level === "error" && kmsg(`libcryptsetup: ${msg.trim()}`));
   // the console is opened before anything is frozen: opening a tty later could touch the locked disk
-  using console = openConsole(job);
+  const path = Deno.env.get(CONSOLE_ENV);
+  using console = path ? Console.open(path) : openConsole(job);
   let code: number = EXIT.OK;
   try {
     await agentCycle(job, lib, console, timeline);

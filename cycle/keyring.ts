@@ -11,37 +11,9 @@
  * console.log(await keyringKeysFor("0b1f1c4e-0000-4000-8000-000000000000")); // []
  * ```
  */
-import { join } from "node:path";
-
-export interface KeyringKey {
-  id: string;
-  type: string;
-  description: string;
-}
+import { type ProcKey, readProcKeys } from "../discovery/proc.ts";
 
 /** Every key in /proc/keys whose description names this LUKS uuid. */
-export async function keyringKeysFor(uuid: string, root = "/"): Promise<KeyringKey[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(join(root, "proc/keys"));
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return [];
-    throw err;
-  }
-  return parseProcKeys(text).filter((k) => k.description.startsWith(`cryptsetup:${uuid}`));
-}
-
-/** /proc/keys: `id flags usage timeout perm uid gid type description: summary`. */
-export function parseProcKeys(text: string): KeyringKey[] {
-  const keys: KeyringKey[] = [];
-  for (const line of text.split("\n")) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 9) continue;
-    // the description may hold colons itself ("cryptsetup:<uuid>-d0"); the summary follows ": "
-    const rest = f.slice(8).join(" ");
-    const cut = rest.indexOf(": ");
-    const description = cut >= 0 ? rest.slice(0, cut) : rest.replace(/:$/, "");
-    keys.push({ id: f[0], type: f[7], description });
-  }
-  return keys;
+export async function keyringKeysFor(uuid: string, root = "/"): Promise<ProcKey[]> {
+  return (await readProcKeys(root)).filter((k) => k.description.startsWith(`cryptsetup:${uuid}`));
 }

@@ -10,6 +10,7 @@
  * ```
  */
 import { join } from "node:path";
+import { readMeminfo } from "../discovery/proc.ts";
 
 /** The trimmed content of a sysfs file, or null when it does not exist. */
 export async function readKnob(path: string, root = "/"): Promise<string | null> {
@@ -65,10 +66,9 @@ export async function setKnob(path: string, value: string, root = "/"): Promise<
 
 /** `MemAvailable` from /proc/meminfo, in KiB (excludes swap, as the unlock must not rely on it). */
 export async function memAvailableKiB(root = "/"): Promise<number> {
-  const meminfo = await Deno.readTextFile(join(root, "proc/meminfo"));
-  const m = /^MemAvailable:\s+(\d+) kB/m.exec(meminfo);
-  if (!m) throw new Error("no MemAvailable in /proc/meminfo");
-  return Number(m[1]);
+  const kib = (await readMeminfo(root)).MemAvailable;
+  if (kib === undefined) throw new Error("no MemAvailable in /proc/meminfo");
+  return kib;
 }
 
 /** Whether `dir` is the root of a cgroup v2 hierarchy. */

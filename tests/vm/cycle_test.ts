@@ -1,0 +1,192 @@
+/**
+ * `cryptsleep suspend` on the bed: a real kernel, a real LUKS2 root (the tool's own files sit on it), real
+ * dm-crypt, real S3, the guest's RAM searched for the volume keys while it sleeps.
+ *
+ * One boot serves several steps where the steps leave the guest as they found it (which each verifies).
+ */
+import assert from "node:assert/strict";
+import { boot, keyHalves, openDataDisk, type VM, volumeKey } from "./harness.ts";
+
+const SLOW = { sanitizeOps: false, sanitizeResources: false };
+const CONSOLE = "--console /dev/ttyS0";
+
+/** Starts `cryptsleep suspend` in the foreground of the guest shell; the shell is frozen with everything else. */
+async function startSuspend(vm: VM, args = ""): Promise<void> {
+  vm.clearEvents();
+  vm.cursor = vm.console.length;
+  await vm.type(`cryptsleep suspend ${CONSOLE} ${args}; echo "CS-EXIT-""$?"\n`);
+}
+
+async function suspendExit(vm: VM, timeoutMs = 300_000): Promise<number> {
+  const m = await vm.waitForConsole(/CS-EXIT-(\d+)/, timeoutMs);
+  return Number(m[1]);
+}
+
+/** Types the passphrase once the agent (or supervisor) prompts for it. */
+async function answerPrompt(vm: VM, timeoutMs = 300_000): Promise<void> {
+  await vm.waitForConsole(/Passphrase to unlock \S+/, timeoutMs);
+  await vm.type(vm.guest.passphrase + "\n");
+}
+
+/** State that must be the same before and after a cycle that failed or did nothing. */
+async function systemState(vm: VM): Promise<string> {
+  const r = await vm.sh(
+    "for d in /sys/block/dm-*; do echo $(cat $d/dm/name) suspended=$(cat $d/dm/suspended); done; " +
+      "for c in /sys/fs/cgroup/*/cgroup.freeze; do echo $c=$(cat $c); done; " +
+      "for k in sync_on_suspend pm_freeze_timeout freeze_filesystems; do " +
+      "[ -e /sys/power/$k ] && echo $k=$(cat /sys/power/$k); done; grep -c . /proc/mounts",
+  );
+  assert.equal(r.code, 0, r.out);
+  return r.out.trim();
+}
+
+async function lineCount(vm: VM, file: string): Promise<number> {
+  const r = await vm.sh(`wc -l < ${file}`);
+  assert.equal(r.code, 0, r.out);
+  return Number(r.out.trim());
+}
+
+Deno.test({
+  name: "suspend locks root and data, S3 with 0 key hits, unlocks, writers go on",
+  ...SLOW,
+  fn: async (t) => {
+    await using vm = await boot({ dataDisk: true });
+    await openDataDisk(vm);
+    const keys = [await volumeKey(vm, "/dev/vda"), await volumeKey(vm, "/dev/vdc")];
+    const needles = keys.flatMap(keyHalves);
+
+    await t.step("dry run changes nothing", async () => {
+      const before = await systemState(vm);
+      const r = await vm.sh(`cryptsleep suspend --dry-run ${CONSOLE}`, { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /7 lock:\n.*crypt_suspend (root|data)/);
+      assert.match(r.out, /would write mem to \/sys\/power\/state/);
+      assert.equal(await systemState(vm), before);
+    });
+
+    await t.step("the seed's race: writers on the root during the whole cycle", async () => {
+      const setup = await vm.sh(
+        "echo before-root > /root/before && echo before-data > /mnt/data/before && sync && " +
+          "(while :; do echo x >> /root/race.log; sync; done) >/dev/null 2>&1 & " +
+          "(while :; do dd if=/dev/zero of=/root/dd.bin bs=4k count=16 conv=fsync 2>/dev/null; " +
+          "echo y >> /root/dd.log; done) >/dev/null 2>&1 & sleep 2; echo started",
+      );
+      assert.equal(setup.code, 0, setup.out);
+
+      const open = await vm.searchRam(needles);
+      assert.ok(open.every((n) => n > 0), `control: every key half is in RAM while open: ${open}`);
+
+      await startSuspend(vm);
+      await vm.waitForEvent("SUSPEND", 300_000);
+      const asleep = await vm.searchRam(needles);
+      assert.deepEqual(asleep, needles.map(() => 0), "no key half in RAM while suspended");
+      await vm.wake();
+      await answerPrompt(vm);
+      assert.equal(await suspendExit(vm), 0);
+
+      const data = await vm.sh("cat /root/before /mnt/data/before");
+      assert.equal(data.out.trim(), "before-root\nbefore-data");
+      const race = await lineCount(vm, "/root/race.log");
+      const dd = await lineCount(vm, "/root/dd.log");
+      await vm.sh("sleep 3");
+      assert.ok(await lineCount(vm, "/root/race.log") > race, "the append+sync loop runs after wake");
+      assert.ok(await lineCount(vm, "/root/dd.log") > dd, "the dd conv=fsync loop runs after wake");
+      await vm.sh("kill %1 %2; wait");
+    });
+
+    await t.step("status shows the timeline", async () => {
+      const r = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.out);
+      for (const phase of ["preflight", "ramfs", "sync", "freeze", "syncfs", "lock", "sleep", "unlock", "thaw"]) {
+        assert.match(r.out, new RegExp(`^\\s+${phase}\\s+\\d+ ms\\s+ok$`, "m"), `phase ${phase} in:\n${r.out}`);
+      }
+      const kmsg = await vm.sh("dmesg | grep -c 'cryptsleep: '");
+      assert.ok(Number(kmsg.out.trim()) > 5, "the timeline is in the kernel log");
+    });
+  },
+});
+
+/** A dm device whose I/O blocks forever (suspended), and a process stuck in D state on it. */
+async function stuckReader(vm: VM, cgroup?: string): Promise<void> {
+  const join = cgroup ? `mkdir -p ${cgroup} && echo $$ > ${cgroup}/cgroup.procs && ` : "";
+  const r = await vm.sh(
+    "dmsetup create blocker --table '0 2048 zero' && dmsetup suspend blocker && " +
+      `(sh -c '${join}exec dd if=/dev/mapper/blocker of=/dev/null bs=4096 count=1 iflag=direct' &) && sleep 2 && ` +
+      "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = dd ] && awk '{print $3}' $p/stat; done",
+  );
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /^D$/m, `a dd in D state: ${r.out}`);
+}
+
+async function releaseStuckReader(vm: VM): Promise<void> {
+  const r = await vm.sh("dmsetup resume blocker && sleep 1 && dmsetup remove blocker");
+  assert.equal(r.code, 0, r.out);
+}
+
+Deno.test({
+  name: "failures unwind: a process that won't freeze, a kernel that refuses, an agent killed",
+  ...SLOW,
+  fn: async (t) => {
+    await using vm = await boot({});
+    const before = await systemState(vm);
+
+    await t.step("a process that will not freeze: nothing locked, all thawed, the process named", async () => {
+      await stuckReader(vm);
+      const r = await vm.sh(`cryptsleep suspend ${CONSOLE} --freeze-timeout 3000`, { timeoutMs: 300_000 });
+      assert.equal(r.code, 1, r.out);
+      assert.match(r.out, /dd/);
+      assert.match(r.out, /\bD\b/);
+      await releaseStuckReader(vm);
+      assert.equal(await systemState(vm), before);
+    });
+
+    await t.step("the kernel refuses to suspend: unlocked, thawed, the cause named", async () => {
+      // a D-state process in the tool's own cgroup: cryptsleep's freezer leaves it, the kernel's cannot freeze it
+      const knob = await vm.sh("echo 2000 > /sys/power/pm_freeze_timeout");
+      assert.equal(knob.code, 0);
+      await stuckReader(vm, "/sys/fs/cgroup/cryptsleep");
+      await startSuspend(vm);
+      await answerPrompt(vm);
+      assert.equal(await suspendExit(vm), 1);
+      assert.match(vm.console.slice(-4000), /the kernel refused to suspend/);
+      await releaseStuckReader(vm);
+      await vm.sh(
+        "echo 20000 > /sys/power/pm_freeze_timeout; sleep 1; rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true",
+      );
+      assert.equal(await systemState(vm), before);
+    });
+
+    await t.step("the agent killed with SIGKILL after the lock: the supervisor prompts, unlocks, thaws", async () => {
+      // the killer runs from tmpfs in the tool's cgroup, so neither freezer stops it and it never reads the disk
+      const killer = await vm.sh(
+        "mkdir -p /run/killer /sys/fs/cgroup/cryptsleep && cp /bin/busybox /run/killer/ && " +
+          "cat > /run/killer/kill.sh <<'EOF'\n" +
+          "while :; do\n" +
+          "  for p in /proc/[0-9]*; do\n" +
+          "    tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'cryptsleep.js agent' || continue\n" +
+          "    grep -qsE 'n_tty_read|wait_woken' $p/task/*/wchan && { kill -9 ${p#/proc/}; echo killed > /run/killer/done; exit; }\n" +
+          "  done\n" +
+          "  sleep 0.2\n" +
+          "done\n" +
+          "EOF\n" +
+          "(sh -c 'echo $$ > /sys/fs/cgroup/cryptsleep/cgroup.procs; " +
+          "exec /run/killer/busybox sh /run/killer/kill.sh' >/dev/null 2>&1 &); echo armed",
+      );
+      assert.equal(killer.code, 0, killer.out);
+      await startSuspend(vm);
+      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.wake();
+      // the agent prompts first; it is killed while it waits; the supervisor prompts again
+      await vm.waitForConsole(/Passphrase to unlock/, 300_000);
+      await vm.waitForConsole(/the agent exited \(SIGKILL\); the supervisor unlocks/, 300_000);
+      await answerPrompt(vm);
+      assert.equal(await suspendExit(vm), 1);
+      const done = await vm.sh("cat /run/killer/done");
+      assert.equal(done.out.trim(), "killed");
+      await vm.sh("rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true");
+      assert.equal(await systemState(vm), before);
+      const status = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
+      assert.match(status.out, /supervisor unlocked and thawed/);
+    });
+  },
+});
