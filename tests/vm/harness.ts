@@ -1,0 +1,653 @@
+/**
+ * @module
+ * QEMU test bed of cryptsleep: boots the cached guest (real Debian kernel, LUKS2 root unlocked by typing the
+ * passphrase at the initramfs prompt, real dm-crypt, S3 suspend through QMP) and drives it over the serial console.
+ *
+ * ```ts
+ * import { boot } from "./tests/vm/harness.ts";
+ * await using vm = await boot({ dataDisk: true });
+ * const { code, out } = await vm.sh("cat /proc/version");
+ * console.log(code, out);
+ * ```
+ */
+
+import { Buffer } from "node:buffer";
+import { join } from "node:path";
+import { ensureGuest, type Guest, REPO_ROOT } from "../../scripts/guest/build.ts";
+
+export interface BootOptions {
+  /** Kernel selector of scripts/guest/build.ts: "6.1" (default, or $CRYPTSLEEP_KERNEL), "6.12", "6.18", "7.3". */
+  kernel?: string;
+  /** Guest RAM in MiB (1024 default). */
+  ramMiB?: number;
+  /** Attach the LUKS2 data disk as /dev/vdc (not opened). */
+  dataDisk?: boolean;
+  /** Files for the tool disk (copied into /usr/local/lib/cryptsleep/ at boot): guest-relative name -> host path or bytes. */
+  toolFiles?: Record<string, string | Uint8Array>;
+  /** Put dist/cryptsleep.js on the tool disk if it exists (default true). */
+  includeBundle?: boolean;
+  /** Extra kernel command line. */
+  cmdline?: string;
+  /**
+   * Writable private copies of the disks instead of snapshot=on overlays: needed for powerCut() + restart()
+   * (writes must survive the power cut).
+   */
+  writableDisks?: boolean;
+  /** Boot timeout (default 240 s). */
+  bootTimeoutMs?: number;
+  /** Print the serial console to stderr as it arrives. */
+  echoConsole?: boolean;
+}
+
+export interface ShResult {
+  code: number;
+  /** Output with CRs and kernel log lines removed. */
+  out: string;
+  /** Raw console text between the markers. */
+  raw: string;
+}
+
+export interface ShOptions {
+  timeoutMs?: number;
+  /** Answer prompts: wait for `expect` (after the command started) then type `send`. */
+  interact?: { expect: RegExp; send: string | Uint8Array; timeoutMs?: number }[];
+}
+
+export interface QmpEvent {
+  event: string;
+  data?: unknown;
+  /** Host time (ms since epoch) when the harness received it. */
+  at: number;
+}
+
+const enc = new TextEncoder();
+const KERNEL_LINE = /\[\s*\d+\.\d{6}\] [^\n]*\n/g;
+
+function sleep(ms: number) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function readAll(conn: Deno.Conn, onData: (b: Uint8Array) => void): Promise<void> {
+  const buf = new Uint8Array(65536);
+  while (true) {
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch {
+      return;
+    }
+    if (n === null) return;
+    onData(buf.slice(0, n));
+  }
+}
+
+async function connectUnix(path: string, timeoutMs = 10_000): Promise<Deno.Conn> {
+  const end = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (e) {
+      if (Date.now() > end) throw new Error(`connect ${path} failed: ${e}`);
+      await sleep(50);
+    }
+  }
+}
+
+async function makeExt4(dir: string, image: string, label: string): Promise<void> {
+  let bytes = 0;
+  const walk = (d: string) => {
+    for (const e of Deno.readDirSync(d)) {
+      const p = join(d, e.name);
+      if (e.isDirectory) walk(p);
+      else bytes += Deno.statSync(p).size;
+    }
+  };
+  walk(dir);
+  const mib = Math.max(16, Math.ceil(bytes / 1048576) * 2 + 8);
+  await Deno.writeFile(image, new Uint8Array());
+  await Deno.truncate(image, mib * 1048576);
+  const r = await new Deno.Command("mke2fs", {
+    args: ["-q", "-F", "-t", "ext4", "-L", label, "-d", dir, image],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!r.success) throw new Error(`mke2fs -d ${dir} ${image} failed: ${new TextDecoder().decode(r.stderr)}`);
+}
+
+/** A running guest. Dispose (`await using`) kills QEMU and removes the temp files. */
+export class VM implements AsyncDisposable {
+  readonly guest: Guest;
+  readonly tmp: string;
+  readonly opts: BootOptions;
+  /** Full console text since the first boot (CRs removed). */
+  console = "";
+  /** Console position from which waitForConsole searches. */
+  cursor = 0;
+  events: QmpEvent[] = [];
+  private eventCursor = 0;
+  private proc: Deno.ChildProcess | null = null;
+  private qmpConn: Deno.Conn | null = null;
+  private serialConn: Deno.Conn | null = null;
+  private qmpBuf = "";
+  private qmpWaiters = new Map<number, (r: { return?: unknown; error?: { class: string; desc: string } }) => void>();
+  private qmpId = 1;
+  private listeners = new Set<() => void>();
+  private decoder = new TextDecoder();
+  private shLock: Promise<unknown> = Promise.resolve();
+  private shCounter = 0;
+  private disks: { root: string; data: string | null; tool: string; snapshot: boolean } | null = null;
+  private exited: Promise<Deno.CommandStatus> | null = null;
+
+  constructor(guest: Guest, tmp: string, opts: BootOptions) {
+    this.guest = guest;
+    this.tmp = tmp;
+    this.opts = opts;
+  }
+
+  get ramBytes(): number {
+    return (this.opts.ramMiB ?? 1024) * 1048576;
+  }
+
+  private notify() {
+    for (const l of [...this.listeners]) l();
+  }
+
+  private async prepareDisks() {
+    const toolDir = join(this.tmp, "tool");
+    await Deno.mkdir(toolDir, { recursive: true });
+    if (this.opts.includeBundle !== false) {
+      const bundle = join(REPO_ROOT, "dist", "cryptsleep.js");
+      try {
+        await Deno.copyFile(bundle, join(toolDir, "cryptsleep.js"));
+      } catch { /* no bundle yet */ }
+    }
+    for (const [name, content] of Object.entries(this.opts.toolFiles ?? {})) {
+      const dst = join(toolDir, name);
+      await Deno.mkdir(join(dst, ".."), { recursive: true });
+      if (typeof content === "string") await Deno.copyFile(content, dst);
+      else await Deno.writeFile(dst, content);
+    }
+    const tool = join(this.tmp, "tool.ext4");
+    await makeExt4(toolDir, tool, "cstool");
+    let root = this.guest.rootDisk;
+    let data = this.opts.dataDisk ? this.guest.dataDisk : null;
+    const snapshot = !this.opts.writableDisks;
+    if (!snapshot) {
+      for (const [src, name] of [[root, "root.luks"], [data, "data.luks"]] as const) {
+        if (!src) continue;
+        const dst = join(this.tmp, name);
+        const r = await new Deno.Command("cp", { args: ["--reflink=auto", "--sparse=always", src, dst] }).output();
+        if (!r.success) throw new Error(`cp ${src} ${dst} failed`);
+        if (name === "root.luks") root = dst;
+        else data = dst;
+      }
+    }
+    this.disks = { root, data, tool, snapshot };
+  }
+
+  /** Starts QEMU (paused), connects QMP and serial, continues, types the passphrase, waits for the shell. */
+  async start(): Promise<void> {
+    if (!this.disks) await this.prepareDisks();
+    const d = this.disks!;
+    const qmpPath = join(this.tmp, "qmp.sock");
+    const serPath = join(this.tmp, "serial.sock");
+    await Deno.remove(qmpPath).catch(() => {});
+    await Deno.remove(serPath).catch(() => {});
+    const snap = d.snapshot ? ",snapshot=on" : "";
+    const drives = [
+      `file=${d.root},if=virtio,format=raw,cache=unsafe${snap}`,
+      `file=${d.tool},if=virtio,format=raw,readonly=on`,
+    ];
+    if (d.data) drives.push(`file=${d.data},if=virtio,format=raw,cache=unsafe${snap}`);
+    const args = [
+      "-machine",
+      "pc,accel=tcg",
+      "-cpu",
+      "max",
+      "-m",
+      String(this.opts.ramMiB ?? 1024),
+      "-smp",
+      "1",
+      "-nodefaults",
+      "-display",
+      "none",
+      "-no-reboot",
+      "-S",
+      "-global",
+      "PIIX4_PM.disable_s3=0",
+      "-rtc",
+      "base=utc",
+      "-kernel",
+      this.guest.kernelImage,
+      "-initrd",
+      this.guest.initrd,
+      "-append",
+      `console=ttyS0 loglevel=4 printk.time=1 panic=-1 ${this.opts.cmdline ?? ""}`.trim(),
+      ...drives.flatMap((x) => ["-drive", x]),
+      "-qmp",
+      `unix:${qmpPath},server=on,wait=off`,
+      "-chardev",
+      `socket,id=s0,path=${serPath},server=on,wait=off`,
+      "-serial",
+      "chardev:s0",
+    ];
+    this.proc = new Deno.Command("qemu-system-x86_64", { args, stdin: "null", stdout: "null", stderr: "piped" })
+      .spawn();
+    const proc = this.proc;
+    const stderrText = new Response(proc.stderr).text();
+    this.exited = proc.status.then(async (s) => {
+      if (this.proc === proc) this.exitedFlag = true;
+      this.notify();
+      const err = await stderrText.catch(() => "");
+      if (err.trim()) this.console += `\n[qemu stderr] ${err.trim()}\n`;
+      return s;
+    });
+    this.qmpConn = await connectUnix(qmpPath);
+    this.serialConn = await connectUnix(serPath);
+    const qconn = this.qmpConn;
+    const sconn = this.serialConn;
+    readAll(qconn, (b) => this.onQmp(b));
+    readAll(sconn, (b) => {
+      const t = this.decoder.decode(b, { stream: true }).replaceAll("\r", "");
+      if (this.opts.echoConsole) Deno.stderr.writeSync(enc.encode(t));
+      this.console += t;
+      this.notify();
+    });
+    await this.waitQmpGreeting();
+    await this.qmp("qmp_capabilities");
+    await this.qmp("cont");
+    const timeout = this.opts.bootTimeoutMs ?? 240_000;
+    const t0 = Date.now();
+    const prompt = await this.waitForConsole(/Enter passphrase for \S+:/, timeout);
+    await this.answerPrompt(prompt.index + prompt[0].length, this.guest.passphrase + "\n");
+    await this.waitForConsole(/cryptsleep-init: ready/, timeout - (Date.now() - t0));
+    // The shell may not read the tty yet: probe until it answers.
+    while (true) {
+      try {
+        const r = await this.sh("echo shell-ok", { timeoutMs: 10_000 });
+        if (r.out.includes("shell-ok")) break;
+      } catch (e) {
+        if (Date.now() - t0 > timeout) throw e;
+      }
+    }
+  }
+
+  private greeting: (() => void) | null = null;
+  private greeted = false;
+
+  private waitQmpGreeting(): Promise<void> {
+    if (this.greeted) return Promise.resolve();
+    return new Promise((res) => (this.greeting = res));
+  }
+
+  private onQmp(b: Uint8Array) {
+    this.qmpBuf += new TextDecoder().decode(b);
+    let i: number;
+    while ((i = this.qmpBuf.indexOf("\n")) >= 0) {
+      const line = this.qmpBuf.slice(0, i).trim();
+      this.qmpBuf = this.qmpBuf.slice(i + 1);
+      if (!line) continue;
+      const msg = JSON.parse(line);
+      if (msg.QMP) {
+        this.greeted = true;
+        this.greeting?.();
+      } else if (msg.event) {
+        this.events.push({ event: msg.event, data: msg.data, at: Date.now() });
+        this.notify();
+      } else if (msg.id !== undefined) {
+        this.qmpWaiters.get(msg.id)?.(msg);
+        this.qmpWaiters.delete(msg.id);
+      }
+    }
+  }
+
+  /** Sends a QMP command; throws on a QMP error. */
+  async qmp(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    if (!this.qmpConn) throw new Error(`qmp ${command}: QEMU is not running`);
+    const id = this.qmpId++;
+    const p = new Promise<{ return?: unknown; error?: { class: string; desc: string } }>((res) =>
+      this.qmpWaiters.set(id, res)
+    );
+    await this.qmpConn.write(enc.encode(JSON.stringify({ execute: command, arguments: args, id }) + "\n"));
+    const r = await p;
+    if (r.error) throw new Error(`qmp ${command} failed: ${r.error.class}: ${r.error.desc}`);
+    return r.return;
+  }
+
+  /** Types bytes on the serial console. */
+  async type(bytes: string | Uint8Array): Promise<void> {
+    if (!this.serialConn) throw new Error("type: QEMU is not running");
+    const b = typeof bytes === "string" ? enc.encode(bytes) : bytes;
+    // Small pieces: the 16550 FIFO is 16 bytes and TCG is slow.
+    for (let i = 0; i < b.length; i += 16) {
+      await this.serialConn.write(b.subarray(i, i + 16));
+      if (b.length > 16) await sleep(2);
+    }
+  }
+
+  private waitFor<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const done = (fn: () => void) => {
+        clearTimeout(timer);
+        this.listeners.delete(listener);
+        fn();
+      };
+      const listener = () => {
+        let v: T | undefined;
+        try {
+          v = check();
+        } catch (e) {
+          return done(() => reject(e));
+        }
+        if (v !== undefined) return done(() => resolve(v as T));
+        if (!this.proc || this.exitedFlag) {
+          done(() => reject(new Error(`${what}: QEMU exited\n--- console tail ---\n${this.console.slice(-2000)}`)));
+        }
+      };
+      const timer = setTimeout(
+        () =>
+          done(() =>
+            reject(
+              new Error(`${what}: timeout after ${timeoutMs} ms\n--- console tail ---\n${this.console.slice(-2000)}`),
+            )
+          ),
+        Math.max(0, timeoutMs),
+      );
+      this.listeners.add(listener);
+      listener();
+    });
+  }
+
+  private exitedFlag = false;
+
+  /** Waits until `re` matches the console after the cursor; moves the cursor past the match. */
+  async waitForConsole(re: RegExp, timeoutMs = 60_000, from?: number): Promise<RegExpExecArray> {
+    const m = await this.findConsole(re, timeoutMs, from ?? this.cursor);
+    this.cursor = m.index + m[0].length;
+    return m;
+  }
+
+  private async findConsole(re: RegExp, timeoutMs: number, start: number): Promise<RegExpExecArray> {
+    const m = await this.waitFor(
+      () => {
+        const r = new RegExp(re.source, re.flags.replace("g", ""));
+        const hit = r.exec(this.console.slice(start));
+        if (!hit) return undefined;
+        hit.index += start;
+        return hit;
+      },
+      timeoutMs,
+      `waitForConsole(${re})`,
+    );
+    return m;
+  }
+
+  /** Waits for the next not yet consumed QMP event named `name`. */
+  async waitForEvent(name: string, timeoutMs = 60_000): Promise<QmpEvent> {
+    const idx = await this.waitFor(
+      () => {
+        for (let i = this.eventCursor; i < this.events.length; i++) if (this.events[i].event === name) return i;
+        return undefined;
+      },
+      timeoutMs,
+      `waitForEvent(${name})`,
+    );
+    this.eventCursor = idx + 1;
+    return this.events[idx];
+  }
+
+  /** Forgets events received so far (waitForEvent only sees later ones). */
+  clearEvents(): void {
+    this.eventCursor = this.events.length;
+  }
+
+  /**
+   * Runs `cmd` in the guest root shell; returns exit code and output. Robust to echo and kernel messages:
+   * the command travels base64-encoded and the output is framed by markers the echo cannot contain.
+   */
+  sh(cmd: string, opts: ShOptions = {}): Promise<ShResult> {
+    const run = this.shLock.then(() => this.shInner(cmd, opts));
+    this.shLock = run.catch(() => {});
+    return run;
+  }
+
+  private async shInner(cmd: string, opts: ShOptions): Promise<ShResult> {
+    const b64 = Buffer.from(enc.encode(cmd)).toString("base64");
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    if (b64.length <= 600) return await this.framed(`eval "$(echo ${b64} | base64 -d)"`, opts);
+    // The line editor of busybox ash has a limited buffer: ship long scripts in pieces.
+    const f = `/tmp/.cs-${Date.now().toString(36)}${(this.shCounter++).toString(36)}`;
+    for (let i = 0; i < b64.length; i += 500) {
+      const r = await this.framed(`printf %s ${b64.slice(i, i + 500)} >> ${f}`, { timeoutMs });
+      if (r.code !== 0) throw new Error(`sh: shipping a long script to ${f} failed: ${r.out}`);
+    }
+    return await this.framed(`eval "$(base64 -d ${f}; rm -f ${f})"`, opts);
+  }
+
+  /** Sends one shell line framed by start/end markers; `script` must be short and single-line. */
+  private async framed(script: string, opts: ShOptions): Promise<ShResult> {
+    const id = `${Date.now().toString(36)}${(this.shCounter++).toString(36)}`;
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const from = this.console.length;
+    // Markers are printed as two concatenated words, so the echoed command line never contains them.
+    const line = `printf '%s\\n' '@@CS''S${id}'; ${script}; printf '\\n%s:%d\\n' '@@CS''E${id}' $?\n`;
+    await this.type(line);
+    const startRe = new RegExp(`@@CSS${id}\\n`);
+    const s = await this.findConsole(startRe, timeoutMs, from);
+    const outStart = s.index + s[0].length;
+    let pos = outStart;
+    for (const step of opts.interact ?? []) {
+      const m = await this.findConsole(step.expect, step.timeoutMs ?? timeoutMs, pos);
+      pos = m.index + m[0].length;
+      await this.answerPrompt(pos, step.send);
+    }
+    const e = await this.findConsole(new RegExp(`\\n@@CSE${id}:(\\d+)\\n`), timeoutMs, outStart);
+    const raw = this.console.slice(outStart, e.index);
+    return { code: Number(e[1]), raw, out: raw.replace(KERNEL_LINE, "") };
+  }
+
+  /**
+   * Types `send` as the answer to a prompt that ended at console position `after`. Password prompts switch echo
+   * off and flush pending input (TCSAFLUSH) just after printing: input that arrives in between is echoed and lost.
+   * So: wait a moment, type, and retype while the answer shows up echoed.
+   */
+  async answerPrompt(after: number, send: string | Uint8Array): Promise<void> {
+    const text = typeof send === "string" ? send.replace(/\n$/, "") : null;
+    for (let attempt = 0; attempt < 6; attempt++) {
+      await sleep(300 + attempt * 500);
+      const mark = this.console.length;
+      await this.type(send);
+      if (!text) return;
+      await sleep(1500);
+      if (!this.console.slice(Math.max(after, mark)).includes(text)) return;
+    }
+    throw new Error("answerPrompt: the answer was echoed (and flushed) six times; the prompt never took input");
+  }
+
+  /** QMP system_wakeup (resume from S3). */
+  async wake(): Promise<void> {
+    await this.qmp("system_wakeup");
+  }
+
+  /** Dumps all guest RAM to `path` (default in the VM's temp dir); returns the path. */
+  async dumpRam(path?: string): Promise<string> {
+    const p = path ?? join(this.tmp, `ram-${Date.now()}.dump`);
+    await this.qmp("pmemsave", { val: 0, size: this.ramBytes, filename: p });
+    return p;
+  }
+
+  /** Counts occurrences of each needle in a RAM dump (made now unless `path` is given); scans in chunks. */
+  async searchRam(needles: Uint8Array[], path?: string): Promise<number[]> {
+    const p = path ?? await this.dumpRam();
+    try {
+      return await countInFile(p, needles);
+    } finally {
+      if (!path) await Deno.remove(p).catch(() => {});
+    }
+  }
+
+  /** Power cut: kill -9 QEMU without any flush. restart() boots again on the same disks. */
+  async powerCut(): Promise<void> {
+    await this.killQemu("SIGKILL");
+  }
+
+  /** Boots again (after powerCut() or a guest poweroff) on the same disks. */
+  async restart(): Promise<void> {
+    await this.killQemu("SIGKILL");
+    this.cursor = this.console.length;
+    this.eventCursor = this.events.length;
+    this.exitedFlag = false;
+    await this.start();
+  }
+
+  /** True while QEMU runs. */
+  get running(): boolean {
+    return this.proc !== null && !this.exitedFlag;
+  }
+
+  private async killQemu(sig: Deno.Signal) {
+    const proc = this.proc;
+    if (!proc) return;
+    try {
+      proc.kill(sig);
+    } catch { /* already gone */ }
+    await this.exited;
+    this.exitedFlag = true;
+    this.proc = null;
+    try {
+      this.qmpConn?.close();
+    } catch { /* closed */ }
+    try {
+      this.serialConn?.close();
+    } catch { /* closed */ }
+    this.qmpConn = this.serialConn = null;
+    for (const [, w] of this.qmpWaiters) w({ error: { class: "Gone", desc: "QEMU exited" } });
+    this.qmpWaiters.clear();
+    this.notify();
+  }
+
+  /** Stops QEMU (QMP quit, then SIGKILL) and removes the temp dir. */
+  async stop(): Promise<void> {
+    if (this.proc) {
+      try {
+        await Promise.race([this.qmp("quit"), sleep(3000)]);
+        await Promise.race([this.exited, sleep(5000)]);
+      } catch { /* fall through to kill */ }
+      await this.killQemu("SIGKILL");
+    }
+    await Deno.remove(this.tmp, { recursive: true }).catch(() => {});
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** Counts occurrences of `needle` starting before `limit`, anchored on a byte that is rare in RAM (not 00/ff). */
+function countIn(hay: Uint8Array, needle: Uint8Array, limit: number): number {
+  let a = needle.findIndex((b) => b !== 0 && b !== 0xff);
+  if (a < 0) a = 0;
+  const anchor = needle[a];
+  let count = 0;
+  let pos = hay.indexOf(anchor, a);
+  while (pos >= 0) {
+    const start = pos - a;
+    if (start >= limit) break;
+    let j = 0;
+    while (j < needle.length && hay[start + j] === needle[j]) j++;
+    if (j === needle.length) count++;
+    pos = hay.indexOf(anchor, pos + 1);
+  }
+  return count;
+}
+
+/** Counts (possibly overlapping) occurrences of each needle in a file, reading 64 MiB chunks. */
+export async function countInFile(path: string, needles: Uint8Array[]): Promise<number[]> {
+  const counts = needles.map(() => 0);
+  const maxLen = Math.max(...needles.map((n) => n.length));
+  const chunk = 64 << 20;
+  const f = await Deno.open(path);
+  try {
+    const buf = new Uint8Array(chunk + maxLen);
+    let carry = 0; // bytes kept from the previous chunk
+    while (true) {
+      let n = 0;
+      while (n < chunk) {
+        const r = await f.read(buf.subarray(carry + n, carry + chunk));
+        if (r === null) break;
+        n += r;
+      }
+      const total = carry + n;
+      if (total === 0) break;
+      const view = buf.subarray(0, total);
+      const eof = n < chunk;
+      // Matches starting in the kept tail are found again next round: stop before it unless at EOF.
+      const limit = eof ? total : total - (maxLen - 1);
+      needles.forEach((needle, i) => (counts[i] += countIn(view, needle, limit)));
+      if (eof) break;
+      const keep = maxLen - 1;
+      buf.copyWithin(0, total - keep, total);
+      carry = keep;
+    }
+  } finally {
+    f.close();
+  }
+  return counts;
+}
+
+/** Parses `cryptsetup luksDump --dump-volume-key` output into the key bytes. */
+export function parseVolumeKey(out: string): Uint8Array {
+  const m = out.match(/(?:MK|Volume key) dump:\s*((?:[0-9a-f]{2}\s+)+)/i);
+  if (!m) throw new Error(`no volume key in luksDump output:\n${out}`);
+  const hex = m[1].replace(/\s+/g, "");
+  return Uint8Array.from(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+}
+
+/** Boots the guest (building or reusing the cached image). */
+export async function boot(opts: BootOptions = {}): Promise<VM> {
+  const guest = await ensureGuest({ kernel: opts.kernel ?? Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1" });
+  const tmp = await Deno.makeTempDir({ prefix: "cryptsleep-vm-" });
+  const vm = new VM(guest, tmp, opts);
+  try {
+    await vm.start();
+  } catch (e) {
+    await vm.stop();
+    throw e;
+  }
+  return vm;
+}
+
+/** Opens the LUKS2 data disk (/dev/vdc) as `name`, typing the passphrase after the prompt, and mounts it. */
+export async function openDataDisk(vm: VM, name = "data", mountpoint = "/mnt/data"): Promise<void> {
+  const r = await vm.sh(`cryptsetup open /dev/vdc ${name}`, {
+    timeoutMs: 120_000,
+    interact: [{ expect: /Enter passphrase for \S+:/, send: vm.guest.passphrase + "\n" }],
+  });
+  if (r.code !== 0) throw new Error(`cryptsetup open /dev/vdc ${name} failed (${r.code}): ${r.out}`);
+  const m = await vm.sh(`mkdir -p ${mountpoint} && mount -t ext4 /dev/mapper/${name} ${mountpoint}`);
+  if (m.code !== 0) throw new Error(`mount /dev/mapper/${name} failed: ${m.out}`);
+}
+
+/** Resumes a luksSuspended volume, typing the passphrase on the console after cryptsetup's prompt. */
+export async function luksResume(vm: VM, name: string, timeoutMs = 120_000): Promise<ShResult> {
+  return await vm.sh(`cryptsetup luksResume ${name}`, {
+    timeoutMs,
+    interact: [{ expect: /Enter passphrase for \S+:/, send: vm.guest.passphrase + "\n" }],
+  });
+}
+
+/** Reads a LUKS volume key inside the guest (luksDump --dump-volume-key); test use only. */
+export async function volumeKey(vm: VM, device: string): Promise<Uint8Array> {
+  const r = await vm.sh(
+    `printf %s '${vm.guest.passphrase}' | cryptsetup luksDump --dump-volume-key --batch-mode --key-file - ${device}`,
+    { timeoutMs: 120_000 },
+  );
+  if (r.code !== 0) throw new Error(`luksDump --dump-volume-key ${device} failed (${r.code}): ${r.out}`);
+  return parseVolumeKey(r.out);
+}
+
+/** Splits a 64-byte XTS key into its two 32-byte halves (in keyring mode they are never contiguous). */
+export function keyHalves(key: Uint8Array): Uint8Array[] {
+  const h = key.length / 2;
+  return [key.slice(0, h), key.slice(h)];
+}
