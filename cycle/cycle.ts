@@ -192,7 +192,8 @@ export async function agent(): Promise<number> {
     for (const m of why) console.write(`cryptsleep: ${m}\n`);
     timeline.facts.error = why.join("; ");
   }
-  await timeline.phase("report", () => writeReport(timeline.toJSON(code), REPORT_PATH)).catch(() => {});
+  // phase 11; not timed as a phase: the report cannot contain its own end
+  await writeReport(timeline.toJSON(code), REPORT_PATH).catch((err) => kmsg(`report: ${messages(err).join("; ")}`));
   return code;
 }
 
@@ -212,7 +213,7 @@ async function agentCycle(job: Job, lib: Libcryptsetup, console: Console, timeli
   undo.defer(() => timeline.phase("thaw", () => frozen.thaw()));
 
   // 6. syncfs: only the filesystems on volumes to lock (a global sync could hang on a frozen FUSE daemon)
-  await timeline.phase("syncfs", () => syncVolumeFilesystems(job.plan));
+  await timeline.phase("syncfs", () => syncVolumeFilesystems(job));
 
   // 7. lock, top-down — undo: 9. unlock, bottom-up; passphrases are zeroed right after the unlock
   const secrets = undo.use(new Secrets(console));

@@ -44,6 +44,13 @@ export interface Job {
   leaking: string[];
   /** Where the ramfs is mounted in the real root (for messages only). */
   ramfsRoot: string;
+  /** The outer process: `/proc/<hostPid>/root` reaches the real root from inside the chroot. */
+  hostPid: number;
+}
+
+/** A path of the real root as seen from inside the chroot (through the outer process's root link). */
+export function hostPath(job: Job, path: string): string {
+  return `/proc/${job.hostPid}/root${path}`;
 }
 
 /** Paths inside the chroot. */

@@ -39,7 +39,7 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
     stack.defer(() => Promise.resolve(dm.resume(above)));
   }
   {
-    using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(volume));
+    using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
     // non-blocking: the lockfs flush can take a while, and the event loop keeps the timeline honest
     await device.suspendAsync(volume.dmName);
   }

@@ -73,7 +73,7 @@ export async function preflight(
     );
   }
   if (reasons.length) throw new RefusedError(reasons);
-  return { plan, options, knobs: await saveKnobs(), leaking, ramfsRoot };
+  return { plan, options, knobs: await saveKnobs(), leaking, ramfsRoot, hostPid: Deno.pid };
 }
 
 function mib(kib: number): number {

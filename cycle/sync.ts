@@ -7,24 +7,27 @@
  * @example
  * ```ts ignore
  * await syncAll();
- * await syncVolumeFilesystems(plan);
+ * await syncVolumeFilesystems(job);
  * ```
  */
 import { syncAsync, syncfs } from "../ffi/libc.ts";
-import type { Plan } from "../discovery/mod.ts";
+import { hostPath, type Job } from "./job.ts";
 
 /** Non-blocking: with much dirty data it takes seconds, and the timeline's clock keeps running. */
 export async function syncAll(): Promise<void> {
   await syncAsync();
 }
 
-/** syncfs on each filesystem mounted from a volume to lock; returns the mount points flushed. */
-export async function syncVolumeFilesystems(plan: Plan): Promise<string[]> {
+/**
+ * syncfs on each filesystem mounted from a volume to lock; returns the mount points flushed. The agent is
+ * chrooted in the ramfs, so it reaches each mount point through the outer process's root.
+ */
+export async function syncVolumeFilesystems(job: Job): Promise<string[]> {
   const done: string[] = [];
-  for (const volume of plan.lock) {
+  for (const volume of job.plan.lock) {
     for (const mount of volume.mounts) {
       if (done.includes(mount.mountpoint)) continue;
-      await syncfs(mount.mountpoint);
+      await syncfs(hostPath(job, mount.mountpoint));
       done.push(mount.mountpoint);
     }
   }

@@ -19,11 +19,12 @@ import { readBlockDirect } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
+import { hostPath, type Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
 
 export async function unlockVolume(ctx: AgentContext, volume: Volume, opts: { reactivate: boolean }): Promise<void> {
   {
-    using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(volume));
+    using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
     device.setKeyring(false);
     if (device.isSuspended(volume.dmName)) {
       const secret = await resumeWithPassphrase(ctx, device, volume);
@@ -65,7 +66,7 @@ async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): P
   }
 }
 
-/** The header path to pass libcryptsetup when the header is not on the data device. */
-export function detachedHeader(volume: Volume): string | undefined {
-  return volume.header.detached ? volume.header.path : undefined;
+/** The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. */
+export function detachedHeader(job: Job, volume: Volume): string | undefined {
+  return volume.header.detached ? hostPath(job, volume.header.path) : undefined;
 }
