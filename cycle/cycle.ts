@@ -38,7 +38,7 @@ import type { AgentContext } from "./context.ts";
 import { messages, RefusedError } from "./errors.ts";
 import { freezeUserspace, joinOwnCgroup, thawLeftovers } from "./freeze.ts";
 import { type Job, JOB_PATH, readJob, REPORT_PATH, type SuspendOptions } from "./job.ts";
-import { lockVolumes } from "./lock.ts";
+import { lockVolumes, onLoopDevice } from "./lock.ts";
 import { preflight } from "./preflight.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { Secrets } from "./secrets.ts";
@@ -112,7 +112,10 @@ export async function supervise(): Promise<number> {
     }).spawn();
     const status = await agent.status;
     const left = await leftovers(job);
-    if (left.length === 0) return status.code === 0 ? EXIT.OK : EXIT.FAILED;
+    if (left.length === 0) {
+      await addFact(REPORT_PATH, "supervisorPeakRssKiB", await peakRssKiB());
+      return status.code === 0 ? EXIT.OK : EXIT.FAILED;
+    }
 
     // the agent died (or gave up) with volumes locked or cgroups frozen: unlock, thaw, say so
     kmsg(`agent exited (${status.signal ?? status.code}); supervisor recovers: ${left.join(", ")}`);
@@ -127,6 +130,23 @@ export async function supervise(): Promise<number> {
   } finally {
     // a process left in our cgroup (not ours to kill) keeps it from being removed: worth a log line, no more
     await own.leave().catch((err) => kmsg(`leaving cgroup ${own.path}: ${messages(err).join("; ")}`));
+  }
+}
+
+/** VmHWM of this process: the RAM the cycle needs, for the report. */
+async function peakRssKiB(): Promise<number | null> {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(await Deno.readTextFile("/proc/self/status"));
+  return m ? Number(m[1]) : null;
+}
+
+/** Adds one fact to a written report; a missing report stays missing. */
+async function addFact(path: string, key: string, value: unknown): Promise<void> {
+  try {
+    const report = JSON.parse(await Deno.readTextFile(path)) as TimelineJSON;
+    report.facts[key] = value;
+    await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
+  } catch (err) {
+    kmsg(`report: cannot add ${key}: ${messages(err).join("; ")}`);
   }
 }
 
@@ -161,7 +181,7 @@ async function recover(job: Job, console: Console, timeline: Timeline): Promise<
     for (const volume of job.plan.unlock) {
       for (;;) {
         try {
-          await unlockVolume(ctx, volume, { reactivate: job.leaking.includes(volume.dmName) });
+          await unlockVolume(ctx, volume, { reactivate: job.leaking.includes(volume.dmName) && !onLoopDevice(volume) });
           break;
         } catch (err) {
           console.write(`cryptsleep: ${messages(err).join("; ")}\n`);
@@ -176,7 +196,7 @@ async function recover(job: Job, console: Console, timeline: Timeline): Promise<
 export async function agent(): Promise<number> {
   const job = await readJob();
   const earlier = (job as Job & { earlier?: TimelineJSON }).earlier;
-  const timeline = new Timeline(earlier?.phases);
+  const timeline = new Timeline(earlier);
   setpriority(0, -10);
   const lib = Libcryptsetup.open();
   lib.setLogger((level, msg) => level === "error" && kmsg(`libcryptsetup: ${msg.trim()}`));
@@ -192,6 +212,7 @@ export async function agent(): Promise<number> {
     for (const m of why) console.write(`cryptsleep: ${m}\n`);
     timeline.facts.error = why.join("; ");
   }
+  timeline.facts.agentPeakRssKiB = await peakRssKiB();
   // phase 11; not timed as a phase: the report cannot contain its own end
   await writeReport(timeline.toJSON(code), REPORT_PATH).catch((err) => kmsg(`report: ${messages(err).join("; ")}`));
   return code;

@@ -44,7 +44,7 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
     await device.suspendAsync(volume.dmName);
   }
   // the undo is registered before any check can throw, so a failed check still unlocks
-  const unlock = { reactivate: ctx.job.leaking.includes(volume.dmName) };
+  const unlock = { reactivate: ctx.job.leaking.includes(volume.dmName) && !onLoopDevice(volume) };
   stack.defer(() => unlockVolume(ctx, volume, unlock));
 
   const info = dm.info(volume.dmName);
@@ -52,19 +52,30 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
   const keys = await keyringKeysFor(volume.uuid);
   const keyLeft = keys.length > 0;
   if (keyLeft) {
-    unlock.reactivate = true;
+    // a table refresh drops what the old table pinned; a loop device's own backing file it cannot drop
+    unlock.reactivate = !onLoopDevice(volume);
     if (ctx.job.options.refuseLeak) {
       throw new Error(
         `lock ${volume.dmName}: its volume key stays in a kernel keyring after luksSuspend (--refuse-leak)`,
       );
     }
-    ctx.timeline.warn(
-      `${volume.dmName}: its volume key stays in RAM during this suspend: kernel keyring key ${
-        keys.map((k) => k.id).join(",")
-      } is pinned out of root's reach; the unlock re-activates the volume without the keyring, so the next ` +
-        `suspend is clean`,
-    );
+    const pinnedBy = onLoopDevice(volume)
+      ? "the loop device cryptsetup attached holds the opener's keyring until the volume is closed: close it and " +
+        "reopen it with cryptsetup open --disable-keyring"
+      : "the unlock re-activates the volume without the keyring, so the next suspend is clean";
+    const warning = `${volume.dmName}: its volume key stays in RAM during this suspend: kernel keyring key ${
+      keys.map((k) => k.id).join(",")
+    } is pinned out of root's reach; ${pinnedBy}`;
+    ctx.timeline.warn(warning);
+    // said before sleeping, where the user sees it
+    ctx.console.write(`cryptsleep: warning: ${warning}\n`);
+    ctx.log(`warning: ${warning}`);
   }
   ctx.log(`locked ${volume.dmName}${keyLeft ? " (key still pinned in a keyring)" : ""}`);
   return { dmName: volume.dmName, keyLeft };
+}
+
+/** Whether the volume sits on a loop device (opened from an image file). */
+export function onLoopDevice(volume: Volume): boolean {
+  return volume.backing.some((b) => /\/loop\d+$/.test(b));
 }

@@ -39,12 +39,14 @@ export class Timeline {
   readonly startedAt = new Date();
   readonly #t0 = performance.now();
   readonly phases: PhaseRecord[];
-  readonly warnings: string[] = [];
-  readonly facts: Record<string, unknown> = {};
+  readonly warnings: string[];
+  readonly facts: Record<string, unknown>;
 
-  /** `earlier`: phases another process already ran (the outer process hands preflight and ramfs on). */
-  constructor(earlier: PhaseRecord[] = []) {
-    this.phases = [...earlier];
+  /** `earlier`: what another process already recorded (the outer process hands preflight and ramfs on). */
+  constructor(earlier?: Pick<TimelineJSON, "phases" | "warnings" | "facts">) {
+    this.phases = [...(earlier?.phases ?? [])];
+    this.warnings = [...(earlier?.warnings ?? [])];
+    this.facts = { ...(earlier?.facts ?? {}) };
   }
   /** Called after each phase, e.g. to persist progress for the supervisor. */
   onChange: (t: Timeline) => void = () => {};

@@ -1,0 +1,46 @@
+/**
+ * @module
+ * Steps shared by the VM tests of the suspend cycle (and the demo): start `cryptsleep suspend` in the guest's
+ * foreground shell, answer its prompt, read its exit code, snapshot the state a failed cycle must restore.
+ */
+import assert from "node:assert/strict";
+import type { VM } from "./harness.ts";
+
+export const SLOW = { sanitizeOps: false, sanitizeResources: false };
+export const CONSOLE = "--console /dev/ttyS0";
+
+/** Starts `cryptsleep suspend` in the foreground of the guest shell; the shell is frozen with everything else. */
+export async function startSuspend(vm: VM, args = ""): Promise<void> {
+  vm.clearEvents();
+  vm.cursor = vm.console.length;
+  await vm.type(`cryptsleep suspend ${CONSOLE} ${args}; echo "CS-EXIT-""$?"\n`);
+}
+
+export async function suspendExit(vm: VM, timeoutMs = 300_000): Promise<number> {
+  const m = await vm.waitForConsole(/CS-EXIT-(\d+)/, timeoutMs);
+  return Number(m[1]);
+}
+
+/** Types the passphrase once the agent (or supervisor) prompts for it. */
+export async function answerPrompt(vm: VM, timeoutMs = 300_000): Promise<void> {
+  await vm.waitForConsole(/Passphrase to unlock \S+/, timeoutMs);
+  await vm.type(vm.guest.passphrase + "\n");
+}
+
+/** State that must be the same before and after a cycle that failed or did nothing. */
+export async function systemState(vm: VM): Promise<string> {
+  const r = await vm.sh(
+    "for d in /sys/block/dm-*; do echo $(cat $d/dm/name) suspended=$(cat $d/dm/suspended); done; " +
+      "for c in /sys/fs/cgroup/*/cgroup.freeze; do echo $c=$(cat $c); done; " +
+      "for k in sync_on_suspend pm_freeze_timeout freeze_filesystems; do " +
+      "[ -e /sys/power/$k ] && echo $k=$(cat /sys/power/$k); done; grep -c . /proc/mounts",
+  );
+  assert.equal(r.code, 0, r.out);
+  return r.out.trim();
+}
+
+export async function lineCount(vm: VM, file: string): Promise<number> {
+  const r = await vm.sh(`wc -l < ${file}`);
+  assert.equal(r.code, 0, r.out);
+  return Number(r.out.trim());
+}

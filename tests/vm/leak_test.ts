@@ -1,0 +1,60 @@
+/**
+ * A volume opened from an image file: cryptsetup attaches the loop device itself, and the loop device's
+ * backing file holds the opener's credentials, thread keyring included, so the volume key stays in a
+ * kernel keyring after luksSuspend on every kernel, out of root's reach. cryptsleep must see it (doctor,
+ * --refuse-leak, the warning before sleeping), and the warning must be true: the key is in RAM while
+ * suspended, while the root's is not.
+ */
+import assert from "node:assert/strict";
+import { answerPrompt, CONSOLE, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { boot, keyHalves, volumeKey } from "./harness.ts";
+
+Deno.test({
+  name: "image-file volume: the pinned key is detected, refused on demand, and reported before sleeping",
+  ...SLOW,
+  fn: async (t) => {
+    await using vm = await boot({});
+    const pass = vm.guest.passphrase;
+    const setup = await vm.sh(
+      `truncate -s 48M /run/img.luks && printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 ` +
+        `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - /run/img.luks && ` +
+        `printf %s '${pass}' | cryptsetup open --key-file - /run/img.luks img && ` +
+        "mke2fs -q -t ext4 /dev/mapper/img && mkdir -p /mnt/img && mount /dev/mapper/img /mnt/img && " +
+        "echo kept > /mnt/img/f && sync && grep -c 'logon.*cryptsetup:' /proc/keys",
+      { timeoutMs: 180_000 },
+    );
+    assert.equal(setup.code, 0, setup.out);
+    const rootNeedles = keyHalves(await volumeKey(vm, "/dev/vda"));
+    const imgNeedles = keyHalves(await volumeKey(vm, "/run/img.luks"));
+
+    await t.step("doctor and plan name the pinned key", async () => {
+      const doctor = await vm.sh("cryptsleep doctor", { timeoutMs: 120_000 });
+      assert.match(doctor.out, /^warn\s+keyring img\b/m, doctor.out);
+      assert.match(doctor.out, /^ok\s+keyring root\b/m, doctor.out);
+    });
+
+    await t.step("--refuse-leak refuses with nothing touched", async () => {
+      const r = await vm.sh(`cryptsleep suspend ${CONSOLE} --refuse-leak`, { timeoutMs: 180_000 });
+      assert.equal(r.code, 3, r.out);
+      assert.match(r.out, /refused: the volume key of img is pinned in a kernel keyring/);
+      const live = await vm.sh("cat /sys/block/dm-*/dm/suspended | sort -u");
+      assert.equal(live.out.trim(), "0");
+    });
+
+    await t.step("the cycle warns before sleeping, and the warning is true", async () => {
+      const from = vm.console.length;
+      await startSuspend(vm);
+      await vm.waitForEvent("SUSPEND", 300_000);
+      const hits = await vm.searchRam([...rootNeedles, ...imgNeedles]);
+      await vm.wake();
+      await answerPrompt(vm);
+      assert.equal(await suspendExit(vm), 0);
+      const text = vm.console.slice(from);
+      assert.match(text, /warning: img: its volume key stays in RAM during this suspend/);
+      assert.deepEqual(hits.slice(0, 2), [0, 0], "the root's key is gone");
+      assert.ok(hits.slice(2).some((n) => n > 0), `the image volume's key is in RAM, as warned: ${hits}`);
+      const f = await vm.sh("cat /mnt/img/f");
+      assert.equal(f.out.trim(), "kept");
+    });
+  },
+});
