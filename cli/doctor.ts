@@ -252,8 +252,8 @@ async function checkVolumes(root: string, plan: Plan): Promise<Check[]> {
         name: `keyring ${v.dmName}`,
         detail: `${mine.map((k) => `${k.type} key ${k.description} (id ${k.id})`).join(", ")}: ` +
           "its volume key will survive luksSuspend",
-        hint: "re-open it without the keyring (cryptsetup open --disable-keyring), or cryptsleep closes the leak " +
-          "by re-activating it without the keyring after wake (--refuse-leak refuses instead)",
+        hint: "close it and re-open it without the keyring (cryptsetup open --disable-keyring); until then " +
+          "cryptsleep warns before each suspend (--refuse-leak refuses instead)",
       });
     }
   }

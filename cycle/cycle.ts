@@ -38,7 +38,7 @@ import type { AgentContext } from "./context.ts";
 import { messages, RefusedError } from "./errors.ts";
 import { freezeUserspace, joinOwnCgroup, thawLeftovers } from "./freeze.ts";
 import { type Job, JOB_PATH, readJob, REPORT_PATH, type SuspendOptions } from "./job.ts";
-import { lockVolumes, onLoopDevice } from "./lock.ts";
+import { lockVolumes } from "./lock.ts";
 import { preflight } from "./preflight.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { Secrets } from "./secrets.ts";
@@ -181,7 +181,7 @@ async function recover(job: Job, console: Console, timeline: Timeline): Promise<
     for (const volume of job.plan.unlock) {
       for (;;) {
         try {
-          await unlockVolume(ctx, volume, { reactivate: job.leaking.includes(volume.dmName) && !onLoopDevice(volume) });
+          await unlockVolume(ctx, volume);
           break;
         } catch (err) {
           console.write(`cryptsleep: ${messages(err).join("; ")}\n`);

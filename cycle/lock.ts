@@ -44,28 +44,26 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
     await device.suspendAsync(volume.dmName);
   }
   // the undo is registered before any check can throw, so a failed check still unlocks
-  const unlock = { reactivate: ctx.job.leaking.includes(volume.dmName) && !onLoopDevice(volume) };
-  stack.defer(() => unlockVolume(ctx, volume, unlock));
+  stack.defer(() => unlockVolume(ctx, volume));
 
   const info = dm.info(volume.dmName);
   if (!info.suspended) throw new Error(`lock ${volume.dmName}: crypt_suspend returned 0 but the mapping is live`);
   const keys = await keyringKeysFor(volume.uuid);
   const keyLeft = keys.length > 0;
   if (keyLeft) {
-    // a table refresh drops what the old table pinned; a loop device's own backing file it cannot drop
-    unlock.reactivate = !onLoopDevice(volume);
     if (ctx.job.options.refuseLeak) {
       throw new Error(
         `lock ${volume.dmName}: its volume key stays in a kernel keyring after luksSuspend (--refuse-leak)`,
       );
     }
     const pinnedBy = onLoopDevice(volume)
-      ? "the loop device cryptsetup attached holds the opener's keyring until the volume is closed: close it and " +
-        "reopen it with cryptsetup open --disable-keyring"
-      : "the unlock re-activates the volume without the keyring, so the next suspend is clean";
-    const warning = `${volume.dmName}: its volume key stays in RAM during this suspend: kernel keyring key ${
-      keys.map((k) => k.id).join(",")
-    } is pinned out of root's reach; ${pinnedBy}`;
+      ? "the loop device cryptsetup attached holds the opener's keyring"
+      : "the device the dm table opened holds the opener's keyring (kernel 6.18)";
+    const warning =
+      `${volume.dmName}: its volume key stays in RAM during this suspend: kernel keyring key ${
+        keys.map((k) => k.id).join(",")
+      } is pinned out of root's reach: ${pinnedBy} until the volume is closed; close it and reopen it with ` +
+      `cryptsetup open --disable-keyring to make suspends clean`;
     ctx.timeline.warn(warning);
     // said before sleeping, where the user sees it
     ctx.console.write(`cryptsleep: warning: ${warning}\n`);

@@ -69,7 +69,7 @@ export async function preflight(
   if (leaking.length && options.refuseLeak) {
     reasons.push(
       `the volume key of ${leaking.join(", ")} is pinned in a kernel keyring and would stay in RAM during the ` +
-        `suspend (--refuse-leak); suspend once without --refuse-leak: the unlock re-activates it without the keyring`,
+        `suspend (--refuse-leak): close the volume and reopen it with cryptsetup open --disable-keyring`,
     );
   }
   if (reasons.length) throw new RefusedError(reasons);

@@ -4,17 +4,17 @@
  * Argon2 takes seconds and the event loop keeps running), then resume the dm devices stacked above, then
  * read one block through the mapping with O_DIRECT to prove I/O flows again.
  *
- * The key is resumed without the kernel keyring: it goes to dm-crypt alone, so no process's keyring can pin
- * it. Where lock found a pinned key, the volume is re-activated too (a table refresh), which drops the old
- * table and with it the pin, so the next suspend is clean.
+ * The key is resumed without the kernel keyring: it goes to dm-crypt alone, so no keyring of ours can hold a
+ * copy. (A key an earlier opener's keyring pins stays: a table refresh does not drop it — dm keeps the
+ * opened backing device across table reloads, and with it the opener's credentials; measured on 6.18.)
  *
  * @example
  * ```ts ignore
- * await unlockVolume(ctx, volume, { reactivate: false });
+ * await unlockVolume(ctx, volume);
  * ```
  */
 import * as dm from "../ffi/devmapper.ts";
-import { CRYPT_ACTIVATE_REFRESH, CryptDevice } from "../ffi/libcryptsetup.ts";
+import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import { readBlockDirect } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
@@ -22,16 +22,12 @@ import type { AgentContext } from "./context.ts";
 import { hostPath, type Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
 
-export async function unlockVolume(ctx: AgentContext, volume: Volume, opts: { reactivate: boolean }): Promise<void> {
+export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
   {
     using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
     device.setKeyring(false);
     if (device.isSuspended(volume.dmName)) {
-      const secret = await resumeWithPassphrase(ctx, device, volume);
-      if (opts.reactivate) {
-        await device.activateByPassphrase(volume.dmName, -1, secret.buffer, secret.length, CRYPT_ACTIVATE_REFRESH);
-        ctx.log(`re-activated ${volume.dmName} without the keyring`);
-      }
+      await resumeWithPassphrase(ctx, device, volume);
     }
   }
   for (const above of [...volume.above].reverse()) {

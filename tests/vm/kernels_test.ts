@@ -2,8 +2,8 @@
  * The cycle on every kernel the archive serves, with the LUKS root opened the normal way (cryptsetup in the
  * initramfs, keyring mode). On 6.12 and 7.3 the key leaves RAM at the first suspend. On 6.18 the kernel pins
  * the opener's thread keyring through the dm table's device file, so the key of the root stays in a keyring
- * through the first suspend: cryptsleep must say so before sleeping, and its unlock re-activates the root
- * without the keyring, so the second suspend is clean.
+ * through every suspend while the root is open (a table refresh keeps the device, and the pin): cryptsleep
+ * must say so before each sleep, and what it says must be true.
  *
  * `CRYPTSLEEP_VM_KERNELS=6.12,7.3` limits the kernels (each first run builds its guest, ~1.5 min).
  */
@@ -29,8 +29,10 @@ async function cycle(vm: VM, needles: Uint8Array[]): Promise<{ hits: number[]; t
 
 for (const kernel of KERNELS) {
   Deno.test({
-    name: `kernel ${kernel}: the root's key is out of RAM while suspended${
-      PINS_OPENER_KEYRING.has(kernel) ? " from the second suspend on, and the first one says so" : ""
+    name: `kernel ${kernel}: ${
+      PINS_OPENER_KEYRING.has(kernel)
+        ? "the pinned key of the root is reported before each sleep, truly"
+        : "the root's key is out of RAM while suspended"
     }`,
     ...SLOW,
     fn: async () => {
@@ -41,10 +43,10 @@ for (const kernel of KERNELS) {
 
       const first = await cycle(vm, needles);
       if (PINS_OPENER_KEYRING.has(kernel)) {
-        assert.match(first.text, /stays in RAM during this suspend/, "the leak is reported before sleeping");
-        const second = await cycle(vm, needles);
-        assert.deepEqual(second.hits, [0, 0], "after the keyring-less re-activation the key is gone");
-        assert.doesNotMatch(second.text, /stays in RAM during this suspend/);
+        for (const c of [first, await cycle(vm, needles)]) {
+          assert.match(c.text, /warning: root: its volume key stays in RAM during this suspend/);
+          assert.ok(c.hits.some((n) => n > 0), `the warning is true: the key is in RAM (${c.hits})`);
+        }
       } else {
         assert.deepEqual(first.hits, [0, 0], `no key half in RAM while suspended on ${kernel}`);
         assert.doesNotMatch(first.text, /stays in RAM during this suspend/);
