@@ -10,6 +10,7 @@
  * ```
  * @module
  */
+import { Console } from "../ffi/tty.ts";
 import { type Command, Option } from "commander";
 import { join } from "node:path";
 import { hostPath, type Plan, readMeminfo, readMountinfo, readProcKeys } from "../discovery/mod.ts";
@@ -310,8 +311,25 @@ function checkLibcryptsetup(): Check {
 
 async function checkConsole(root: string): Promise<Check> {
   if (await exists(hostPath(root, "/dev/tty0"))) {
-    // Only presence: ffi/tty.ts has no query-only VT_OPENQRY, and allocating a VT would switch the screen.
-    return { status: "ok", name: "console", detail: "/dev/tty0 present: a VT can be allocated for the prompt" };
+    // a recorded tree has no real VT to ask
+    if (root !== "/") return { status: "ok", name: "console", detail: "/dev/tty0 present" };
+    try {
+      const vt = Console.queryFreeVt();
+      if (vt !== null) return { status: "ok", name: "console", detail: `VT ${vt} is free for the prompt` };
+      return {
+        status: "warn",
+        name: "console",
+        detail: "every virtual console is in use",
+        hint: "free one, or use cryptsleep suspend --console /dev/ttyS0 (a serial console)",
+      };
+    } catch (err) {
+      return {
+        status: "warn",
+        name: "console",
+        detail: `cannot query a free VT: ${err instanceof Error ? err.message : err}`,
+        hint: "use cryptsleep suspend --console /dev/ttyS0 (a serial console)",
+      };
+    }
   }
   return {
     status: "warn",

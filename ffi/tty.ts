@@ -184,6 +184,18 @@ export class Console implements Disposable {
     }
   }
 
+  /** The first free virtual console (VT_OPENQRY) without allocating or switching to it. */
+  static queryFreeVt(consolePath = "/dev/tty0"): number | null {
+    const cfd = openFd(consolePath, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    try {
+      const q = new Int32Array(1);
+      ioctlPtr(cfd, VT_OPENQRY, new Uint8Array(q.buffer), "VT_OPENQRY");
+      return q[0] > 0 ? q[0] : null;
+    } finally {
+      closeFd(cfd);
+    }
+  }
+
   /**
    * Allocate a free virtual console and switch to it, remembering the active one. Waits up to `waitMs` (default
    * 2000) for the switch; see {@linkcode waitActive} for more.
