@@ -539,13 +539,25 @@ async function build(
   await Deno.mkdir(kpool);
   for (const d of udebs) await run(["dpkg-deb", "-x", d, pool]);
   await run(["dpkg-deb", "-x", kdeb, kpool]);
+  // From 7.x Debian splits the image package: vmlinuz and modules come in exact-version dependencies.
+  const parts = (await run(["dpkg-deb", "-f", kdeb, "Depends"])).split(",").map((d) => d.trim())
+    .map((d) => /^(linux-(?:base|binary|modules)-\S+) \(= (\S+)\)$/.exec(d)).filter((m) => m !== null)
+    .map((m) => ({ name: m![1], version: m![2] }));
+  if (parts.length) {
+    log(`kernel split into ${parts.map((p) => p.name).join(", ")}`);
+    for (const d of await kapt.download(parts, debDir)) await run(["dpkg-deb", "-x", d, kpool]);
+  }
 
   // Kernel + modules.
   const modBase = (await exists(join(kpool, "usr/lib/modules"))) ? "usr/lib/modules" : "lib/modules";
   const releases = [...Deno.readDirSync(join(kpool, modBase))].map((e) => e.name);
   if (releases.length !== 1) throw new Error(`expected one kernel release in ${kdeb}, found ${releases.join(", ")}`);
   const release = releases[0];
-  await Deno.copyFile(join(kpool, "boot", `vmlinuz-${release}`), join(work, "vmlinuz"));
+  // /boot/vmlinuz-<release> up to 6.x; beside the modules from 7.x
+  const vmlinuz = [join(kpool, "boot", `vmlinuz-${release}`), join(kpool, modBase, release, "vmlinuz")];
+  const found = (await Promise.all(vmlinuz.map(exists))).indexOf(true);
+  if (found < 0) throw new Error(`no kernel image in ${kdeb} and its parts: looked at ${vmlinuz.join(", ")}`);
+  await Deno.copyFile(vmlinuz[found], join(work, "vmlinuz"));
   const modDir = join(kpool, modBase, release);
   // No depmod on the host: index the .ko files and read `depends=` from each module's .modinfo section.
   const index = new Map<string, string>();
