@@ -529,13 +529,7 @@ export async function freezeUserspace(
         }
       }
       if (frozenUsed || frozenCreated) {
-        // Everything in it came from the root (or was forked there meanwhile): all of it goes back.
-        await drain(frozenDir, root.dir, errors);
-        try {
-          await removeCgroup(frozenDir);
-        } catch (err) {
-          errors.push(describe(`rmdir ${frozenDir}`, err));
-        }
+        await releaseFrozenCgroup(frozenDir, root.dir, errors);
       }
       if (errors.length) throw new CleanupError("thaw", errors);
     },
@@ -645,6 +639,17 @@ export async function freezeUserspace(
   }
 }
 
+/** Moves everything in the cryptsleep-frozen cgroup back to the root (it all came from there, or was forked
+ * there meanwhile) and removes it; failures go to `errors`. */
+async function releaseFrozenCgroup(frozenDir: string, rootDir: string, errors: string[]): Promise<void> {
+  await drain(frozenDir, rootDir, errors);
+  try {
+    await removeCgroup(frozenDir);
+  } catch (err) {
+    errors.push(describe(`rmdir ${frozenDir}`, err));
+  }
+}
+
 /** A thread counts as frozen when it sits in the freezer trap (inside get_signal) or is stopped. */
 async function threadFrozen(base: string, st: ProcStat): Promise<{ frozen: boolean; wchan: string; stack?: string }> {
   const wchan = await readOr(`${base}/wchan`, "");
@@ -749,12 +754,7 @@ export async function thawLeftovers(opts: { cgroupRoot?: string; own: string; dr
   }
   const frozenDir = join(root.dir, FROZEN_NAME);
   if (!opts.dryRun && (await exists(join(frozenDir, "cgroup.procs")))) {
-    await drain(frozenDir, root.dir, errors);
-    try {
-      await removeCgroup(frozenDir);
-    } catch (err) {
-      errors.push(describe(`rmdir ${frozenDir}`, err));
-    }
+    await releaseFrozenCgroup(frozenDir, root.dir, errors);
   }
   if (errors.length) throw new CleanupError("thaw leftovers", errors);
   return found.sort();
