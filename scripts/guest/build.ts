@@ -539,8 +539,10 @@ async function build(
   await Deno.mkdir(kpool);
   for (const d of udebs) await run(["dpkg-deb", "-x", d, pool]);
   await run(["dpkg-deb", "-x", kdeb, kpool]);
-  // From 7.x Debian splits the image package: vmlinuz and modules come in exact-version dependencies.
-  const parts = (await run(["dpkg-deb", "-f", kdeb, "Depends"])).split(",").map((d) => d.trim())
+  // From 7.x Debian splits the image package: vmlinuz and modules come in exact-version dependencies. Only
+  // then are they fetched (6.18's image also names a linux-base-<abi> the archive does not serve).
+  const hasModules = (await exists(join(kpool, "lib/modules"))) || (await exists(join(kpool, "usr/lib/modules")));
+  const parts = hasModules ? [] : (await run(["dpkg-deb", "-f", kdeb, "Depends"])).split(",").map((d) => d.trim())
     .map((d) => /^(linux-(?:base|binary|modules)-\S+) \(= (\S+)\)$/.exec(d)).filter((m) => m !== null)
     .map((m) => ({ name: m![1], version: m![2] }));
   if (parts.length) {
