@@ -111,3 +111,22 @@ Deno.test("doctor --root on a ready recorded tree exits 0", async () => {
   assert.equal(r.code, 0, r.stdout);
   assert.match(r.stdout, /^warn +keyring cryptroot +logon key cryptsetup:11111111-/m);
 });
+
+Deno.test("suspend run from source refuses (exit 3) with nothing touched, saying to bundle", async () => {
+  const r = await cli("suspend", "--dry-run");
+  assert.equal(r.code, 3, r.stderr);
+  assert.match(r.stderr, /run from the bundle or a compiled binary.*deno task bundle/);
+});
+
+Deno.test("suspend with a bad --freeze-timeout: exit 2, one line", async () => {
+  const r = await cli("suspend", "--freeze-timeout", "soon");
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+  assert.match(r.stderr, /--freeze-timeout.*whole number/);
+});
+
+Deno.test("status before any cycle: exit 1, says to run suspend", async () => {
+  const r = await cli("status");
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /no cycle has run since boot.*cryptsleep suspend/);
+});

@@ -12,6 +12,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { agent, supervise, suspend } from "../cycle/cycle.ts";
 import { defaultOptions, type SuspendOptions } from "../cycle/job.ts";
+import { requireRoot } from "./errors.ts";
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -44,6 +45,7 @@ export function register(program: Command, exit: (code: number) => never): void 
       defaults.maxTries,
     )
     .action(async (o) => {
+      requireRoot("cryptsleep suspend");
       const options: SuspendOptions = {
         state: o.state,
         console: o.console ?? null,

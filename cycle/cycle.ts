@@ -63,7 +63,9 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
   // loading libcryptsetup now maps every library the agent will need, so the ramfs can copy them
   const lib = Libcryptsetup.open();
   let job: Job;
+  let script: string | null;
   try {
+    script = bundlePath();
     job = await timeline.phase("preflight", () => preflight(options, lib.info, RAMFS_DIR));
   } catch (err) {
     if (!(err instanceof RefusedError)) throw err;
@@ -71,11 +73,10 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
     return EXIT.REFUSED;
   }
   if (opts.dryRun) {
-    console.log(await describeCycle(job, bundlePath()));
+    console.log(await describeCycle(job, script));
     return EXIT.OK;
   }
 
-  const script = bundlePath();
   await using ramfs = await timeline.phase("ramfs", () => buildRamfs({ dir: RAMFS_DIR, script }), (r) => ({
     bytes: r.bytes,
     files: r.files.length,
