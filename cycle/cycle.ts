@@ -29,6 +29,8 @@
  * ```
  */
 import { join } from "node:path";
+import { ExitCode } from "../cli/exit_codes.ts";
+import { info as dmInfo } from "../ffi/devmapper.ts";
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import { Console } from "../ffi/tty.ts";
 import { setpriority } from "../ffi/libc.ts";
@@ -49,9 +51,6 @@ import { Timeline, type TimelineJSON } from "./timeline.ts";
 import { unlockVolume } from "./unlock.ts";
 import { describeCycle } from "./dry_run.ts";
 
-/** Exit codes of `cryptsleep suspend`. */
-export const EXIT = { OK: 0, FAILED: 1, REFUSED: 3 } as const;
-
 /** Where the ramfs is mounted. */
 export const RAMFS_DIR = "/run/cryptsleep/root";
 /** The tool's own cgroup: supervisor and agent, never frozen. */
@@ -70,11 +69,11 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
   } catch (err) {
     if (!(err instanceof RefusedError)) throw err;
     for (const reason of err.reasons) console.error(`cryptsleep: refused: ${reason}`);
-    return EXIT.REFUSED;
+    return ExitCode.REFUSED;
   }
   if (opts.dryRun) {
     console.log(await describeCycle(job, script));
-    return EXIT.OK;
+    return ExitCode.OK;
   }
 
   await using ramfs = await timeline.phase("ramfs", () => buildRamfs({ dir: RAMFS_DIR, script }), (r) => ({
@@ -115,7 +114,7 @@ export async function supervise(): Promise<number> {
     const left = await leftovers(job);
     if (left.length === 0) {
       await addFact(REPORT_PATH, "supervisorPeakRssKiB", await peakRssKiB());
-      return status.code === 0 ? EXIT.OK : EXIT.FAILED;
+      return status.code === 0 ? ExitCode.OK : ExitCode.FAILED;
     }
 
     // the agent died (or gave up) with volumes locked or cgroups frozen: unlock, thaw, say so
@@ -126,8 +125,8 @@ export async function supervise(): Promise<number> {
     const timeline = new Timeline();
     timeline.warn(`agent exited with ${status.signal ?? `code ${status.code}`}; the supervisor unlocked and thawed`);
     await recover(job, console, timeline);
-    await writeReport(timeline.toJSON(EXIT.FAILED), REPORT_PATH);
-    return EXIT.FAILED;
+    await writeReport(timeline.toJSON(ExitCode.FAILED), REPORT_PATH);
+    return ExitCode.FAILED;
   } finally {
     // a process left in our cgroup (not ours to kill) keeps it from being removed: worth a log line, no more
     await own.leave().catch((err) => kmsg(`leaving cgroup ${own.path}: ${messages(err).join("; ")}`));
@@ -160,10 +159,9 @@ function agentArgs(): string[] {
 
 /** What is still locked or frozen, by looking, not by trusting the agent's account. */
 async function leftovers(job: Job): Promise<string[]> {
-  const { info } = await import("../ffi/devmapper.ts");
   const left: string[] = [];
   for (const v of job.plan.lock) {
-    for (const name of [v.dmName, ...v.above]) if (info(name).suspended) left.push(`${name} locked`);
+    for (const name of [v.dmName, ...v.above]) if (dmInfo(name).suspended) left.push(`${name} locked`);
   }
   for (const cgroup of await thawLeftovers({ own: OWN_CGROUP, dryRun: true })) left.push(`${cgroup} frozen`);
   return left;
@@ -204,11 +202,11 @@ export async function agent(): Promise<number> {
   // the console is opened before anything is frozen: opening a tty later could touch the locked disk
   const path = Deno.env.get(CONSOLE_ENV);
   using console = path ? Console.open(path) : openConsole(job);
-  let code: number = EXIT.OK;
+  let code: number = ExitCode.OK;
   try {
     await agentCycle(job, lib, console, timeline);
   } catch (err) {
-    code = EXIT.FAILED;
+    code = ExitCode.FAILED;
     const why = messages(err);
     for (const m of why) console.write(`cryptsleep: ${m}\n`);
     timeline.facts.error = why.join("; ");
