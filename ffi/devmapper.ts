@@ -1,6 +1,11 @@
 /**
- * Plain device-mapper info/suspend/resume by name through libdevmapper (`libdevmapper.so.1.02.1`), for the
- * non-crypt devices stacked above a LUKS mapping (LVM on LUKS, …). udev sync is off: no udev in the chroot.
+ * Device-mapper by name through libdevmapper (`libdevmapper.so.1.02.1`): info/suspend/resume for the devices
+ * stacked above a LUKS mapping (LVM on LUKS, …), and create/reload/remove plus reading a table with its keys, for
+ * re-opening a volume whose key an earlier opener's keyring pins. udev sync is off: no udev in the chroot.
+ *
+ * A crypt table holds the volume key. Tasks that carry one set libdevmapper's secure-data flag (the kernel and
+ * libdevmapper wipe their copies), and the key only ever moves C to C: a table read back stays in libdevmapper's
+ * memory until disposed, and a table built here is built in `crypt_safe_alloc` memory.
  *
  * Before touching libdevmapper this checks that the kernel lists device-mapper in /proc/misc and that
  * `/dev/mapper/control` opens, so a kernel without device-mapper gives a clean {@linkcode SysError} instead of
@@ -22,16 +27,21 @@
 
 import { cstr, readCString } from "./_cstring.ts";
 import { SysError } from "./errors.ts";
-import { closeFd, errno, O_CLOEXEC, O_RDWR, openFd } from "./libc.ts";
+import { closeFd, errno, indexOfByte, O_CLOEXEC, O_RDWR, openFd } from "./libc.ts";
+import { SafeBuffer } from "./safe_buffer.ts";
 
 /** Default soname (package libdevmapper1.02.1). */
 export const LIBDEVMAPPER_SONAME = "libdevmapper.so.1.02.1";
 /** The control node libdevmapper opens. */
 export const DM_CONTROL = "/dev/mapper/control";
 
+const DM_DEVICE_CREATE = 0;
+const DM_DEVICE_RELOAD = 1;
+const DM_DEVICE_REMOVE = 2;
 const DM_DEVICE_SUSPEND = 4;
 const DM_DEVICE_RESUME = 5;
 const DM_DEVICE_INFO = 6;
+const DM_DEVICE_TABLE = 11;
 
 const SYMBOLS = {
   dm_task_create: { parameters: ["i32"], result: "pointer" },
@@ -44,6 +54,12 @@ const SYMBOLS = {
   dm_task_destroy: { parameters: ["pointer"], result: "void" },
   dm_task_get_errno: { parameters: ["pointer"], result: "i32", optional: true },
   dm_udev_set_sync_support: { parameters: ["i32"], result: "void" },
+  dm_task_secure_data: { parameters: ["pointer"], result: "i32" },
+  dm_task_set_ro: { parameters: ["pointer"], result: "i32" },
+  dm_task_set_uuid: { parameters: ["pointer", "buffer"], result: "i32" },
+  dm_task_retry_remove: { parameters: ["pointer"], result: "i32" },
+  dm_task_add_target: { parameters: ["pointer", "u64", "u64", "buffer", "pointer"], result: "i32" },
+  dm_get_next_target: { parameters: ["pointer", "pointer", "buffer", "buffer", "buffer", "buffer"], result: "pointer" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
@@ -104,14 +120,13 @@ function open(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   return lib.symbols;
 }
 
-/** Run one dm task on `name`; `prepare` sets flags; `read` extracts results before the task is destroyed. */
-function task<T>(
+/** Creates a task on `name`, runs `prepare`, runs the task; the caller destroys it. */
+function runTask(
   type: number,
   call: string,
   name: string,
   prepare: (s: ReturnType<typeof open>, t: Deno.PointerObject) => void,
-  read: (s: ReturnType<typeof open>, t: Deno.PointerObject) => T,
-): T {
+): { s: ReturnType<typeof open>; t: Deno.PointerObject } {
   checkControl();
   const s = open();
   const t = s.dm_task_create(type);
@@ -123,6 +138,23 @@ function task<T>(
       const e = s.dm_task_get_errno?.(t) || errno() || 5;
       throw new SysError(call, e, { subject: name });
     }
+    return { s, t };
+  } catch (err) {
+    s.dm_task_destroy(t);
+    throw err;
+  }
+}
+
+/** Run one dm task on `name`; `prepare` sets flags; `read` extracts results before the task is destroyed. */
+function task<T>(
+  type: number,
+  call: string,
+  name: string,
+  prepare: (s: ReturnType<typeof open>, t: Deno.PointerObject) => void,
+  read: (s: ReturnType<typeof open>, t: Deno.PointerObject) => T,
+): T {
+  const { s, t } = runTask(type, call, name, prepare);
+  try {
     return read(s, t);
   } finally {
     s.dm_task_destroy(t);
@@ -164,4 +196,139 @@ export function suspend(name: string, opts: { lockfs?: boolean; noflush?: boolea
 /** DM_DEVICE_RESUME. */
 export function resume(name: string): void {
   task(DM_DEVICE_RESUME, "dm_task_run(resume)", name, () => {}, () => undefined);
+}
+
+/** One line of a table. `params` is text, or a C string that may hold a key and so never becomes a JS string. */
+export interface Target {
+  start: bigint;
+  length: bigint;
+  type: string;
+  params: string | Deno.PointerObject;
+}
+
+/** A table read with its keys; `params` point into libdevmapper's memory, valid until the table is disposed. */
+export class SecureTable implements Disposable {
+  #destroy: (() => void) | null;
+  readonly targets: (Target & { params: Deno.PointerObject })[];
+
+  constructor(targets: (Target & { params: Deno.PointerObject })[], destroy: () => void) {
+    this.targets = targets;
+    this.#destroy = destroy;
+  }
+
+  /** libdevmapper wipes the table (secure data) and frees it. */
+  [Symbol.dispose](): void {
+    this.#destroy?.();
+    this.#destroy = null;
+  }
+}
+
+/** DM_DEVICE_TABLE with secure data: the live table, keys included, kept in C memory. */
+export function readTableSecure(name: string): SecureTable {
+  const { s, t } = runTask(DM_DEVICE_TABLE, "dm_task_run(table)", name, (s, t) => {
+    s.dm_task_secure_data(t);
+  });
+  try {
+    const targets: (Target & { params: Deno.PointerObject })[] = [];
+    const start = new BigUint64Array(1), length = new BigUint64Array(1);
+    const type = new BigUint64Array(1), params = new BigUint64Array(1);
+    let next: Deno.PointerValue = null;
+    do {
+      next = s.dm_get_next_target(t, next, start, length, type, params);
+      const typePtr = Deno.UnsafePointer.create(type[0]);
+      const paramsPtr = Deno.UnsafePointer.create(params[0]);
+      if (typePtr === null || paramsPtr === null) break; // no table loaded
+      targets.push({ start: start[0], length: length[0], type: readCString(typePtr) ?? "", params: paramsPtr });
+    } while (next !== null);
+    return new SecureTable(targets, () => s.dm_task_destroy(t));
+  } catch (err) {
+    s.dm_task_destroy(t);
+    throw err;
+  }
+}
+
+function addTargets(s: ReturnType<typeof open>, t: Deno.PointerObject, name: string, targets: Target[]): void {
+  for (const target of targets) {
+    const text = typeof target.params === "string" ? cstr(target.params) : null;
+    const params = text ? Deno.UnsafePointer.of(text) : target.params as Deno.PointerObject;
+    if (!s.dm_task_add_target(t, target.start, target.length, cstr(target.type), params)) {
+      throw new SysError("dm_task_add_target", 12, { subject: name });
+    }
+  }
+}
+
+/** DM_DEVICE_CREATE with a table (libdevmapper loads and resumes it). Returns the new device's info. */
+export function create(name: string, targets: Target[], opts: { uuid?: string; readOnly?: boolean } = {}): DmInfo {
+  return task(DM_DEVICE_CREATE, "dm_task_run(create)", name, (s, t) => {
+    s.dm_task_secure_data(t);
+    if (opts.uuid && !s.dm_task_set_uuid(t, cstr(opts.uuid))) {
+      throw new SysError("dm_task_set_uuid", 22, { subject: name });
+    }
+    if (opts.readOnly) s.dm_task_set_ro(t);
+    addTargets(s, t, name, targets);
+  }, (s, t) => readInfo(s, t, name));
+}
+
+/** DM_DEVICE_RELOAD: loads the inactive table; it goes live at the next {@linkcode resume}. */
+export function reload(name: string, targets: Target[], opts: { readOnly?: boolean } = {}): void {
+  task(DM_DEVICE_RELOAD, "dm_task_run(reload)", name, (s, t) => {
+    s.dm_task_secure_data(t);
+    if (opts.readOnly) s.dm_task_set_ro(t);
+    addTargets(s, t, name, targets);
+  }, () => undefined);
+}
+
+/** DM_DEVICE_REMOVE (retried a few times while something still has it open briefly). */
+export function remove(name: string): void {
+  task(DM_DEVICE_REMOVE, "dm_task_run(remove)", name, (s, t) => {
+    s.dm_task_retry_remove(t);
+  }, () => undefined);
+}
+
+/**
+ * Whether the key field of crypt `params` (`<cipher> <key> <iv_offset> <device> <offset> [<#opts> <opts>]`)
+ * names a keyring key (`:<size>:<type>:<description>`) rather than holding the key in hex.
+ */
+export function cryptKeyInKeyring(params: Deno.PointerObject): boolean {
+  const key = keyField(params);
+  const colon = indexOfByte(Deno.UnsafePointer.offset(params, key.start)!, 0x3a);
+  return colon === 0;
+}
+
+/** The device field (`major:minor`) of crypt `params`. No secret is read: the scan starts after the key. */
+export function cryptDevice(params: Deno.PointerObject): string {
+  return afterKey(params).split(/\s+/)[1] ?? "";
+}
+
+/**
+ * The same crypt params with another device, built in secret memory: the cipher and key are copied C to C, the
+ * rest (iv offset, device, offset, options) is text.
+ */
+export function cryptParamsOnDevice(params: Deno.PointerObject, device: string): SafeBuffer {
+  if (!/^\d+:\d+$/.test(device)) throw new TypeError(`cryptParamsOnDevice: device must be major:minor, got ${device}`);
+  const key = keyField(params);
+  const rest = afterKey(params).split(/\s+/);
+  if (rest.length < 3) throw new Error("crypt table: fewer fields than <cipher> <key> <iv_offset> <device> <offset>");
+  rest[1] = device;
+  const tail = new TextEncoder().encode(" " + rest.join(" "));
+  const buf = SafeBuffer.alloc(key.end + tail.length + 1);
+  const view = buf.view();
+  view.set(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(params, key.end)), 0);
+  view.set(tail, key.end);
+  return buf; // zero-filled: NUL-terminated
+}
+
+/** Byte range of the key field, found with strchr so no key byte passes through JS. */
+function keyField(params: Deno.PointerObject): { start: number; end: number } {
+  const cipherEnd = indexOfByte(params, 0x20);
+  if (cipherEnd === null) throw new Error("crypt table: no key field");
+  const start = cipherEnd + 1;
+  const len = indexOfByte(Deno.UnsafePointer.offset(params, start)!, 0x20);
+  if (len === null || len === 0) throw new Error("crypt table: no field after the key");
+  return { start, end: start + len };
+}
+
+/** The text after the key field (no secret in it), trimmed. */
+function afterKey(params: Deno.PointerObject): string {
+  return Deno.UnsafePointerView.getCString(params, keyField(params).end).trim();
 }

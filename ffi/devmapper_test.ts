@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { checkControl, info, resume, suspend } from "./devmapper.ts";
+import {
+  checkControl,
+  cryptDevice,
+  cryptKeyInKeyring,
+  cryptParamsOnDevice,
+  info,
+  resume,
+  suspend,
+} from "./devmapper.ts";
 import { SysError } from "./errors.ts";
 
 const kernelHasDm = /\bdevice-mapper\b/.test(await Deno.readTextFile("/proc/misc"));
@@ -58,4 +66,29 @@ Deno.test({
     assert.equal(i.exists, false);
     assert.equal(i.suspended, false);
   },
+});
+
+/** A C string in JS memory, standing in for a table libdevmapper returned (test data, not a real key). */
+function cString(s: string): { buf: Uint8Array; ptr: Deno.PointerObject } {
+  const buf = new TextEncoder().encode(s + "\0");
+  return { buf, ptr: Deno.UnsafePointer.of(buf)! };
+}
+
+Deno.test("devmapper crypt params: key field kind, device, and the device swapped in secret memory", () => {
+  const key = "00112233445566778899aabbccddeeff".repeat(4);
+  const hex = cString(`capi:xts(aes)-plain64 ${key} 0 7:0 32768 1 allow_discards`);
+  assert.equal(cryptKeyInKeyring(hex.ptr), false, "a ':' in the cipher is not a keyring key");
+  assert.equal(cryptDevice(hex.ptr), "7:0");
+  using swapped = cryptParamsOnDevice(hex.ptr, "7:3");
+  const text = new TextDecoder().decode(swapped.view().subarray(0, swapped.size - 1));
+  assert.equal(text, `capi:xts(aes)-plain64 ${key} 0 7:3 32768 1 allow_discards`);
+  assert.equal(swapped.view()[swapped.size - 1], 0, "NUL-terminated");
+
+  const ring = cString("aes-xts-plain64 :64:logon:cryptsetup:0b1f-d0 0 254:1 32768");
+  assert.equal(cryptKeyInKeyring(ring.ptr), true);
+  assert.equal(cryptDevice(ring.ptr), "254:1");
+
+  assert.throws(() => cryptParamsOnDevice(hex.ptr, "/dev/loop3"), /major:minor/);
+  assert.throws(() => cryptDevice(cString("aes-xts-plain64").ptr), /no key field/);
+  assert.throws(() => cryptParamsOnDevice(cString(`aes ${key} 0`).ptr, "7:1"), /fewer fields/);
 });

@@ -90,6 +90,7 @@ const SYMBOLS = {
   grantpt: { parameters: ["i32"], result: "i32" },
   unlockpt: { parameters: ["i32"], result: "i32" },
   ptsname: { parameters: ["i32"], result: "pointer" },
+  strchr: { parameters: ["pointer", "i32"], result: "pointer" },
 } as const;
 
 let libc: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
@@ -158,6 +159,15 @@ export function writeFdSync(fd: number, bytes: Uint8Array, label = `fd ${fd}`): 
     }
     off += r;
   }
+}
+
+/**
+ * Offset of the first `byte` in the C string at `p` (strchr(3)), or null. The scan happens in C, so the bytes of a
+ * secret string (a dm-crypt table holding a key) never pass through JS.
+ */
+export function indexOfByte(p: Deno.PointerObject, byte: number): number | null {
+  const hit = libcSymbols().strchr(p, byte);
+  return hit === null ? null : Number(ptrValue(hit) - ptrValue(p));
 }
 
 /** fcntl(2) with an int argument (F_GETFL 3, F_SETFL 4…). */

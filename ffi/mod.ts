@@ -94,3 +94,4 @@ export {
 } from "./libc.ts";
 export { Console, getTermios, openPty, type Pty, type ReadSecretOptions, setTermios, Termios } from "./tty.ts";
 export * as devmapper from "./devmapper.ts";
+export * as loop from "./loop.ts";
