@@ -253,8 +253,9 @@ async function checkVolumes(root: string, plan: Plan): Promise<Check[]> {
         name: `keyring ${v.dmName}`,
         detail: `${mine.map((k) => `${k.type} key ${k.description} (id ${k.id})`).join(", ")}: ` +
           "its volume key will survive luksSuspend",
-        hint: "close it and re-open it without the keyring (cryptsetup open --disable-keyring); until then " +
-          "cryptsleep warns before each suspend (--refuse-leak refuses instead)",
+        hint: "the first cryptsleep suspend warns before sleeping and re-opens the volume at unlock, so later " +
+          "suspends are clean (--refuse-leak refuses instead); or close it and re-open it with " +
+          "cryptsetup open --disable-keyring",
       });
     }
   }

@@ -62,8 +62,8 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
     const warning =
       `${volume.dmName}: its volume key stays in RAM during this suspend: kernel keyring key ${
         keys.map((k) => k.id).join(",")
-      } is pinned out of root's reach: ${pinnedBy} until the volume is closed; close it and reopen it with ` +
-      `cryptsetup open --disable-keyring to make suspends clean`;
+      } is pinned out of root's reach: ${pinnedBy}; cryptsleep re-opens the volume after this unlock, so the ` +
+      `next suspend is clean`;
     ctx.timeline.warn(warning);
     // said before sleeping, where the user sees it
     ctx.console.write(`cryptsleep: warning: ${warning}\n`);

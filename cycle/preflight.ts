@@ -69,7 +69,8 @@ export async function preflight(
   if (leaking.length && options.refuseLeak) {
     reasons.push(
       `the volume key of ${leaking.join(", ")} is pinned in a kernel keyring and would stay in RAM during the ` +
-        `suspend (--refuse-leak): close the volume and reopen it with cryptsetup open --disable-keyring`,
+        `suspend (--refuse-leak): run one suspend without --refuse-leak (cryptsleep re-opens the volume at its ` +
+        `unlock), or close the volume and reopen it with cryptsetup open --disable-keyring`,
     );
   }
   if (reasons.length) throw new RefusedError(reasons);

@@ -5,8 +5,9 @@
  * read one block through the mapping with O_DIRECT to prove I/O flows again.
  *
  * The key is resumed without the kernel keyring: it goes to dm-crypt alone, so no keyring of ours can hold a
- * copy. (A key an earlier opener's keyring pins stays: a table refresh does not drop it — dm keeps the
- * opened backing device across table reloads, and with it the opener's credentials; measured on 6.18.)
+ * copy. A key an earlier opener's keyring still pins is released right after, while userspace is still
+ * frozen, by re-opening the volume (see reopen.ts): the next suspend is clean. That step is best effort: if
+ * it fails the volume stays unlocked and working, and the report says why.
  *
  * @example
  * ```ts ignore
@@ -21,6 +22,8 @@ import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
 import { hostPath, type Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
+import { releasePinnedKey } from "./reopen.ts";
+import { messages } from "./errors.ts";
 
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
   {
@@ -35,6 +38,22 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
   }
   await readBlockDirect(volume.device, 0, 4096);
   ctx.log(`unlocked ${volume.dmName}`);
+  await releaseKeyringPin(ctx, volume);
+}
+
+async function releaseKeyringPin(ctx: AgentContext, volume: Volume): Promise<void> {
+  try {
+    if (!await releasePinnedKey(ctx, volume)) return;
+    await readBlockDirect(volume.device, 0, 4096);
+    const released = (ctx.timeline.facts.released ?? []) as string[];
+    ctx.timeline.facts.released = [...released, volume.dmName];
+    ctx.console.write(`cryptsleep: ${volume.dmName} re-opened: its key is out of the keyring; next suspend is clean\n`);
+  } catch (err) {
+    const warning = `${volume.dmName}: the pinned keyring key could not be released: ${messages(err).join("; ")}`;
+    ctx.timeline.warn(warning);
+    ctx.console.write(`cryptsleep: warning: ${warning}\n`);
+    ctx.log(`warning: ${warning}`);
+  }
 }
 
 /** Tries the passphrases typed so far, then prompts until one fits or the tries run out. */
