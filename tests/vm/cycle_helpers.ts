@@ -21,6 +21,18 @@ export async function suspendExit(vm: VM, timeoutMs = 300_000): Promise<number> 
   return Number(m[1]);
 }
 
+/** One full cycle; returns the key hits seen while suspended and the console text of the cycle. */
+export async function fullCycle(vm: VM, needles: Uint8Array[]): Promise<{ hits: number[]; text: string }> {
+  const from = vm.console.length;
+  await startSuspend(vm);
+  await vm.waitForEvent("SUSPEND", 300_000);
+  const hits = await vm.searchRam(needles);
+  await vm.wake();
+  await answerPrompt(vm);
+  assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
+  return { hits, text: vm.console.slice(from) };
+}
+
 /** Types the passphrase once the agent (or supervisor) prompts for it. */
 export async function answerPrompt(vm: VM, timeoutMs = 300_000): Promise<void> {
   await vm.waitForConsole(/Passphrase to unlock \S+/, timeoutMs);

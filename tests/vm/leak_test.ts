@@ -3,10 +3,11 @@
  * backing file holds the opener's credentials, thread keyring included, so the volume key stays in a
  * kernel keyring after luksSuspend on every kernel, out of root's reach. cryptsleep must see it (doctor,
  * --refuse-leak, the warning before sleeping), and the warning must be true: the key is in RAM while
- * suspended, while the root's is not.
+ * suspended, while the root's is not. At the unlock cryptsleep re-opens the volume on a loop device of its
+ * own, so the second suspend has no key in RAM, and the volume is still the same LUKS mapping.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, CONSOLE, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { answerPrompt, CONSOLE, fullCycle, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
 import { boot, keyHalves, volumeKey } from "./harness.ts";
 
 Deno.test({
@@ -54,6 +55,29 @@ Deno.test({
       assert.ok(hits.slice(2).some((n) => n > 0), `the image volume's key is in RAM, as warned: ${hits}`);
       const f = await vm.sh("dd if=/dev/mapper/img bs=512 count=1 iflag=direct 2>/dev/null | head -c 4");
       assert.equal(f.out.trim(), "kept", "the data on the image volume reads back through dm-crypt");
+      assert.match(text, /img re-opened: its key is out of the keyring/);
+    });
+
+    await t.step("after the re-open: no keyring key, one loop device, the next suspend is clean", async () => {
+      const keys = await vm.sh("grep -c 'cryptsetup:' /proc/keys");
+      assert.equal(keys.out.trim(), "0", keys.out);
+      const loops = await vm.sh("grep -l /run/img.luks /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l");
+      assert.equal(loops.out.trim(), "1", "the loop device cryptsetup attached detached itself");
+      const status = await vm.sh("cryptsetup status img");
+      assert.equal(status.code, 0, status.out);
+      assert.match(status.out, /type:\s+LUKS2[\s\S]*device:\s+\/dev\/loop\d+[\s\S]*loop:\s+\/run\/img\.luks/);
+
+      const second = await fullCycle(vm, [...rootNeedles, ...imgNeedles]);
+      assert.deepEqual(second.hits, [0, 0, 0, 0], "no key half of either volume in RAM at the second suspend");
+      assert.doesNotMatch(second.text, /stays in RAM during this suspend/);
+      const f = await vm.sh("dd if=/dev/mapper/img bs=512 count=1 iflag=direct 2>/dev/null | head -c 4");
+      assert.equal(f.out.trim(), "kept");
+    });
+
+    await t.step("the re-opened volume closes the usual way, and its loop device goes with it", async () => {
+      const r = await vm.sh("cryptsetup close img && grep -l /run/img.luks /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l");
+      assert.equal(r.code, 0, r.out);
+      assert.equal(r.out.trim(), "0", "autoclear: the loop device detached at close");
     });
   },
 });
