@@ -9,11 +9,14 @@ import type { VM } from "./harness.ts";
 export const SLOW = { sanitizeOps: false, sanitizeResources: false };
 export const CONSOLE = "--console /dev/ttyS0";
 
-/** Starts `cryptsleep suspend` in the foreground of the guest shell; the shell is frozen with everything else. */
-export async function startSuspend(vm: VM, args = ""): Promise<void> {
+/**
+ * Starts `cryptsleep suspend` in the foreground of the guest shell; the shell is frozen with everything else.
+ * The prompt goes to the serial console unless `console` is given ("" for the default: a VT of its own).
+ */
+export async function startSuspend(vm: VM, args = "", console = CONSOLE): Promise<void> {
   vm.clearEvents();
   vm.cursor = vm.console.length;
-  await vm.type(`cryptsleep suspend ${CONSOLE} ${args}; echo "CS-EXIT-""$?"\n`);
+  await vm.type(`cryptsleep suspend ${console} ${args}; echo "CS-EXIT-""$?"\n`);
 }
 
 export async function suspendExit(vm: VM, timeoutMs = 300_000): Promise<number> {

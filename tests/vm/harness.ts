@@ -37,6 +37,11 @@ export interface BootOptions {
   bootTimeoutMs?: number;
   /** Print the serial console to stderr as it arrives. */
   echoConsole?: boolean;
+  /**
+   * A standard VGA card: the kernel's virtual terminals get a text screen that {@linkcode VM.screenText} reads,
+   * and the PS/2 keyboard ({@linkcode VM.sendKeys}) types into the active one.
+   */
+  vga?: boolean;
 }
 
 export interface ShResult {
@@ -209,6 +214,7 @@ export class VM implements AsyncDisposable {
       "-smp",
       "1",
       "-nodefaults",
+      ...(this.opts.vga ? ["-vga", "std"] : []),
       "-display",
       "none",
       "-no-reboot",
@@ -467,6 +473,34 @@ export class VM implements AsyncDisposable {
   /** QMP system_wakeup (resume from S3). */
   async wake(): Promise<void> {
     await this.qmp("system_wakeup");
+  }
+
+  /**
+   * The text on the VGA screen (the active VT under vgacon), row by row: the cells of the text buffer at
+   * 0xb8000, read with pmemsave. Needs `vga: true`.
+   */
+  async screenText(): Promise<string> {
+    const p = join(this.tmp, `screen-${Date.now()}.bin`);
+    await this.qmp("pmemsave", { val: 0xb8000, size: 80 * 25 * 2, filename: p });
+    const cells = await Deno.readFile(p);
+    await Deno.remove(p).catch(() => {});
+    const rows: string[] = [];
+    for (let r = 0; r < 25; r++) {
+      let row = "";
+      for (let c = 0; c < 80; c++) row += String.fromCharCode(cells[(r * 80 + c) * 2] || 0x20);
+      rows.push(row.trimEnd());
+    }
+    return rows.join("\n");
+  }
+
+  /** Types `text` on the PS/2 keyboard (QMP send-key): letters, digits, '-', '.', ' ' and '\n'. */
+  async sendKeys(text: string): Promise<void> {
+    const named: Record<string, string> = { "-": "minus", ".": "dot", " ": "spc", "\n": "ret" };
+    for (const ch of text) {
+      const code = named[ch] ?? (/^[a-z0-9]$/.test(ch) ? ch : null);
+      if (code === null) throw new Error(`sendKeys: no key for ${JSON.stringify(ch)}`);
+      await this.qmp("send-key", { keys: [{ type: "qcode", data: code }] });
+    }
   }
 
   /** Dumps all guest RAM to `path` (default in the VM's temp dir); returns the path. */
