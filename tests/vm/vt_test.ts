@@ -6,10 +6,24 @@
  * The screen cannot be read after wake: QEMU resets the VGA card at S3 resume and vgacon does not set it up
  * again (acpi_sleep=s3_bios hangs the resume on this bed), so the prompt is not read off the screen. Keys typed
  * before the prompt are flushed by it, so the passphrase is typed again until the cycle ends.
+ *
+ * The keyboard also wakes the guest from s2idle (`--state freeze`), which has no QMP event and no wakeup
+ * command: the test sees the lock in RAM, waits, and presses a key.
  */
 import assert from "node:assert/strict";
 import { SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
-import { boot } from "./harness.ts";
+import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
+
+/** Types the passphrase on the keyboard until the cycle ends (keys typed before the prompt are flushed). */
+async function typeUntilExit(vm: VM): Promise<number | null> {
+  for (let attempt = 0; attempt < 4; attempt++) {
+    await new Promise((r) => setTimeout(r, 10_000));
+    await vm.sendKeys(vm.guest.passphrase + "\n");
+    const code = await suspendExit(vm, 40_000).catch(() => null);
+    if (code !== null) return code;
+  }
+  return null;
+}
 
 Deno.test({
   name: "default console: the prompt is on a VT of its own, typed on the keyboard, and the old VT comes back",
@@ -25,18 +39,50 @@ Deno.test({
     await vm.waitForEvent("SUSPEND", 300_000);
     assert.doesNotMatch(await vm.screenText(), /Booting from ROM/, "a fresh VT is in front while suspended");
     await vm.wake();
-    let code: number | null = null;
-    for (let attempt = 0; attempt < 4 && code === null; attempt++) {
-      await new Promise((r) => setTimeout(r, 10_000));
-      await vm.sendKeys(vm.guest.passphrase + "\n");
-      code = await suspendExit(vm, 40_000).catch(() => null);
-    }
-    assert.equal(code, 0, vm.console.slice(from));
+    assert.equal(await typeUntilExit(vm), 0, vm.console.slice(from));
 
     assert.doesNotMatch(vm.console.slice(from), /Passphrase to unlock/, "the prompt was not on the serial console");
     const after = await vm.sh("cat /sys/class/tty/tty0/active");
     assert.equal(after.out.trim(), before, "the VT active before the cycle is active again");
     const io = await vm.sh("echo vt-ok > /vt-ok && sync && cat /vt-ok");
     assert.equal(io.out.trim(), "vt-ok");
+  },
+});
+
+Deno.test({
+  name: "--state freeze: s2idle with the key out of RAM, woken by a key press, unlocked on the VT",
+  ...SLOW,
+  fn: async () => {
+    await using vm = await boot({ vga: true });
+    const setup = await vm.sh(
+      "echo enabled > /sys/bus/serio/devices/serio0/power/wakeup && cat /sys/power/suspend_stats/success",
+    );
+    assert.equal(setup.code, 0, setup.out);
+    const successBefore = Number(setup.out.trim());
+    const needles = keyHalves(await volumeKey(vm, "/dev/vda"));
+    const from = vm.console.length;
+    const startedAt = Date.now();
+
+    await startSuspend(vm, "--state freeze", "");
+    const until = Date.now() + 300_000;
+    let hits = await vm.searchRam(needles);
+    while (hits.some((n) => n > 0) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 3000));
+      hits = await vm.searchRam(needles);
+    }
+    assert.deepEqual(hits, [0, 0], "the root's key left RAM");
+    await new Promise((r) => setTimeout(r, 10_000));
+    assert.doesNotMatch(vm.console.slice(from), /CS-EXIT-\d/, "still asleep: nothing but a wake event ends s2idle");
+    assert.equal(vm.events.filter((e) => e.at >= startedAt && e.event === "SUSPEND").length, 0, "not S3");
+    await vm.sendKeys(" ");
+    assert.equal(await typeUntilExit(vm), 0, vm.console.slice(from));
+
+    const r = await vm.sh("cryptsleep status --json; cat /sys/power/suspend_stats/success");
+    assert.equal(r.code, 0, r.out);
+    const report = JSON.parse(r.out.slice(0, r.out.lastIndexOf("}") + 1));
+    const sleep = report.phases.find((p: { name: string }) => p.name === "sleep");
+    assert.equal(sleep.detail.state, "freeze");
+    assert.ok(sleep.detail.sleptMs >= 10_000, `slept until the key press: ${sleep.detail.sleptMs} ms`);
+    assert.equal(Number(r.out.trim().split("\n").at(-1)), successBefore + 1, "the kernel counts one suspend");
   },
 });
