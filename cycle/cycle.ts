@@ -48,7 +48,7 @@ import { enterSleep } from "./sleep.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
 import { restoreKnobs } from "./sysfs.ts";
 import { Timeline, type TimelineJSON } from "./timeline.ts";
-import { unlockVolume } from "./unlock.ts";
+import { NoPassphraseFitted, unlockVolume } from "./unlock.ts";
 import { describeCycle } from "./dry_run.ts";
 
 /** Where the ramfs is mounted. */
@@ -150,6 +150,9 @@ async function addFact(path: string, key: string, value: unknown): Promise<void>
   }
 }
 
+/** Tries per volume for a recovery unlock that fails for another reason than the passphrase. */
+const RECOVER_TRIES = 5;
+
 /** The supervisor tells the agent which terminal it opened (a VT it allocated, or --console). */
 const CONSOLE_ENV = "CRYPTSLEEP_CONSOLE";
 
@@ -175,19 +178,28 @@ async function recover(job: Job, console: Console, timeline: Timeline): Promise<
     const errors = await restoreKnobs(job.knobs);
     if (errors.length) throw new Error(errors.join("; "));
   }).catch(() => {});
-  // unlock keeps prompting: a frozen machine without a prompt is the one outcome not allowed
+  // unlock keeps prompting: a frozen machine without a prompt is the one outcome not allowed. Any other error
+  // is retried a few times, then that volume is left locked and named, and the rest is unlocked and thawed.
+  const failed: string[] = [];
   await timeline.phase("unlock", async () => {
     for (const volume of job.plan.unlock) {
-      for (;;) {
+      for (let errors = 0;;) {
         try {
           await unlockVolume(ctx, volume);
           break;
         } catch (err) {
           console.write(`cryptsleep: ${messages(err).join("; ")}\n`);
+          if (err instanceof NoPassphraseFitted) continue;
+          if (++errors >= RECOVER_TRIES) {
+            failed.push(`${volume.dmName}: ${messages(err).join("; ")}`);
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 1000));
         }
       }
     }
   });
+  for (const f of failed) timeline.warn(`the supervisor could not unlock ${f}`);
   await timeline.phase("thaw", () => thawLeftovers({ own: OWN_CGROUP, dryRun: false }));
 }
 

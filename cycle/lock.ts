@@ -16,6 +16,7 @@ import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
 import { keyringKeysFor } from "./keyring.ts";
 import { detachedHeader, unlockVolume } from "./unlock.ts";
+import { finishInterruptedReopen } from "./reopen.ts";
 
 /** What lock found per volume: whether its key stays in RAM through the suspend. */
 export interface LockResult {
@@ -34,6 +35,7 @@ export async function lockVolumes(ctx: AgentContext): Promise<AsyncDisposableSta
 }
 
 async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposableStack): Promise<LockResult> {
+  finishInterruptedReopen(volume, ctx.log);
   for (const above of volume.above) {
     dm.suspend(above, { lockfs: true });
     stack.defer(() => Promise.resolve(dm.resume(above)));

@@ -97,6 +97,32 @@ export async function releasePinnedKey(ctx: AgentContext, volume: Volume): Promi
   return true;
 }
 
+/**
+ * Finishes a re-open that an agent could not (it died between the table swaps), so the volume is a crypt mapping
+ * again: if it still runs as `linear` through the helper, the helper's crypt table is copied back; then the
+ * helper is removed. Returns whether there was one. Called before a volume is locked or unlocked.
+ */
+export function finishInterruptedReopen(volume: Volume, log: (m: string) => void): boolean {
+  const helper = reopenName(volume.dmName);
+  const through = dm.info(helper);
+  if (!through.exists) return false;
+  let throughHelper = false;
+  {
+    using table = dm.readTableSecure(volume.dmName);
+    const [t] = table.targets;
+    throughHelper = table.targets.length === 1 && t.type === "linear" &&
+      dm.paramsText(t).split(/\s+/)[0] === `${through.major}:${through.minor}`;
+  }
+  if (throughHelper) {
+    using crypt = dm.readTableSecure(helper);
+    dm.reload(volume.dmName, crypt.targets, { readOnly: dm.info(volume.dmName).readOnly });
+    dm.resume(volume.dmName);
+  }
+  dm.remove(helper);
+  log(`re-open ${volume.dmName}: finished an interrupted re-open${throughHelper ? " (crypt table restored)" : ""}`);
+  return true;
+}
+
 /** The loop device under the volume, when cryptsetup attached it (autoclear: it goes when dm lets go). */
 async function cryptsetupLoop(volume: Volume, devno: string) {
   for (const dev of volume.backing) {

@@ -22,10 +22,19 @@ import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
 import { hostPath, type Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
-import { releasePinnedKey } from "./reopen.ts";
+import { finishInterruptedReopen, releasePinnedKey } from "./reopen.ts";
 import { messages } from "./errors.ts";
 
+/** No passphrase typed fitted within the tries: the caller may prompt again, nothing else is wrong. */
+export class NoPassphraseFitted extends Error {
+  constructor(dmName: string, tries: number) {
+    super(`unlock ${dmName}: no passphrase fitted after ${tries} tries`);
+    this.name = "NoPassphraseFitted";
+  }
+}
+
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
+  finishInterruptedReopen(volume, ctx.log);
   {
     using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
     device.setKeyring(false);
@@ -67,7 +76,7 @@ async function resumeWithPassphrase(ctx: AgentContext, device: CryptDevice, volu
     if (await tryResume(device, volume, secret)) return secret;
     ctx.console.write(`No key available with this passphrase (${attempt}/${max}).\n`);
   }
-  throw new Error(`unlock ${volume.dmName}: no passphrase fitted after ${max} tries`);
+  throw new NoPassphraseFitted(volume.dmName, max);
 }
 
 async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): Promise<boolean> {

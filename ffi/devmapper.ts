@@ -285,6 +285,12 @@ export function remove(name: string): void {
   }, () => undefined);
 }
 
+/** The params of a target that holds no key (linear, error, …) as text; a crypt target is refused. */
+export function paramsText(target: Target): string {
+  if (target.type === "crypt") throw new Error("paramsText: a crypt table holds a key; it stays in C memory");
+  return typeof target.params === "string" ? target.params : Deno.UnsafePointerView.getCString(target.params);
+}
+
 /**
  * Whether the key field of crypt `params` (`<cipher> <key> <iv_offset> <device> <offset> [<#opts> <opts>]`)
  * names a keyring key (`:<size>:<type>:<description>`) rather than holding the key in hex.

@@ -74,8 +74,29 @@ Deno.test({
       assert.equal(f.out.trim(), "kept");
     });
 
+    await t.step("a re-open cut off between its table swaps is finished at the next lock", async () => {
+      // the state an agent killed mid re-open leaves: the volume runs as linear through the helper mapping
+      const cut = await vm.sh(
+        "dmsetup table --showkeys img | dmsetup create cryptsleep-reopen-img && " +
+          "mm=$(dmsetup info -c --noheadings -o major,minor cryptsleep-reopen-img | tr -d ' ') && " +
+          'dmsetup reload img --table "0 $(blockdev --getsz /dev/mapper/img) linear $mm 0" && dmsetup resume img && ' +
+          "dmsetup table img | cut -d' ' -f3",
+      );
+      assert.equal(cut.code, 0, cut.out);
+      assert.equal(cut.out.trim(), "linear");
+      const third = await fullCycle(vm, [...rootNeedles, ...imgNeedles]);
+      assert.deepEqual(third.hits, [0, 0, 0, 0]);
+      const after = await vm.sh(
+        "dmsetup table img | cut -d' ' -f3; dmsetup ls | grep -c cryptsleep-reopen; " +
+          "dd if=/dev/mapper/img bs=512 count=1 iflag=direct 2>/dev/null | head -c 4",
+      );
+      assert.deepEqual(after.out.trim().split(/\s+/), ["crypt", "0", "kept"], after.out);
+    });
+
     await t.step("the re-opened volume closes the usual way, and its loop device goes with it", async () => {
-      const r = await vm.sh("cryptsetup close img && grep -l /run/img.luks /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l");
+      const r = await vm.sh(
+        "cryptsetup close img && grep -l /run/img.luks /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l",
+      );
       assert.equal(r.code, 0, r.out);
       assert.equal(r.out.trim(), "0", "autoclear: the loop device detached at close");
     });
