@@ -365,6 +365,9 @@ export class Console implements Disposable {
     const cfd = this.#consoleFd;
     if (cfd !== null && this.previousVt !== null && this.previousVt !== this.vt) {
       tryIt(() => ioctlInt(cfd, VT_ACTIVATE, this.previousVt!, "VT_ACTIVATE"));
+      // the switch completes asynchronously; an active VT cannot be deallocated, so wait a bounded time
+      const until = Date.now() + 2000;
+      while (activeVt(cfd) === this.vt && Date.now() < until) sleepSync(10);
     }
     tryIt(() => closeFd(this.fd));
     if (cfd !== null) {
