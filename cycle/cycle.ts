@@ -12,7 +12,7 @@
  * | 6  | syncfs    | agent            | none                                               |
  * | 7  | lock      | agent            | 9 unlock (prompt), bottom-up                       |
  * | 8  | sleep     | agent            | sysfs knobs restored                               |
- * | 9  | unlock    | agent            | (undo of 7)                                        |
+ * | 9  | unlock    | agent            | (undo of 7); re-opens a volume a keyring pins      |
  * | 10 | thaw      | agent            | (undo of 5)                                        |
  * | 11 | report    | agent            | none                                               |
  *
