@@ -1,28 +1,36 @@
 /**
- * A dm device stacked above a LUKS volume (as an LVM logical volume is): the plan suspends it first (with
- * lockfs, so its filesystem is frozen clean) and resumes it after the volume below is unlocked.
+ * Devices stacked above a LUKS volume, laid out as LVM on LUKS is (the usual encrypted install): two linear
+ * mappings on the data volume, `vg-home` with a filesystem and `vg-swap` with active swap. The plan lists both
+ * above the volume and the swap on it; the cycle suspends both first (lockfs freezes the filesystem clean),
+ * then the volume, and resumes them after it; the filesystem and the swap are intact.
+ *
+ * (The guest has no lvm2; at the device-mapper level an LV is exactly such a linear mapping.)
  */
 import assert from "node:assert/strict";
 import { answerPrompt, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
 import { boot, keyHalves, openDataDisk, volumeKey } from "./harness.ts";
 
 Deno.test({
-  name: "a dm device above the data volume is suspended first and resumed after; its filesystem intact",
+  name: "LVM-like stack on the data volume: both mappings above are suspended first and resumed after, intact",
   ...SLOW,
   fn: async () => {
     await using vm = await boot({ dataDisk: true });
     await openDataDisk(vm);
     const setup = await vm.sh(
-      "umount /mnt/data && " +
-        'dmsetup create upper --table "0 $(blockdev --getsz /dev/mapper/data) linear /dev/mapper/data 0" && ' +
-        "dmsetup mknodes upper && mkdir -p /mnt/up && mount /dev/mapper/upper /mnt/up && " +
-        "echo upper-ok > /mnt/up/u && sync",
+      "umount /mnt/data && n=$(blockdev --getsz /dev/mapper/data) && h=$((n / 2)) && " +
+        'dmsetup create vg-home --table "0 $h linear /dev/mapper/data 0" && ' +
+        'dmsetup create vg-swap --table "0 $((n - h)) linear /dev/mapper/data $h" && ' +
+        "dmsetup mknodes && mkfs.ext4 -F -q /dev/mapper/vg-home && mkdir -p /mnt/home && " +
+        "mount /dev/mapper/vg-home /mnt/home && mkswap /dev/mapper/vg-swap >/dev/null && " +
+        "swapon /dev/mapper/vg-swap && echo home-ok > /mnt/home/h && sync",
+      { timeoutMs: 120_000 },
     );
     assert.equal(setup.code, 0, setup.out);
 
     const plan = await vm.sh("cryptsleep plan --json", { timeoutMs: 120_000 });
     const data = JSON.parse(plan.out).lock.find((v: { dmName: string }) => v.dmName === "data");
-    assert.deepEqual(data.above, ["upper"], plan.out);
+    assert.deepEqual([...data.above].sort(), ["vg-home", "vg-swap"], plan.out);
+    assert.equal(data.swaps.length, 1, `the swap on vg-swap counts as on the volume: ${plan.out}`);
 
     const needles = keyHalves(await volumeKey(vm, "/dev/vdc"));
     await startSuspend(vm);
@@ -32,8 +40,11 @@ Deno.test({
     await answerPrompt(vm);
     assert.equal(await suspendExit(vm), 0);
 
-    const after = await vm.sh("cat /mnt/up/u; dmsetup info upper | grep State");
-    assert.match(after.out, /upper-ok/);
-    assert.match(after.out, /State:\s+ACTIVE/);
+    const after = await vm.sh(
+      "cat /mnt/home/h; dmsetup info vg-home vg-swap | grep State; tail -n +2 /proc/swaps | wc -l",
+    );
+    assert.match(after.out, /home-ok/);
+    assert.equal(after.out.match(/State:\s+ACTIVE/g)?.length, 2, after.out);
+    assert.ok(Number(after.out.trim().split("\n").at(-1)) >= 1, `swap still active: ${after.out}`);
   },
 });
