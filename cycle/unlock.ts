@@ -51,11 +51,12 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
 }
 
 async function releaseKeyringPin(ctx: AgentContext, volume: Volume): Promise<void> {
+  const start = performance.now();
   try {
     if (!await releasePinnedKey(ctx, volume)) return;
     await readBlockDirect(volume.device, 0, 4096);
-    const released = (ctx.timeline.facts.released ?? []) as string[];
-    ctx.timeline.facts.released = [...released, volume.dmName];
+    const released = (ctx.timeline.facts.released ?? []) as { volume: string; ms: number }[];
+    ctx.timeline.facts.released = [...released, { volume: volume.dmName, ms: Math.round(performance.now() - start) }];
     ctx.console.write(`cryptsleep: ${volume.dmName} re-opened: its key is out of the keyring; next suspend is clean\n`);
   } catch (err) {
     const warning = `${volume.dmName}: the pinned keyring key could not be released: ${messages(err).join("; ")}`;

@@ -36,6 +36,9 @@ for (const kernel of KERNELS) {
         assert.match(first.text, /root re-opened: its key is out of the keyring/);
         const keys = await vm.sh("grep -c 'cryptsetup:' /proc/keys");
         assert.equal(keys.out.trim(), "0", "no volume key left in a keyring after the re-open");
+        const status = await vm.sh("cryptsleep status --json");
+        const released = JSON.parse(status.out.slice(0, status.out.lastIndexOf("}") + 1)).facts.released;
+        assert.deepEqual(released.map((r: { volume: string }) => r.volume), ["root"], "the report names the re-open");
         const second = await fullCycle(vm, needles);
         assert.deepEqual(second.hits, [0, 0], `no key half in RAM at the second suspend on ${kernel}`);
         assert.doesNotMatch(second.text, /stays in RAM during this suspend|re-opened/);
