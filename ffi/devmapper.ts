@@ -42,6 +42,7 @@ const DM_DEVICE_SUSPEND = 4;
 const DM_DEVICE_RESUME = 5;
 const DM_DEVICE_INFO = 6;
 const DM_DEVICE_TABLE = 11;
+const DM_DEVICE_TARGET_MSG = 17;
 
 const SYMBOLS = {
   dm_task_create: { parameters: ["i32"], result: "pointer" },
@@ -55,6 +56,8 @@ const SYMBOLS = {
   dm_task_get_errno: { parameters: ["pointer"], result: "i32", optional: true },
   dm_udev_set_sync_support: { parameters: ["i32"], result: "void" },
   dm_task_secure_data: { parameters: ["pointer"], result: "i32" },
+  dm_task_set_message: { parameters: ["pointer", "buffer"], result: "i32" },
+  dm_task_set_sector: { parameters: ["pointer", "u64"], result: "i32" },
   dm_task_set_ro: { parameters: ["pointer"], result: "i32" },
   dm_task_set_uuid: { parameters: ["pointer", "buffer"], result: "i32" },
   dm_task_retry_remove: { parameters: ["pointer"], result: "i32" },
@@ -285,6 +288,16 @@ export function remove(name: string): void {
   }, () => undefined);
 }
 
+/** DM_DEVICE_TARGET_MSG at sector 0 (`key wipe` for dm-crypt). */
+export function message(name: string, text: string): void {
+  task(DM_DEVICE_TARGET_MSG, `dm_task_run(message ${text})`, name, (s, t) => {
+    s.dm_task_secure_data(t);
+    if (!s.dm_task_set_sector(t, 0n) || !s.dm_task_set_message(t, cstr(text))) {
+      throw new SysError("dm_task_set_message", 22, { subject: name });
+    }
+  }, () => undefined);
+}
+
 /** The params of a target that holds no key (linear, error, …) as text; a crypt target is refused. */
 export function paramsText(target: Target): string {
   if (target.type === "crypt") throw new Error("paramsText: a crypt table holds a key; it stays in C memory");
@@ -337,4 +350,31 @@ function keyField(params: Deno.PointerObject): { start: number; end: number } {
 /** The text after the key field (no secret in it), trimmed. */
 function afterKey(params: Deno.PointerObject): string {
   return Deno.UnsafePointerView.getCString(params, keyField(params).end).trim();
+}
+
+/** The parts of crypt params around the key (no secret): `<cipher>` and `<iv_offset> <device> <offset> [opts]`. */
+export function cryptTemplate(params: Deno.PointerObject): { cipher: string; rest: string } {
+  const key = keyField(params);
+  const cipher = new TextDecoder().decode(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(params, key.start - 1)));
+  return { cipher, rest: afterKey(params) };
+}
+
+/**
+ * Crypt params `<cipher> <hex key> <rest>` built in secret memory from a raw key in secret memory. The hex digits
+ * are written straight into the buffer; no string ever holds the key.
+ */
+export function cryptParamsWithKey(cipher: string, key: SafeBuffer, keyBytes: number, rest: string): SafeBuffer {
+  if (keyBytes <= 0 || keyBytes > key.size) throw new RangeError(`cryptParamsWithKey: bad key size ${keyBytes}`);
+  const enc = new TextEncoder();
+  const head = enc.encode(cipher + " "), tail = enc.encode(" " + rest);
+  const out = SafeBuffer.alloc(head.length + keyBytes * 2 + tail.length + 1);
+  const view = out.view(), raw = key.view();
+  view.set(head, 0);
+  const digits = enc.encode("0123456789abcdef");
+  for (let i = 0, j = head.length; i < keyBytes; i++, j += 2) {
+    view[j] = digits[raw[i] >> 4];
+    view[j + 1] = digits[raw[i] & 15];
+  }
+  view.set(tail, head.length + keyBytes * 2);
+  return out; // zero-filled: NUL-terminated
 }

@@ -5,11 +5,14 @@ import {
   cryptDevice,
   cryptKeyInKeyring,
   cryptParamsOnDevice,
+  cryptParamsWithKey,
+  cryptTemplate,
   info,
   resume,
   suspend,
 } from "./devmapper.ts";
 import { SysError } from "./errors.ts";
+import { SafeBuffer } from "./safe_buffer.ts";
 
 const kernelHasDm = /\bdevice-mapper\b/.test(await Deno.readTextFile("/proc/misc"));
 
@@ -91,4 +94,15 @@ Deno.test("devmapper crypt params: key field kind, device, and the device swappe
   assert.throws(() => cryptParamsOnDevice(hex.ptr, "/dev/loop3"), /major:minor/);
   assert.throws(() => cryptDevice(cString("aes-xts-plain64").ptr), /no key field/);
   assert.throws(() => cryptParamsOnDevice(cString(`aes ${key} 0`).ptr, "7:1"), /fewer fields/);
+});
+
+Deno.test("devmapper crypt params: template around the key, and params with a raw key written as hex", () => {
+  const ring = cString("aes-xts-plain64 :64:logon:cryptsetup:0b1f-d0 0 254:1 32768 1 allow_discards");
+  assert.deepEqual(cryptTemplate(ring.ptr), { cipher: "aes-xts-plain64", rest: "0 254:1 32768 1 allow_discards" });
+  using key = SafeBuffer.alloc(64);
+  key.view().set([0x00, 0x01, 0xab, 0xff]);
+  using params = cryptParamsWithKey("aes-xts-plain64", key, 4, "0 7:2 32768");
+  const text = new TextDecoder().decode(params.view().subarray(0, params.size - 1));
+  assert.equal(text, "aes-xts-plain64 0001abff 0 7:2 32768");
+  assert.throws(() => cryptParamsWithKey("aes", key, 0, "0 7:2 0"), RangeError);
 });

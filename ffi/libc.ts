@@ -170,6 +170,33 @@ export function indexOfByte(p: Deno.PointerObject, byte: number): number | null 
   return hit === null ? null : Number(ptrValue(hit) - ptrValue(p));
 }
 
+const FIFREEZE = 0xc0045877;
+const FITHAW = 0xc0045878;
+
+/** FIFREEZE: freeze the filesystem mounted at `mountpoint` (flushed, no writes until {@linkcode fsThaw}). */
+export function fsFreeze(mountpoint: string): void {
+  const fd = openFd(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  try {
+    ioctlInt(fd, FIFREEZE, 0, "FIFREEZE");
+  } catch (err) {
+    throw err instanceof SysError ? new SysError(err.call, err.errno, { subject: mountpoint }) : err;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** FITHAW: the undo of {@linkcode fsFreeze}. */
+export function fsThaw(mountpoint: string): void {
+  const fd = openFd(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  try {
+    ioctlInt(fd, FITHAW, 0, "FITHAW");
+  } catch (err) {
+    throw err instanceof SysError ? new SysError(err.call, err.errno, { subject: mountpoint }) : err;
+  } finally {
+    closeFd(fd);
+  }
+}
+
 /** fcntl(2) with an int argument (F_GETFL 3, F_SETFL 4…). */
 export function fcntl(fd: number, cmd: number, arg = 0): number {
   return check("fcntl", libcSymbols().fcntl(fd, cmd, BigInt(arg)), `fd ${fd}`);

@@ -34,7 +34,7 @@
 
 import { cstr, cstrOrNull, readCString } from "./_cstring.ts";
 import { SysError } from "./errors.ts";
-import type { SafeBuffer } from "./safe_buffer.ts";
+import { SafeBuffer } from "./safe_buffer.ts";
 
 /** Default soname (Debian/Fedora/Arch package libcryptsetup12 / cryptsetup-libs). */
 export const LIBCRYPTSETUP_SONAME = "libcryptsetup.so.12";
@@ -102,6 +102,13 @@ const SYMBOLS = {
     nonblocking: true,
     optional: true,
   },
+  crypt_volume_key_get_nb: {
+    name: "crypt_volume_key_get",
+    parameters: ["pointer", "i32", "pointer", "buffer", "pointer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+  crypt_get_volume_key_size: { parameters: ["pointer"], result: "i32" },
   crypt_safe_alloc: { parameters: ["usize"], result: "pointer", optional: true },
   crypt_safe_free: { parameters: ["pointer"], result: "void", optional: true },
   crypt_safe_memzero: { parameters: ["pointer", "usize"], result: "void", optional: true },
@@ -680,6 +687,29 @@ export class CryptDevice implements Disposable {
       dmName,
       (cd) => f(cd, name, type, token, pin?.pointer ?? null, BigInt(pinLength), null),
     );
+  }
+
+  /**
+   * The volume key, unlocked from a keyslot by a passphrase (`crypt_volume_key_get`, non-blocking: Argon2), into
+   * secret memory. Needs a loaded header. Wrong passphrase: EPERM. The caller disposes the key.
+   */
+  async volumeKeyGet(keyslot: number, pass: SafeBuffer, length: number): Promise<{ key: SafeBuffer; size: number }> {
+    checkLength(pass, length);
+    const size = this.#sync("crypt_get_volume_key_size", () => this.lib.sym.crypt_get_volume_key_size(this.#ptr));
+    if (size <= 0) throw new Error("crypt_get_volume_key_size: no volume key size (is the header loaded?)");
+    const key = SafeBuffer.alloc(size);
+    const got = new BigUint64Array([BigInt(size)]);
+    try {
+      await this.#async(
+        "crypt_volume_key_get",
+        this.deviceName ?? undefined,
+        (cd) => this.lib.sym.crypt_volume_key_get_nb(cd, keyslot, key.pointer, got, pass.pointer, BigInt(length)),
+      );
+      return { key, size: Number(got[0]) };
+    } catch (err) {
+      key[Symbol.dispose]();
+      throw err;
+    }
   }
 
   /** luksResume with the raw volume key (libcryptsetup 2.3+). */

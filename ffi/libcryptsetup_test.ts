@@ -283,3 +283,30 @@ Deno.test("CryptDevice: use after dispose is refused", async () => {
   dev[Symbol.dispose]();
   assert.throws(() => dev.type, /after dispose/);
 });
+
+Deno.test("volumeKeyGet: the key luksDump shows, in secret memory; a wrong passphrase is EPERM", async () => {
+  await using img = await makeLuksImage({ type: "luks2", pbkdf: "argon2id", passphrase: enc.encode("right one") });
+  const dump = new Deno.Command("cryptsetup", {
+    args: ["luksDump", "--dump-volume-key", "--batch-mode", "--key-file", "-", img.path],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const w = dump.stdin.getWriter();
+  await w.write(enc.encode("right one"));
+  await w.close();
+  const text = new TextDecoder().decode((await dump.output()).stdout);
+  const hex = [...text.split(/MK dump:|Volume key:/)[1].matchAll(/\b[0-9a-f]{2}\b/g)].map((m) => m[0]).join("");
+  assert.equal(hex.length, 128, text); // test data: a throwaway image's 64-byte key
+
+  using dev = CryptDevice.init(lib, img.path);
+  dev.load();
+  {
+    using good = secret("right one");
+    const { key, size } = await dev.volumeKeyGet(CRYPT_ANY_SLOT, good.buf, good.length);
+    using _key = key;
+    assert.equal(size, 64);
+    assert.equal([...key.view().subarray(0, size)].map((b) => b.toString(16).padStart(2, "0")).join(""), hex);
+  }
+  using bad = secret("wrong one");
+  await expectSysError(dev.volumeKeyGet(CRYPT_ANY_SLOT, bad.buf, bad.length), "crypt_volume_key_get", "EPERM");
+});
