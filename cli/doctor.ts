@@ -253,9 +253,8 @@ async function checkVolumes(root: string, plan: Plan): Promise<Check[]> {
         name: `keyring ${v.dmName}`,
         detail: `${mine.map((k) => `${k.type} key ${k.description} (id ${k.id})`).join(", ")}: ` +
           "its volume key will survive luksSuspend",
-        hint: "the first cryptsleep suspend warns before sleeping and re-opens the volume at unlock, so later " +
-          "suspends are clean (--refuse-leak refuses instead); or close it and re-open it with " +
-          "cryptsetup open --disable-keyring",
+        hint: "cryptsleep suspend releases it by a table swap at the lock (the filesystem on the volume is " +
+          "frozen meanwhile); or close the volume and re-open it with cryptsetup open --disable-keyring",
       });
     }
   }

@@ -36,6 +36,13 @@ export function register(program: Command, exit: (code: number) => never): void 
       positiveInt,
       defaults.freezeTimeoutMs,
     )
+    .addOption(
+      new Option(
+        "--release-at <when>",
+        "release a volume key pinned in a kernel keyring at lock (table swap: this suspend is clean) or at " +
+          "unlock (re-open: the next one is)",
+      ).choices(["lock", "unlock"]).default(defaults.releaseAt),
+    )
     .option("--refuse-leak", "refuse when a volume key would stay in RAM during the suspend (pinned keyring)")
     .option("--allow-plain", "suspend without locking when no LUKS volume is active")
     .option(
@@ -51,6 +58,7 @@ export function register(program: Command, exit: (code: number) => never): void 
         console: o.console ?? null,
         freezeTimeoutMs: o.freezeTimeout,
         refuseLeak: Boolean(o.refuseLeak),
+        releaseAt: o.releaseAt,
         allowPlain: Boolean(o.allowPlain),
         maxTries: o.maxTries,
       };

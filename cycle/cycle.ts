@@ -41,6 +41,7 @@ import { messages, RefusedError } from "./errors.ts";
 import { freezeUserspace, joinOwnCgroup, thawLeftovers } from "./freeze.ts";
 import { type Job, JOB_PATH, readJob, REPORT_PATH, type SuspendOptions } from "./job.ts";
 import { lockVolumes } from "./lock.ts";
+import { isHeld } from "./hold.ts";
 import { preflight } from "./preflight.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { Secrets } from "./secrets.ts";
@@ -165,6 +166,7 @@ async function leftovers(job: Job): Promise<string[]> {
   const left: string[] = [];
   for (const v of job.plan.lock) {
     for (const name of [v.dmName, ...v.above]) if (dmInfo(name).suspended) left.push(`${name} locked`);
+    if (isHeld(v)) left.push(`${v.dmName} locked (table swapped)`);
   }
   for (const cgroup of await thawLeftovers({ own: OWN_CGROUP, dryRun: true })) left.push(`${cgroup} frozen`);
   return left;

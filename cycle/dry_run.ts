@@ -13,6 +13,7 @@ import { planRamfs } from "../chroot/ramfs.ts";
 import { listFreezable } from "./freeze.ts";
 import type { Job } from "./job.ts";
 import { keyringKeysFor } from "./keyring.ts";
+import { holdName } from "./hold.ts";
 import { KNOBS, readKnob } from "./sysfs.ts";
 
 export async function describeCycle(job: Job, script: string | null): Promise<string> {
@@ -55,10 +56,16 @@ export async function describeCycle(job: Job, script: string | null): Promise<st
   for (const v of plan.lock) {
     const keys = await keyringKeysFor(v.uuid);
     lockLines.push(
-      `${
-        v.above.length ? `suspend ${v.above.join(", ")} (lockfs), then ` : ""
-      }crypt_suspend ${v.dmName} (${v.type} ${v.uuid})` +
-        (keys.length ? ` — its key is pinned in a kernel keyring now: it would stay in RAM this time` : ""),
+      `${v.above.length ? `suspend ${v.above.join(", ")} (lockfs), then ` : ""}${
+        keys.length && job.options.releaseAt === "lock" ? "freeze its filesystem, suspend and wipe" : "crypt_suspend"
+      } ${v.dmName} (${v.type} ${v.uuid})` +
+        (keys.length
+          ? job.options.releaseAt === "lock"
+            ? ` — its key is pinned in a kernel keyring: the table would be swapped onto ${
+              holdName(v.dmName)
+            } to release it`
+            : ` — its key is pinned in a kernel keyring: it would stay in RAM this time, re-opened at unlock`
+          : ""),
     );
   }
   say("7 lock", ...(lockLines.length ? lockLines : ["nothing to lock"]));

@@ -22,6 +22,11 @@ export interface SuspendOptions {
   freezeTimeoutMs: number;
   /** Refuse (nothing touched) when a volume key would stay in RAM through the suspend. */
   refuseLeak: boolean;
+  /**
+   * When a key pinned in a kernel keyring is released: "lock" swaps the table away while locked (the filesystem on
+   * the volume is frozen meanwhile; this suspend is clean), "unlock" re-opens the volume after (the next one is).
+   */
+  releaseAt: "lock" | "unlock";
   /** Suspend without locking when nothing is lockable. */
   allowPlain: boolean;
   /** Passphrase prompts before the agent gives up on a volume and the supervisor takes over. */
@@ -29,7 +34,15 @@ export interface SuspendOptions {
 }
 
 export function defaultOptions(): SuspendOptions {
-  return { state: "mem", console: null, freezeTimeoutMs: 10_000, refuseLeak: false, allowPlain: false, maxTries: 5 };
+  return {
+    state: "mem",
+    console: null,
+    freezeTimeoutMs: 10_000,
+    refuseLeak: false,
+    releaseAt: "lock",
+    allowPlain: false,
+    maxTries: 5,
+  };
 }
 
 /** sysfs knob values read before the cycle, so any process (agent or supervisor) can restore them. */

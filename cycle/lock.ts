@@ -2,8 +2,11 @@
  * @module
  * Phase 7, lock: for each volume, top-down, suspend the dm devices stacked above it (LVs, with lockfs so
  * their filesystems are frozen clean), then `crypt_suspend` the LUKS device, which wipes its key from
- * dm-crypt. Each lock is verified: the mapping reports suspended, and no `cryptsetup:<uuid>` key is left
- * in a kernel keyring. The undo is the unlock (phase 9), bottom-up, by the same stack.
+ * dm-crypt. A volume whose key an earlier opener's keyring pins (luksSuspend cannot remove that copy) is
+ * locked by the table swap of hold.ts instead, which releases the pin (`--release-at unlock` leaves it to
+ * reopen.ts). Each lock is verified: the mapping (or the placeholder) reports suspended, and no
+ * `cryptsetup:<uuid>` key is left in a kernel keyring; a key that is left is said before sleeping, or refused
+ * with `--refuse-leak`. The undo is the unlock (phase 9), bottom-up, by the same stack.
  *
  * @example
  * ```ts ignore
@@ -16,7 +19,8 @@ import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
 import { keyringKeysFor } from "./keyring.ts";
 import { detachedHeader, unlockVolume } from "./unlock.ts";
-import { finishInterruptedReopen } from "./reopen.ts";
+import { finishInterruptedReopen, keysGone } from "./reopen.ts";
+import { holdName, holdVolume } from "./hold.ts";
 
 /** What lock found per volume: whether its key stays in RAM through the suspend. */
 export interface LockResult {
@@ -40,17 +44,20 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
     dm.suspend(above, { lockfs: true });
     stack.defer(() => Promise.resolve(dm.resume(above)));
   }
-  {
+  // registered first: whatever state a failed lock leaves (suspended, keyless, held, frozen), the unlock undoes it
+  stack.defer(() => unlockVolume(ctx, volume));
+  const pinned = (await keyringKeysFor(volume.uuid)).length > 0;
+  // a pinned key survives luksSuspend: swap the table away so the file that pins it is closed
+  const held = pinned && ctx.job.options.releaseAt === "lock" && await holdVolume(ctx, volume);
+  if (!held) {
     using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
     // non-blocking: the lockfs flush can take a while, and the event loop keeps the timeline honest
     await device.suspendAsync(volume.dmName);
   }
-  // the undo is registered before any check can throw, so a failed check still unlocks
-  stack.defer(() => unlockVolume(ctx, volume));
 
-  const info = dm.info(volume.dmName);
-  if (!info.suspended) throw new Error(`lock ${volume.dmName}: crypt_suspend returned 0 but the mapping is live`);
-  const keys = await keyringKeysFor(volume.uuid);
+  const locked = held ? dm.info(holdName(volume.dmName)).suspended : dm.info(volume.dmName).suspended;
+  if (!locked) throw new Error(`lock ${volume.dmName}: the mapping is live after the lock`);
+  const keys = held ? await keysGone(volume.uuid) : await keyringKeysFor(volume.uuid);
   const keyLeft = keys.length > 0;
   if (keyLeft) {
     if (ctx.job.options.refuseLeak) {
@@ -71,7 +78,11 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
     ctx.console.write(`cryptsleep: warning: ${warning}\n`);
     ctx.log(`warning: ${warning}`);
   }
-  ctx.log(`locked ${volume.dmName}${keyLeft ? " (key still pinned in a keyring)" : ""}`);
+  if (held) {
+    const released = (ctx.timeline.facts.heldAtLock ?? []) as string[];
+    ctx.timeline.facts.heldAtLock = [...released, volume.dmName];
+  }
+  ctx.log(`locked ${volume.dmName}${held ? " (table swapped)" : ""}${keyLeft ? " (key still pinned)" : ""}`);
   return { dmName: volume.dmName, keyLeft };
 }
 

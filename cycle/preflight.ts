@@ -66,11 +66,12 @@ export async function preflight(
   for (const volume of plan.lock) {
     if ((await keyringKeysFor(volume.uuid)).length > 0) leaking.push(volume.dmName);
   }
-  if (leaking.length && options.refuseLeak) {
+  // with --release-at lock the lock itself releases the key (and refuses, unlocking, if it cannot)
+  if (leaking.length && options.refuseLeak && options.releaseAt === "unlock") {
     reasons.push(
       `the volume key of ${leaking.join(", ")} is pinned in a kernel keyring and would stay in RAM during the ` +
-        `suspend (--refuse-leak): run one suspend without --refuse-leak (cryptsleep re-opens the volume at its ` +
-        `unlock), or close the volume and reopen it with cryptsetup open --disable-keyring`,
+        `suspend (--refuse-leak with --release-at unlock): use --release-at lock, or close the volume and reopen ` +
+        `it with cryptsetup open --disable-keyring`,
     );
   }
   if (reasons.length) throw new RefusedError(reasons);

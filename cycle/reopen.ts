@@ -124,7 +124,7 @@ export function finishInterruptedReopen(volume: Volume, log: (m: string) => void
 }
 
 /** The loop device under the volume, when cryptsetup attached it (autoclear: it goes when dm lets go). */
-async function cryptsetupLoop(volume: Volume, devno: string) {
+export async function cryptsetupLoop(volume: Volume, devno: string) {
   for (const dev of volume.backing) {
     const name = basename(dev);
     if (!/^loop\d+$/.test(name)) continue;
@@ -137,7 +137,7 @@ async function cryptsetupLoop(volume: Volume, devno: string) {
   return null;
 }
 
-async function keysGone(uuid: string) {
+export async function keysGone(uuid: string) {
   const until = Date.now() + RELEASE_WAIT_MS;
   for (;;) {
     const left = await keyringKeysFor(uuid);

@@ -23,6 +23,7 @@ import type { AgentContext } from "./context.ts";
 import { hostPath, type Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
 import { finishInterruptedReopen, releasePinnedKey } from "./reopen.ts";
+import { isHeld, rebuildHeld, removeStrayHold, thawHeld } from "./hold.ts";
 import { messages } from "./errors.ts";
 
 /** No passphrase typed fitted within the tries: the caller may prompt again, nothing else is wrong. */
@@ -35,12 +36,19 @@ export class NoPassphraseFitted extends Error {
 
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
   finishInterruptedReopen(volume, ctx.log);
-  {
-    using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
-    device.setKeyring(false);
-    if (device.isSuspended(volume.dmName)) {
-      await resumeWithPassphrase(ctx, device, volume);
+  if (isHeld(volume)) {
+    // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
+    await untilPassphraseFits(ctx, volume, (secret) => rebuildHeld(ctx, volume, secret));
+  } else {
+    removeStrayHold(volume);
+    {
+      using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
+      device.setKeyring(false);
+      if (device.isSuspended(volume.dmName)) {
+        await untilPassphraseFits(ctx, volume, (secret) => tryResume(device, volume, secret));
+      }
     }
+    await thawHeld(volume);
   }
   for (const above of [...volume.above].reverse()) {
     if (dm.info(above).suspended) dm.resume(above);
@@ -67,14 +75,18 @@ async function releaseKeyringPin(ctx: AgentContext, volume: Volume): Promise<voi
 }
 
 /** Tries the passphrases typed so far, then prompts until one fits or the tries run out. */
-async function resumeWithPassphrase(ctx: AgentContext, device: CryptDevice, volume: Volume): Promise<Secret> {
+async function untilPassphraseFits(
+  ctx: AgentContext,
+  volume: Volume,
+  fits: (secret: Secret) => Promise<boolean>,
+): Promise<Secret> {
   for (const secret of ctx.secrets.entered) {
-    if (await tryResume(device, volume, secret)) return secret;
+    if (await fits(secret)) return secret;
   }
   const max = ctx.job.options.maxTries;
   for (let attempt = 1; attempt <= max; attempt++) {
     const secret = await ctx.secrets.ask(`Passphrase to unlock ${volume.dmName} (${volume.uuid}): `);
-    if (await tryResume(device, volume, secret)) return secret;
+    if (await fits(secret)) return secret;
     ctx.console.write(`No key available with this passphrase (${attempt}/${max}).\n`);
   }
   throw new NoPassphraseFitted(volume.dmName, max);

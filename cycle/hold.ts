@@ -1,0 +1,199 @@
+/**
+ * @module
+ * Part of phase 7, lock: lock a volume whose key an earlier opener's keyring pins so that the key leaves RAM at
+ * this very suspend (reopen.ts only makes the next one clean).
+ *
+ * luksSuspend wipes the key from dm-crypt, but the copy in the pinned keyring stays as long as the dm table holds
+ * the file that pins it (see reopen.ts). So the table has to go while the volume is locked:
+ *
+ * 1. freeze the filesystem on the volume (FIFREEZE: a dm resume would otherwise thaw it, and its first write
+ *    would wait forever on the placeholder);
+ * 2. suspend the mapping without lockfs and wipe its key (`key wipe`: what crypt_suspend does);
+ * 3. create `cryptsleep-hold-<name>`, an `error` mapping of the same size, and suspend it: I/O sent to it waits;
+ * 4. reload the volume as `linear` onto it and resume: the crypt table is destroyed, the file that pinned the
+ *    keyring is closed (an autoclear loop device detaches), and the key goes with it.
+ *
+ * The unlock cannot luksResume a table that is gone, so it rebuilds the stack: the passphrase opens a keyslot
+ * (`crypt_volume_key_get`), the crypt table is loaded into the placeholder and resumed (waiting I/O flows), then
+ * into the volume, and the placeholder is removed; the filesystem is thawed. What the unlock needs is kept in a
+ * record on the ramfs, so the supervisor can do the same if the agent dies.
+ *
+ * @example
+ * ```ts ignore
+ * if (await holdVolume(ctx, volume)) console.log("locked, table swapped, pinned key released");
+ * ```
+ */
+import { basename } from "node:path";
+import * as dm from "../ffi/devmapper.ts";
+import { fsFreeze, fsThaw } from "../ffi/libc.ts";
+import { attachLoop, type LoopSettings } from "../ffi/loop.ts";
+import { CryptDevice } from "../ffi/libcryptsetup.ts";
+import { SysError } from "../ffi/errors.ts";
+import { parseMountinfo } from "../discovery/proc.ts";
+import type { Volume } from "../discovery/mod.ts";
+import type { AgentContext } from "./context.ts";
+import { hostPath } from "./job.ts";
+import { cryptsetupLoop } from "./reopen.ts";
+import type { Secret } from "./secrets.ts";
+
+/** What the unlock needs to rebuild a held volume; nothing secret. */
+export interface HoldRecord {
+  dmName: string;
+  length: string;
+  cipher: string;
+  /** `<iv_offset> <device> <offset> [opts]` of the crypt table. */
+  rest: string;
+  readOnly: boolean;
+  /** Where the LUKS header is read from, as seen from the chroot. */
+  header: string;
+  /** A loop device cryptsetup attached (it detaches itself): the unlock attaches the file again. */
+  loop: (LoopSettings & { file: string }) | null;
+  /** Mountpoints frozen with FIFREEZE (as seen from the chroot). */
+  frozen: string[];
+}
+
+/** The placeholder's dm name. */
+export function holdName(dmName: string): string {
+  return `cryptsleep-hold-${dmName}`.slice(0, 127);
+}
+
+function recordPath(dmName: string): string {
+  return `/hold-${dmName}.json`;
+}
+
+/** The record of a held volume, or null (the agent's ramfs is the supervisor's too). */
+export async function readHoldRecord(dmName: string): Promise<HoldRecord | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(recordPath(dmName))) as HoldRecord;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Locks `volume` by the table swap. Returns false, with nothing touched, when the volume's table is not one crypt
+ * target or its loop device has an offset (then the caller locks it the usual way).
+ */
+export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boolean> {
+  const name = volume.dmName;
+  const live = dm.info(name);
+  let record: HoldRecord;
+  {
+    using table = dm.readTableSecure(name);
+    const [crypt] = table.targets;
+    if (table.targets.length !== 1 || crypt.type !== "crypt") return false;
+    const { cipher, rest } = dm.cryptTemplate(crypt.params);
+    const loop = await cryptsetupLoop(volume, dm.cryptDevice(crypt.params));
+    if (loop && (loop.settings.offset !== 0 || loop.settings.sizeLimit !== 0)) return false;
+    const file = loop ? hostPath(ctx.job, loop.settings.backingFile) : null;
+    record = {
+      dmName: name,
+      length: String(crypt.length),
+      cipher,
+      rest,
+      readOnly: live.readOnly,
+      header: volume.header.detached ? hostPath(ctx.job, volume.header.path) : file ?? volume.header.path,
+      loop: loop && file ? { ...loop.settings, file } : null,
+      frozen: [],
+    };
+  }
+  // the filesystem mounted on the volume itself (those above are frozen by their own dm suspend); bind mounts
+  // share the superblock, so one mountpoint is enough
+  const mountinfo = parseMountinfo(await Deno.readTextFile(`/proc/${ctx.job.hostPid}/mountinfo`));
+  const own = mountinfo.find((m) => m.devno === volume.devno);
+  if (own) record.frozen.push(hostPath(ctx.job, own.mountpoint));
+  await Deno.writeTextFile(recordPath(name), JSON.stringify(record));
+
+  for (const m of record.frozen) fsFreeze(m);
+  // from here on the volume is locked whatever fails: the unlock (registered by the caller) undoes it
+  dm.suspend(name, { lockfs: false });
+  dm.message(name, "key wipe");
+  const hold = holdName(name);
+  const placeholder = dm.create(hold, [{ start: 0n, length: BigInt(record.length), type: "error", params: "" }]);
+  dm.suspend(hold, { lockfs: false, noflush: true });
+  dm.reload(name, [{
+    start: 0n,
+    length: BigInt(record.length),
+    type: "linear",
+    params: `${placeholder.major}:${placeholder.minor} 0`,
+  }], { readOnly: record.readOnly });
+  dm.resume(name);
+  ctx.log(`locked ${name} by table swap onto ${hold}${record.frozen.length ? `; froze ${record.frozen}` : ""}`);
+  return true;
+}
+
+/** Whether `volume` is held: it runs as `linear` onto its placeholder. */
+export function isHeld(volume: Volume): boolean {
+  const hold = dm.info(holdName(volume.dmName));
+  if (!hold.exists) return false;
+  using table = dm.readTableSecure(volume.dmName);
+  const [t] = table.targets;
+  return table.targets.length === 1 && t.type === "linear" &&
+    dm.paramsText(t).split(/\s+/)[0] === `${hold.major}:${hold.minor}`;
+}
+
+/** Removes a placeholder the volume does not use (a hold that failed before its swap). */
+export function removeStrayHold(volume: Volume): void {
+  const hold = holdName(volume.dmName);
+  const info = dm.info(hold);
+  if (!info.exists) return;
+  if (info.suspended) dm.resume(hold);
+  dm.remove(hold);
+}
+
+/**
+ * Unlocks a held volume with `secret`: false when the passphrase opens no keyslot. The placeholder, then the
+ * volume, get the crypt table back; the filesystem is thawed.
+ */
+export async function rebuildHeld(ctx: AgentContext, volume: Volume, secret: Secret): Promise<boolean> {
+  const record = await readHoldRecord(volume.dmName);
+  if (!record) throw new Error(`unlock ${volume.dmName}: held, but its record ${recordPath(volume.dmName)} is gone`);
+  let unlocked: { key: import("../ffi/safe_buffer.ts").SafeBuffer; size: number };
+  {
+    using device = CryptDevice.init(ctx.lib, record.header);
+    device.load();
+    try {
+      unlocked = await device.volumeKeyGet(-1, secret.buffer, secret.length);
+    } catch (err) {
+      if (err instanceof SysError && err.code === "EPERM") return false;
+      throw err;
+    }
+  }
+  using key = unlocked.key;
+  using stack = new DisposableStack();
+  let rest = record.rest;
+  if (record.loop) {
+    const fresh = stack.use(attachLoop(record.loop.file, { ...record.loop }));
+    const fields = rest.split(/\s+/);
+    fields[1] = fresh.devno;
+    rest = fields.join(" ");
+    ctx.log(`unlock ${volume.dmName}: ${basename(record.loop.file)} attached again as ${basename(fresh.path)}`);
+  }
+  using params = dm.cryptParamsWithKey(record.cipher, key, unlocked.size, rest);
+  const crypt: dm.Target = { start: 0n, length: BigInt(record.length), type: "crypt", params: params.pointer };
+  const hold = holdName(volume.dmName);
+  // the placeholder first: I/O waiting in it flows to dm-crypt; then the volume gets its own crypt table
+  dm.reload(hold, [crypt], { readOnly: record.readOnly });
+  dm.resume(hold);
+  dm.reload(volume.dmName, [crypt], { readOnly: record.readOnly });
+  dm.resume(volume.dmName);
+  dm.remove(hold);
+  for (const m of record.frozen) fsThaw(m);
+  await Deno.remove(recordPath(volume.dmName)).catch(() => {});
+  return true;
+}
+
+/** Thaws what a hold froze when the volume is unlocked another way (the hold failed before its swap). */
+export async function thawHeld(volume: Volume): Promise<void> {
+  const record = await readHoldRecord(volume.dmName);
+  if (!record) return;
+  for (const m of record.frozen) {
+    try {
+      fsThaw(m);
+    } catch (err) {
+      // EINVAL: not frozen (the freeze itself failed)
+      if (!(err instanceof SysError && err.code === "EINVAL")) throw err;
+    }
+  }
+  await Deno.remove(recordPath(volume.dmName)).catch(() => {});
+}
