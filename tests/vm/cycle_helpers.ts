@@ -25,9 +25,9 @@ export async function suspendExit(vm: VM, timeoutMs = 300_000): Promise<number> 
 }
 
 /** One full cycle; returns the key hits seen while suspended and the console text of the cycle. */
-export async function fullCycle(vm: VM, needles: Uint8Array[]): Promise<{ hits: number[]; text: string }> {
+export async function fullCycle(vm: VM, needles: Uint8Array[], args = ""): Promise<{ hits: number[]; text: string }> {
   const from = vm.console.length;
-  await startSuspend(vm);
+  await startSuspend(vm, args);
   await vm.waitForEvent("SUSPEND", 300_000);
   const hits = await vm.searchRam(needles);
   await vm.wake();
@@ -58,4 +58,27 @@ export async function lineCount(vm: VM, file: string): Promise<number> {
   const r = await vm.sh(`wc -l < ${file}`);
   assert.equal(r.code, 0, r.out);
   return Number(r.out.trim());
+}
+
+/**
+ * Arms a killer that SIGKILLs the agent once it waits at its prompt (after the lock and the sleep). It runs from
+ * tmpfs in the tool's cgroup, so neither freezer stops it and it never reads the locked disk. Writes "killed" to
+ * /run/killer/done.
+ */
+export async function armAgentKiller(vm: VM): Promise<void> {
+  const killer = await vm.sh(
+    "mkdir -p /run/killer /sys/fs/cgroup/cryptsleep && rm -f /run/killer/done && cp /bin/busybox /run/killer/ && " +
+      "cat > /run/killer/kill.sh <<'EOF'\n" +
+      "while :; do\n" +
+      "  for p in /proc/[0-9]*; do\n" +
+      "    tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'cryptsleep.js agent' || continue\n" +
+      "    grep -qsE 'n_tty_read|wait_woken|poll_schedule_timeout|do_sys_poll' $p/task/*/wchan && { kill -9 ${p#/proc/}; echo killed > /run/killer/done; exit; }\n" +
+      "  done\n" +
+      "  sleep 0.2\n" +
+      "done\n" +
+      "EOF\n" +
+      "(sh -c 'echo $$ > /sys/fs/cgroup/cryptsleep/cgroup.procs; " +
+      "exec /run/killer/busybox sh /run/killer/kill.sh' >/dev/null 2>&1 &); echo armed",
+  );
+  assert.equal(killer.code, 0, killer.out);
 }

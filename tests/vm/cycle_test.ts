@@ -6,7 +6,16 @@
  */
 import assert from "node:assert/strict";
 import { boot, keyHalves, openDataDisk, type VM, volumeKey } from "./harness.ts";
-import { answerPrompt, CONSOLE, lineCount, SLOW, startSuspend, suspendExit, systemState } from "./cycle_helpers.ts";
+import {
+  answerPrompt,
+  armAgentKiller,
+  CONSOLE,
+  lineCount,
+  SLOW,
+  startSuspend,
+  suspendExit,
+  systemState,
+} from "./cycle_helpers.ts";
 
 Deno.test({
   name: "suspend locks root and data, S3 with 0 key hits, unlocks, writers go on",
@@ -119,22 +128,7 @@ Deno.test({
     });
 
     await t.step("the agent killed with SIGKILL after the lock: the supervisor prompts, unlocks, thaws", async () => {
-      // the killer runs from tmpfs in the tool's cgroup, so neither freezer stops it and it never reads the disk
-      const killer = await vm.sh(
-        "mkdir -p /run/killer /sys/fs/cgroup/cryptsleep && cp /bin/busybox /run/killer/ && " +
-          "cat > /run/killer/kill.sh <<'EOF'\n" +
-          "while :; do\n" +
-          "  for p in /proc/[0-9]*; do\n" +
-          "    tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'cryptsleep.js agent' || continue\n" +
-          "    grep -qsE 'n_tty_read|wait_woken|poll_schedule_timeout|do_sys_poll' $p/task/*/wchan && { kill -9 ${p#/proc/}; echo killed > /run/killer/done; exit; }\n" +
-          "  done\n" +
-          "  sleep 0.2\n" +
-          "done\n" +
-          "EOF\n" +
-          "(sh -c 'echo $$ > /sys/fs/cgroup/cryptsleep/cgroup.procs; " +
-          "exec /run/killer/busybox sh /run/killer/kill.sh' >/dev/null 2>&1 &); echo armed",
-      );
-      assert.equal(killer.code, 0, killer.out);
+      await armAgentKiller(vm);
       await startSuspend(vm);
       await vm.waitForEvent("SUSPEND", 300_000);
       await vm.wake();
