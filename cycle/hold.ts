@@ -72,7 +72,8 @@ export async function readHoldRecord(dmName: string): Promise<HoldRecord | null>
 
 /**
  * Locks `volume` by the table swap. Returns false, with nothing touched, when the volume's table is not one crypt
- * target or its loop device has an offset (then the caller locks it the usual way).
+ * target, its loop device has an offset, or its filesystem cannot be frozen (then the caller locks it the usual
+ * way and the unlock re-opens it).
  */
 export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boolean> {
   const name = volume.dmName;
@@ -104,7 +105,14 @@ export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boo
   if (own) record.frozen.push(hostPath(ctx.job, own.mountpoint));
   await Deno.writeTextFile(recordPath(name), JSON.stringify(record));
 
-  for (const m of record.frozen) fsFreeze(m);
+  try {
+    for (const m of record.frozen) fsFreeze(m);
+  } catch (err) {
+    // a filesystem without FIFREEZE: lock it the usual way (the unlock re-opens it); nothing was frozen
+    ctx.log(`lock ${name}: no table swap, cannot freeze ${record.frozen}: ${(err as Error).message}`);
+    await Deno.remove(recordPath(name)).catch(() => {});
+    return false;
+  }
   // from here on the volume is locked whatever fails: the unlock (registered by the caller) undoes it
   dm.suspend(name, { lockfs: false });
   dm.message(name, "key wipe");
