@@ -175,21 +175,18 @@ const FITHAW = 0xc0045878;
 
 /** FIFREEZE: freeze the filesystem mounted at `mountpoint` (flushed, no writes until {@linkcode fsThaw}). */
 export function fsFreeze(mountpoint: string): void {
-  const fd = openFd(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  try {
-    ioctlInt(fd, FIFREEZE, 0, "FIFREEZE");
-  } catch (err) {
-    throw err instanceof SysError ? new SysError(err.call, err.errno, { subject: mountpoint }) : err;
-  } finally {
-    closeFd(fd);
-  }
+  mountpointIoctl(mountpoint, FIFREEZE, "FIFREEZE");
 }
 
 /** FITHAW: the undo of {@linkcode fsFreeze}. */
 export function fsThaw(mountpoint: string): void {
+  mountpointIoctl(mountpoint, FITHAW, "FITHAW");
+}
+
+function mountpointIoctl(mountpoint: string, request: number, name: string): void {
   const fd = openFd(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   try {
-    ioctlInt(fd, FITHAW, 0, "FITHAW");
+    ioctlInt(fd, request, 0, name);
   } catch (err) {
     throw err instanceof SysError ? new SysError(err.call, err.errno, { subject: mountpoint }) : err;
   } finally {

@@ -6,6 +6,8 @@ import {
   chdir,
   chroot,
   closeFd,
+  fsFreeze,
+  fsThaw,
   KEY_SPEC_PROCESS_KEYRING,
   keyctlDescribe,
   keyctlInvalidate,
@@ -151,4 +153,37 @@ Deno.test("readBlockDirect reads past the page cache, and names the errno of a m
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "fsFreeze/fsThaw: a loop-mounted ext4 freezes once (EBUSY again) and thaws once (EINVAL again)",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const image = join(dir, "fs.img"), mnt = join(dir, "mnt");
+    const run = async (...args: string[]) => {
+      const r = await new Deno.Command(args[0], { args: args.slice(1), stderr: "piped" }).output();
+      assert.equal(r.code, 0, `${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+    };
+    try {
+      await Deno.mkdir(mnt);
+      await Deno.writeFile(image, new Uint8Array(16 << 20));
+      await run("mkfs.ext4", "-q", "-F", image);
+      await run("mount", "-o", "loop", image, mnt);
+      try {
+        fsFreeze(mnt);
+        assert.throws(() => fsFreeze(mnt), (e: unknown) => e instanceof SysError && e.code === "EBUSY");
+        fsThaw(mnt);
+        assert.throws(
+          () => fsThaw(mnt),
+          (e: unknown) => e instanceof SysError && e.code === "EINVAL" && e.subject === mnt,
+        );
+        await Deno.writeTextFile(join(mnt, "after"), "thawed");
+      } finally {
+        await run("umount", mnt);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
