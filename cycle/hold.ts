@@ -29,6 +29,7 @@ import { fsFreeze, fsThaw } from "../ffi/libc.ts";
 import { attachLoop, type LoopSettings } from "../ffi/loop.ts";
 import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import { SysError } from "../ffi/errors.ts";
+import type { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { parseMountinfo } from "../discovery/proc.ts";
 import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
@@ -145,6 +146,8 @@ export function removeStrayHold(volume: Volume): void {
   const hold = holdName(volume.dmName);
   const info = dm.info(hold);
   if (!info.exists) return;
+  // a linear table loaded but never resumed still holds the placeholder open
+  dm.clear(volume.dmName);
   if (info.suspended) dm.resume(hold);
   dm.remove(hold);
 }
@@ -156,7 +159,7 @@ export function removeStrayHold(volume: Volume): void {
 export async function rebuildHeld(ctx: AgentContext, volume: Volume, secret: Secret): Promise<boolean> {
   const record = await readHoldRecord(volume.dmName);
   if (!record) throw new Error(`unlock ${volume.dmName}: held, but its record ${recordPath(volume.dmName)} is gone`);
-  let unlocked: { key: import("../ffi/safe_buffer.ts").SafeBuffer; size: number };
+  let unlocked: { key: SafeBuffer; size: number };
   {
     using device = CryptDevice.init(ctx.lib, record.header);
     device.load();

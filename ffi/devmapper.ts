@@ -42,6 +42,7 @@ const DM_DEVICE_SUSPEND = 4;
 const DM_DEVICE_RESUME = 5;
 const DM_DEVICE_INFO = 6;
 const DM_DEVICE_TABLE = 11;
+const DM_DEVICE_CLEAR = 14;
 const DM_DEVICE_TARGET_MSG = 17;
 
 const SYMBOLS = {
@@ -279,6 +280,11 @@ export function reload(name: string, targets: Target[], opts: { readOnly?: boole
     if (opts.readOnly) s.dm_task_set_ro(t);
     addTargets(s, t, name, targets);
   }, () => undefined);
+}
+
+/** DM_DEVICE_CLEAR: drops the inactive table, if any (and the devices it holds). */
+export function clear(name: string): void {
+  task(DM_DEVICE_CLEAR, "dm_task_run(clear)", name, () => {}, () => undefined);
 }
 
 /** DM_DEVICE_REMOVE (retried a few times while something still has it open briefly). */
