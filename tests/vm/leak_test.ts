@@ -11,7 +11,7 @@ import { answerPrompt, armAgentKiller, CONSOLE, fullCycle, SLOW, startSuspend, s
 import { boot, keyHalves, volumeKey } from "./harness.ts";
 
 Deno.test({
-  name: "image-file volume: the pinned key is detected, refused on demand, and reported before sleeping",
+  name: "image-file volume: the pinned key is detected and released at the lock (or re-opened at unlock on demand)",
   ...SLOW,
   fn: async (t) => {
     await using vm = await boot({});
