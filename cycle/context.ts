@@ -23,3 +23,10 @@ export interface AgentContext {
   /** Progress lines (to the kernel log and the console). Never a secret. */
   log: (message: string) => void;
 }
+
+/** A warning the user must see: in the report, on the console (before sleeping, where they look) and the log. */
+export function warnUser(ctx: AgentContext, warning: string): void {
+  ctx.timeline.warn(warning);
+  ctx.console.write(`cryptsleep: warning: ${warning}\n`);
+  ctx.log(`warning: ${warning}`);
+}

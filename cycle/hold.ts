@@ -120,12 +120,7 @@ export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boo
   const hold = holdName(name);
   const placeholder = dm.create(hold, [{ start: 0n, length: BigInt(record.length), type: "error", params: "" }]);
   dm.suspend(hold, { lockfs: false, noflush: true });
-  dm.reload(name, [{
-    start: 0n,
-    length: BigInt(record.length),
-    type: "linear",
-    params: `${placeholder.major}:${placeholder.minor} 0`,
-  }], { readOnly: record.readOnly });
+  dm.reload(name, [dm.linearOnto(BigInt(record.length), placeholder)], { readOnly: record.readOnly });
   dm.resume(name);
   ctx.log(`locked ${name} by table swap onto ${hold}${record.frozen.length ? `; froze ${record.frozen}` : ""}`);
   return true;
@@ -134,11 +129,7 @@ export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boo
 /** Whether `volume` is held: it runs as `linear` onto its placeholder. */
 export function isHeld(volume: Volume): boolean {
   const hold = dm.info(holdName(volume.dmName));
-  if (!hold.exists) return false;
-  using table = dm.readTableSecure(volume.dmName);
-  const [t] = table.targets;
-  return table.targets.length === 1 && t.type === "linear" &&
-    dm.paramsText(t).split(/\s+/)[0] === `${hold.major}:${hold.minor}`;
+  return hold.exists && dm.runsThrough(volume.dmName, hold);
 }
 
 /** Removes a placeholder the volume does not use (a hold that failed before its swap). */

@@ -16,7 +16,7 @@
 import * as dm from "../ffi/devmapper.ts";
 import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import type { Volume } from "../discovery/mod.ts";
-import type { AgentContext } from "./context.ts";
+import { type AgentContext, warnUser } from "./context.ts";
 import { keyringKeysFor } from "./keyring.ts";
 import { detachedHeader, unlockVolume } from "./unlock.ts";
 import { finishInterruptedReopen, keysGone } from "./reopen.ts";
@@ -73,15 +73,9 @@ async function lockVolume(ctx: AgentContext, volume: Volume, stack: AsyncDisposa
         keys.map((k) => k.id).join(",")
       } is pinned out of root's reach: ${pinnedBy}; cryptsleep re-opens the volume after this unlock, so the ` +
       `next suspend is clean`;
-    ctx.timeline.warn(warning);
-    // said before sleeping, where the user sees it
-    ctx.console.write(`cryptsleep: warning: ${warning}\n`);
-    ctx.log(`warning: ${warning}`);
+    warnUser(ctx, warning);
   }
-  if (held) {
-    const released = (ctx.timeline.facts.heldAtLock ?? []) as string[];
-    ctx.timeline.facts.heldAtLock = [...released, volume.dmName];
-  }
+  if (held) ctx.timeline.appendFact("heldAtLock", volume.dmName);
   ctx.log(`locked ${volume.dmName}${held ? " (table swapped)" : ""}${keyLeft ? " (key still pinned)" : ""}`);
   return { dmName: volume.dmName, keyLeft };
 }

@@ -74,9 +74,7 @@ export async function releasePinnedKey(ctx: AgentContext, volume: Volume): Promi
   const helper = reopenName(name);
   const through = dm.create(helper, [{ ...crypt, params }], { readOnly: live.readOnly });
   try {
-    dm.reload(name, [{ ...crypt, type: "linear", params: `${through.major}:${through.minor} 0` }], {
-      readOnly: live.readOnly,
-    });
+    dm.reload(name, [dm.linearOnto(crypt.length, through)], { readOnly: live.readOnly });
     dm.resume(name);
   } catch (err) {
     dm.remove(helper);
@@ -106,13 +104,7 @@ export function finishInterruptedReopen(volume: Volume, log: (m: string) => void
   const helper = reopenName(volume.dmName);
   const through = dm.info(helper);
   if (!through.exists) return false;
-  let throughHelper = false;
-  {
-    using table = dm.readTableSecure(volume.dmName);
-    const [t] = table.targets;
-    throughHelper = table.targets.length === 1 && t.type === "linear" &&
-      dm.paramsText(t).split(/\s+/)[0] === `${through.major}:${through.minor}`;
-  }
+  const throughHelper = dm.runsThrough(volume.dmName, through);
   if (throughHelper) {
     using crypt = dm.readTableSecure(helper);
     dm.reload(volume.dmName, crypt.targets, { readOnly: dm.info(volume.dmName).readOnly });

@@ -70,6 +70,11 @@ export class Timeline {
     }
   }
 
+  /** Appends `value` to the list fact `key` (one entry per volume, say). */
+  appendFact(key: string, value: unknown): void {
+    this.facts[key] = [...((this.facts[key] ?? []) as unknown[]), value];
+  }
+
   warn(message: string): void {
     this.warnings.push(message);
     this.onChange(this);

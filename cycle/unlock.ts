@@ -19,7 +19,7 @@ import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import { readBlockDirect } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
-import type { AgentContext } from "./context.ts";
+import { type AgentContext, warnUser } from "./context.ts";
 import { hostPath, type Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
 import { finishInterruptedReopen, releasePinnedKey } from "./reopen.ts";
@@ -63,14 +63,10 @@ async function releaseKeyringPin(ctx: AgentContext, volume: Volume): Promise<voi
   try {
     if (!await releasePinnedKey(ctx, volume)) return;
     await readBlockDirect(volume.device, 0, 4096);
-    const released = (ctx.timeline.facts.released ?? []) as { volume: string; ms: number }[];
-    ctx.timeline.facts.released = [...released, { volume: volume.dmName, ms: Math.round(performance.now() - start) }];
+    ctx.timeline.appendFact("released", { volume: volume.dmName, ms: Math.round(performance.now() - start) });
     ctx.console.write(`cryptsleep: ${volume.dmName} re-opened: its key is out of the keyring; next suspend is clean\n`);
   } catch (err) {
-    const warning = `${volume.dmName}: the pinned keyring key could not be released: ${messages(err).join("; ")}`;
-    ctx.timeline.warn(warning);
-    ctx.console.write(`cryptsleep: warning: ${warning}\n`);
-    ctx.log(`warning: ${warning}`);
+    warnUser(ctx, `${volume.dmName}: the pinned keyring key could not be released: ${messages(err).join("; ")}`);
   }
 }
 

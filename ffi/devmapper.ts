@@ -294,6 +294,19 @@ export function remove(name: string): void {
   }, () => undefined);
 }
 
+/** A `linear` target of `length` sectors onto the whole of `dev` (to run a mapping through another one). */
+export function linearOnto(length: bigint, dev: DmInfo): Target {
+  return { start: 0n, length, type: "linear", params: `${dev.major}:${dev.minor} 0` };
+}
+
+/** Whether the live table of `name` is exactly one `linear` target onto `dev`. */
+export function runsThrough(name: string, dev: DmInfo): boolean {
+  using table = readTableSecure(name);
+  const [t] = table.targets;
+  return table.targets.length === 1 && t.type === "linear" &&
+    paramsText(t).split(/\s+/)[0] === `${dev.major}:${dev.minor}`;
+}
+
 /** DM_DEVICE_TARGET_MSG at sector 0 (`key wipe` for dm-crypt). */
 export function message(name: string, text: string): void {
   task(DM_DEVICE_TARGET_MSG, `dm_task_run(message ${text})`, name, (s, t) => {
