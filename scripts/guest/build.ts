@@ -159,6 +159,12 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/** An ext4 filesystem filling `image`, labelled, with the files of `tree`; initialised now, so the guest has no background ext4lazyinit writes. */
+async function ext4Image(image: string, label: string, tree: string): Promise<void> {
+  const lazy = "lazy_itable_init=0,lazy_journal_init=0";
+  await run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-E", lazy, "-d", tree, image]);
+}
+
 async function sha256Hex(data: Uint8Array | string): Promise<string> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
@@ -759,22 +765,7 @@ async function build(
   // Plain ext4 images, LUKS2 containers, builder boot.
   const fsMib = ROOT_MIB - LUKS_HEADER_MIB;
   await run(["truncate", "-s", `${fsMib}M`, join(work, "root.plain")]);
-  await run([
-    "mke2fs",
-    "-q",
-    "-F",
-    "-t",
-    "ext4",
-    "-b",
-    "4096",
-    "-L",
-    "root",
-    "-E",
-    "lazy_itable_init=0,lazy_journal_init=0",
-    "-d",
-    rootfs,
-    join(work, "root.plain"),
-  ]);
+  await ext4Image(join(work, "root.plain"), "root", rootfs);
   const dataTree = join(work, "datatree");
   await Deno.mkdir(dataTree);
   await Deno.writeTextFile(join(dataTree, "hello.txt"), "hello from the cryptsleep data disk\n");
@@ -783,22 +774,7 @@ async function build(
   await Deno.writeFile(join(dataTree, "blob.bin"), blob);
   await Deno.writeTextFile(join(dataTree, "blob.sha256"), `${await sha256Hex(blob)}  blob.bin\n`);
   await run(["truncate", "-s", `${DATA_MIB - LUKS_HEADER_MIB}M`, join(work, "data.plain")]);
-  await run([
-    "mke2fs",
-    "-q",
-    "-F",
-    "-t",
-    "ext4",
-    "-b",
-    "4096",
-    "-L",
-    "data",
-    "-E",
-    "lazy_itable_init=0,lazy_journal_init=0",
-    "-d",
-    dataTree,
-    join(work, "data.plain"),
-  ]);
+  await ext4Image(join(work, "data.plain"), "data", dataTree);
 
   const luks = { pbkdf: "argon2id", memoryKiB: 65536, iterations: 4, cipher: "aes-xts-plain64", keySize: 512 };
   const keyFile = join(work, "pass");
