@@ -1,7 +1,7 @@
 /**
  * @module
- * `cryptsleep suspend`: the whole cycle (see cycle/cycle.ts), and the two internal commands the cycle
- * starts inside the ramfs: `supervise` and `agent`.
+ * `cryptsleep suspend`: the whole cycle (see cycle/phases.ts), and the two internal commands the cycle
+ * starts inside the ramfs: `supervise` and `agent`. Each returns an outcome; this maps it to an exit code.
  *
  * @example
  * ```sh
@@ -10,9 +10,28 @@
  * ```
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { agent, supervise, suspend } from "../cycle/cycle.ts";
+import { agent } from "../cycle/agent.ts";
 import { defaultOptions, type SuspendOptions } from "../cycle/job.ts";
+import type { Outcome } from "../cycle/outcome.ts";
+import { suspend } from "../cycle/outer.ts";
+import { supervise } from "../cycle/supervisor.ts";
 import { requireRoot } from "./errors.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+/** The exit code of an outcome; what it has to say goes to stdout (a dry run) or stderr. */
+export function exitCodeOf(outcome: Outcome, say = true): ExitCode {
+  switch (outcome.kind) {
+    case "ok":
+      if (say && outcome.dryRun) console.log(outcome.dryRun);
+      return ExitCode.OK;
+    case "refused":
+      if (say) { for (const reason of outcome.reasons) console.error(`cryptsleep: refused: ${reason}`); }
+      return ExitCode.REFUSED;
+    case "failed":
+      if (say) { for (const error of outcome.errors) console.error(`cryptsleep: ${error}`); }
+      return ExitCode.FAILED;
+  }
+}
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -62,9 +81,9 @@ export function register(program: Command, exit: (code: number) => never): void 
         allowPlain: Boolean(o.allowPlain),
         maxTries: o.maxTries,
       };
-      exit(await suspend(options, { dryRun: Boolean(o.dryRun) }));
+      exit(exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) })));
     });
-  // started by the cycle inside the ramfs; not for hands
-  program.command("supervise", { hidden: true }).action(async () => exit(await supervise()));
-  program.command("agent", { hidden: true }).action(async () => exit(await agent()));
+  // started by the cycle inside the ramfs; not for hands: what they have to say went to the console
+  program.command("supervise", { hidden: true }).action(async () => exit(exitCodeOf(await supervise(), false)));
+  program.command("agent", { hidden: true }).action(async () => exit(exitCodeOf(await agent(), false)));
 }

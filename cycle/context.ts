@@ -1,27 +1,60 @@
 /**
  * @module
- * What every phase of the agent's cycle is handed: the job (plan + options), the loaded libcryptsetup, the
- * console for prompts, the passphrases typed so far, and the timeline.
+ * What the phases are handed. The outer process (`cryptsleep suspend`, on the real root) runs phases 1–3 with
+ * an {@linkcode OuterContext}; the agent (chrooted in the ramfs) runs the rest with an {@linkcode AgentContext},
+ * and the supervisor undoes them with one of its own if the agent dies.
  *
  * @example
- * ```ts ignore
- * const ctx: AgentContext = { job, lib, console, secrets, timeline, log: (m) => console.write(m) };
+ * ```ts
+ * import { type AgentContext, warnUser } from "./context.ts";
+ *
+ * export function sayPinned(ctx: AgentContext, dmName: string): void {
+ *   warnUser(ctx, `${dmName}: its volume key stays in RAM during this suspend`);
+ * }
  * ```
  */
 import type { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import type { Console } from "../ffi/tty.ts";
-import type { Job } from "./job.ts";
+import type { Ramfs } from "../chroot/ramfs.ts";
+import type { Job, SuspendOptions } from "./job.ts";
 import type { Secrets } from "./secrets.ts";
 import type { Timeline } from "./timeline.ts";
 
+/** The agent's phases (sync … sleep) and their undos. */
 export interface AgentContext {
+  /** The plan and options, computed by preflight before anything was frozen. */
   job: Job;
+  /** libcryptsetup, loaded from the ramfs. */
   lib: Libcryptsetup;
+  /** Where prompts and warnings go; opened before the freeze. */
   console: Console;
+  /** Passphrases typed during this unlock; forgotten (zeroed) when the unlock ends. */
   secrets: Secrets;
+  /** Phases, warnings and facts of this cycle. */
   timeline: Timeline;
-  /** Progress lines (to the kernel log and the console). Never a secret. */
+  /** Progress lines (to the kernel log). Never a secret. */
   log: (message: string) => void;
+  /**
+   * The supervisor undoing after the agent died: the unlock keeps prompting and retries other errors a few
+   * times, since nobody would be left to prompt after it.
+   */
+  recovery: boolean;
+}
+
+/** The outer process's phases: preflight, ramfs, agent. Each fills in what the next one needs. */
+export interface OuterContext {
+  options: SuspendOptions;
+  /** Loaded first: mapping it maps every library the agent will need, so the ramfs can copy them. */
+  lib: Libcryptsetup;
+  timeline: Timeline;
+  /** The file the ramfs runs: the bundle, or null for a compiled binary that embeds it. */
+  script: string | null;
+  /** Set by preflight. */
+  job?: Job;
+  /** Set by the ramfs phase. */
+  ramfs?: Ramfs;
+  /** Set by the agent phase: whether the supervisor ended with everything unlocked and thawed. */
+  ok?: boolean;
 }
 
 /** A warning the user must see: in the report, on the console (before sleeping, where they look) and the log. */

@@ -54,7 +54,7 @@ export interface Job {
   /** Knob values before the cycle (path → value). */
   knobs: Knobs;
   /** Volumes whose key preflight found pinned in a kernel keyring (dm names). */
-  leaking: string[];
+  pinned: string[];
   /** Where the ramfs is mounted in the real root (for messages only). */
   ramfsRoot: string;
   /** The outer process: `/proc/<hostPid>/root` reaches the real root from inside the chroot. */

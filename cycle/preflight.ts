@@ -15,7 +15,7 @@ import { discover, type Plan } from "../discovery/mod.ts";
 import type { LibcryptsetupInfo } from "../ffi/libcryptsetup.ts";
 import { RefusedError } from "./errors.ts";
 import type { Job, SuspendOptions } from "./job.ts";
-import { keyringKeysFor } from "./keyring.ts";
+import { pinnedKeys } from "./pinned/mod.ts";
 import { isCgroup2Root, KNOBS, memAvailableKiB, readKnob, saveKnobs } from "./sysfs.ts";
 
 /** Headroom for the agent itself beside the Argon2 memory (a deno process, measured ~60 MiB RSS). */
@@ -62,20 +62,20 @@ export async function preflight(
     );
   }
 
-  const leaking: string[] = [];
+  const pinned: string[] = [];
   for (const volume of plan.lock) {
-    if ((await keyringKeysFor(volume.uuid)).length > 0) leaking.push(volume.dmName);
+    if ((await pinnedKeys(volume.uuid)).length > 0) pinned.push(volume.dmName);
   }
   // with --release-at lock the lock itself releases the key (and refuses, unlocking, if it cannot)
-  if (leaking.length && options.refuseLeak && options.releaseAt === "unlock") {
+  if (pinned.length && options.refuseLeak && options.releaseAt === "unlock") {
     reasons.push(
-      `the volume key of ${leaking.join(", ")} is pinned in a kernel keyring and would stay in RAM during the ` +
+      `the volume key of ${pinned.join(", ")} is pinned in a kernel keyring and would stay in RAM during the ` +
         `suspend (--refuse-leak with --release-at unlock): use --release-at lock, or close the volume and reopen ` +
         `it with cryptsetup open --disable-keyring`,
     );
   }
   if (reasons.length) throw new RefusedError(reasons);
-  return { plan, options, knobs: await saveKnobs(), leaking, ramfsRoot, hostPid: Deno.pid };
+  return { plan, options, knobs: await saveKnobs(), pinned, ramfsRoot, hostPid: Deno.pid };
 }
 
 function mib(kib: number): number {

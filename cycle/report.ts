@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts ignore
- * await writeReport(timeline.toJSON(0), "/last.json");
+ * await writeReport(timeline.toJSON("ok"), "/last.json");
  * console.log(formatTimeline(JSON.parse(await Deno.readTextFile("/run/cryptsleep/last.json"))));
  * ```
  */
@@ -32,7 +32,7 @@ export async function writeReport(report: TimelineJSON, path: string): Promise<v
 
 /** The human form: one line per phase, then warnings and facts. */
 export function formatTimeline(report: TimelineJSON): string {
-  const lines = [`cycle ${report.ok ? "ok" : "FAILED"} at ${report.startedAt} (exit ${report.exitCode ?? "?"})`];
+  const lines = [`cycle ${report.ok ? "ok" : "FAILED"} at ${report.startedAt} (${report.outcome ?? "unfinished"})`];
   for (const p of report.phases) {
     lines.push(`  ${p.name.padEnd(10)} ${String(p.durationMs).padStart(7)} ms  ${p.ok ? "ok" : `FAILED: ${p.error}`}`);
   }
@@ -41,4 +41,21 @@ export function formatTimeline(report: TimelineJSON): string {
     lines.push(`  ${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`);
   }
   return lines.join("\n");
+}
+
+/** VmHWM of this process: the RAM the cycle needs, for the report. */
+export async function peakRssKiB(): Promise<number | null> {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(await Deno.readTextFile("/proc/self/status"));
+  return m ? Number(m[1]) : null;
+}
+
+/** Adds one fact to a written report; a missing report stays missing. */
+export async function addFact(path: string, key: string, value: unknown): Promise<void> {
+  try {
+    const report = JSON.parse(await Deno.readTextFile(path)) as TimelineJSON;
+    report.facts[key] = value;
+    await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
+  } catch (err) {
+    kmsg(`report: cannot add ${key}: ${err instanceof Error ? err.message : err}`);
+  }
 }

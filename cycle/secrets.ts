@@ -41,7 +41,12 @@ export class Secrets implements Disposable {
     }
   }
 
-  [Symbol.dispose](): void {
+  /** Zeroes and frees every passphrase typed so far; later prompts start afresh. */
+  forget(): void {
     for (const s of this.entered.splice(0)) s.buffer[Symbol.dispose]();
+  }
+
+  [Symbol.dispose](): void {
+    this.forget();
   }
 }

@@ -1,20 +1,23 @@
 /**
  * @module
- * Phase 8, sleep: `sync_on_suspend` is set to 0 (the kernel's own sync would block forever on the locked
- * volume) and `freeze_filesystems` to 0 where it exists (freezing a filesystem on a suspended device hangs
- * too); then the state is written to /sys/power/state. The write returns after wake, or fails at once when
- * the kernel refuses (EBUSY: a task would not freeze or a wakeup event came; EIO: a device failed to
- * suspend): that error is the kernel's answer and is thrown, so the cycle unlocks and reports it. The knobs
- * are restored on the way out, whatever happened.
+ * Sleep: `sync_on_suspend` is set to 0 (the kernel's own sync would block forever on the locked volume) and
+ * `freeze_filesystems` to 0 where it exists (freezing a filesystem on a suspended device hangs too); then the
+ * state is written to /sys/power/state. The write returns after wake, or fails at once when the kernel refuses
+ * (EBUSY: a task would not freeze or a wakeup event came; EIO: a device failed to suspend): that error is the
+ * kernel's answer and is thrown, so the cycle unlocks and reports it. The undo, {@linkcode restoreSleepKnobs},
+ * puts back the values preflight saved, whatever happened.
  *
  * @example
- * ```ts ignore
- * const { sleptMs } = await enterSleep("mem");
+ * ```ts
+ * import { enterSleep } from "./sleep.ts";
+ * const { sleptMs, memSleep } = await enterSleep("mem"); // needs root, and locks nothing by itself
+ * console.log(`slept ${sleptMs} ms (mem_sleep: ${memSleep})`);
  * ```
  */
 import { writeFile } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
-import { KNOBS, readKnob, setKnob } from "./sysfs.ts";
+import type { Knobs } from "./job.ts";
+import { KNOBS, readKnob, restoreKnobs, setKnob } from "./sysfs.ts";
 
 export interface SleepResult {
   state: string;
@@ -23,10 +26,10 @@ export interface SleepResult {
   sleptMs: number;
 }
 
+/** Sets the knobs and writes `state`; returns after wake. The knobs are left for the undo to restore. */
 export async function enterSleep(state: "mem" | "freeze"): Promise<SleepResult> {
-  await using knobs = new AsyncDisposableStack();
-  knobs.use(await setKnob(KNOBS.syncOnSuspend, "0"));
-  if ((await readKnob(KNOBS.freezeFilesystems)) !== null) knobs.use(await setKnob(KNOBS.freezeFilesystems, "0"));
+  await setKnob(KNOBS.syncOnSuspend, "0");
+  if ((await readKnob(KNOBS.freezeFilesystems)) !== null) await setKnob(KNOBS.freezeFilesystems, "0");
   const memSleep = await readKnob("/sys/power/mem_sleep");
   const start = performance.now();
   try {
@@ -42,4 +45,10 @@ export async function enterSleep(state: "mem" | "freeze"): Promise<SleepResult> 
     throw err;
   }
   return { state, memSleep, sleptMs: Math.round(performance.now() - start) };
+}
+
+/** The undo of sleep: every knob back to the value saved before the cycle (by the agent or the supervisor). */
+export async function restoreSleepKnobs(saved: Knobs): Promise<void> {
+  const errors = await restoreKnobs(saved);
+  if (errors.length) throw new Error(errors.join("; "));
 }

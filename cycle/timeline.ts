@@ -12,6 +12,10 @@
  * console.log(t.toJSON().phases[0].name); // "sync"
  * ```
  */
+import type { Outcome } from "./outcome.ts";
+
+/** How a cycle ended, in the report. */
+export type OutcomeKind = Outcome["kind"];
 
 /** One phase as it ran. */
 export interface PhaseRecord {
@@ -29,7 +33,8 @@ export interface TimelineJSON {
   startedAt: string;
   finishedAt?: string;
   ok: boolean;
-  exitCode?: number;
+  /** How the cycle ended; absent while it runs. */
+  outcome?: OutcomeKind;
   phases: PhaseRecord[];
   warnings: string[];
   facts: Record<string, unknown>;
@@ -80,13 +85,14 @@ export class Timeline {
     this.onChange(this);
   }
 
-  toJSON(exitCode?: number): TimelineJSON {
+  /** The report; `outcome` once the cycle has ended. */
+  toJSON(outcome?: OutcomeKind): TimelineJSON {
     return {
       version: 1,
       startedAt: this.startedAt.toISOString(),
-      finishedAt: exitCode === undefined ? undefined : new Date().toISOString(),
-      ok: this.phases.every((p) => p.ok) && (exitCode ?? 0) === 0,
-      exitCode,
+      finishedAt: outcome === undefined ? undefined : new Date().toISOString(),
+      ok: this.phases.every((p) => p.ok) && (outcome ?? "ok") === "ok",
+      outcome,
       phases: this.phases,
       warnings: this.warnings,
       facts: this.facts,

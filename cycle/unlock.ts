@@ -1,17 +1,25 @@
 /**
  * @module
- * Phase 9, unlock (the undo of lock): prompt on the console, `crypt_resume_by_passphrase` (non-blocking:
- * Argon2 takes seconds and the event loop keeps running), then resume the dm devices stacked above, then
- * read one block through the mapping with O_DIRECT to prove I/O flows again.
+ * Unlock, the undo of lock: bottom-up, prompt on the console, `crypt_resume_by_passphrase` (non-blocking: Argon2
+ * takes seconds and the event loop keeps running), then resume the dm devices stacked above, then read one block
+ * through the mapping with O_DIRECT to prove I/O flows again. The passphrases are forgotten (zeroed) when it ends.
  *
  * The key is resumed without the kernel keyring: it goes to dm-crypt alone, so no keyring of ours can hold a
- * copy. A key an earlier opener's keyring still pins is released right after, while userspace is still
- * frozen, by re-opening the volume (see reopen.ts): the next suspend is clean. That step is best effort: if
- * it fails the volume stays unlocked and working, and the report says why.
+ * copy. A key still pinned by an earlier opener is released right after, while userspace is still frozen, by
+ * re-opening the volume (pinned/at_unlock.ts): the next suspend is clean. That step is best effort: if it fails
+ * the volume stays unlocked and working, and the report says why.
+ *
+ * It goes by what it sees, so the same code serves the agent and the supervisor after the agent died; the
+ * supervisor (`ctx.recovery`) keeps prompting, since nobody would be left to prompt after it.
  *
  * @example
- * ```ts ignore
- * await unlockVolume(ctx, volume);
+ * ```ts
+ * import type { AgentContext } from "./context.ts";
+ * import { unlockAll } from "./unlock.ts";
+ *
+ * export async function afterWake(ctx: AgentContext): Promise<void> {
+ *   await unlockAll(ctx); // throws naming each volume it could not unlock
+ * }
  * ```
  */
 import * as dm from "../ffi/devmapper.ts";
@@ -22,9 +30,18 @@ import type { Volume } from "../discovery/mod.ts";
 import { type AgentContext, warnUser } from "./context.ts";
 import { hostPath, type Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
-import { finishInterruptedReopen, releasePinnedKey } from "./reopen.ts";
-import { isHeld, rebuildHeld, removeStrayHold, thawHeld } from "./hold.ts";
+import {
+  finishInterruptedReopen,
+  isSwapped,
+  releaseAtUnlock,
+  removeStrayPlaceholder,
+  thawAfterFailedSwap,
+  unlockSwapped,
+} from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
+
+/** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
+const RECOVERY_TRIES = 5;
 
 /** No passphrase typed fitted within the tries: the caller may prompt again, nothing else is wrong. */
 export class NoPassphraseFitted extends Error {
@@ -34,13 +51,51 @@ export class NoPassphraseFitted extends Error {
   }
 }
 
+/**
+ * Unlocks every volume of the plan, bottom-up, then forgets the passphrases. One that cannot be unlocked does not
+ * stop the others; the failures are thrown together at the end.
+ */
+export async function unlockAll(ctx: AgentContext): Promise<void> {
+  const failed: Error[] = [];
+  try {
+    for (const volume of ctx.job.plan.unlock) {
+      try {
+        await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
+      } catch (err) {
+        failed.push(new Error(`${volume.dmName}: ${messages(err).join("; ")}`, { cause: err }));
+      }
+    }
+  } finally {
+    ctx.secrets.forget();
+  }
+  if (failed.length) throw new AggregateError(failed, `could not unlock ${failed.length} volume(s)`);
+}
+
+/**
+ * Recovery: a frozen machine without a prompt is the one outcome not allowed, so a wrong passphrase only prompts
+ * again; any other error is retried a few times, then thrown.
+ */
+async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<void> {
+  for (let errors = 0;;) {
+    try {
+      return await unlockVolume(ctx, volume);
+    } catch (err) {
+      ctx.console.write(`cryptsleep: ${messages(err).join("; ")}\n`);
+      if (err instanceof NoPassphraseFitted) continue;
+      if (++errors >= RECOVERY_TRIES) throw err;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+/** Unlocks one volume by what it sees: resumed, rebuilt after a table swap, or left alone when not locked. */
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
   finishInterruptedReopen(volume, ctx.log);
-  if (isHeld(volume)) {
+  if (isSwapped(volume)) {
     // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
-    await untilPassphraseFits(ctx, volume, (secret) => rebuildHeld(ctx, volume, secret));
+    await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
   } else {
-    removeStrayHold(volume);
+    removeStrayPlaceholder(volume);
     {
       using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
       device.setKeyring(false);
@@ -48,22 +103,22 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
         await untilPassphraseFits(ctx, volume, (secret) => tryResume(device, volume, secret));
       }
     }
-    await thawHeld(volume);
+    await thawAfterFailedSwap(volume);
   }
   for (const above of [...volume.above].reverse()) {
     if (dm.info(above).suspended) dm.resume(above);
   }
   await readBlockDirect(volume.device, 0, 4096);
   ctx.log(`unlocked ${volume.dmName}`);
-  await releaseKeyringPin(ctx, volume);
+  await releasePinned(ctx, volume);
 }
 
-async function releaseKeyringPin(ctx: AgentContext, volume: Volume): Promise<void> {
+async function releasePinned(ctx: AgentContext, volume: Volume): Promise<void> {
   const start = performance.now();
   try {
-    if (!await releasePinnedKey(ctx, volume)) return;
+    if (!await releaseAtUnlock(ctx, volume)) return;
     await readBlockDirect(volume.device, 0, 4096);
-    ctx.timeline.appendFact("released", { volume: volume.dmName, ms: Math.round(performance.now() - start) });
+    ctx.timeline.appendFact("releasedAtUnlock", { volume: volume.dmName, ms: Math.round(performance.now() - start) });
     ctx.console.write(`cryptsleep: ${volume.dmName} re-opened: its key is out of the keyring; next suspend is clean\n`);
   } catch (err) {
     warnUser(ctx, `${volume.dmName}: the pinned keyring key could not be released: ${messages(err).join("; ")}`);

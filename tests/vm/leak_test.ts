@@ -49,7 +49,7 @@ Deno.test({
       assert.equal(f.out.trim(), "kept", "the data on the image volume reads back through dm-crypt");
       const status = await vm.sh("cryptsleep status --json");
       const facts = JSON.parse(status.out.slice(0, status.out.lastIndexOf("}") + 1)).facts;
-      assert.deepEqual(facts.heldAtLock, ["img"], status.out);
+      assert.deepEqual(facts.releasedAtLock, ["img"], status.out);
     });
 
     await t.step("after the unlock: no keyring key, one loop device, the next suspend is clean", async () => {

@@ -1,15 +1,16 @@
 /**
  * @module
- * Part of phase 7, lock: lock a volume whose key an earlier opener's keyring pins so that the key leaves RAM at
- * this very suspend (reopen.ts only makes the next one clean).
+ * Release at lock: a volume whose key is pinned (see mod.ts) is locked by a table swap, so that the key leaves
+ * RAM at this very suspend.
  *
- * luksSuspend wipes the key from dm-crypt, but the copy in the pinned keyring stays as long as the dm table holds
- * the file that pins it (see reopen.ts). So the table has to go while the volume is locked:
+ * luksSuspend wipes the key from dm-crypt, but the pinned copy stays as long as the dm table holds the file that
+ * pins it. So the table has to go while the volume is locked:
  *
  * 1. freeze the filesystem on the volume (FIFREEZE: a dm resume would otherwise thaw it, and its first write
  *    would wait forever on the placeholder);
  * 2. suspend the mapping without lockfs and wipe its key (`key wipe`: what crypt_suspend does);
- * 3. create `cryptsleep-hold-<name>`, an `error` mapping of the same size, and suspend it: I/O sent to it waits;
+ * 3. create the placeholder `cryptsleep-hold-<name>`, an `error` mapping of the same size, and suspend it: I/O
+ *    sent to it waits;
  * 4. reload the volume as `linear` onto it and resume: the crypt table is destroyed, the file that pinned the
  *    keyring is closed (an autoclear loop device detaches), and the key goes with it.
  *
@@ -19,26 +20,32 @@
  * record on the ramfs, so the supervisor can do the same if the agent dies.
  *
  * @example
- * ```ts ignore
- * if (await holdVolume(ctx, volume)) console.log("locked, table swapped, pinned key released");
+ * ```ts
+ * import type { AgentContext } from "../context.ts";
+ * import type { Volume } from "../../discovery/mod.ts";
+ * import { releaseAtLock } from "./at_lock.ts";
+ *
+ * export async function lock(ctx: AgentContext, volume: Volume): Promise<void> {
+ *   if (await releaseAtLock(ctx, volume)) console.log("locked, table swapped, pinned key released");
+ * }
  * ```
  */
 import { basename } from "node:path";
-import * as dm from "../ffi/devmapper.ts";
-import { fsFreeze, fsThaw } from "../ffi/libc.ts";
-import { attachLoop, type LoopSettings } from "../ffi/loop.ts";
-import { CryptDevice } from "../ffi/libcryptsetup.ts";
-import { SysError } from "../ffi/errors.ts";
-import type { SafeBuffer } from "../ffi/safe_buffer.ts";
-import { parseMountinfo } from "../discovery/proc.ts";
-import type { Volume } from "../discovery/mod.ts";
-import type { AgentContext } from "./context.ts";
-import { hostPath } from "./job.ts";
-import { cryptsetupLoop } from "./reopen.ts";
-import type { Secret } from "./secrets.ts";
+import * as dm from "../../ffi/devmapper.ts";
+import { fsFreeze, fsThaw } from "../../ffi/libc.ts";
+import { attachLoop, type LoopSettings } from "../../ffi/loop.ts";
+import { CryptDevice } from "../../ffi/libcryptsetup.ts";
+import { SysError } from "../../ffi/errors.ts";
+import type { SafeBuffer } from "../../ffi/safe_buffer.ts";
+import { parseMountinfo } from "../../discovery/proc.ts";
+import type { Volume } from "../../discovery/mod.ts";
+import type { AgentContext } from "../context.ts";
+import { hostPath } from "../job.ts";
+import type { Secret } from "../secrets.ts";
+import { cryptsetupLoop } from "./keys.ts";
 
-/** What the unlock needs to rebuild a held volume; nothing secret. */
-export interface HoldRecord {
+/** What the unlock needs to rebuild a swapped volume; nothing secret. */
+export interface SwapRecord {
   dmName: string;
   length: string;
   cipher: string;
@@ -54,7 +61,7 @@ export interface HoldRecord {
 }
 
 /** The placeholder's dm name. */
-export function holdName(dmName: string): string {
+export function placeholderName(dmName: string): string {
   return `cryptsleep-hold-${dmName}`.slice(0, 127);
 }
 
@@ -62,10 +69,10 @@ function recordPath(dmName: string): string {
   return `/hold-${dmName}.json`;
 }
 
-/** The record of a held volume, or null (the agent's ramfs is the supervisor's too). */
-export async function readHoldRecord(dmName: string): Promise<HoldRecord | null> {
+/** The record of a swapped volume, or null (the agent's ramfs is the supervisor's too). */
+export async function readSwapRecord(dmName: string): Promise<SwapRecord | null> {
   try {
-    return JSON.parse(await Deno.readTextFile(recordPath(dmName))) as HoldRecord;
+    return JSON.parse(await Deno.readTextFile(recordPath(dmName))) as SwapRecord;
   } catch {
     return null;
   }
@@ -76,10 +83,10 @@ export async function readHoldRecord(dmName: string): Promise<HoldRecord | null>
  * target, its loop device has an offset, or its filesystem cannot be frozen (then the caller locks it the usual
  * way and the unlock re-opens it).
  */
-export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boolean> {
+export async function releaseAtLock(ctx: AgentContext, volume: Volume): Promise<boolean> {
   const name = volume.dmName;
   const live = dm.info(name);
-  let record: HoldRecord;
+  let record: SwapRecord;
   {
     using table = dm.readTableSecure(name);
     const [crypt] = table.targets;
@@ -114,10 +121,10 @@ export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boo
     await Deno.remove(recordPath(name)).catch(() => {});
     return false;
   }
-  // from here on the volume is locked whatever fails: the unlock (registered by the caller) undoes it
+  // from here on the volume is locked whatever fails: the lock phase's undo (the unlock) undoes it
   dm.suspend(name, { lockfs: false });
   dm.message(name, "key wipe");
-  const hold = holdName(name);
+  const hold = placeholderName(name);
   const placeholder = dm.create(hold, [{ start: 0n, length: BigInt(record.length), type: "error", params: "" }]);
   dm.suspend(hold, { lockfs: false, noflush: true });
   dm.reload(name, [dm.linearOnto(BigInt(record.length), placeholder)], { readOnly: record.readOnly });
@@ -126,15 +133,15 @@ export async function holdVolume(ctx: AgentContext, volume: Volume): Promise<boo
   return true;
 }
 
-/** Whether `volume` is held: it runs as `linear` onto its placeholder. */
-export function isHeld(volume: Volume): boolean {
-  const hold = dm.info(holdName(volume.dmName));
+/** Whether `volume` is swapped: it runs as `linear` onto its placeholder. */
+export function isSwapped(volume: Volume): boolean {
+  const hold = dm.info(placeholderName(volume.dmName));
   return hold.exists && dm.runsThrough(volume.dmName, hold);
 }
 
-/** Removes a placeholder the volume does not use (a hold that failed before its swap). */
-export function removeStrayHold(volume: Volume): void {
-  const hold = holdName(volume.dmName);
+/** Removes a placeholder the volume does not use (a swap that failed before it was done). */
+export function removeStrayPlaceholder(volume: Volume): void {
+  const hold = placeholderName(volume.dmName);
   const info = dm.info(hold);
   if (!info.exists) return;
   // a linear table loaded but never resumed still holds the placeholder open
@@ -144,12 +151,12 @@ export function removeStrayHold(volume: Volume): void {
 }
 
 /**
- * Unlocks a held volume with `secret`: false when the passphrase opens no keyslot. The placeholder, then the
+ * Unlocks a swapped volume with `secret`: false when the passphrase opens no keyslot. The placeholder, then the
  * volume, get the crypt table back; the filesystem is thawed.
  */
-export async function rebuildHeld(ctx: AgentContext, volume: Volume, secret: Secret): Promise<boolean> {
-  const record = await readHoldRecord(volume.dmName);
-  if (!record) throw new Error(`unlock ${volume.dmName}: held, but its record ${recordPath(volume.dmName)} is gone`);
+export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: Secret): Promise<boolean> {
+  const record = await readSwapRecord(volume.dmName);
+  if (!record) throw new Error(`unlock ${volume.dmName}: swapped, but its record ${recordPath(volume.dmName)} is gone`);
   let unlocked: { key: SafeBuffer; size: number };
   {
     using device = CryptDevice.init(ctx.lib, record.header);
@@ -173,7 +180,7 @@ export async function rebuildHeld(ctx: AgentContext, volume: Volume, secret: Sec
   }
   using params = dm.cryptParamsWithKey(record.cipher, key, unlocked.size, rest);
   const crypt: dm.Target = { start: 0n, length: BigInt(record.length), type: "crypt", params: params.pointer };
-  const hold = holdName(volume.dmName);
+  const hold = placeholderName(volume.dmName);
   // the placeholder first: I/O waiting in it flows to dm-crypt; then the volume gets its own crypt table
   dm.reload(hold, [crypt], { readOnly: record.readOnly });
   dm.resume(hold);
@@ -185,9 +192,9 @@ export async function rebuildHeld(ctx: AgentContext, volume: Volume, secret: Sec
   return true;
 }
 
-/** Thaws what a hold froze when the volume is unlocked another way (the hold failed before its swap). */
-export async function thawHeld(volume: Volume): Promise<void> {
-  const record = await readHoldRecord(volume.dmName);
+/** Thaws what a swap froze when the volume is unlocked another way (the swap failed before it was done). */
+export async function thawAfterFailedSwap(volume: Volume): Promise<void> {
+  const record = await readSwapRecord(volume.dmName);
   if (!record) return;
   for (const m of record.frozen) {
     try {

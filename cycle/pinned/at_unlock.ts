@@ -1,16 +1,7 @@
 /**
  * @module
- * Part of phase 9, unlock: re-open a volume whose key an earlier opener's keyring pins, so that every later
- * suspend is clean.
- *
- * The pin (measured on the bed): cryptsetup in keyring mode loads the volume key into its thread keyring, and
- * the kernel keeps that keyring alive through the credentials of a file cryptsetup opened — the device the dm
- * table opened (kernel 6.18), or the backing file of the loop device it attached for an image file (every
- * kernel). luksSuspend cannot remove it, nor can root. A table reload does not help: dm keeps a device it
- * already has open across reloads, and with it the pin.
- *
- * What does help is a moment where the mapping no longer uses the device. After the volume is resumed (its
- * key now in the dm-crypt table, not a keyring), with userspace still frozen:
+ * Release at unlock: re-open a volume whose key is pinned (see mod.ts), so that every later suspend is clean.
+ * After the volume is resumed (its key now in the dm-crypt table, not a keyring), with userspace still frozen:
  *
  * 1. read the live crypt table, key included (it stays in C memory);
  * 2. for a loop device cryptsetup attached, attach the same file to a fresh loop device, opened by us;
@@ -23,32 +14,35 @@
  * The volume keeps its name, uuid and type; from then on luksSuspend leaves no key behind.
  *
  * @example
- * ```ts ignore
- * const released = await releasePinnedKey(ctx, volume); // true: the keyring key is gone
+ * ```ts
+ * import type { AgentContext } from "../context.ts";
+ * import type { Volume } from "../../discovery/mod.ts";
+ * import { releaseAtUnlock } from "./at_unlock.ts";
+ *
+ * export async function afterUnlock(ctx: AgentContext, volume: Volume): Promise<void> {
+ *   if (await releaseAtUnlock(ctx, volume)) console.log("re-opened: the pinned key is gone");
+ * }
  * ```
  */
 import { basename } from "node:path";
-import * as dm from "../ffi/devmapper.ts";
-import { attachLoop, loopSettings } from "../ffi/loop.ts";
-import type { Volume } from "../discovery/mod.ts";
-import type { AgentContext } from "./context.ts";
-import { hostPath } from "./job.ts";
-import { keyringKeysFor } from "./keyring.ts";
+import * as dm from "../../ffi/devmapper.ts";
+import { attachLoop } from "../../ffi/loop.ts";
+import type { Volume } from "../../discovery/mod.ts";
+import type { AgentContext } from "../context.ts";
+import { hostPath } from "../job.ts";
+import { cryptsetupLoop, pinnedKeys, waitUnpinned } from "./keys.ts";
 
 /** The helper mapping's name for a volume (dm names are at most 127 bytes). */
 export function reopenName(dmName: string): string {
   return `cryptsleep-reopen-${dmName}`.slice(0, 127);
 }
 
-/** How long the kernel may take to free the keyring once nothing pins it (the key GC runs from a workqueue). */
-const RELEASE_WAIT_MS = 5_000;
-
 /**
  * Re-opens `volume` (resumed, with its key in the table) so no keyring key of it is left. Returns false when there
  * was nothing to release; throws when the key cannot be released, naming why, with the volume still working.
  */
-export async function releasePinnedKey(ctx: AgentContext, volume: Volume): Promise<boolean> {
-  const pinned = await keyringKeysFor(volume.uuid);
+export async function releaseAtUnlock(ctx: AgentContext, volume: Volume): Promise<boolean> {
+  const pinned = await pinnedKeys(volume.uuid);
   if (pinned.length === 0) return false;
   const name = volume.dmName;
   const live = dm.info(name);
@@ -81,7 +75,7 @@ export async function releasePinnedKey(ctx: AgentContext, volume: Volume): Promi
     throw err;
   }
   // the old table is gone: whatever pinned the opener's keyring is closed
-  const left = await keysGone(volume.uuid);
+  const left = await waitUnpinned(volume.uuid);
   // back to a crypt table of its own; the device is opened anew, by us
   dm.reload(name, [{ ...crypt, params }], { readOnly: live.readOnly });
   dm.resume(name);
@@ -113,27 +107,4 @@ export function finishInterruptedReopen(volume: Volume, log: (m: string) => void
   dm.remove(helper);
   log(`re-open ${volume.dmName}: finished an interrupted re-open${throughHelper ? " (crypt table restored)" : ""}`);
   return true;
-}
-
-/** The loop device under the volume, when cryptsetup attached it (autoclear: it goes when dm lets go). */
-export async function cryptsetupLoop(volume: Volume, devno: string) {
-  for (const dev of volume.backing) {
-    const name = basename(dev);
-    if (!/^loop\d+$/.test(name)) continue;
-    const number = await Deno.readTextFile(`/sys/block/${name}/dev`).then((s) => s.trim(), () => "");
-    if (number !== devno) continue;
-    const settings = await loopSettings(name);
-    // a loop device the user attached holds the user's credentials, not cryptsetup's: keep it
-    if (settings?.autoclear) return { name, settings };
-  }
-  return null;
-}
-
-export async function keysGone(uuid: string) {
-  const until = Date.now() + RELEASE_WAIT_MS;
-  for (;;) {
-    const left = await keyringKeysFor(uuid);
-    if (left.length === 0 || Date.now() > until) return left;
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

@@ -1,0 +1,40 @@
+/**
+ * @module
+ * The outer process, `cryptsleep suspend`: runs phases 1–3 of the list (preflight, ramfs, agent) on the real
+ * root. It is frozen with everything else while the agent works; when the supervisor exits, the ramfs goes.
+ *
+ * @example
+ * ```ts
+ * import { suspend } from "./outer.ts";
+ * import { defaultOptions } from "./job.ts";
+ * const outcome = await suspend(defaultOptions(), { dryRun: true });
+ * if (outcome.kind === "ok") console.log(outcome.dryRun);
+ * ```
+ */
+import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
+import type { OuterContext } from "./context.ts";
+import { RefusedError } from "./errors.ts";
+import type { SuspendOptions } from "./job.ts";
+import { failed, OK, type Outcome, refused } from "./outcome.ts";
+import { describeCycle, OUTER_PHASES } from "./phases.ts";
+import { runPhases } from "./runner.ts";
+import { bundlePath } from "./start.ts";
+import { Timeline } from "./timeline.ts";
+
+/** The whole cycle, from this process's side; `dryRun` runs only what changes nothing and describes the rest. */
+export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }): Promise<Outcome> {
+  // loaded first: it maps every library the agent will need, so the ramfs can copy them
+  const ctx: OuterContext = { options, lib: Libcryptsetup.open(), timeline: new Timeline(), script: null };
+  try {
+    ctx.script = bundlePath();
+    if (opts.dryRun) {
+      await runPhases(OUTER_PHASES.filter((p) => p.changesNothing), ctx, ctx.timeline);
+      return { kind: "ok", dryRun: await describeCycle(ctx.job!, { script: ctx.script }) };
+    }
+    await runPhases(OUTER_PHASES, ctx, ctx.timeline);
+  } catch (err) {
+    if (err instanceof RefusedError) return refused(err.reasons);
+    throw err;
+  }
+  return ctx.ok ? OK : failed(["the cycle failed and was undone: cryptsleep status shows where"]);
+}

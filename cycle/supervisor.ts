@@ -1,0 +1,82 @@
+/**
+ * @module
+ * The supervisor, in the ramfs: joins the tool's own cgroup (never frozen), opens the console, starts the agent
+ * and waits for it. If the agent ends with anything still locked or frozen — it died, or gave up — the
+ * supervisor runs the undos of the agent's phases (the same list, each undo going by what it sees): it prompts
+ * until the volumes are unlocked, then thaws. The machine is never left frozen without a prompt.
+ *
+ * @example
+ * ```ts
+ * import { supervise } from "./supervisor.ts";
+ * if (import.meta.main) console.log((await supervise()).kind); // in the ramfs, as root
+ * ```
+ */
+import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
+import { setpriority } from "../ffi/libc.ts";
+import type { Console } from "../ffi/tty.ts";
+import type { AgentContext } from "./context.ts";
+import { messages } from "./errors.ts";
+import { joinOwnCgroup } from "./freeze.ts";
+import { type Job, readJob, REPORT_PATH } from "./job.ts";
+import { failed, OK, type Outcome } from "./outcome.ts";
+import { AGENT_PHASES } from "./phases.ts";
+import { addFact, kmsg, peakRssKiB, writeReport } from "./report.ts";
+import { leftOf, undoPhases } from "./runner.ts";
+import { Secrets } from "./secrets.ts";
+import { agentArgs, CONSOLE_ENV, openConsole, OWN_CGROUP } from "./start.ts";
+import { Timeline } from "./timeline.ts";
+
+/** Runs the agent, then makes sure nothing stays locked or frozen. */
+export async function supervise(): Promise<Outcome> {
+  const job = await readJob();
+  const own = await joinOwnCgroup({ name: OWN_CGROUP, pids: [Deno.pid] });
+  try {
+    setpriority(0, -10);
+    // opened before anything is frozen, and kept: its saved termios is what a recovery restores, and the
+    // agent prompts on the same terminal
+    using console = openConsole(job);
+    const agent = new Deno.Command(Deno.execPath(), {
+      args: agentArgs(),
+      env: { [CONSOLE_ENV]: console.path },
+      stdin: "inherit",
+      stdout: "inherit",
+    }).spawn();
+    const status = await agent.status;
+    const how = status.signal ?? `code ${status.code}`;
+
+    const lib = Libcryptsetup.open();
+    using secrets = new Secrets(console);
+    const timeline = new Timeline();
+    const ctx: AgentContext = { job, lib, console, secrets, timeline, log: kmsg, recovery: true };
+    const left = await leftOf(AGENT_PHASES, ctx);
+    if (left.length === 0) {
+      await addFact(REPORT_PATH, "supervisorPeakRssKiB", await peakRssKiB());
+      return status.success ? OK : failed([`the agent exited with ${how}`]);
+    }
+    kmsg(`agent exited (${how}); supervisor recovers: ${left.join(", ")}`);
+    console.write(
+      `\ncryptsleep: the agent exited (${status.signal ?? `code ${status.code}`}); the supervisor unlocks\n`,
+    );
+    timeline.warn(`agent exited with ${how}; the supervisor unlocked and thawed`);
+    return await recover(job, ctx, console);
+  } finally {
+    // a process left in our cgroup (not ours to kill) keeps it from being removed: worth a log line, no more
+    await own.leave().catch((err) => kmsg(`leaving cgroup ${own.path}: ${messages(err).join("; ")}`));
+  }
+}
+
+/** The undos of the agent's phases, by what they see; then the report says what could not be undone. */
+async function recover(_job: Job, ctx: AgentContext, console: Console): Promise<Outcome> {
+  const errors: string[] = [];
+  try {
+    await undoPhases(AGENT_PHASES, ctx, ctx.timeline);
+  } catch (err) {
+    for (const m of messages(err)) {
+      errors.push(m);
+      ctx.timeline.warn(`the supervisor could not undo: ${m}`);
+      console.write(`cryptsleep: ${m}\n`);
+    }
+  }
+  await writeReport(ctx.timeline.toJSON("failed"), REPORT_PATH);
+  return failed(errors);
+}
