@@ -7,19 +7,23 @@
  * reads nothing from the (possibly already locked) disks.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { buildRamfs } from "./ramfs.ts";
  * import { spawnChrooted } from "./enter.ts";
  * await using ramfs = await buildRamfs({ dir: "/run/cryptsleep/root", script: "dist/cryptsleep.js" });
- * const agent = spawnChrooted(ramfs, ["agent", "--job", "/job.json"], { stdin: "null" });
+ * const agent = spawnChrooted(ramfs, ["agent"], { stdin: "null" });
  * console.log((await agent.status).code);
  * ```
  */
 import { DENO_DIR, DENO_PATH, type Ramfs } from "./ramfs.ts";
 
+/** How the chrooted child is started. */
 export interface SpawnChrootedOptions {
+  /** Default "null": the agent opens its console itself. */
   stdin?: "piped" | "inherit" | "null";
+  /** Default "inherit". */
   stdout?: "piped" | "inherit" | "null";
+  /** Default "inherit". */
   stderr?: "piped" | "inherit" | "null";
   /** Added to (and overriding) the minimal environment. */
   env?: Record<string, string>;

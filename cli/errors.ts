@@ -14,6 +14,7 @@ import { ExitCode } from "./exit_codes.ts";
 
 /** A failure with its one-line message (what happened and what to do) and its exit code. */
 export class CliError extends Error {
+  /** `exitCode`: what the process exits with. */
   constructor(message: string, readonly exitCode: ExitCode) {
     super(message);
     this.name = "CliError";
@@ -22,6 +23,7 @@ export class CliError extends Error {
 
 /** Thrown by the `exit` callback commands get, so `main()` returns the code instead of killing the process. */
 export class ExitRequest extends Error {
+  /** `code`: the exit code asked for. */
   constructor(readonly code: number) {
     super(`exit ${code}`);
     this.name = "ExitRequest";

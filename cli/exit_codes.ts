@@ -22,6 +22,7 @@ export const ExitCode = {
   ENV: 4,
 } as const;
 
+/** One of the documented exit codes. */
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
 /** The `--help` epilog. */

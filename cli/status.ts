@@ -11,6 +11,7 @@ import type { Command } from "commander";
 import { formatTimeline, LAST_REPORT } from "../cycle/report.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 
+/** Registers `status` on the program. */
 export function register(program: Command, exit: (code: number) => never): void {
   program.command("status")
     .description("print the last suspend cycle's timeline")

@@ -39,6 +39,7 @@ function positiveInt(value: string): number {
   return n;
 }
 
+/** Registers `suspend` and the two internal commands on the program. */
 export function register(program: Command, exit: (code: number) => never): void {
   const defaults = defaultOptions();
   program.command("suspend")

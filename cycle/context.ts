@@ -43,9 +43,11 @@ export interface AgentContext {
 
 /** The outer process's phases: preflight, ramfs, agent. Each fills in what the next one needs. */
 export interface OuterContext {
+  /** As given to `cryptsleep suspend`. */
   options: SuspendOptions;
   /** Loaded first: mapping it maps every library the agent will need, so the ramfs can copy them. */
   lib: Libcryptsetup;
+  /** Preflight and ramfs go in here; the agent carries it on. */
   timeline: Timeline;
   /** The file the ramfs runs: the bundle, or null for a compiled binary that embeds it. */
   script: string | null;

@@ -13,6 +13,7 @@
 
 /** The cycle refused before touching anything. */
 export class RefusedError extends Error {
+  /** `reasons`: each thing to fix, said as what to do. */
   constructor(readonly reasons: string[]) {
     super(`refused: ${reasons.join("; ")}`);
     this.name = "RefusedError";

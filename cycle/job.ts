@@ -33,6 +33,7 @@ export interface SuspendOptions {
   maxTries: number;
 }
 
+/** The options `cryptsleep suspend` takes when none is given. */
 export function defaultOptions(): SuspendOptions {
   return {
     state: "mem",
@@ -48,8 +49,11 @@ export function defaultOptions(): SuspendOptions {
 /** sysfs knob values read before the cycle, so any process (agent or supervisor) can restore them. */
 export type Knobs = Record<string, string>;
 
+/** What the outer process hands the supervisor and the agent. */
 export interface Job {
+  /** What to lock and unlock, in which order. */
   plan: Plan;
+  /** As given to `cryptsleep suspend`. */
   options: SuspendOptions;
   /** Knob values before the cycle (path → value). */
   knobs: Knobs;
@@ -66,11 +70,12 @@ export function hostPath(job: Job, path: string): string {
   return `/proc/${job.hostPid}/root${path}`;
 }
 
-/** Paths inside the chroot. */
+/** Where the job is, inside the chroot. */
 export const JOB_PATH = "/job.json";
-export const PROGRESS_PATH = "/progress.json";
+/** Where the agent (or the supervisor) writes the report, inside the chroot. */
 export const REPORT_PATH = "/last.json";
 
+/** Reads the job the outer process wrote. */
 export async function readJob(path = JOB_PATH): Promise<Job> {
   return JSON.parse(await Deno.readTextFile(path)) as Job;
 }

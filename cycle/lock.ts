@@ -33,7 +33,9 @@ import {
 
 /** What lock found per volume: whether its key stays pinned in RAM through the suspend. */
 export interface LockResult {
+  /** The volume. */
   dmName: string;
+  /** Its key is still in a kernel keyring (said before sleeping). */
   stillPinned: boolean;
 }
 

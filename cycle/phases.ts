@@ -252,11 +252,15 @@ export const REPORT_STEP = {
 
 /** One row of the cycle as it runs: the phases, then their undos in reverse, then the report. */
 export interface Step {
+  /** Its place in the cycle, from 1. */
   number: number;
+  /** The phase's (or undo's) name in the timeline. */
   name: string;
+  /** Which process runs it. */
   where: string;
   /** For a phase: what undoes it ("10 unlock (prompt), bottom-up"); for an undo: which phase it undoes. */
   undo: string;
+  /** What the dry run prints for it. */
   describe(job: Job, env: DescribeEnv): Promise<string[]>;
 }
 

@@ -5,9 +5,9 @@
  * `cryptsleep status` prints.
  *
  * @example
- * ```ts ignore
- * await writeReport(timeline.toJSON("ok"), "/last.json");
- * console.log(formatTimeline(JSON.parse(await Deno.readTextFile("/run/cryptsleep/last.json"))));
+ * ```ts
+ * import { formatTimeline, LAST_REPORT } from "./report.ts";
+ * console.log(formatTimeline(JSON.parse(await Deno.readTextFile(LAST_REPORT))));
  * ```
  */
 import type { TimelineJSON } from "./timeline.ts";
@@ -25,6 +25,7 @@ export function kmsg(message: string): void {
   }
 }
 
+/** Writes the report to `path` and its lines to the kernel log. */
 export async function writeReport(report: TimelineJSON, path: string): Promise<void> {
   await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
   for (const line of formatTimeline(report).split("\n")) kmsg(line);

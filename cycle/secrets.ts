@@ -5,9 +5,15 @@
  * None ever becomes a JS string.
  *
  * @example
- * ```ts ignore
- * using secrets = new Secrets(console);
+ * ```ts
+ * import { Secrets } from "./secrets.ts";
+ * import { Console } from "../ffi/tty.ts";
+ * import { CryptDevice, Libcryptsetup } from "../ffi/libcryptsetup.ts";
+ *
+ * using con = Console.open("/dev/ttyS0");
+ * using secrets = new Secrets(con);
  * const s = await secrets.ask("Passphrase for root: ");
+ * using device = CryptDevice.initByName(Libcryptsetup.open(), "root");
  * await device.resumeByPassphrase("root", -1, s.buffer, s.length);
  * ```
  */
@@ -17,13 +23,19 @@ import type { Console } from "../ffi/tty.ts";
 /** Longest passphrase accepted, as cryptsetup's own default (512 chars + newline). */
 export const MAX_PASSPHRASE = 513;
 
+/** One passphrase as typed. */
 export interface Secret {
+  /** Its bytes, in `crypt_safe_alloc` memory. */
   buffer: SafeBuffer;
+  /** How many bytes of `buffer` were typed. */
   length: number;
 }
 
+/** The passphrases typed during one unlock; each is tried on every volume still locked. */
 export class Secrets implements Disposable {
+  /** Typed so far, oldest first. */
   readonly entered: Secret[] = [];
+  /** `console`: where {@linkcode Secrets.ask} prompts. */
   constructor(readonly console: Console) {}
 
   /** Prompts on the console; the typed bytes go straight into safe memory. */
@@ -46,6 +58,7 @@ export class Secrets implements Disposable {
     for (const s of this.entered.splice(0)) s.buffer[Symbol.dispose]();
   }
 
+  /** Same as {@linkcode Secrets.forget}. */
   [Symbol.dispose](): void {
     this.forget();
   }

@@ -19,8 +19,11 @@ import { SysError } from "../ffi/errors.ts";
 import type { Knobs } from "./job.ts";
 import { KNOBS, readKnob, restoreKnobs, setKnob } from "./sysfs.ts";
 
+/** What sleep reports. */
 export interface SleepResult {
+  /** What was written to /sys/power/state. */
   state: string;
+  /** /sys/power/mem_sleep at the time (which "mem" it was), or null. */
   memSleep: string | null;
   /** Wall time inside the write: from entering the state to the kernel's return after wake. */
   sleptMs: number;

@@ -5,9 +5,9 @@
  * be locked, so the lock finds nothing dirty. Neither has an undo: flushing changes no state to restore.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { syncAll } from "./sync.ts";
  * await syncAll();
- * await syncVolumeFilesystems(job);
  * ```
  */
 import { syncAsync, syncfs } from "../ffi/libc.ts";

@@ -19,32 +19,50 @@ export type OutcomeKind = Outcome["kind"];
 
 /** One phase as it ran. */
 export interface PhaseRecord {
+  /** The phase's (or undo's) name. */
   name: string;
+  /** When it started, from the timeline's start. */
   startMs: number;
+  /** How long it ran. */
   durationMs: number;
+  /** It finished without throwing. */
   ok: boolean;
+  /** Its error's message, when it threw. */
   error?: string;
+  /** What the phase reported of its result. */
   detail?: Record<string, unknown>;
 }
 
 /** What `last.json` holds. */
 export interface TimelineJSON {
+  /** The format's version. */
   version: 1;
+  /** ISO time the cycle started (in the outer process). */
   startedAt: string;
+  /** ISO time the report was written; absent while the cycle runs. */
   finishedAt?: string;
+  /** Every phase ran without error and the outcome is ok. */
   ok: boolean;
   /** How the cycle ended; absent while it runs. */
   outcome?: OutcomeKind;
+  /** Each phase and undo, in the order they ran. */
   phases: PhaseRecord[];
+  /** What the user must know (a key left in RAM, a volume not unlocked). */
   warnings: string[];
+  /** Facts gathered on the way (ramfs size, released keys, peak RSS). */
   facts: Record<string, unknown>;
 }
 
+/** The timeline of one cycle, carried from process to process. */
 export class Timeline {
+  /** When this cycle started. */
   readonly startedAt = new Date();
   readonly #t0 = performance.now();
+  /** Each phase as it ran. */
   readonly phases: PhaseRecord[];
+  /** What the user must know. */
   readonly warnings: string[];
+  /** Facts gathered on the way. */
   readonly facts: Record<string, unknown>;
 
   /** `earlier`: what another process already recorded (the outer process hands preflight and ramfs on). */
@@ -80,6 +98,7 @@ export class Timeline {
     this.facts[key] = [...((this.facts[key] ?? []) as unknown[]), value];
   }
 
+  /** Adds a warning the report shows. */
   warn(message: string): void {
     this.warnings.push(message);
     this.onChange(this);

@@ -45,6 +45,7 @@ const RECOVERY_TRIES = 5;
 
 /** No passphrase typed fitted within the tries: the caller may prompt again, nothing else is wrong. */
 export class NoPassphraseFitted extends Error {
+  /** `tries`: how many were typed for `dmName`. */
   constructor(dmName: string, tries: number) {
     super(`unlock ${dmName}: no passphrase fitted after ${tries} tries`);
     this.name = "NoPassphraseFitted";

@@ -46,11 +46,15 @@ import { cryptsetupLoop } from "./keys.ts";
 
 /** What the unlock needs to rebuild a swapped volume; nothing secret. */
 export interface SwapRecord {
+  /** The volume. */
   dmName: string;
+  /** Its size in 512-byte sectors (the crypt target's length). */
   length: string;
+  /** The crypt target's cipher spec, e.g. `aes-xts-plain64`. */
   cipher: string;
   /** `<iv_offset> <device> <offset> [opts]` of the crypt table. */
   rest: string;
+  /** The mapping is read-only. */
   readOnly: boolean;
   /** Where the LUKS header is read from, as seen from the chroot. */
   header: string;

@@ -42,6 +42,7 @@ export function onLoopDevice(volume: Volume): boolean {
 export interface CryptsetupLoop {
   /** Kernel name, e.g. `loop0`. */
   name: string;
+  /** Its backing file, offset, size limit and flags, to attach the file again alike. */
   settings: LoopSettings;
 }
 
