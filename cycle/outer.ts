@@ -36,5 +36,5 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
     if (err instanceof RefusedError) return refused(err.reasons);
     throw err;
   }
-  return ctx.ok ? OK : failed(["the cycle failed and was undone: cryptsleep status shows where"]);
+  return ctx.ok ? OK : failed(["the cycle failed: cryptsleep status shows where"]);
 }

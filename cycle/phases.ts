@@ -20,10 +20,10 @@ import { type LockResult, lockVolumes } from "./lock.ts";
 import { isSwapped, pinnedKeys, placeholderName } from "./pinned/mod.ts";
 import { preflight } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
-import { enterSleep, restoreSleepKnobs, type SleepResult } from "./sleep.ts";
+import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
 import { OWN_CGROUP, RAMFS_DIR, startSupervisor } from "./start.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
-import { KNOBS, readKnob } from "./sysfs.ts";
+import { readKnob } from "./sysfs.ts";
 import { unlockAll } from "./unlock.ts";
 import * as dm from "../ffi/devmapper.ts";
 
@@ -44,7 +44,7 @@ export interface CyclePhase<C, T = unknown> extends Phase<C, T> {
   /** What the dry run prints for it: what it would do, with this job. */
   describe(job: Job, env: DescribeEnv): Promise<string[]>;
   /** Its undo, with a few words for the README table and the dry run's lines. */
-  undo?: Undo<C, T> & { summary: string; describe(job: Job): Promise<string[]> };
+  undo?: Undo<C, T> & { summary: string; describe?(job: Job): Promise<string[]> };
 }
 
 const lines = (...l: string[]) => Promise.resolve(l);
@@ -87,7 +87,6 @@ const ramfsPhase: CyclePhase<OuterContext, Ramfs> = {
     summary: "unmount (after the supervisor exits)",
     // a ramfs cut short was unmounted by buildRamfs itself
     run: async (_ctx, ramfs) => await ramfs?.dispose(),
-    describe: (job) => lines(`would unmount ${job.ramfsRoot} once the supervisor has exited`),
   },
 };
 
@@ -213,7 +212,7 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
   detail: (s) => ({ ...s }),
   describe: async (job) => {
     const knobs: string[] = [];
-    for (const path of [KNOBS.syncOnSuspend, KNOBS.freezeFilesystems]) {
+    for (const path of SLEEP_KNOBS) {
       const now = await readKnob(path);
       if (now !== null) knobs.push(`would set ${path} ${now} -> 0`);
     }
@@ -226,7 +225,9 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
     run: (ctx) => restoreSleepKnobs(ctx.job.knobs),
     describe: (job) =>
       lines(
-        `would put back ${Object.entries(job.knobs).map(([p, v]) => `${p}=${v}`).join(", ") || "nothing"}`,
+        `would put back ${
+          SLEEP_KNOBS.filter((p) => p in job.knobs).map((p) => `${p}=${job.knobs[p]}`).join(", ") || "nothing"
+        }`,
       ),
   },
 };
@@ -282,7 +283,7 @@ export function steps(): Step[] {
       name: p.undo!.name,
       where: "agent; supervisor if the agent died",
       undo: `(undoes ${phases.indexOf(p) + 1})`,
-      describe: (job) => p.undo!.describe(job),
+      describe: (job) => p.undo?.describe?.(job) ?? lines(),
     });
   }
   out.push({ number: out.length + 1, ...REPORT_STEP, undo: "none" });

@@ -1,6 +1,6 @@
 /**
  * @module
- * Phase 11, report: the timeline goes to the kernel log (`/dev/kmsg`: it shows in dmesg and the journal
+ * The report, written after the undos: the timeline goes to the kernel log (`/dev/kmsg`: it shows in dmesg and the journal
  * afterwards, and nothing is written to a locked filesystem) and to `last.json` in RAM, which
  * `cryptsleep status` prints.
  *

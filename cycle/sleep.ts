@@ -29,6 +29,9 @@ export interface SleepResult {
   sleptMs: number;
 }
 
+/** The knobs sleep sets to 0 (where they exist); the undo puts them back. */
+export const SLEEP_KNOBS: readonly string[] = [KNOBS.syncOnSuspend, KNOBS.freezeFilesystems];
+
 /** Sets the knobs and writes `state`; returns after wake. The knobs are left for the undo to restore. */
 export async function enterSleep(state: "mem" | "freeze"): Promise<SleepResult> {
   await setKnob(KNOBS.syncOnSuspend, "0");

@@ -13,11 +13,10 @@
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import { setpriority } from "../ffi/libc.ts";
-import type { Console } from "../ffi/tty.ts";
 import type { AgentContext } from "./context.ts";
 import { messages } from "./errors.ts";
 import { joinOwnCgroup } from "./freeze.ts";
-import { type Job, readJob, REPORT_PATH } from "./job.ts";
+import { readJob, REPORT_PATH } from "./job.ts";
 import { failed, OK, type Outcome } from "./outcome.ts";
 import { AGENT_PHASES } from "./phases.ts";
 import { addFact, kmsg, peakRssKiB, writeReport } from "./report.ts";
@@ -44,39 +43,36 @@ export async function supervise(): Promise<Outcome> {
     const status = await agent.status;
     const how = status.signal ?? `code ${status.code}`;
 
-    const lib = Libcryptsetup.open();
     using secrets = new Secrets(console);
-    const timeline = new Timeline();
-    const ctx: AgentContext = { job, lib, console, secrets, timeline, log: kmsg, recovery: true };
+    let lib: Libcryptsetup | undefined;
+    const ctx: AgentContext = {
+      job,
+      // loaded only when an undo needs it: the supervisor's peak RSS stays that of a watcher
+      get lib() {
+        return lib ??= Libcryptsetup.open();
+      },
+      console,
+      secrets,
+      timeline: new Timeline(),
+      log: kmsg,
+      recovery: true,
+    };
     const left = await leftOf(AGENT_PHASES, ctx);
     if (left.length === 0) {
       await addFact(REPORT_PATH, "supervisorPeakRssKiB", await peakRssKiB());
       return status.success ? OK : failed([`the agent exited with ${how}`]);
     }
+    // the agent died (or gave up) with volumes locked or cgroups frozen: the undos, by what they see
     kmsg(`agent exited (${how}); supervisor recovers: ${left.join(", ")}`);
-    console.write(
-      `\ncryptsleep: the agent exited (${status.signal ?? `code ${status.code}`}); the supervisor unlocks\n`,
-    );
-    timeline.warn(`agent exited with ${how}; the supervisor unlocked and thawed`);
-    return await recover(job, ctx, console);
+    console.write(`\ncryptsleep: the agent exited (${how}); the supervisor unlocks\n`);
+    ctx.timeline.warn(`agent exited with ${how}; the supervisor unlocked and thawed`);
+    const errors: string[] = [];
+    await undoPhases(AGENT_PHASES, ctx, ctx.timeline).catch((err) => errors.push(...messages(err)));
+    for (const e of errors) ctx.timeline.warn(`the supervisor could not undo: ${e}`);
+    await writeReport(ctx.timeline.toJSON("failed"), REPORT_PATH);
+    return failed(errors);
   } finally {
     // a process left in our cgroup (not ours to kill) keeps it from being removed: worth a log line, no more
     await own.leave().catch((err) => kmsg(`leaving cgroup ${own.path}: ${messages(err).join("; ")}`));
   }
-}
-
-/** The undos of the agent's phases, by what they see; then the report says what could not be undone. */
-async function recover(_job: Job, ctx: AgentContext, console: Console): Promise<Outcome> {
-  const errors: string[] = [];
-  try {
-    await undoPhases(AGENT_PHASES, ctx, ctx.timeline);
-  } catch (err) {
-    for (const m of messages(err)) {
-      errors.push(m);
-      ctx.timeline.warn(`the supervisor could not undo: ${m}`);
-      console.write(`cryptsleep: ${m}\n`);
-    }
-  }
-  await writeReport(ctx.timeline.toJSON("failed"), REPORT_PATH);
-  return failed(errors);
 }

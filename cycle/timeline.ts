@@ -58,6 +58,8 @@ export class Timeline {
   /** When this cycle started. */
   readonly startedAt = new Date();
   readonly #t0 = performance.now();
+  /** Records of phases still running: left out of {@linkcode Timeline.toJSON}, they have no outcome yet. */
+  readonly #running = new Set<PhaseRecord>();
   /** Each phase as it ran. */
   readonly phases: PhaseRecord[];
   /** What the user must know. */
@@ -79,6 +81,7 @@ export class Timeline {
     const start = performance.now();
     const record: PhaseRecord = { name, startMs: Math.round(start - this.#t0), durationMs: 0, ok: false };
     this.phases.push(record);
+    this.#running.add(record);
     try {
       const value = await fn();
       record.ok = true;
@@ -88,6 +91,7 @@ export class Timeline {
       record.error = err instanceof Error ? err.message : String(err);
       throw err;
     } finally {
+      this.#running.delete(record);
       record.durationMs = Math.round(performance.now() - start);
       this.onChange(this);
     }
@@ -112,7 +116,8 @@ export class Timeline {
       finishedAt: outcome === undefined ? undefined : new Date().toISOString(),
       ok: this.phases.every((p) => p.ok) && (outcome ?? "ok") === "ok",
       outcome,
-      phases: this.phases,
+      // a phase still running (the outer process's "agent" while it hands on) has no outcome to report
+      phases: this.phases.filter((p) => !this.#running.has(p)),
       warnings: this.warnings,
       facts: this.facts,
     };

@@ -63,7 +63,7 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
       try {
         await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
       } catch (err) {
-        failed.push(new Error(`${volume.dmName}: ${messages(err).join("; ")}`, { cause: err }));
+        failed.push(err as Error);
       }
     }
   } finally {
@@ -91,27 +91,36 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
 
 /** Unlocks one volume by what it sees: resumed, rebuilt after a table swap, or left alone when not locked. */
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
-  finishInterruptedReopen(volume, ctx.log);
-  if (isSwapped(volume)) {
-    // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
-    await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
-  } else {
-    removeStrayPlaceholder(volume);
-    {
-      using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
-      device.setKeyring(false);
-      if (device.isSuspended(volume.dmName)) {
-        await untilPassphraseFits(ctx, volume, (secret) => tryResume(device, volume, secret));
+  try {
+    finishInterruptedReopen(volume, ctx.log);
+    if (isSwapped(volume)) {
+      // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
+      await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
+    } else {
+      removeStrayPlaceholder(volume);
+      {
+        using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
+        device.setKeyring(false);
+        if (device.isSuspended(volume.dmName)) {
+          await untilPassphraseFits(ctx, volume, (secret) => tryResume(device, volume, secret));
+        }
       }
+      await thawAfterFailedSwap(volume);
     }
-    await thawAfterFailedSwap(volume);
-  }
-  for (const above of [...volume.above].reverse()) {
-    if (dm.info(above).suspended) dm.resume(above);
+  } finally {
+    // whatever failed below them, the devices stacked above are resumed: their own I/O (an LV on another
+    // volume, swap) must not stay blocked behind a thawed userspace
+    resumeAbove(volume);
   }
   await readBlockDirect(volume.device, 0, 4096);
   ctx.log(`unlocked ${volume.dmName}`);
   await releasePinned(ctx, volume);
+}
+
+function resumeAbove(volume: Volume): void {
+  for (const above of [...volume.above].reverse()) {
+    if (dm.info(above).suspended) dm.resume(above);
+  }
 }
 
 async function releasePinned(ctx: AgentContext, volume: Volume): Promise<void> {

@@ -53,7 +53,10 @@ export async function releaseAtUnlock(ctx: AgentContext, volume: Volume): Promis
     throw new Error(`re-open ${name}: expected one crypt target, found ${table.targets.map((t) => t.type).join(",")}`);
   }
   if (dm.cryptKeyInKeyring(crypt.params)) {
-    throw new Error(`re-open ${name}: its table still takes the key from a keyring (was it resumed by cryptsleep?)`);
+    // cryptsleep resumes without the keyring: this volume was not locked this cycle (a lock that failed before
+    // it), so there is no key in C memory to move; the next cycle releases it
+    ctx.log(`re-open ${name}: not locked this cycle, its table still takes the key from the keyring; left as it is`);
+    return false;
   }
 
   using stack = new DisposableStack();
