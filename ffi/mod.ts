@@ -4,7 +4,7 @@
  * - {@linkcode Libcryptsetup} / {@linkcode CryptDevice}: LUKS headers, keyslots, luksSuspend/luksResume.
  * - {@linkcode SafeBuffer}: secret memory from `crypt_safe_alloc`.
  * - {@linkcode Console}: prompts with echo off, secrets read straight into a SafeBuffer; VT allocation.
- * - libc: sync/syncfs, mount/umount2, chroot/chdir, setpriority, fds, ioctl, keyctl.
+ * - libc: sync/syncfs, mount/umount2, setpriority, FIFREEZE/FITHAW, O_DIRECT reads, sysfs writes.
  * - devmapper: info/suspend/resume of plain dm devices.
  * - {@linkcode SysError}: every failure names its call, errno and what to do.
  *
@@ -42,56 +42,23 @@ export {
 } from "./libcryptsetup.ts";
 export { SafeBuffer, safeMemoryInfo, setSafeBufferLibrary } from "./safe_buffer.ts";
 export {
-  addKey,
-  chdir,
-  chroot,
-  closeFd,
-  errno,
-  fcntl,
-  ioctlInt,
-  ioctlIntAsync,
-  ioctlPtr,
-  KEY_SPEC_PROCESS_KEYRING,
-  KEY_SPEC_SESSION_KEYRING,
-  KEY_SPEC_THREAD_KEYRING,
-  KEY_SPEC_USER_KEYRING,
-  KEY_SPEC_USER_SESSION_KEYRING,
-  keyctlDescribe,
-  keyctlInvalidate,
-  keyctlRead,
-  keyctlSearch,
-  keyctlUnlink,
+  fsFreeze,
+  fsThaw,
   MNT_DETACH,
-  MNT_FORCE,
   mount,
   MS_BIND,
-  MS_MOVE,
   MS_NODEV,
   MS_NOEXEC,
   MS_NOSUID,
   MS_PRIVATE,
-  MS_RDONLY,
   MS_REC,
-  O_CLOEXEC,
-  O_CREAT,
-  O_DIRECTORY,
-  O_NOCTTY,
-  O_NONBLOCK,
-  O_RDONLY,
-  O_RDWR,
-  O_TRUNC,
-  O_WRONLY,
-  openFd,
-  readFd,
+  readBlockDirect,
   setpriority,
-  sync,
   syncAsync,
   syncfs,
   umount2,
-  writeFd,
-  writeFdSync,
   writeFile,
 } from "./libc.ts";
-export { Console, getTermios, openPty, type Pty, type ReadSecretOptions, setTermios, Termios } from "./tty.ts";
+export { Console, type ReadSecretOptions } from "./tty.ts";
 export * as devmapper from "./devmapper.ts";
 export * as loop from "./loop.ts";
