@@ -30,10 +30,10 @@ import { SysError } from "./errors.ts";
 import { closeFd, errno, indexOfByte, O_CLOEXEC, O_RDWR, openFd } from "./libc.ts";
 import { SafeBuffer } from "./safe_buffer.ts";
 
-/** Default soname (package libdevmapper1.02.1). */
-export const LIBDEVMAPPER_SONAME = "libdevmapper.so.1.02.1";
+/** Soname of package libdevmapper1.02.1. */
+const LIBDEVMAPPER_SONAME = "libdevmapper.so.1.02.1";
 /** The control node libdevmapper opens. */
-export const DM_CONTROL = "/dev/mapper/control";
+const DM_CONTROL = "/dev/mapper/control";
 
 const DM_DEVICE_CREATE = 0;
 const DM_DEVICE_RELOAD = 1;
@@ -67,13 +67,6 @@ const SYMBOLS = {
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
-let libPath = LIBDEVMAPPER_SONAME;
-
-/** Use another libdevmapper (before the first call). */
-export function setDevmapperLibrary(path: string): void {
-  if (lib) throw new Error("devmapper: library already loaded");
-  libPath = path;
-}
 
 /** `struct dm_info` plus the UUID. */
 export interface DmInfo {
@@ -115,9 +108,9 @@ export function checkControl(control = DM_CONTROL, procMisc = "/proc/misc"): voi
 function open(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   if (!lib) {
     try {
-      lib = Deno.dlopen(libPath, SYMBOLS);
+      lib = Deno.dlopen(LIBDEVMAPPER_SONAME, SYMBOLS);
     } catch (e) {
-      throw new Error(`cannot load ${libPath}: ${(e as Error).message}; install libdevmapper (dmsetup)`);
+      throw new Error(`cannot load ${LIBDEVMAPPER_SONAME}: ${(e as Error).message}; install libdevmapper (dmsetup)`);
     }
     lib.symbols.dm_udev_set_sync_support(0);
   }
@@ -318,7 +311,7 @@ export function message(name: string, text: string): void {
 }
 
 /** The params of a target that holds no key (linear, error, …) as text; a crypt target is refused. */
-export function paramsText(target: Target): string {
+function paramsText(target: Target): string {
   if (target.type === "crypt") throw new Error("paramsText: a crypt table holds a key; it stays in C memory");
   return typeof target.params === "string" ? target.params : Deno.UnsafePointerView.getCString(target.params);
 }

@@ -121,7 +121,7 @@ export function errnoName(n: number): string {
 }
 
 /** strerror-like text for an errno number. */
-export function errnoText(n: number): string {
+function errnoText(n: number): string {
   return TEXT[errnoName(n)] ?? `errno ${Math.abs(n)}`;
 }
 
@@ -188,7 +188,7 @@ const GENERIC_HINTS: Record<string, string> = {
 };
 
 /** What the user should do for this call and errno. */
-export function hintFor(call: string, errno: number): string {
+function hintFor(call: string, errno: number): string {
   const code = errnoName(errno);
   for (const [re, c, hint] of CALL_HINTS) if (c === code && re.test(call)) return hint;
   return GENERIC_HINTS[code] ?? "see the call's man page";

@@ -22,7 +22,7 @@
  * @module
  */
 
-export { errnoName, errnoText, hintFor, SysError, type SysErrorOptions } from "./errors.ts";
+export { errnoName, SysError, type SysErrorOptions } from "./errors.ts";
 export {
   type ActiveDevice,
   CRYPT_ACTIVATE_READONLY,
@@ -40,7 +40,7 @@ export {
   type LogLevel,
   probeLibcryptsetup,
 } from "./libcryptsetup.ts";
-export { SafeBuffer, safeMemoryInfo, setSafeBufferLibrary } from "./safe_buffer.ts";
+export { SafeBuffer } from "./safe_buffer.ts";
 export {
   fsFreeze,
   fsThaw,
