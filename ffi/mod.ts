@@ -1,11 +1,12 @@
 /**
  * cryptsleep's native layer: the only code that touches pointers and `Deno.dlopen`.
  *
- * - {@linkcode Libcryptsetup} / {@linkcode CryptDevice}: LUKS headers, keyslots, luksSuspend/luksResume.
+ * - {@linkcode Libcryptsetup} / {@linkcode CryptDevice}: luksSuspend/luksResume, volume keys into secret memory.
  * - {@linkcode SafeBuffer}: secret memory from `crypt_safe_alloc`.
  * - {@linkcode Console}: prompts with echo off, secrets read straight into a SafeBuffer; VT allocation.
  * - libc: sync/syncfs, mount/umount2, setpriority, FIFREEZE/FITHAW, O_DIRECT reads, sysfs writes.
- * - devmapper: info/suspend/resume of plain dm devices.
+ * - devmapper: info/suspend/resume of plain dm devices; tables that hold a key, kept in C memory.
+ * - loop: attach a file by LOOP_CONFIGURE, read an attached device's settings.
  * - {@linkcode SysError}: every failure names its call, errno and what to do.
  *
  * @example
@@ -16,23 +17,15 @@
  * if (probe.ok) console.log(probe.info.version, probe.info.symbols.crypt_resume_by_token_pin);
  * const lib = Libcryptsetup.open();
  * using dev = CryptDevice.initByName(lib, "cryptroot");
- * console.log(dev.type, dev.isSuspended("cryptroot"));
+ * console.log(dev.isSuspended("cryptroot"));
  * ```
  *
  * @module
  */
 
 export { errnoName, SysError, type SysErrorOptions } from "./errors.ts";
+export { CRYPT_ANY_SLOT, CRYPT_ANY_TOKEN, CryptDevice } from "./crypt_device.ts";
 export {
-  type ActiveDevice,
-  CRYPT_ACTIVATE_READONLY,
-  CRYPT_ACTIVATE_SUSPENDED,
-  CRYPT_ANY_SLOT,
-  CRYPT_ANY_TOKEN,
-  CryptDevice,
-  type Keyslot,
-  type KeyslotPbkdf,
-  type KeyslotStatus,
   Libcryptsetup,
   LIBCRYPTSETUP_SONAME,
   type LibcryptsetupInfo,
