@@ -34,9 +34,9 @@ import type { Libcryptsetup } from "./libcryptsetup.ts";
 import { SafeBuffer } from "./safe_buffer.ts";
 
 /** `CRYPT_ANY_SLOT`: any keyslot may open (the `keyslot` argument of the resume and key calls). */
-export const CRYPT_ANY_SLOT = -1;
+export const CRYPT_ANY_SLOT: number = -1;
 /** `CRYPT_ANY_TOKEN`: any token may unlock (the `token` argument of the token calls). */
-export const CRYPT_ANY_TOKEN = -1;
+export const CRYPT_ANY_TOKEN: number = -1;
 /** `CRYPT_ACTIVATE_SUSPENDED` flag of `struct crypt_active_device`. */
 const CRYPT_ACTIVATE_SUSPENDED = 1 << 21;
 

@@ -213,6 +213,7 @@ export class SysError extends Error {
   /** The library's own message, if any. */
   readonly detail?: string;
 
+  /** `errno` may be negative (libcryptsetup's `-errno` returns). */
   constructor(call: string, errno: number, opts: SysErrorOptions = {}) {
     const n = Math.abs(errno);
     const code = errnoName(n);

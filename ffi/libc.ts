@@ -163,7 +163,12 @@ function mountpointIoctl(mountpoint: string, request: number, name: string): voi
 }
 
 /** ioctl(2) with a pointer argument (a struct or int buffer). */
-export function ioctlPtr(fd: number, request: number, arg: Uint8Array | null, name = `0x${request.toString(16)}`) {
+export function ioctlPtr(
+  fd: number,
+  request: number,
+  arg: Uint8Array | null,
+  name = `0x${request.toString(16)}`,
+): number {
   const p = arg === null ? null : Deno.UnsafePointer.of(arg);
   return check(`ioctl(${name})`, libcSymbols().ioctl_ptr(fd, BigInt(request), p), `fd ${fd}`);
 }

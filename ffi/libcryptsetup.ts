@@ -34,6 +34,28 @@ export { CRYPT_ANY_SLOT, CRYPT_ANY_TOKEN, CryptDevice } from "./crypt_device.ts"
 /** Default soname (Debian/Fedora/Arch package libcryptsetup12 / cryptsetup-libs). */
 export const LIBCRYPTSETUP_SONAME = "libcryptsetup.so.12";
 
+/** The libcryptsetup calls bound here: the keys of {@linkcode LibcryptsetupInfo.symbols}. */
+export type LibcryptsetupSymbol =
+  | "crypt_init"
+  | "crypt_init_by_name"
+  | "crypt_init_by_name_and_header"
+  | "crypt_load"
+  | "crypt_free"
+  | "crypt_get_device_name"
+  | "crypt_get_active_device"
+  | "crypt_suspend"
+  | "crypt_resume_by_passphrase"
+  | "crypt_resume_by_keyfile_device_offset"
+  | "crypt_volume_key_keyring"
+  | "crypt_set_log_callback"
+  | "crypt_volume_key_get"
+  | "crypt_get_volume_key_size"
+  | "crypt_safe_alloc"
+  | "crypt_safe_free"
+  | "crypt_safe_memzero"
+  | "crypt_activate_by_token_pin"
+  | "crypt_resume_by_token_pin";
+
 const SYMBOLS = {
   // CRYPTSETUP_2.0
   crypt_init: { parameters: ["buffer", "buffer"], result: "i32" },
@@ -81,7 +103,7 @@ const SYMBOLS = {
     nonblocking: true,
     optional: true,
   },
-} as const;
+} as const satisfies Record<LibcryptsetupSymbol, Deno.ForeignFunction>;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
 
@@ -225,7 +247,7 @@ export class Libcryptsetup {
   }
 
   /** True if `name` exists in this libcryptsetup. */
-  has(name: keyof typeof SYMBOLS): boolean {
+  has(name: LibcryptsetupSymbol): boolean {
     return this.info.symbols[name] === true;
   }
 

@@ -29,6 +29,7 @@ export {
   Libcryptsetup,
   LIBCRYPTSETUP_SONAME,
   type LibcryptsetupInfo,
+  type LibcryptsetupSymbol,
   type Logger,
   type LogLevel,
   probeLibcryptsetup,
