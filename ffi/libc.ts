@@ -28,8 +28,7 @@ const arm = Deno.build.arch === "aarch64";
 // open(2) flags (Linux x86_64 and aarch64).
 /** open(2): read only. */
 export const O_RDONLY = 0;
-/** open(2): write only. */
-export const O_WRONLY = 1;
+const O_WRONLY = 1;
 /** open(2): read and write. */
 export const O_RDWR = 2;
 /** open(2): a terminal opened with it does not become the controlling tty. */

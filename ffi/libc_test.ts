@@ -8,7 +8,7 @@ import {
   mount,
   O_CLOEXEC,
   O_RDONLY,
-  O_WRONLY,
+  O_RDWR,
   openFd,
   readBlockDirect,
   setpriority,
@@ -48,7 +48,7 @@ Deno.test("fds: open/close, write sync and on a worker, errno names", async () =
   try {
     const file = join(dir, "f");
     await Deno.writeTextFile(file, "");
-    const fd = openFd(file, O_WRONLY | O_CLOEXEC);
+    const fd = openFd(file, O_RDWR | O_CLOEXEC);
     writeFdSync(fd, new TextEncoder().encode("hello "));
     closeFd(fd);
     await writeFile(file, "world"); // no O_TRUNC: overwrites from the start

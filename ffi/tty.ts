@@ -47,10 +47,8 @@ const LFLAG_OFFSET = 12;
 const CC_OFFSET = 17;
 const VTIME = 5;
 const VMIN = 6;
-/** c_lflag: canonical (line-by-line) input. */
-export const ICANON = 0o2;
-/** c_lflag: echo input characters. */
-export const ECHO = 0o10;
+const ICANON = 0o2;
+const ECHO = 0o10;
 const ECHOE = 0o20;
 const ECHOK = 0o40;
 const ECHONL = 0o100;
@@ -62,7 +60,7 @@ const POLLHUP = 0x10;
 const POLLNVAL = 0x20;
 
 /** A termios snapshot (opaque bytes) with the local-mode flags exposed. */
-export class Termios {
+class Termios {
   /** The raw `struct termios`. */
   readonly bytes: Uint8Array<ArrayBuffer>;
   /** A snapshot over `bytes` (zeroed by default, for tcgetattr to fill). */
@@ -87,7 +85,7 @@ export class Termios {
 }
 
 /** tcgetattr(3). */
-export function getTermios(fd: number): Termios {
+function getTermios(fd: number): Termios {
   const t = new Termios();
   if (libcSymbols().tcgetattr(fd, t.bytes) < 0) throw new SysError("tcgetattr", errno(), { subject: `fd ${fd}` });
   return t;

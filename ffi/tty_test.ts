@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { SysError } from "./errors.ts";
 import { closeFd, ioctlPtr, O_CLOEXEC, O_NOCTTY, O_RDWR, openFd, writeFdSync } from "./libc.ts";
 import { SafeBuffer } from "./safe_buffer.ts";
-import { Console, ECHO, getTermios, ICANON } from "./tty.ts";
+import { Console } from "./tty.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -15,8 +15,20 @@ const pt = Deno.dlopen("libc.so.6", {
   unlockpt: { parameters: ["i32"], result: "i32" },
   ptsname: { parameters: ["i32"], result: "pointer" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
 });
 globalThis.addEventListener("unload", () => pt.close());
+
+// <termios.h> c_lflag bits; struct termios is 60 bytes, c_lflag at offset 12 (glibc, x86_64/aarch64).
+const ICANON = 0o2;
+const ECHO = 0o10;
+
+/** The terminal's c_lflag now. */
+function lflag(fd: number): number {
+  const t = new Uint8Array(60);
+  assert.equal(pt.symbols.tcgetattr(fd, t), 0, "tcgetattr");
+  return new DataView(t.buffer).getUint32(12, true);
+}
 
 /** A pty whose master does not block on read, so {@linkcode drain} returns what is pending. */
 function openPty(): { master: number; slavePath: string } & Disposable {
@@ -60,19 +72,19 @@ function ptyConsole() {
 Deno.test("readSecret: bytes go into the SafeBuffer with echo off; termios restored after", async () => {
   using t = ptyConsole();
   const { pty, con } = t;
-  assert.ok(getTermios(con.fd).lflag & ECHO, "a fresh pty echoes");
+  assert.ok(lflag(con.fd) & ECHO, "a fresh pty echoes");
   con.write("Passphrase: ");
   assert.equal(dec.decode(drain(pty.master)), "Passphrase: ");
   using buf = SafeBuffer.alloc(64);
   const reading = con.readSecret(buf);
-  const during = getTermios(con.fd).lflag;
+  const during = lflag(con.fd);
   assert.equal(during & ECHO, 0, "echo is off while reading");
   assert.equal(during & ICANON, 0, "non-canonical while reading");
   writeFdSync(pty.master, enc.encode("secret\n"));
   const len = await reading;
   assert.equal(len, 6);
   assert.deepEqual([...buf.view().subarray(0, 7)], [...enc.encode("secret"), 0]);
-  assert.ok(getTermios(con.fd).lflag & ECHO, "echo restored");
+  assert.ok(lflag(con.fd) & ECHO, "echo restored");
   const echoed = dec.decode(drain(pty.master));
   assert.ok(!echoed.includes("secret"), `nothing echoed: ${JSON.stringify(echoed)}`);
   assert.match(echoed, /^\r?\n$/, "only the newline we print after the secret");
@@ -96,7 +108,7 @@ Deno.test("readSecret: a line longer than the buffer is consumed, wiped and reje
   writeFdSync(t.pty.master, enc.encode("toolong\n"));
   await assert.rejects(reading, RangeError);
   assert.ok(buf.view().every((b) => b === 0), "buffer wiped");
-  assert.ok(getTermios(t.con.fd).lflag & ECHO, "echo restored after the error");
+  assert.ok(lflag(t.con.fd) & ECHO, "echo restored after the error");
   // The next read works. Input typed before it starts is dropped (TCSAFLUSH, like getpass), so type after.
   writeFdSync(t.pty.master, enc.encode("typed ahead\n"));
   // a pty hands input to the line discipline from a work queue: let it arrive before the flush
@@ -117,7 +129,7 @@ Deno.test("readSecret: abort signal and hangup end the read; echo restored", asy
   setTimeout(() => ac.abort(), 80);
   await assert.rejects(reading, (e: Error) => e.name === "AbortError");
   assert.ok(buf.view().every((b) => b === 0), "partial input wiped");
-  assert.ok(getTermios(t.con.fd).lflag & ECHO);
+  assert.ok(lflag(t.con.fd) & ECHO);
 
   const hang = t.con.readSecret(buf, { pollMs: 20 });
   t.pty[Symbol.dispose](); // close the master: the slave hangs up
