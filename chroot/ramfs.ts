@@ -16,6 +16,7 @@
  */
 import { dirname, join, normalize } from "node:path";
 import { SysError } from "../ffi/errors.ts";
+import { type ElfInfo, readElf } from "../host/elf.ts";
 import {
   MNT_DETACH,
   mount,
@@ -67,93 +68,6 @@ export interface BuildRamfsOptions {
   chrootBin?: string;
   /** Mount /dev, /proc, /sys, /run/cryptsetup inside (default true). */
   mountSystem?: boolean;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// ELF: just enough to find PT_INTERP, DT_NEEDED, DT_RUNPATH/DT_RPATH, DT_SONAME of 64-bit little-endian files.
-
-export interface ElfInfo {
-  interp: string | null;
-  needed: string[];
-  runpath: string[];
-  rpath: string[];
-  soname: string | null;
-}
-
-/** Reads the dynamic-linking facts of an ELF file; null when not a 64-bit little-endian ELF. */
-export function readElf(path: string): ElfInfo | null {
-  let f: Deno.FsFile;
-  try {
-    f = Deno.openSync(path, { read: true });
-  } catch {
-    return null;
-  }
-  try {
-    const read = (offset: number, length: number): Uint8Array => {
-      const buf = new Uint8Array(length);
-      f.seekSync(offset, Deno.SeekMode.Start);
-      let got = 0;
-      while (got < length) {
-        const n = f.readSync(buf.subarray(got));
-        if (n === null) break;
-        got += n;
-      }
-      return buf.subarray(0, got);
-    };
-    const eh = read(0, 64);
-    if (eh.length < 64 || eh[0] !== 0x7f || eh[1] !== 0x45 || eh[2] !== 0x4c || eh[3] !== 0x46) return null;
-    if (eh[4] !== 2 || eh[5] !== 1) return null; // ELFCLASS64, little-endian only
-    const h = new DataView(eh.buffer);
-    const phoff = Number(h.getBigUint64(32, true));
-    const phentsize = h.getUint16(54, true);
-    const phnum = h.getUint16(56, true);
-    const ph = read(phoff, phentsize * phnum);
-    const pv = new DataView(ph.buffer);
-    const loads: { vaddr: number; offset: number; filesz: number }[] = [];
-    let interp: string | null = null;
-    let dyn: { offset: number; size: number } | null = null;
-    for (let i = 0; i < phnum; i++) {
-      const o = i * phentsize;
-      const type = pv.getUint32(o, true);
-      const offset = Number(pv.getBigUint64(o + 8, true));
-      const vaddr = Number(pv.getBigUint64(o + 16, true));
-      const filesz = Number(pv.getBigUint64(o + 32, true));
-      if (type === 1) loads.push({ vaddr, offset, filesz });
-      if (type === 2) dyn = { offset, size: filesz };
-      if (type === 3) interp = new TextDecoder().decode(read(offset, filesz)).replace(/\0.*$/s, "");
-    }
-    const info: ElfInfo = { interp, needed: [], runpath: [], rpath: [], soname: null };
-    if (!dyn) return info;
-    const d = read(dyn.offset, dyn.size);
-    const dv = new DataView(d.buffer);
-    const entries: [number, number][] = [];
-    let strtab = -1;
-    let strsz = 0;
-    for (let o = 0; o + 16 <= d.length; o += 16) {
-      const tag = Number(dv.getBigInt64(o, true));
-      const val = Number(dv.getBigUint64(o + 8, true));
-      if (tag === 0) break;
-      if (tag === 5) strtab = val;
-      else if (tag === 10) strsz = val;
-      else entries.push([tag, val]);
-    }
-    const seg = loads.find((l) => strtab >= l.vaddr && strtab < l.vaddr + l.filesz);
-    if (strtab < 0 || !seg) return info;
-    const strings = read(strtab - seg.vaddr + seg.offset, strsz);
-    const str = (at: number) => {
-      const end = strings.indexOf(0, at);
-      return new TextDecoder().decode(strings.subarray(at, end < 0 ? undefined : end));
-    };
-    for (const [tag, val] of entries) {
-      if (tag === 1) info.needed.push(str(val));
-      else if (tag === 14) info.soname = str(val);
-      else if (tag === 15) info.rpath.push(...str(val).split(":").filter(Boolean));
-      else if (tag === 29) info.runpath.push(...str(val).split(":").filter(Boolean));
-    }
-    return info;
-  } finally {
-    f.close();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 // dependency tree is mapped, as the supervisor does before building the ramfs.
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { buildRamfs, DENO_PATH, mappedFiles, mountsUnder, readElf, SCRIPT_PATH } from "./ramfs.ts";
+import { readElf } from "../host/elf.ts";
+import { buildRamfs, DENO_PATH, mappedFiles, mountsUnder, SCRIPT_PATH } from "./ramfs.ts";
 
 const lib = Deno.dlopen("libcryptsetup.so.12", {});
 globalThis.addEventListener("unload", () => lib.close());
@@ -13,20 +14,6 @@ function removeScratch(base: string) {
   if (mounted.length) throw new Error(`still mounted below ${base}, not removing it:\n${mounted.join("\n")}`);
   Deno.removeSync(base, { recursive: true });
 }
-
-Deno.test("readElf reads PT_INTERP, DT_NEEDED, DT_SONAME, DT_RUNPATH of real files", () => {
-  const exe = readElf(Deno.execPath())!;
-  assert.match(exe.interp ?? "", /^\/lib.*\/ld-linux/);
-  assert.ok(exe.needed.includes("libc.so.6"), exe.needed.join(" "));
-  const cs = mappedFiles().find((f) => /libcryptsetup\.so/.test(f))!;
-  const info = readElf(cs)!;
-  assert.equal(info.soname, "libcryptsetup.so.12");
-  assert.ok(info.needed.includes("libdevmapper.so.1.02.1"), info.needed.join(" "));
-  assert.equal(info.interp, null);
-  assert.equal(readElf("/etc/ld.so.cache"), null);
-  const plugin = "/usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so";
-  if (Deno.statSync(plugin).isFile) assert.deepEqual(readElf(plugin)!.runpath, ["/usr/lib/x86_64-linux-gnu/systemd"]);
-});
 
 Deno.test("buildRamfs copies runtime, script and every mapped library; dispose unmounts and removes it", async () => {
   const base = Deno.makeTempDirSync({ prefix: "cryptsleep-ramfs-" });

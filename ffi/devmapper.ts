@@ -27,13 +27,21 @@
 
 import { cstr, readCString } from "./_cstring.ts";
 import { SysError } from "./errors.ts";
-import { closeFd, errno, indexOfByte, O_CLOEXEC, O_RDWR, openFd } from "./libc.ts";
-import { SafeBuffer } from "./safe_buffer.ts";
+import { closeFd, errno, O_CLOEXEC, O_RDWR, openFd } from "./libc.ts";
 
-/** Default soname (package libdevmapper1.02.1). */
-export const LIBDEVMAPPER_SONAME = "libdevmapper.so.1.02.1";
+// Building and reading crypt params around their key: its own module, part of this API.
+export {
+  cryptDevice,
+  cryptKeyInKeyring,
+  cryptParamsOnDevice,
+  cryptParamsWithKey,
+  cryptTemplate,
+} from "./crypt_params.ts";
+
+/** Soname of package libdevmapper1.02.1. */
+const LIBDEVMAPPER_SONAME = "libdevmapper.so.1.02.1";
 /** The control node libdevmapper opens. */
-export const DM_CONTROL = "/dev/mapper/control";
+const DM_CONTROL = "/dev/mapper/control";
 
 const DM_DEVICE_CREATE = 0;
 const DM_DEVICE_RELOAD = 1;
@@ -67,23 +75,24 @@ const SYMBOLS = {
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
-let libPath = LIBDEVMAPPER_SONAME;
-
-/** Use another libdevmapper (before the first call). */
-export function setDevmapperLibrary(path: string): void {
-  if (lib) throw new Error("devmapper: library already loaded");
-  libPath = path;
-}
 
 /** `struct dm_info` plus the UUID. */
 export interface DmInfo {
+  /** False for an unknown name (then every other field is zero or empty). */
   exists: boolean;
+  /** The device is suspended (I/O queued). */
   suspended: boolean;
+  /** How many openers hold it (mounts, devices stacked above, processes). */
   openCount: number;
+  /** Device number, major part. */
   major: number;
+  /** Device number, minor part. */
   minor: number;
+  /** The dm UUID (`CRYPT-LUKS2-…` for a LUKS mapping), empty when none. */
   uuid: string;
+  /** The live table is read-only. */
   readOnly: boolean;
+  /** Lines in the live table. */
   targetCount: number;
 }
 
@@ -115,9 +124,9 @@ export function checkControl(control = DM_CONTROL, procMisc = "/proc/misc"): voi
 function open(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   if (!lib) {
     try {
-      lib = Deno.dlopen(libPath, SYMBOLS);
+      lib = Deno.dlopen(LIBDEVMAPPER_SONAME, SYMBOLS);
     } catch (e) {
-      throw new Error(`cannot load ${libPath}: ${(e as Error).message}; install libdevmapper (dmsetup)`);
+      throw new Error(`cannot load ${LIBDEVMAPPER_SONAME}: ${(e as Error).message}; install libdevmapper (dmsetup)`);
     }
     lib.symbols.dm_udev_set_sync_support(0);
   }
@@ -204,17 +213,23 @@ export function resume(name: string): void {
 
 /** One line of a table. `params` is text, or a C string that may hold a key and so never becomes a JS string. */
 export interface Target {
+  /** First sector (512 bytes) of the device this line maps. */
   start: bigint;
+  /** Sectors it maps. */
   length: bigint;
+  /** Target type: `crypt`, `linear`, `error`, … */
   type: string;
+  /** The target's parameters: text, or a C string in secret or libdevmapper memory (a crypt key). */
   params: string | Deno.PointerObject;
 }
 
 /** A table read with its keys; `params` point into libdevmapper's memory, valid until the table is disposed. */
 export class SecureTable implements Disposable {
   #destroy: (() => void) | null;
+  /** The table's lines; their `params` stay valid until dispose. */
   readonly targets: (Target & { params: Deno.PointerObject })[];
 
+  /** Built by {@linkcode readTableSecure}: the lines, and how to free the task that owns them. */
   constructor(targets: (Target & { params: Deno.PointerObject })[], destroy: () => void) {
     this.targets = targets;
     this.#destroy = destroy;
@@ -318,82 +333,7 @@ export function message(name: string, text: string): void {
 }
 
 /** The params of a target that holds no key (linear, error, …) as text; a crypt target is refused. */
-export function paramsText(target: Target): string {
+function paramsText(target: Target): string {
   if (target.type === "crypt") throw new Error("paramsText: a crypt table holds a key; it stays in C memory");
   return typeof target.params === "string" ? target.params : Deno.UnsafePointerView.getCString(target.params);
-}
-
-/**
- * Whether the key field of crypt `params` (`<cipher> <key> <iv_offset> <device> <offset> [<#opts> <opts>]`)
- * names a keyring key (`:<size>:<type>:<description>`) rather than holding the key in hex.
- */
-export function cryptKeyInKeyring(params: Deno.PointerObject): boolean {
-  const key = keyField(params);
-  const colon = indexOfByte(Deno.UnsafePointer.offset(params, key.start)!, 0x3a);
-  return colon === 0;
-}
-
-/** The device field (`major:minor`) of crypt `params`. No secret is read: the scan starts after the key. */
-export function cryptDevice(params: Deno.PointerObject): string {
-  return afterKey(params).split(/\s+/)[1] ?? "";
-}
-
-/**
- * The same crypt params with another device, built in secret memory: the cipher and key are copied C to C, the
- * rest (iv offset, device, offset, options) is text.
- */
-export function cryptParamsOnDevice(params: Deno.PointerObject, device: string): SafeBuffer {
-  if (!/^\d+:\d+$/.test(device)) throw new TypeError(`cryptParamsOnDevice: device must be major:minor, got ${device}`);
-  const key = keyField(params);
-  const rest = afterKey(params).split(/\s+/);
-  if (rest.length < 3) throw new Error("crypt table: fewer fields than <cipher> <key> <iv_offset> <device> <offset>");
-  rest[1] = device;
-  const tail = new TextEncoder().encode(" " + rest.join(" "));
-  const buf = SafeBuffer.alloc(key.end + tail.length + 1);
-  const view = buf.view();
-  view.set(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(params, key.end)), 0);
-  view.set(tail, key.end);
-  return buf; // zero-filled: NUL-terminated
-}
-
-/** Byte range of the key field, found with strchr so no key byte passes through JS. */
-function keyField(params: Deno.PointerObject): { start: number; end: number } {
-  const cipherEnd = indexOfByte(params, 0x20);
-  if (cipherEnd === null) throw new Error("crypt table: no key field");
-  const start = cipherEnd + 1;
-  const len = indexOfByte(Deno.UnsafePointer.offset(params, start)!, 0x20);
-  if (len === null || len === 0) throw new Error("crypt table: no field after the key");
-  return { start, end: start + len };
-}
-
-/** The text after the key field (no secret in it), trimmed. */
-function afterKey(params: Deno.PointerObject): string {
-  return Deno.UnsafePointerView.getCString(params, keyField(params).end).trim();
-}
-
-/** The parts of crypt params around the key (no secret): `<cipher>` and `<iv_offset> <device> <offset> [opts]`. */
-export function cryptTemplate(params: Deno.PointerObject): { cipher: string; rest: string } {
-  const key = keyField(params);
-  const cipher = new TextDecoder().decode(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(params, key.start - 1)));
-  return { cipher, rest: afterKey(params) };
-}
-
-/**
- * Crypt params `<cipher> <hex key> <rest>` built in secret memory from a raw key in secret memory. The hex digits
- * are written straight into the buffer; no string ever holds the key.
- */
-export function cryptParamsWithKey(cipher: string, key: SafeBuffer, keyBytes: number, rest: string): SafeBuffer {
-  if (keyBytes <= 0 || keyBytes > key.size) throw new RangeError(`cryptParamsWithKey: bad key size ${keyBytes}`);
-  const enc = new TextEncoder();
-  const head = enc.encode(cipher + " "), tail = enc.encode(" " + rest);
-  const out = SafeBuffer.alloc(head.length + keyBytes * 2 + tail.length + 1);
-  const view = out.view(), raw = key.view();
-  view.set(head, 0);
-  const digits = enc.encode("0123456789abcdef");
-  for (let i = 0, j = head.length; i < keyBytes; i++, j += 2) {
-    view[j] = digits[raw[i] >> 4];
-    view[j + 1] = digits[raw[i] & 15];
-  }
-  view.set(tail, head.length + keyBytes * 2);
-  return out; // zero-filled: NUL-terminated
 }

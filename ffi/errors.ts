@@ -121,7 +121,7 @@ export function errnoName(n: number): string {
 }
 
 /** strerror-like text for an errno number. */
-export function errnoText(n: number): string {
+function errnoText(n: number): string {
   return TEXT[errnoName(n)] ?? `errno ${Math.abs(n)}`;
 }
 
@@ -132,7 +132,6 @@ const CALL_HINTS: [RegExp, string, string][] = [
     "EPERM",
     "wrong passphrase: no keyslot opened with it; try again",
   ],
-  [/^crypt_resume_by_volume_key/, "EPERM", "the volume key does not match this device's digest"],
   [/^crypt_(resume|activate)_by_token/, "EPERM", "the token gave a passphrase that opens no keyslot"],
   [/^crypt_(resume|activate)_by_token/, "ENOANO", "the token needs a PIN, or the PIN given is wrong"],
   [/^crypt_(resume|activate)_by_token/, "ENOENT", "no token (or keyslot assigned to it) can unlock this device"],
@@ -158,13 +157,8 @@ const CALL_HINTS: [RegExp, string, string][] = [
   [/^crypt_load/, "ENOENT", "the device or header vanished"],
   [/^crypt_get_active_device/, "ENODEV", "no active dm mapping with that name"],
   [/^crypt_/, "EOPNOTSUPP", "device-mapper is not available (is the dm_mod kernel module loaded?)"],
-  [/^crypt_keyslot_get_pbkdf/, "EINVAL", "the keyslot is empty or the device is not loaded"],
   [/^dm_/, "ENXIO", "no such dm device"],
   [/^dm_/, "ENODEV", "no such dm device, or device-mapper missing (modprobe dm_mod)"],
-  [/^keyctl/, "ENOKEY", "no such key in that keyring"],
-  [/^keyctl/, "ENOENT", "the key is not linked in that keyring"],
-  [/^keyctl/, "EKEYREVOKED", "the key was revoked"],
-  [/^keyctl/, "EOPNOTSUPP", "this key type cannot be read from user space (e.g. logon keys)"],
   [/^ioctl\(VT_/, "ENOTTY", "the fd is not a virtual console (use /dev/tty0 or a /dev/ttyN)"],
   [/^ioctl\(VT_/, "EPERM", "needs CAP_SYS_TTY_CONFIG (run as root)"],
   [/^write\(\/sys\/power\/state\)/, "EBUSY", "another suspend is in progress"],
@@ -188,7 +182,7 @@ const GENERIC_HINTS: Record<string, string> = {
 };
 
 /** What the user should do for this call and errno. */
-export function hintFor(call: string, errno: number): string {
+function hintFor(call: string, errno: number): string {
   const code = errnoName(errno);
   for (const [re, c, hint] of CALL_HINTS) if (c === code && re.test(call)) return hint;
   return GENERIC_HINTS[code] ?? "see the call's man page";
@@ -219,6 +213,7 @@ export class SysError extends Error {
   /** The library's own message, if any. */
   readonly detail?: string;
 
+  /** `errno` may be negative (libcryptsetup's `-errno` returns). */
   constructor(call: string, errno: number, opts: SysErrorOptions = {}) {
     const n = Math.abs(errno);
     const code = errnoName(n);

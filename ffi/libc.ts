@@ -2,7 +2,7 @@
  * The few libc calls cryptsleep needs (glibc `libc.so.6` through `Deno.dlopen`); failures throw {@linkcode SysError}
  * with the real `errno` (read from `__errno_location` right after the call).
  *
- * Calls that may block for long (`syncfs`, a write to `/sys/power/state`, `VT_WAITACTIVE`) run in a short-lived
+ * Calls that may block for long (`syncfs`, a write to `/sys/power/state`, an O_DIRECT read) run in a short-lived
  * Worker thread that makes the call synchronously and reads its own errno: a `nonblocking` FFI call would run on a
  * pool thread whose errno is lost. `mlockall` is deliberately absent (it breaks V8).
  *
@@ -19,55 +19,41 @@
  * @module
  */
 
-import { cstr, cstrOrNull, readCString } from "./_cstring.ts";
+import { cstr, cstrOrNull } from "./_cstring.ts";
 import { SysError } from "./errors.ts";
-import type { SafeBuffer } from "./safe_buffer.ts";
 
 const LIBC = "libc.so.6";
 const arm = Deno.build.arch === "aarch64";
 
-/** open(2) flags (Linux x86_64 and aarch64). */
+// open(2) flags (Linux x86_64 and aarch64).
+/** open(2): read only. */
 export const O_RDONLY = 0;
-export const O_WRONLY = 1;
+const O_WRONLY = 1;
+/** open(2): read and write. */
 export const O_RDWR = 2;
-export const O_CREAT = 0o100;
+/** open(2): a terminal opened with it does not become the controlling tty. */
 export const O_NOCTTY = 0o400;
-export const O_TRUNC = 0o1000;
-export const O_NONBLOCK = 0o4000;
-export const O_DIRECTORY = arm ? 0o40000 : 0o200000;
+const O_DIRECTORY = arm ? 0o40000 : 0o200000;
+/** open(2): close the fd in exec'd children. */
 export const O_CLOEXEC = 0o2000000;
 
-/** mount(2) flags. */
-export const MS_RDONLY = 1;
+/** mount(2): ignore set-user-ID bits. */
 export const MS_NOSUID = 2;
+/** mount(2): no device nodes. */
 export const MS_NODEV = 4;
+/** mount(2): no program execution. */
 export const MS_NOEXEC = 8;
+/** mount(2): a bind mount. */
 export const MS_BIND = 4096;
-export const MS_MOVE = 8192;
+/** mount(2): with MS_BIND or a propagation flag, the whole subtree. */
 export const MS_REC = 16384;
+/** mount(2): make the mount private (no propagation either way). */
 export const MS_PRIVATE = 1 << 18;
-/** umount2(2) flags. */
-export const MNT_FORCE = 1;
+/** umount2(2): lazy unmount (detach now, free when no longer busy). */
 export const MNT_DETACH = 2;
-
-/** Special keyring ids for keyctl. */
-export const KEY_SPEC_THREAD_KEYRING = -1;
-export const KEY_SPEC_PROCESS_KEYRING = -2;
-export const KEY_SPEC_SESSION_KEYRING = -3;
-export const KEY_SPEC_USER_KEYRING = -4;
-export const KEY_SPEC_USER_SESSION_KEYRING = -5;
-
-const KEYCTL_DESCRIBE = 6;
-const KEYCTL_UNLINK = 9;
-const KEYCTL_SEARCH = 10;
-const KEYCTL_READ = 11;
-const KEYCTL_INVALIDATE = 21;
-const SYS_ADD_KEY = arm ? 217 : 248;
-const SYS_KEYCTL = arm ? 219 : 250;
 
 const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
-  sync: { parameters: [], result: "void" },
   sync_nb: { name: "sync", parameters: [], result: "void", nonblocking: true },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
@@ -75,21 +61,13 @@ const SYMBOLS = {
   write: { parameters: ["i32", "pointer", "usize"], result: "isize" },
   ioctl_ptr: { name: "ioctl", parameters: ["i32", "u64", "pointer"], result: "i32" },
   ioctl_int: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   poll_nb: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
-  chroot: { parameters: ["buffer"], result: "i32" },
-  chdir: { parameters: ["buffer"], result: "i32" },
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
-  syscall: { parameters: ["i64", "i64", "i64", "i64", "i64", "i64"], result: "i64" },
   tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
   tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
-  posix_openpt: { parameters: ["i32"], result: "i32" },
-  grantpt: { parameters: ["i32"], result: "i32" },
-  unlockpt: { parameters: ["i32"], result: "i32" },
-  ptsname: { parameters: ["i32"], result: "pointer" },
   strchr: { parameters: ["pointer", "i32"], result: "pointer" },
 } as const;
 
@@ -109,7 +87,7 @@ export function errno(): number {
 }
 
 /** Throw SysError(call, errno) when `r` is -1 (or negative). Returns `r`. */
-export function check<T extends number | bigint>(call: string, r: T, subject?: string): T {
+function check<T extends number | bigint>(call: string, r: T, subject?: string): T {
   if (r < 0) throw new SysError(call, errno(), { subject });
   return r;
 }
@@ -119,11 +97,6 @@ function ptrValue(p: Deno.PointerValue): bigint {
 }
 
 // ---- plain calls -------------------------------------------------------------------------------------------------
-
-/** sync(2): flush all filesystems (blocks this thread). */
-export function sync(): void {
-  libcSymbols().sync();
-}
 
 /** sync(2) on another thread (sync has no error to report). */
 export async function syncAsync(): Promise<void> {
@@ -138,12 +111,6 @@ export function openFd(path: string, flags: number, mode = 0): number {
 /** close(2). */
 export function closeFd(fd: number): void {
   check("close", libcSymbols().close(fd), `fd ${fd}`);
-}
-
-/** read(2) into `buf` (sync); returns bytes read, 0 at EOF. */
-export function readFd(fd: number, buf: Uint8Array): number {
-  if (buf.length === 0) return 0;
-  return Number(check("read", libcSymbols().read(fd, Deno.UnsafePointer.of(buf), BigInt(buf.length)), `fd ${fd}`));
 }
 
 /** write(2) all of `bytes` (sync, retries short writes and EINTR). Not for secrets. */
@@ -194,13 +161,13 @@ function mountpointIoctl(mountpoint: string, request: number, name: string): voi
   }
 }
 
-/** fcntl(2) with an int argument (F_GETFL 3, F_SETFL 4…). */
-export function fcntl(fd: number, cmd: number, arg = 0): number {
-  return check("fcntl", libcSymbols().fcntl(fd, cmd, BigInt(arg)), `fd ${fd}`);
-}
-
 /** ioctl(2) with a pointer argument (a struct or int buffer). */
-export function ioctlPtr(fd: number, request: number, arg: Uint8Array | null, name = `0x${request.toString(16)}`) {
+export function ioctlPtr(
+  fd: number,
+  request: number,
+  arg: Uint8Array | null,
+  name = `0x${request.toString(16)}`,
+): number {
   const p = arg === null ? null : Deno.UnsafePointer.of(arg);
   return check(`ioctl(${name})`, libcSymbols().ioctl_ptr(fd, BigInt(request), p), `fd ${fd}`);
 }
@@ -227,119 +194,9 @@ export function umount2(target: string, flags = 0): void {
   check("umount2", libcSymbols().umount2(cstr(target), flags), target);
 }
 
-/** chroot(2) (the caller must chdir("/") afterwards). */
-export function chroot(path: string): void {
-  check("chroot", libcSymbols().chroot(cstr(path)), path);
-}
-
-/** chdir(2). */
-export function chdir(path: string): void {
-  check("chdir", libcSymbols().chdir(cstr(path)), path);
-}
-
 /** setpriority(PRIO_PROCESS, pid, prio): -20 (first) … 19 (last); 0 = this process. */
 export function setpriority(pid: number, prio: number): void {
   check("setpriority", libcSymbols().setpriority(0, pid, prio), `pid ${pid}`);
-}
-
-// ---- keyrings (raw syscalls through libc syscall(2)) -------------------------------------------------------------
-
-function sys(call: string, nr: number, subject: string, ...args: bigint[]): bigint {
-  const a = [...args, 0n, 0n, 0n, 0n, 0n].slice(0, 5) as [bigint, bigint, bigint, bigint, bigint];
-  return check(call, libcSymbols().syscall(BigInt(nr), ...a), subject);
-}
-
-/** add_key(2): add (or update) a key; returns its serial. Payload from a SafeBuffer for secrets. */
-export function addKey(
-  type: string,
-  description: string,
-  payload: { buf: SafeBuffer; length: number } | Uint8Array,
-  keyring: number,
-): number {
-  const t = cstr(type), d = cstr(description);
-  const [p, n] = payload instanceof Uint8Array
-    ? [ptrValue(Deno.UnsafePointer.of(payload)), payload.length]
-    : [ptrValue(payload.buf.pointer), payload.length];
-  const r = sys(
-    "add_key",
-    SYS_ADD_KEY,
-    `${type}:${description}`,
-    ptrValue(Deno.UnsafePointer.of(t)),
-    ptrValue(Deno.UnsafePointer.of(d)),
-    p,
-    BigInt(n),
-    BigInt(keyring),
-  );
-  return Number(r);
-}
-
-/** keyctl(KEYCTL_SEARCH): serial of the key, or null if there is none (ENOKEY). */
-export function keyctlSearch(keyring: number, type: string, description: string, destKeyring = 0): number | null {
-  const t = cstr(type), d = cstr(description);
-  const r = libcSymbols().syscall(
-    BigInt(SYS_KEYCTL),
-    BigInt(KEYCTL_SEARCH),
-    BigInt(keyring),
-    ptrValue(Deno.UnsafePointer.of(t)),
-    ptrValue(Deno.UnsafePointer.of(d)),
-    BigInt(destKeyring),
-  );
-  if (r < 0) {
-    const e = errno();
-    if (e === 126) return null; // ENOKEY
-    throw new SysError("keyctl(KEYCTL_SEARCH)", e, { subject: `${type}:${description}` });
-  }
-  return Number(r);
-}
-
-/**
- * keyctl(KEYCTL_READ) into secret memory; returns the payload length. If the payload is longer than the buffer the
- * buffer is wiped and a RangeError thrown (the kernel copied only part of it).
- */
-export function keyctlRead(key: number, buf: SafeBuffer): number {
-  const n = Number(
-    sys(
-      "keyctl(KEYCTL_READ)",
-      SYS_KEYCTL,
-      `key ${key}`,
-      BigInt(KEYCTL_READ),
-      BigInt(key),
-      ptrValue(buf.pointer),
-      BigInt(buf.size),
-    ),
-  );
-  if (n > buf.size) {
-    buf.zero();
-    throw new RangeError(`keyctlRead: key ${key} holds ${n} bytes, buffer has ${buf.size}`);
-  }
-  return n;
-}
-
-/** keyctl(KEYCTL_DESCRIBE): "type;uid;gid;perm;description". */
-export function keyctlDescribe(key: number): string {
-  const buf = new Uint8Array(4096);
-  const n = Number(
-    sys(
-      "keyctl(KEYCTL_DESCRIBE)",
-      SYS_KEYCTL,
-      `key ${key}`,
-      BigInt(KEYCTL_DESCRIBE),
-      BigInt(key),
-      ptrValue(Deno.UnsafePointer.of(buf)),
-      BigInt(buf.length),
-    ),
-  );
-  return readCString(Deno.UnsafePointer.of(buf)) ?? new TextDecoder().decode(buf.subarray(0, Math.max(0, n - 1)));
-}
-
-/** keyctl(KEYCTL_UNLINK): remove `key` from `keyring`. */
-export function keyctlUnlink(key: number, keyring: number): void {
-  sys("keyctl(KEYCTL_UNLINK)", SYS_KEYCTL, `key ${key}`, BigInt(KEYCTL_UNLINK), BigInt(key), BigInt(keyring));
-}
-
-/** keyctl(KEYCTL_INVALIDATE): the key becomes unusable at once and is garbage-collected. */
-export function keyctlInvalidate(key: number): void {
-  sys("keyctl(KEYCTL_INVALIDATE)", SYS_KEYCTL, `key ${key}`, BigInt(KEYCTL_INVALIDATE), BigInt(key));
 }
 
 // ---- long calls in a worker thread (exact errno, event loop keeps running) ----------------------------------------
@@ -352,7 +209,6 @@ const l = Deno.dlopen(${JSON.stringify(LIBC)}, {
   close: { parameters: ["i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   syncfs: { parameters: ["i32"], result: "i32" },
-  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
   pread: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
 });
 const en = () => new Deno.UnsafePointerView(l.symbols.__errno_location()).getInt32();
@@ -376,9 +232,6 @@ self.onmessage = (ev) => {
       if (r < 0) { const e = en(); if (e === 4) continue; res = { call: "write", errno: e }; break; }
       off += r;
     }
-  } else if (m.op === "ioctl") {
-    const r = l.symbols.ioctl(m.fd, BigInt(m.request), BigInt(m.arg));
-    res = r < 0 ? { call: "ioctl", errno: en() } : { ok: true, value: r };
   } else if (m.op === "readDirect") {
     // O_DIRECT wants an aligned buffer: over-allocate and start at the next 4096 boundary
     const buf = new Uint8Array(m.size + 4096);
@@ -443,16 +296,9 @@ export async function readBlockDirect(path: string, offset: number, size: number
 }
 
 /** write(2) all of `bytes` to `fd` on a worker thread (e.g. "mem" to /sys/power/state). Not for secrets. */
-export async function writeFd(fd: number, bytes: Uint8Array, label = `fd ${fd}`): Promise<void> {
+async function writeFd(fd: number, bytes: Uint8Array, label = `fd ${fd}`): Promise<void> {
   const r = await inWorker({ op: "write", fd, bytes: bytes.slice() });
   if (!r.ok) throw new SysError(`write(${label})`, r.errno, { subject: `fd ${fd}` });
-}
-
-/** ioctl(2) with an integer argument on a worker thread (calls that wait, like VT_WAITACTIVE). */
-export async function ioctlIntAsync(fd: number, request: number, arg: number, name: string): Promise<number> {
-  const r = await inWorker({ op: "ioctl", fd, request, arg });
-  if (!r.ok) throw new SysError(`ioctl(${name})`, r.errno, { subject: `fd ${fd}` });
-  return r.value ?? 0;
 }
 
 /** Open `path` write-only, write `text`, close; the write runs on a worker (e.g. writeFile("/sys/power/state", "mem")). */

@@ -9,7 +9,9 @@
  * device at its last close, so the caller must have something else (a dm table) holding it first.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { attachLoop } from "./loop.ts";
+ *
  * using loop = attachLoop("/srv/vault.img", { autoclear: true });
  * console.log(loop.path, loop.devno); // /dev/loop1 7:1
  * ```
@@ -28,11 +30,17 @@ const LO_FLAGS_DIRECT_IO = 16;
 
 /** Settings of an attached loop device, as sysfs shows them. */
 export interface LoopSettings {
+  /** Path of the file it reads from (as the kernel recorded it at attach). */
   backingFile: string;
+  /** Bytes into the file where the device starts. */
   offset: number;
+  /** Bytes of the file it covers; 0 = up to the end. */
   sizeLimit: number;
+  /** Attached read-only. */
   readOnly: boolean;
+  /** Detached by the kernel at its last close. */
   autoclear: boolean;
+  /** Reads and writes bypass the page cache of the file. */
   directIo: boolean;
   /** Logical block size in bytes. */
   blockSize: number;
@@ -58,6 +66,7 @@ export async function loopSettings(name: string, sys = "/sys"): Promise<LoopSett
 
 /** An attached loop device, held open until disposed. */
 export interface AttachedLoop extends Disposable {
+  /** The device node, e.g. `/dev/loop1`. */
   path: string;
   /** `major:minor` */
   devno: string;

@@ -1,11 +1,12 @@
 /**
  * cryptsleep's native layer: the only code that touches pointers and `Deno.dlopen`.
  *
- * - {@linkcode Libcryptsetup} / {@linkcode CryptDevice}: LUKS headers, keyslots, luksSuspend/luksResume.
+ * - {@linkcode Libcryptsetup} / {@linkcode CryptDevice}: luksSuspend/luksResume, volume keys into secret memory.
  * - {@linkcode SafeBuffer}: secret memory from `crypt_safe_alloc`.
  * - {@linkcode Console}: prompts with echo off, secrets read straight into a SafeBuffer; VT allocation.
- * - libc: sync/syncfs, mount/umount2, chroot/chdir, setpriority, fds, ioctl, keyctl.
- * - devmapper: info/suspend/resume of plain dm devices.
+ * - libc: sync/syncfs, mount/umount2, setpriority, FIFREEZE/FITHAW, O_DIRECT reads, sysfs writes.
+ * - devmapper: info/suspend/resume of plain dm devices; tables that hold a key, kept in C memory.
+ * - loop: attach a file by LOOP_CONFIGURE, read an attached device's settings.
  * - {@linkcode SysError}: every failure names its call, errno and what to do.
  *
  * @example
@@ -16,82 +17,42 @@
  * if (probe.ok) console.log(probe.info.version, probe.info.symbols.crypt_resume_by_token_pin);
  * const lib = Libcryptsetup.open();
  * using dev = CryptDevice.initByName(lib, "cryptroot");
- * console.log(dev.type, dev.isSuspended("cryptroot"));
+ * console.log(dev.isSuspended("cryptroot"));
  * ```
  *
  * @module
  */
 
-export { errnoName, errnoText, hintFor, SysError, type SysErrorOptions } from "./errors.ts";
+export { errnoName, SysError, type SysErrorOptions } from "./errors.ts";
+export { CRYPT_ANY_SLOT, CRYPT_ANY_TOKEN, CryptDevice } from "./crypt_device.ts";
 export {
-  type ActiveDevice,
-  CRYPT_ACTIVATE_READONLY,
-  CRYPT_ACTIVATE_SUSPENDED,
-  CRYPT_ANY_SLOT,
-  CRYPT_ANY_TOKEN,
-  CryptDevice,
-  type Keyslot,
-  type KeyslotPbkdf,
-  type KeyslotStatus,
   Libcryptsetup,
   LIBCRYPTSETUP_SONAME,
   type LibcryptsetupInfo,
+  type LibcryptsetupSymbol,
   type Logger,
   type LogLevel,
   probeLibcryptsetup,
 } from "./libcryptsetup.ts";
-export { SafeBuffer, safeMemoryInfo, setSafeBufferLibrary } from "./safe_buffer.ts";
+export { SafeBuffer } from "./safe_buffer.ts";
 export {
-  addKey,
-  chdir,
-  chroot,
-  closeFd,
-  errno,
-  fcntl,
-  ioctlInt,
-  ioctlIntAsync,
-  ioctlPtr,
-  KEY_SPEC_PROCESS_KEYRING,
-  KEY_SPEC_SESSION_KEYRING,
-  KEY_SPEC_THREAD_KEYRING,
-  KEY_SPEC_USER_KEYRING,
-  KEY_SPEC_USER_SESSION_KEYRING,
-  keyctlDescribe,
-  keyctlInvalidate,
-  keyctlRead,
-  keyctlSearch,
-  keyctlUnlink,
+  fsFreeze,
+  fsThaw,
   MNT_DETACH,
-  MNT_FORCE,
   mount,
   MS_BIND,
-  MS_MOVE,
   MS_NODEV,
   MS_NOEXEC,
   MS_NOSUID,
   MS_PRIVATE,
-  MS_RDONLY,
   MS_REC,
-  O_CLOEXEC,
-  O_CREAT,
-  O_DIRECTORY,
-  O_NOCTTY,
-  O_NONBLOCK,
-  O_RDONLY,
-  O_RDWR,
-  O_TRUNC,
-  O_WRONLY,
-  openFd,
-  readFd,
+  readBlockDirect,
   setpriority,
-  sync,
   syncAsync,
   syncfs,
   umount2,
-  writeFd,
-  writeFdSync,
   writeFile,
 } from "./libc.ts";
-export { Console, getTermios, openPty, type Pty, type ReadSecretOptions, setTermios, Termios } from "./tty.ts";
+export { Console, type ReadSecretOptions } from "./tty.ts";
 export * as devmapper from "./devmapper.ts";
 export * as loop from "./loop.ts";

@@ -27,39 +27,21 @@ const SYMBOLS = {
 type SafeLib = Deno.DynamicLibrary<typeof SYMBOLS>;
 
 let lib: SafeLib | null = null;
-let libPath = DEFAULT_LIB;
 let libError: string | null = null;
 
 function open(): SafeLib {
   if (lib) return lib;
   try {
-    lib = Deno.dlopen(libPath, SYMBOLS);
+    lib = Deno.dlopen(DEFAULT_LIB, SYMBOLS);
   } catch (e) {
-    libError = `cannot dlopen ${libPath}: ${(e as Error).message}`;
+    libError = `cannot dlopen ${DEFAULT_LIB}: ${(e as Error).message}`;
     throw new Error(`SafeBuffer: ${libError}`);
   }
   const s = lib.symbols;
   if (!s.crypt_safe_alloc || !s.crypt_safe_free || !s.crypt_safe_memzero) {
-    libError = `${libPath} has no crypt_safe_alloc/crypt_safe_free/crypt_safe_memzero (libcryptsetup < 2.3)`;
+    libError = `${DEFAULT_LIB} has no crypt_safe_alloc/crypt_safe_free/crypt_safe_memzero (libcryptsetup < 2.3)`;
   }
   return lib;
-}
-
-/** Whether secret memory is available, from which library, and why not. Opens the library if needed. */
-export function safeMemoryInfo(): { available: boolean; path: string; error: string | null } {
-  try {
-    open();
-  } catch { /* libError is set */ }
-  return { available: libError === null, path: libPath, error: libError };
-}
-
-/**
- * Use another libcryptsetup for secret memory (e.g. the path {@linkcode Libcryptsetup.open} was given).
- * Only before the first allocation.
- */
-export function setSafeBufferLibrary(path: string): void {
-  if (lib && path !== libPath) throw new Error("SafeBuffer: library already opened; set its path before any alloc");
-  libPath = path;
 }
 
 /** A block of libcryptsetup safe memory. Dispose (or `using`) zeroes and frees it. */
@@ -90,11 +72,6 @@ export class SafeBuffer implements Disposable {
   get pointer(): Deno.PointerObject {
     if (this.#pointer === null) throw new Error("SafeBuffer: used after dispose");
     return this.#pointer;
-  }
-
-  /** True once freed. */
-  get disposed(): boolean {
-    return this.#pointer === null;
   }
 
   /** Pointer to byte `offset` (for byte-wise reads straight into the buffer). */

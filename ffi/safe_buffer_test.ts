@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
-import { SafeBuffer, safeMemoryInfo } from "./safe_buffer.ts";
+import { SafeBuffer } from "./safe_buffer.ts";
 
 Deno.test("SafeBuffer: crypt_safe_alloc memory is zeroed at start, writable, wiped by zero()", () => {
-  const info = safeMemoryInfo();
-  assert.equal(info.available, true, info.error ?? "");
   using buf = SafeBuffer.alloc(64);
   assert.equal(buf.size, 64);
   const v = buf.view();
@@ -23,7 +21,6 @@ Deno.test("SafeBuffer: dispose wipes, detaches views, refuses reuse; bad sizes r
   const v = buf.view();
   v.fill(0xaa);
   buf[Symbol.dispose]();
-  assert.equal(buf.disposed, true);
   assert.equal(v.length, 0, "views are detached after free");
   assert.throws(() => buf.pointer, /after dispose/);
   assert.throws(() => buf.view(), /after dispose/);

@@ -4,7 +4,7 @@
  *
  * VT switching: `allocateVt` finds a free VT (VT_OPENQRY), activates it (VT_ACTIVATE) and waits a bounded time for
  * it to become active by polling VT_GETSTATE instead of VT_WAITACTIVE, which can wait forever when the current VT's
- * owner (a display server in VT_PROCESS mode) is frozen. {@linkcode Console.waitActive} waits more, asynchronously.
+ * owner (a display server in VT_PROCESS mode) is frozen.
  *
  * @example
  * ```ts
@@ -31,7 +31,6 @@ import {
   O_NOCTTY,
   O_RDWR,
   openFd,
-  readFd,
   writeFdSync,
 } from "./libc.ts";
 import type { SafeBuffer } from "./safe_buffer.ts";
@@ -41,8 +40,6 @@ const VT_OPENQRY = 0x5600;
 const VT_GETSTATE = 0x5603;
 const VT_ACTIVATE = 0x5606;
 const VT_DISALLOCATE = 0x5608;
-const VT_LOCKSWITCH = 0x560b;
-const VT_UNLOCKSWITCH = 0x560c;
 
 // <termios.h> (glibc, Linux x86_64/aarch64): struct termios is 60 bytes.
 const TERMIOS_SIZE = 60;
@@ -50,13 +47,11 @@ const LFLAG_OFFSET = 12;
 const CC_OFFSET = 17;
 const VTIME = 5;
 const VMIN = 6;
-/** c_lflag bits. */
-export const ISIG = 0o1;
-export const ICANON = 0o2;
-export const ECHO = 0o10;
-export const ECHOE = 0o20;
-export const ECHOK = 0o40;
-export const ECHONL = 0o100;
+const ICANON = 0o2;
+const ECHO = 0o10;
+const ECHOE = 0o20;
+const ECHOK = 0o40;
+const ECHONL = 0o100;
 const TCSANOW = 0;
 const TCSAFLUSH = 2;
 const POLLIN = 1;
@@ -65,9 +60,11 @@ const POLLHUP = 0x10;
 const POLLNVAL = 0x20;
 
 /** A termios snapshot (opaque bytes) with the local-mode flags exposed. */
-export class Termios {
+class Termios {
+  /** The raw `struct termios`. */
   readonly bytes: Uint8Array<ArrayBuffer>;
-  constructor(bytes = new Uint8Array(TERMIOS_SIZE)) {
+  /** A snapshot over `bytes` (zeroed by default, for tcgetattr to fill). */
+  constructor(bytes: Uint8Array<ArrayBuffer> = new Uint8Array(TERMIOS_SIZE)) {
     this.bytes = bytes;
   }
   /** c_lflag. */
@@ -81,54 +78,23 @@ export class Termios {
   setCc(index: number, value: number): void {
     this.bytes[CC_OFFSET + index] = value;
   }
+  /** An independent copy. */
   clone(): Termios {
     return new Termios(this.bytes.slice());
   }
 }
 
 /** tcgetattr(3). */
-export function getTermios(fd: number): Termios {
+function getTermios(fd: number): Termios {
   const t = new Termios();
   if (libcSymbols().tcgetattr(fd, t.bytes) < 0) throw new SysError("tcgetattr", errno(), { subject: `fd ${fd}` });
   return t;
 }
 
 /** tcsetattr(3) (`flush`: TCSAFLUSH, dropping unread input, else TCSANOW). */
-export function setTermios(fd: number, t: Termios, flush = false): void {
+function setTermios(fd: number, t: Termios, flush = false): void {
   if (libcSymbols().tcsetattr(fd, flush ? TCSAFLUSH : TCSANOW, t.bytes) < 0) {
     throw new SysError("tcsetattr", errno(), { subject: `fd ${fd}` });
-  }
-}
-
-/** A pseudo-terminal pair (posix_openpt/grantpt/unlockpt/ptsname), e.g. to test a prompt. */
-export interface Pty extends Disposable {
-  master: number;
-  slavePath: string;
-}
-
-/** Open a pty master and name its slave. */
-export function openPty(): Pty {
-  const s = libcSymbols();
-  const master = s.posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  if (master < 0) throw new SysError("posix_openpt", errno());
-  try {
-    if (s.grantpt(master) < 0) throw new SysError("grantpt", errno(), { subject: `fd ${master}` });
-    if (s.unlockpt(master) < 0) throw new SysError("unlockpt", errno(), { subject: `fd ${master}` });
-    const name = s.ptsname(master);
-    if (name === null) throw new SysError("ptsname", errno(), { subject: `fd ${master}` });
-    const slavePath = Deno.UnsafePointerView.getCString(name);
-    let open = true;
-    return {
-      master,
-      slavePath,
-      [Symbol.dispose]() {
-        if (open) closeFd(master);
-        open = false;
-      },
-    };
-  } catch (e) {
-    closeFd(master);
-    throw e;
   }
 }
 
@@ -160,7 +126,6 @@ export class Console implements Disposable {
   readonly previousVt: number | null;
   #consoleFd: number | null;
   #saved: Termios;
-  #locked = false;
   #reading = false;
   #closed = false;
 
@@ -198,7 +163,7 @@ export class Console implements Disposable {
 
   /**
    * Allocate a free virtual console and switch to it, remembering the active one. Waits up to `waitMs` (default
-   * 2000) for the switch; see {@linkcode waitActive} for more.
+   * 2000) for the switch.
    */
   static allocateVt(opts: { consolePath?: string; waitMs?: number } = {}): Console {
     const consolePath = opts.consolePath ?? "/dev/tty0";
@@ -224,22 +189,6 @@ export class Console implements Disposable {
       closeFd(cfd);
       throw e;
     }
-  }
-
-  /** The active VT now (VT_GETSTATE), or null when this console is not a VT. */
-  activeVt(): number | null {
-    return this.#consoleFd === null ? null : activeVt(this.#consoleFd);
-  }
-
-  /** Wait (asynchronously, polling VT_GETSTATE) until this VT is active; false on timeout. */
-  async waitActive(timeoutMs = 5000): Promise<boolean> {
-    if (this.vt === null) return true;
-    const until = Date.now() + timeoutMs;
-    while (this.activeVt() !== this.vt) {
-      if (Date.now() >= until) return false;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return true;
   }
 
   /** Write text (prompts, messages; never secrets). */
@@ -339,19 +288,7 @@ export class Console implements Disposable {
     }
   }
 
-  /** Forbid VT switching (VT_LOCKSWITCH, needs CAP_SYS_TTY_CONFIG). */
-  lockSwitch(): void {
-    ioctlInt(this.#consoleFd ?? this.fd, VT_LOCKSWITCH, 0, "VT_LOCKSWITCH");
-    this.#locked = true;
-  }
-
-  /** Allow VT switching again (VT_UNLOCKSWITCH). */
-  unlockSwitch(): void {
-    ioctlInt(this.#consoleFd ?? this.fd, VT_UNLOCKSWITCH, 0, "VT_UNLOCKSWITCH");
-    this.#locked = false;
-  }
-
-  /** Restore termios, unlock switching, switch back to the previous VT, close. Best effort, idempotent. */
+  /** Restore termios, switch back to the previous VT, close. Best effort, idempotent. */
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -361,7 +298,6 @@ export class Console implements Disposable {
       } catch { /* keep unwinding */ }
     };
     tryIt(() => setTermios(this.fd, this.#saved));
-    if (this.#locked) tryIt(() => this.unlockSwitch());
     const cfd = this.#consoleFd;
     if (cfd !== null && this.previousVt !== null && this.previousVt !== this.vt) {
       tryIt(() => ioctlInt(cfd, VT_ACTIVATE, this.previousVt!, "VT_ACTIVATE"));
@@ -386,22 +322,4 @@ function activeVt(cfd: number): number {
   const st = new Uint16Array(3);
   ioctlPtr(cfd, VT_GETSTATE, new Uint8Array(st.buffer), "VT_GETSTATE");
   return st[0];
-}
-
-/** @internal for tests: read whatever is pending on a non-blocking fd. */
-export function drain(fd: number): Uint8Array {
-  const chunks: number[] = [];
-  const b = new Uint8Array(256);
-  for (;;) {
-    let n: number;
-    try {
-      n = readFd(fd, b);
-    } catch (e) {
-      if (e instanceof SysError && (e.code === "EAGAIN" || e.code === "EIO")) break;
-      throw e;
-    }
-    if (n <= 0) break;
-    chunks.push(...b.subarray(0, n));
-  }
-  return new Uint8Array(chunks);
 }
