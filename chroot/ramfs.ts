@@ -17,6 +17,7 @@
 import { dirname, join, normalize } from "node:path";
 import { SysError } from "../ffi/errors.ts";
 import { type ElfInfo, readElf } from "../host/elf.ts";
+import { readMountinfoSync } from "../host/mountinfo.ts";
 import {
   MNT_DETACH,
   mount,
@@ -88,13 +89,7 @@ function lstatOrNull(path: string): Deno.FileInfo | null {
 
 /** Mount points at or below `dir` from /proc/self/mountinfo, deepest first. */
 export function mountsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
-    const mp = line.split(" ")[4];
-    if (!mp) continue;
-    const p = mp.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
-    if (p === dir || p.startsWith(dir + "/")) out.push(p);
-  }
+  const out = readMountinfoSync().map((m) => m.mountpoint).filter((p) => p === dir || p.startsWith(dir + "/"));
   return out.sort((a, b) => b.split("/").length - a.split("/").length);
 }
 

@@ -23,7 +23,7 @@ import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
 import { OWN_CGROUP, RAMFS_DIR, startSupervisor } from "./start.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
-import { readKnob } from "./sysfs.ts";
+import { readKnob } from "../host/sysfs.ts";
 import { unlockAll } from "./unlock.ts";
 import * as dm from "../ffi/devmapper.ts";
 

@@ -16,7 +16,7 @@ import type { LibcryptsetupInfo } from "../ffi/libcryptsetup.ts";
 import { RefusedError } from "./errors.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import { pinnedKeys } from "./pinned/mod.ts";
-import { isCgroup2Root, KNOBS, memAvailableKiB, readKnob, saveKnobs } from "./sysfs.ts";
+import { isCgroup2Root, KNOBS, memAvailableKiB, readKnob, saveKnobs } from "../host/sysfs.ts";
 
 /** Headroom for the agent itself beside the Argon2 memory (a deno process, measured ~60 MiB RSS). */
 const AGENT_HEADROOM_KIB = 128 * 1024;

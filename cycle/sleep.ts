@@ -17,7 +17,7 @@
 import { writeFile } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Knobs } from "./job.ts";
-import { KNOBS, readKnob, restoreKnobs, setKnob } from "./sysfs.ts";
+import { KNOBS, readKnob, restoreKnobs, setKnob } from "../host/sysfs.ts";
 
 /** What sleep reports. */
 export interface SleepResult {

@@ -14,8 +14,9 @@
  * @module
  */
 import { type LuksHeader, LuksHeaderError, readLuksHeader } from "./luks_header.ts";
-import { devPathOf, hostPath, lvmDmName } from "./paths.ts";
-import { type CrypttabEntry, type MountEntry, readCrypttab, readMountinfo, readSwaps } from "./proc.ts";
+import { devPathOf, lvmDmName, underRoot } from "../host/paths.ts";
+import { type MountEntry, mountOf, readMountinfo } from "../host/mountinfo.ts";
+import { type CrypttabEntry, readCrypttab, readSwaps } from "../host/proc.ts";
 import { type BlockDevice, readBlockDevices } from "./sysfs.ts";
 
 /** A filesystem mounted on a device at or above a volume. */
@@ -157,8 +158,8 @@ class Graph {
       return this.byDmName.get(lvmDmName(parts[0], parts[1]));
     }
     try {
-      const real = await Deno.realPath(hostPath(this.root, path));
-      const devDir = await Deno.realPath(hostPath(this.root, "/dev"));
+      const real = await Deno.realPath(underRoot(this.root, path));
+      const devDir = await Deno.realPath(underRoot(this.root, "/dev"));
       if (real.startsWith(devDir + "/")) {
         const k = real.slice(devDir.length + 1).replaceAll("/", "!");
         if (this.devs.has(k)) return k;
@@ -175,13 +176,7 @@ class Graph {
 
   /** The mount holding a file path (longest mountpoint prefix; a later mount on the same point wins). */
   mountOf(path: string): MountEntry | undefined {
-    let best: MountEntry | undefined;
-    for (const m of this.mounts) {
-      const mp = m.mountpoint;
-      const inside = mp === "/" || path === mp || path.startsWith(mp + "/");
-      if (inside && (!best || mp.length >= best.mountpoint.length)) best = m;
-    }
-    return best;
+    return mountOf(this.mounts, path);
   }
 
   /** Kernel name of the device holding a block device path or a file. */
@@ -283,7 +278,7 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
     }
     if (header.path) {
       let hdr: LuksHeader | undefined;
-      const resolved = hostPath(root, header.path);
+      const resolved = underRoot(root, header.path);
       try {
         hdr = await readLuksHeader(resolved);
       } catch (e) {

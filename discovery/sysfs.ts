@@ -11,7 +11,7 @@
  * @module
  */
 import { join } from "node:path";
-import { hostPath } from "./paths.ts";
+import { underRoot } from "../host/paths.ts";
 
 /** One kernel block device (`vda`, `vda2`, `dm-0`, `loop0`). */
 export interface BlockDevice {
@@ -78,7 +78,7 @@ async function readOne(dir: string, kname: string, parent?: string): Promise<Blo
 
 /** All block devices under `<root>/sys/block`, partitions included, keyed by kernel name. */
 export async function readBlockDevices(root = "/"): Promise<Map<string, BlockDevice>> {
-  const base = hostPath(root, "/sys/block");
+  const base = underRoot(root, "/sys/block");
   try {
     await Deno.stat(base);
   } catch {

@@ -37,7 +37,7 @@ import { attachLoop, type LoopSettings } from "../../ffi/loop.ts";
 import { CryptDevice } from "../../ffi/libcryptsetup.ts";
 import { SysError } from "../../ffi/errors.ts";
 import type { SafeBuffer } from "../../ffi/safe_buffer.ts";
-import { parseMountinfo } from "../../discovery/proc.ts";
+import { readMountinfoOf } from "../../host/mountinfo.ts";
 import type { Volume } from "../../discovery/mod.ts";
 import type { AgentContext } from "../context.ts";
 import { hostPath } from "../job.ts";
@@ -112,8 +112,7 @@ export async function releaseAtLock(ctx: AgentContext, volume: Volume): Promise<
   }
   // the filesystem mounted on the volume itself (those above are frozen by their own dm suspend); bind mounts
   // share the superblock, so one mountpoint is enough
-  const mountinfo = parseMountinfo(await Deno.readTextFile(`/proc/${ctx.job.hostPid}/mountinfo`));
-  const own = mountinfo.find((m) => m.devno === volume.devno);
+  const own = (await readMountinfoOf(ctx.job.hostPid)).find((m) => m.devno === volume.devno);
   if (own) record.frozen.push(hostPath(ctx.job, own.mountpoint));
   await Deno.writeTextFile(recordPath(name), JSON.stringify(record));
 

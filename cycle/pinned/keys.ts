@@ -11,7 +11,7 @@
  * ```
  */
 import { basename } from "node:path";
-import { type ProcKey, readProcKeys } from "../../discovery/proc.ts";
+import { type ProcKey, readProcKeys } from "../../host/proc.ts";
 import type { Volume } from "../../discovery/mod.ts";
 import { type LoopSettings, loopSettings } from "../../ffi/loop.ts";
 

@@ -1,16 +1,18 @@
 /**
  * @module
  * Small, honest sysfs/procfs access for the cycle: read a knob, set a knob and get its undo, read the
- * power-management capabilities. Every path takes a `root` so tests can use a recorded tree.
+ * power-management capabilities and the memory available. Every path takes a `root` so tests can use a
+ * recorded tree.
  *
  * @example
  * ```ts
- * import { readKnob } from "./sysfs.ts";
+ * import { KNOBS, memAvailableKiB, readKnob, saveKnobs } from "./sysfs.ts";
  * console.log(await readKnob("/sys/power/state")); // e.g. "freeze mem disk"
+ * console.log(await readKnob(KNOBS.syncOnSuspend), await saveKnobs(), await memAvailableKiB());
  * ```
  */
 import { join } from "node:path";
-import { readMeminfo } from "../discovery/proc.ts";
+import { readMeminfo } from "./proc.ts";
 
 /** The trimmed content of a sysfs file, or null when it does not exist. */
 export async function readKnob(path: string, root = "/"): Promise<string | null> {

@@ -1,16 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCrypttab, parseMeminfo, parseMountinfo, parseProcKeys, parseSwaps } from "./proc.ts";
-
-Deno.test("mountinfo: optional fields, escaped spaces", () => {
-  const m = parseMountinfo(
-    "36 35 98:0 /mnt1 /mnt/my\\040disk rw,noatime master:1 shared:2 - ext3 /dev/root rw,errors=continue\n" +
-      "40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n",
-  );
-  assert.deepEqual(m, [
-    { devno: "98:0", mountpoint: "/mnt/my disk", fstype: "ext3", source: "/dev/root" },
-    { devno: "0:37", mountpoint: "/sys/fs/cgroup/unified", fstype: "cgroup2", source: "cgroup2" },
-  ]);
-});
+import { parseCrypttab, parseMeminfo, parseProcKeys, parseStat, parseSwaps } from "./proc.ts";
 
 Deno.test("swaps: header skipped, files and devices", () => {
   const text = "Filename\tType\tSize\tUsed\tPriority\n/dev/dm-2 partition 1048572 0 -2\n/swap\\040file file 10 0 -3\n";
@@ -40,4 +29,9 @@ Deno.test("meminfo and /proc/keys", () => {
     ["logon", "cryptsetup:1111-d0"],
     ["logon", "cryptsetup:2222-d0"],
   ]);
+});
+
+Deno.test("stat: a command name with spaces and parentheses", () => {
+  const st = parseStat("4242 (a (b) c) D 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5 0 0\n");
+  assert.deepEqual(st, { pid: 4242, comm: "a (b) c", state: "D", ppid: 1, flags: 4194560 });
 });

@@ -4,16 +4,17 @@
  *
  * @example
  * ```ts
- * import { devNode, hostPath } from "./paths.ts";
- * console.log(hostPath("/tmp/tree", "/proc/swaps")); // "/tmp/tree/proc/swaps"
+ * import { devNode, readOptional, underRoot } from "./paths.ts";
+ * console.log(underRoot("/tmp/tree", "/proc/swaps")); // "/tmp/tree/proc/swaps"
  * console.log(devNode("/", "vda2")); // "/dev/vda2"
+ * console.log((await readOptional("/", "/proc/swaps")).split("\n")[0]); // the header line
  * ```
  * @module
  */
 import { join } from "node:path";
 
 /** A host absolute path, as seen under `root` ("/" = the live system). */
-export function hostPath(root: string, path: string): string {
+export function underRoot(root: string, path: string): string {
   if (root === "/" || root === "") return path;
   return join(root, path);
 }
@@ -25,10 +26,20 @@ export function devPathOf(kname: string): string {
 
 /** The node of a kernel block device under `root`: `<root>/dev/<kname>` (a real image file in recorded trees). */
 export function devNode(root: string, kname: string): string {
-  return hostPath(root, devPathOf(kname));
+  return underRoot(root, devPathOf(kname));
 }
 
 /** Undo LVM's dash doubling: `/dev/vg-a/lv` is the dm device `vg--a-lv`. */
 export function lvmDmName(vg: string, lv: string): string {
   return `${vg.replaceAll("-", "--")}-${lv.replaceAll("-", "--")}`;
+}
+
+/** The text of host file `path` under `root`; "" when it does not exist (a recorded tree may lack it). */
+export async function readOptional(root: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(underRoot(root, path));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "";
+    throw e;
+  }
 }

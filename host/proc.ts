@@ -1,0 +1,145 @@
+/**
+ * Parsers for the procfs and /etc text files the tool reads: `/proc/swaps`, `/etc/crypttab`, `/proc/meminfo`,
+ * `/proc/keys` and `/proc/<pid>/stat`. Each `read*` but {@linkcode readStat} takes the discovery root; a
+ * missing file reads as empty. (mountinfo has its own module, `mountinfo.ts`.)
+ *
+ * @example
+ * ```ts
+ * import { readMeminfo, readStat, readSwaps } from "./proc.ts";
+ * console.log(await readSwaps("/"), (await readMeminfo("/")).MemAvailable);
+ * console.log((await readStat(`/proc/${Deno.pid}/stat`))?.state); // "R"
+ * ```
+ * @module
+ */
+import { unescapeOctal } from "./mountinfo.ts";
+import { readOptional } from "./paths.ts";
+
+/** One line of `/etc/crypttab`. */
+export interface CrypttabEntry {
+  /** The dm name to create. */
+  name: string;
+  /** Second field: a path, `UUID=…`, `PARTUUID=…`, `LABEL=…`. */
+  device: string;
+  /** Third field; undefined when `none`, `-` or absent. */
+  keyFile?: string;
+  /** Fourth field: `name` → true, `name=value` → value. */
+  options: Record<string, string | true>;
+}
+
+/** A key listed in `/proc/keys`. */
+export interface ProcKey {
+  /** Serial number, hex as listed. */
+  id: string;
+  /** Key type, e.g. "logon", "keyring". */
+  type: string;
+  /** Description, e.g. "cryptsetup:<uuid>-d0". */
+  description: string;
+}
+
+/** The fields of `/proc/<pid>/stat` the freezer needs. */
+export interface ProcStat {
+  /** Process (or thread) id. */
+  pid: number;
+  /** Command name, as in the parentheses (may contain spaces and parentheses). */
+  comm: string;
+  /** State letter: R, S, D (uninterruptible), T/t (stopped), Z… */
+  state: string;
+  /** Parent pid. */
+  ppid: number;
+  /** Kernel `PF_*` flags. */
+  flags: number;
+}
+
+/** Swap file or device paths from `/proc/swaps`. */
+export function parseSwaps(text: string): string[] {
+  return text.split("\n").slice(1).map((l) => l.trim()).filter((l) => l !== "").map((l) =>
+    unescapeOctal(l.split(/\s+/)[0])
+  );
+}
+
+/** Entries of `/etc/crypttab`; comments and blank lines are skipped. */
+export function parseCrypttab(text: string): CrypttabEntry[] {
+  const out: CrypttabEntry[] = [];
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const [name, device = "", key, opts] = line.split(/\s+/);
+    const options: Record<string, string | true> = {};
+    for (const o of (opts ?? "").split(",")) {
+      if (o === "") continue;
+      const eq = o.indexOf("=");
+      if (eq < 0) options[o] = true;
+      else options[o.slice(0, eq)] = o.slice(eq + 1);
+    }
+    const entry: CrypttabEntry = { name, device, options };
+    if (key !== undefined && key !== "none" && key !== "-" && key !== "") entry.keyFile = key;
+    out.push(entry);
+  }
+  return out;
+}
+
+/** `/proc/meminfo` values in KiB. */
+export function parseMeminfo(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const m = /^(\S+):\s+(\d+)/.exec(line);
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+/** `/proc/keys`: `id flags usage timeout perm uid gid type description: summary`. */
+export function parseProcKeys(text: string): ProcKey[] {
+  const out: ProcKey[] = [];
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 9) continue;
+    const rest = f.slice(8).join(" ");
+    // The summary follows the first ": " (descriptions like "cryptsetup:<uuid>-d0" contain bare colons).
+    const sep = rest.indexOf(": ");
+    out.push({ id: f[0], type: f[7], description: sep < 0 ? rest : rest.slice(0, sep) });
+  }
+  return out;
+}
+
+/** `/proc/<pid>/stat` text; the command name is taken up to the last ")", as it may contain any byte. */
+export function parseStat(text: string): ProcStat {
+  const open = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  const rest = text.slice(close + 2).split(" ");
+  return {
+    pid: Number(text.slice(0, open).trim()),
+    comm: text.slice(open + 1, close),
+    state: rest[0],
+    ppid: Number(rest[1]),
+    flags: Number(rest[6]),
+  };
+}
+
+/** Swap areas in use under `root`. */
+export async function readSwaps(root = "/"): Promise<string[]> {
+  return parseSwaps(await readOptional(root, "/proc/swaps"));
+}
+/** `/etc/crypttab` under `root`. */
+export async function readCrypttab(root = "/"): Promise<CrypttabEntry[]> {
+  return parseCrypttab(await readOptional(root, "/etc/crypttab"));
+}
+/** `/proc/meminfo` under `root`, in KiB. */
+export async function readMeminfo(root = "/"): Promise<Record<string, number>> {
+  return parseMeminfo(await readOptional(root, "/proc/meminfo"));
+}
+/** `/proc/keys` under `root` (root sees every key). */
+export async function readProcKeys(root = "/"): Promise<ProcKey[]> {
+  return parseProcKeys(await readOptional(root, "/proc/keys"));
+}
+
+/** Parsed `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) at `path`, or null when the process is gone. */
+export async function readStat(path: string): Promise<ProcStat | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return null;
+  }
+  return parseStat(text);
+}
