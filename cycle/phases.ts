@@ -13,7 +13,7 @@
  * ```
  */
 import { buildRamfs, planRamfs, type Ramfs } from "../chroot/ramfs.ts";
-import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "./freeze.ts";
+import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "../cgroup/mod.ts";
 import type { AgentContext, OuterContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";

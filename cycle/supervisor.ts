@@ -15,7 +15,7 @@ import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import { setpriority } from "../ffi/libc.ts";
 import type { AgentContext } from "./context.ts";
 import { messages } from "./errors.ts";
-import { joinOwnCgroup } from "./freeze.ts";
+import { joinOwnCgroup } from "../cgroup/own.ts";
 import { readJob, REPORT_PATH } from "./job.ts";
 import { failed, OK, type Outcome } from "./outcome.ts";
 import { AGENT_PHASES } from "./phases.ts";

@@ -1,0 +1,118 @@
+/**
+ * Helpers for the kernel freezer tests: a throw-away sub-hierarchy of the host's cgroup2 mount plays the
+ * cgroup root ({@linkcode Bed}), with helper processes; everything is killed and removed at the end.
+ * Needs root and a cgroup2 mount (on this host /sys/fs/cgroup/unified, hybrid layout).
+ *
+ * @example
+ * ```ts
+ * import { Bed, frozenFlag, ignore } from "./testing.ts";
+ * if (!ignore) {
+ *   await using bed = new Bed();
+ *   const dir = await bed.cgroup("a.slice");
+ *   await bed.spawn("exec sleep 1000", dir);
+ *   console.log(await frozenFlag(dir)); // "0"
+ * }
+ * ```
+ * @module
+ */
+import { join } from "node:path";
+import { readStat } from "../host/proc.ts";
+import { findCgroup2Mount } from "./cgroup2.ts";
+
+/** The host's cgroup2 mount point, or null (then the tests are ignored). */
+export const mount: string | null = await findCgroup2Mount();
+/** Whether the kernel tests cannot run here: they need root and a cgroup2 mount. */
+export const ignore: boolean = mount === null || Deno.uid() !== 0;
+
+/** Writes `value` to an existing file (a cgroup knob). */
+export async function write(path: string, value: string): Promise<void> {
+  await Deno.writeTextFile(path, value, { create: false });
+}
+
+/** The `frozen` flag of cgroup.events: "0", "1", or "?". */
+export async function frozenFlag(dir: string): Promise<string> {
+  return /^frozen (\d)$/m.exec(await Deno.readTextFile(join(dir, "cgroup.events")))?.[1] ?? "?";
+}
+
+/** utime+stime in clock ticks. */
+export async function cpuTicks(pid: number): Promise<number> {
+  const text = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return Number(rest[11]) + Number(rest[12]);
+}
+
+/** Waits `ms` milliseconds. */
+export const sleep = (ms: number): Promise<unknown> => new Promise((r) => setTimeout(r, ms));
+
+/** The capability that lowering oom_score_adj needs. */
+export const CAP_SYS_RESOURCE = 24;
+/** Whether this process has capability `bit` in effect. */
+export function hasCap(bit: number): boolean {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(Deno.readTextFileSync("/proc/self/status"))?.[1] ?? "0";
+  return ((BigInt("0x" + hex) >> BigInt(bit)) & 1n) === 1n;
+}
+
+/** Waits up to 3 s for `pid` to reach `state`. */
+export async function waitState(pid: number, state: string): Promise<void> {
+  for (let i = 0; i < 300 && (await readStat(`/proc/${pid}/stat`))?.state !== state; i++) await sleep(10);
+}
+
+/** A scratch cgroup root with helper processes; kills and removes everything at the end. */
+export class Bed implements AsyncDisposable {
+  /** The scratch cgroup that plays the cgroup root. */
+  readonly root: string;
+  /** Every process spawned, killed at the end. */
+  readonly children: Deno.ChildProcess[] = [];
+  /** A scratch directory, removed at the end. */
+  readonly tmp: string = Deno.makeTempDirSync({ prefix: "cryptsleep-freeze-" });
+  /** Creates the scratch cgroup under the host's cgroup2 mount. */
+  constructor() {
+    this.root = join(mount!, `cryptsleep-test-${crypto.randomUUID().slice(0, 8)}`);
+    Deno.mkdirSync(this.root);
+  }
+  /** Creates `root/name` (parents too); returns its path. */
+  async cgroup(name: string): Promise<string> {
+    const dir = join(this.root, name);
+    await Deno.mkdir(dir, { recursive: true });
+    return dir;
+  }
+  /** Spawns `sh -c script`, moved into `cgroupDir` if given; returns its pid. */
+  spawn(script: string, cgroupDir?: string): Promise<number> {
+    const child = new Deno.Command("sh", { args: ["-c", script], stdin: "null", stdout: "null", stderr: "null" })
+      .spawn();
+    this.children.push(child);
+    return cgroupDir
+      ? write(join(cgroupDir, "cgroup.procs"), String(child.pid)).then(() => child.pid)
+      : Promise.resolve(child.pid);
+  }
+  /** Kills everything below the root and removes it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    // cgroup.kill kills the whole subtree, frozen or not.
+    try {
+      await write(join(this.root, "cgroup.kill"), "1");
+    } catch { /* older kernel: the kills below do it */ }
+    for (const c of this.children) {
+      try {
+        c.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await c.status;
+    }
+    const dirs: string[] = [];
+    const walk = (d: string) => {
+      for (const e of Deno.readDirSync(d)) if (e.isDirectory) walk(join(d, e.name));
+      dirs.push(d);
+    };
+    walk(this.root);
+    for (const d of dirs) {
+      for (let i = 0; i < 100; i++) {
+        try {
+          Deno.removeSync(d);
+          break;
+        } catch {
+          await sleep(10);
+        }
+      }
+    }
+    Deno.removeSync(this.tmp, { recursive: true });
+  }
+}
