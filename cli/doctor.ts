@@ -1,87 +1,83 @@
 /**
- * `cryptsleep doctor [--json]`: can this machine run a cryptsleep cycle? One line per check, `ok`, `warn`
- * or `fail`, with what was seen and how to fix it. Reads files under a root (default "/") so the checks
- * run on recorded trees; the checks that need the live system (libcryptsetup, the VT ioctl) run only on "/".
+ * `cryptsleep doctor [--json] [--state mem|freeze]`: can this machine run a cryptsleep cycle? One line per
+ * check, `ok`, `warn` or `fail`, with what was seen and how to fix it. The requirements come from
+ * cycle/requirements.ts, the list preflight enforces, so doctor fails wherever suspend would refuse; the
+ * other lines only inform. Reads files under a root (default "/") so the checks run on recorded trees; the
+ * checks that need the live system (libcryptsetup, the VT ioctl) run only on "/".
  *
  * @example
- * ```sh
- * cryptsleep doctor || echo "not ready"
- * cryptsleep doctor --json | jq '.checks[] | select(.status != "ok")'
+ * ```ts
+ * import { doctorExitCode, formatChecks, runChecks } from "./doctor.ts";
+ * const checks = await runChecks({ state: "mem" });
+ * console.log(formatChecks(checks));
+ * Deno.exitCode = doctorExitCode(checks);
  * ```
+ *
+ * From the shell: `cryptsleep doctor || echo "not ready"`, or
+ * `cryptsleep doctor --json | jq '.checks[] | select(.status != "ok")'`.
  * @module
  */
 import { Console } from "../ffi/tty.ts";
 import { type Command, Option } from "commander";
 import { join } from "node:path";
-import { hostPath, type Plan, readMeminfo, readMountinfo, readProcKeys } from "../discovery/mod.ts";
+import type { Plan } from "../discovery/mod.ts";
 import { probeLibcryptsetup } from "../ffi/libcryptsetup.ts";
+import { cgroup2At, DEFAULT_CGROUP_ROOT, existsUnder } from "../cgroup/cgroup2.ts";
+import { readMountinfo } from "../host/mountinfo.ts";
+import { readTrimmed, underRoot } from "../host/paths.ts";
+import { readProcKeys } from "../host/proc.ts";
+import {
+  checkMemory,
+  checkRequirements,
+  checkSleepState,
+  kernelAtLeast,
+  type LibProbe,
+  type SleepState,
+  type Verdict,
+} from "../cycle/requirements.ts";
 import { ExitCode } from "./exit_codes.ts";
-import { discoverOrExplain, mib } from "./plan.ts";
+import { discoverOrExplain } from "./plan.ts";
 
+/** A check's verdict: `fail` makes doctor exit non-zero, `warn` only informs. */
 export type CheckStatus = "ok" | "warn" | "fail";
 
 /** One doctor line. */
 export interface Check {
+  /** ok, warn or fail. */
   status: CheckStatus;
+  /** Short name, e.g. "cgroup root". */
   name: string;
+  /** What was seen. */
   detail: string;
+  /** What to do about it. */
   hint?: string;
 }
 
+/** Inputs of {@linkcode runChecks}; the defaults describe the live system. */
 export interface DoctorOptions {
+  /** Where to read sysfs/proc/etc ("/" = live; else a recorded tree). */
   root?: string;
   /** Run the checks that need the live system (default: root is "/"). */
   live?: boolean;
+  /** The uid to judge (default: this process's). */
   uid?: number | null;
+  /** Check for exactly this sleep state, as `suspend --state` would (default: mem, freeze as a warning). */
+  state?: SleepState;
+  /** The libcryptsetup probe to judge (default: probe it when live, else not probed). */
+  lib?: LibProbe | null;
 }
 
-/** What the unlock agent needs beside Argon2 (same margin as the preflight). */
-const AGENT_HEADROOM_KIB = 128 * 1024;
-/** Symbols the cycle cannot do without. */
-const REQUIRED_SYMBOLS = [
-  "crypt_init_by_name",
-  "crypt_load",
-  "crypt_free",
-  "crypt_suspend",
-  "crypt_resume_by_passphrase",
-  "crypt_get_active_device",
-  "crypt_safe_alloc",
-  "crypt_safe_free",
-];
-
-async function readText(root: string, path: string): Promise<string | undefined> {
-  try {
-    return (await Deno.readTextFile(hostPath(root, path))).trim();
-  } catch {
-    return undefined;
-  }
+/** A requirement's verdict as a doctor line ("unknown" warns: doctor cannot tell, preflight refuses). */
+function fromVerdict(v: Verdict): Check {
+  const status = v.status === "unknown" ? "warn" : v.status;
+  return { status, name: v.name, detail: v.seen, ...(v.status !== "ok" && v.fix ? { hint: v.fix } : {}) };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function kernelAtLeast(release: string | undefined, major: number, minor: number): boolean | undefined {
-  const m = /^(\d+)\.(\d+)/.exec(release ?? "");
-  if (!m) return undefined;
-  return Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor);
-}
-
-function checkRoot(uid: number | null): Check {
-  if (uid === 0) return { status: "ok", name: "root", detail: "running as root (uid 0)" };
-  return { status: "fail", name: "root", detail: `running as uid ${uid}`, hint: "run cryptsleep as root (sudo)" };
-}
-
+/** The layout around the one cgroup2 check: where cgroup2 and v1 are, cgroup.freeze, the controllers. */
 async function checkCgroups(root: string): Promise<Check[]> {
-  const mounts = await readMountinfo(root);
-  const v2 = mounts.filter((m) => m.fstype === "cgroup2");
-  const v1 = mounts.filter((m) => m.fstype === "cgroup");
-  if (v2.length === 0) {
+  const found = await cgroup2At(DEFAULT_CGROUP_ROOT, root);
+  const mp = found.ok ? found.cgroup.mountpoint : found.elsewhere;
+  if (mp === undefined) {
     return [{
       status: "fail",
       name: "cgroup2",
@@ -89,25 +85,26 @@ async function checkCgroups(root: string): Promise<Check[]> {
       hint: "mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd.unified_cgroup_hierarchy=1)",
     }];
   }
-  const mp = v2[0].mountpoint;
   const out: Check[] = [];
-  if (mp === "/sys/fs/cgroup") {
-    out.push({ status: "ok", name: "cgroup2", detail: "unified cgroup v2 at /sys/fs/cgroup" });
+  if (found.ok) {
+    out.push({ status: "ok", name: "cgroup2", detail: `unified cgroup v2 at ${mp}` });
   } else {
+    const v1 = (await readMountinfo(root)).filter((m) => m.fstype === "cgroup");
     const v1names = v1.map((m) => m.mountpoint.split("/").pop()).join(",");
     out.push({
       status: "warn",
       name: "cgroup2",
       detail: `hybrid layout: cgroup2 at ${mp}` + (v1.length ? `, controllers on cgroup v1 (${v1names})` : ""),
-      hint: "the v2 freezer works here; for the memory controller boot with systemd.unified_cgroup_hierarchy=1",
+      hint: `cryptsleep freezes the cgroup v2 hierarchy at ${DEFAULT_CGROUP_ROOT} (see cgroup root): ` +
+        "boot with systemd.unified_cgroup_hierarchy=1",
     });
   }
   // cgroup.freeze is cgroup2 core (5.2+), not a controller: it exists in every non-root cgroup.
-  const base = hostPath(root, mp);
+  const base = underRoot(root, mp);
   let child: string | undefined;
   try {
     for await (const e of Deno.readDir(base)) {
-      if (e.isDirectory && (await exists(join(base, e.name, "cgroup.freeze")))) {
+      if (e.isDirectory && (await existsUnder(root, join(mp, e.name, "cgroup.freeze")))) {
         child = e.name;
         break;
       }
@@ -115,7 +112,7 @@ async function checkCgroups(root: string): Promise<Check[]> {
   } catch {
     // unreadable: judged by kernel version below
   }
-  const release = await readText(root, "/proc/sys/kernel/osrelease");
+  const release = await readTrimmed(root, "/proc/sys/kernel/osrelease");
   if (child) {
     out.push({ status: "ok", name: "cgroup freezer", detail: `cgroup.freeze present (${mp}/${child}/cgroup.freeze)` });
   } else if (kernelAtLeast(release, 5, 2)) {
@@ -132,8 +129,8 @@ async function checkCgroups(root: string): Promise<Check[]> {
       hint: "cryptsleep needs the cgroup v2 freezer: run a kernel >= 5.2",
     });
   }
-  const controllers = (await readText(root, join(mp, "cgroup.controllers")))?.split(/\s+/).filter(Boolean) ?? [];
-  const subtree = (await readText(root, join(mp, "cgroup.subtree_control")))?.split(/\s+/).filter(Boolean) ?? [];
+  const controllers = (await readTrimmed(root, join(mp, "cgroup.controllers")))?.split(/\s+/).filter(Boolean) ?? [];
+  const subtree = (await readTrimmed(root, join(mp, "cgroup.subtree_control")))?.split(/\s+/).filter(Boolean) ?? [];
   const detail = `controllers: ${controllers.join(" ") || "none"}; subtree_control: ${subtree.join(" ") || "none"}`;
   if (controllers.includes("memory")) {
     out.push({ status: "ok", name: "cgroup2 controllers", detail });
@@ -148,28 +145,25 @@ async function checkCgroups(root: string): Promise<Check[]> {
   return out;
 }
 
+/** The sleep state requirement; without a state asked for, freeze alone is a warning (suspend --state freeze). */
+async function checkSleep(root: string, state: SleepState | undefined): Promise<Check> {
+  const mem = await checkSleepState(root, state ?? "mem");
+  if (state !== undefined || mem.status === "ok") return fromVerdict(mem);
+  const freeze = await checkSleepState(root, "freeze");
+  if (freeze.status !== "ok") return fromVerdict(mem);
+  return {
+    status: "warn",
+    name: "sleep states",
+    detail: `${freeze.seen} (no mem: only suspend-to-idle)`,
+    hint: "cryptsleep suspend --state freeze",
+  };
+}
+
+/** The knobs beside the requirements: mem_sleep, freeze_filesystems, pm_freeze_timeout. */
 async function checkPower(root: string): Promise<Check[]> {
   const out: Check[] = [];
-  const state = await readText(root, "/sys/power/state");
-  const states = state?.split(/\s+/).filter(Boolean) ?? [];
-  if (states.includes("mem")) {
-    out.push({ status: "ok", name: "sleep states", detail: `/sys/power/state: ${states.join(" ")}` });
-  } else if (states.includes("freeze")) {
-    out.push({
-      status: "warn",
-      name: "sleep states",
-      detail: `/sys/power/state: ${states.join(" ")} (no mem: only suspend-to-idle)`,
-      hint: "cryptsleep suspend --state freeze",
-    });
-  } else {
-    out.push({
-      status: "fail",
-      name: "sleep states",
-      detail: state === undefined ? "no /sys/power/state" : "/sys/power/state offers no mem or freeze state",
-      hint: "this kernel (or VM/sandbox) can't suspend: run on hardware or a VM with suspend support",
-    });
-  }
-  const memSleep = await readText(root, "/sys/power/mem_sleep");
+  const states = (await readTrimmed(root, "/sys/power/state"))?.split(/\s+/).filter(Boolean) ?? [];
+  const memSleep = await readTrimmed(root, "/sys/power/mem_sleep");
   if (memSleep === undefined) {
     out.push({
       status: "warn",
@@ -189,42 +183,28 @@ async function checkPower(root: string): Promise<Check[]> {
       },
     );
   }
-  const sync = await readText(root, "/sys/power/sync_on_suspend");
-  const release = await readText(root, "/proc/sys/kernel/osrelease");
-  if (sync === undefined) {
-    const why = kernelAtLeast(release, 5, 6)
-      ? `kernel ${release} is built without suspend support (CONFIG_SUSPEND)`
-      : `kernel ${release ?? "unknown"} is older than 5.6`;
-    out.push({
-      status: "fail",
-      name: "sync_on_suspend",
-      detail: `no /sys/power/sync_on_suspend: ${why}; the kernel's own sync would hang on a locked volume`,
-      hint: "run a kernel >= 5.6 with CONFIG_SUSPEND",
-    });
-  } else {
-    out.push({
-      status: "ok",
-      name: "sync_on_suspend",
-      detail: `present (= ${sync}); set to 0 during the cycle, as the kernel's sync would hang on a locked volume`,
-    });
-  }
-  const ff = await readText(root, "/sys/power/freeze_filesystems");
-  out.push({
-    status: "ok",
-    name: "freeze_filesystems",
-    detail: ff === undefined
-      ? "absent (this kernel has none; nothing to turn off)"
-      : `present (= ${ff}); set to 0 during the cycle, as freezing a filesystem on a locked volume hangs`,
-  });
-  const timeout = await readText(root, "/sys/power/pm_freeze_timeout");
-  out.push(
-    timeout === undefined
-      ? { status: "warn", name: "pm_freeze_timeout", detail: "no /sys/power/pm_freeze_timeout" }
-      : { status: "ok", name: "pm_freeze_timeout", detail: `${timeout} ms` },
-  );
   return out;
 }
 
+/** After sync_on_suspend: the knobs the cycle sets or relies on. */
+async function checkKnobs(root: string): Promise<Check[]> {
+  const ff = await readTrimmed(root, "/sys/power/freeze_filesystems");
+  const timeout = await readTrimmed(root, "/sys/power/pm_freeze_timeout");
+  return [
+    {
+      status: "ok",
+      name: "freeze_filesystems",
+      detail: ff === undefined
+        ? "absent (this kernel has none; nothing to turn off)"
+        : `present (= ${ff}); set to 0 during the cycle, as freezing a filesystem on a locked volume hangs`,
+    },
+    timeout === undefined
+      ? { status: "warn", name: "pm_freeze_timeout", detail: "no /sys/power/pm_freeze_timeout" }
+      : { status: "ok", name: "pm_freeze_timeout", detail: `${timeout} ms` },
+  ];
+}
+
+/** The volumes of the plan, their keyring keys, and the memory requirement for their unlock. */
 async function checkVolumes(root: string, plan: Plan): Promise<Check[]> {
   const out: Check[] = [];
   if (plan.lock.length === 0) {
@@ -258,59 +238,12 @@ async function checkVolumes(root: string, plan: Plan): Promise<Check[]> {
       });
     }
   }
-  const mem = await readMeminfo(root);
-  const avail = mem["MemAvailable"];
-  const need = plan.maxArgon2MemoryKiB + AGENT_HEADROOM_KIB;
-  if (avail === undefined) {
-    out.push({ status: "warn", name: "memory", detail: "no MemAvailable in /proc/meminfo" });
-  } else if (avail < need) {
-    out.push({
-      status: "fail",
-      name: "memory",
-      detail: `MemAvailable ${mib(avail)} < ${mib(need)} (Argon2 ${mib(plan.maxArgon2MemoryKiB)} + agent ` +
-        `${mib(AGENT_HEADROOM_KIB)}); swap on locked volumes can't help`,
-      hint: "free memory, or re-key the largest keyslot with a smaller --pbkdf-memory (cryptsetup luksConvertKey)",
-    });
-  } else {
-    out.push({
-      status: "ok",
-      name: "memory",
-      detail: `MemAvailable ${mib(avail)} >= ${mib(need)} (Argon2 ${mib(plan.maxArgon2MemoryKiB)} + agent ` +
-        `${mib(AGENT_HEADROOM_KIB)})`,
-    });
-  }
+  out.push(fromVerdict(await checkMemory(root, plan.maxArgon2MemoryKiB)));
   return out;
 }
 
-function checkLibcryptsetup(): Check {
-  const probe = probeLibcryptsetup();
-  if (!probe.ok) {
-    return {
-      status: "fail",
-      name: "libcryptsetup",
-      detail: probe.error,
-      hint: "install libcryptsetup (apt install libcryptsetup12)",
-    };
-  }
-  const { info } = probe;
-  const missing = Object.entries(info.symbols).filter(([, present]) => !present).map(([s]) => s);
-  const missingRequired = REQUIRED_SYMBOLS.filter((s) => info.symbols[s] !== true);
-  const present = Object.values(info.symbols).filter(Boolean).length;
-  const detail = `${info.version} at ${info.path}, ${present}/${Object.keys(info.symbols).length} symbols` +
-    (missing.length ? ` (missing: ${missing.join(", ")})` : "");
-  if (missingRequired.length) {
-    return {
-      status: "fail",
-      name: "libcryptsetup",
-      detail,
-      hint: `needs ${missingRequired.join(", ")}: install libcryptsetup >= 2.3`,
-    };
-  }
-  return { status: "ok", name: "libcryptsetup", detail };
-}
-
 async function checkConsole(root: string): Promise<Check> {
-  if (await exists(hostPath(root, "/dev/tty0"))) {
+  if (await existsUnder(root, "/dev/tty0")) {
     // a recorded tree has no real VT to ask
     if (root !== "/") return { status: "ok", name: "console", detail: "/dev/tty0 present" };
     try {
@@ -339,19 +272,32 @@ async function checkConsole(root: string): Promise<Check> {
   };
 }
 
-/** Runs every check; never throws for a finding, only for a bug. */
+/**
+ * Runs every check; never throws for a finding, only for a bug. The lines named like cycle/requirements.ts
+ * (root, cgroup root, sleep states, sync_on_suspend, libcryptsetup, memory) are the requirements preflight
+ * enforces, evaluated the same way; the others only inform.
+ */
 export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
   const root = opts.root ?? "/";
   const live = opts.live ?? root === "/";
-  const checks: Check[] = [checkRoot(opts.uid === undefined ? Deno.uid() : opts.uid)];
   let plan: Plan | undefined;
+  const sysfs: Check[] = [];
   try {
     plan = await discoverOrExplain(root);
   } catch (e) {
-    checks.push({ status: "fail", name: "sysfs", detail: (e as Error).message });
+    sysfs.push({ status: "fail", name: "sysfs", detail: (e as Error).message });
   }
+  const lib = opts.lib !== undefined ? opts.lib : live ? probeLibcryptsetup() : null;
+  const [rootCheck, cgroupRoot, , syncOnSuspend, libcryptsetup] = await checkRequirements({
+    root,
+    uid: opts.uid === undefined ? Deno.uid() : opts.uid,
+    state: opts.state ?? "mem",
+    lib,
+    argon2MemoryKiB: plan?.maxArgon2MemoryKiB,
+  });
+  const checks: Check[] = [fromVerdict(rootCheck), ...sysfs];
   checks.push(
-    (await exists(hostPath(root, "/dev/mapper/control")))
+    (await existsUnder(root, "/dev/mapper/control"))
       ? { status: "ok", name: "device-mapper", detail: "/dev/mapper/control present" }
       : {
         status: "warn",
@@ -360,11 +306,12 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
         hint: "modprobe dm_mod (or dmsetup mknodes)",
       },
   );
-  checks.push(...(await checkCgroups(root)));
-  checks.push(...(await checkPower(root)));
+  checks.push(...(await checkCgroups(root)), fromVerdict(cgroupRoot));
+  checks.push(await checkSleep(root, opts.state), ...(await checkPower(root)));
+  checks.push(fromVerdict(syncOnSuspend), ...(await checkKnobs(root)));
   if (plan) checks.push(...(await checkVolumes(root, plan)));
-  if (live) checks.push(checkLibcryptsetup());
-  else checks.push({ status: "ok", name: "libcryptsetup", detail: "not probed (--root is a recorded tree)" });
+  // a recorded tree has no library to load: not probed is not a finding
+  checks.push(lib === null ? { ...fromVerdict(libcryptsetup), status: "ok" } : fromVerdict(libcryptsetup));
   checks.push(await checkConsole(root));
   return checks;
 }
@@ -386,9 +333,13 @@ export function register(program: Command, exit: (code: number) => never): void 
   program.command("doctor")
     .description("check that this machine can run a cryptsleep cycle (one line per check)")
     .option("--json", "print the checks as JSON")
+    .addOption(
+      new Option("--state <state>", "check for this sleep state, as suspend --state would (default: mem, or freeze)")
+        .choices(["mem", "freeze"]),
+    )
     .addOption(new Option("--root <dir>", "read sysfs/proc/etc from this tree instead of /").default("/").hideHelp())
-    .action(async (o: { json?: boolean; root: string }) => {
-      const checks = await runChecks({ root: o.root });
+    .action(async (o: { json?: boolean; root: string; state?: SleepState }) => {
+      const checks = await runChecks({ root: o.root, state: o.state });
       const code = doctorExitCode(checks);
       console.log(
         o.json ? JSON.stringify({ ok: code === ExitCode.OK, exitCode: code, checks }, null, 2) : formatChecks(checks),

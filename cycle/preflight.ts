@@ -1,65 +1,65 @@
 /**
  * @module
- * Phase 1, preflight: the plan from discovery, and every reason to refuse before anything is touched — not
- * root, no cgroup v2, the sleep state unsupported, not enough RAM for the largest Argon2 unlock (swap on a
- * volume being locked cannot help: MemAvailable counts no swap), nothing lockable (unless plain suspend is
- * allowed), libcryptsetup lacking a needed call. It also reads the knobs to restore and the volumes whose
- * key is already pinned in a kernel keyring.
+ * Phase 1, preflight: the plan from discovery, and every reason to refuse before anything is touched — a
+ * requirement of cycle/requirements.ts not met (root, cgroup v2, the sleep state, sync_on_suspend,
+ * libcryptsetup's calls, RAM for the largest Argon2 unlock: doctor checks the same list), nothing lockable
+ * (unless plain suspend is allowed), a pinned key with --refuse-leak. It also reads the knobs to restore and
+ * the volumes whose key is already pinned in a kernel keyring.
  *
  * @example
- * ```ts ignore
- * const job = await preflight(defaultOptions()); // throws RefusedError with every reason
+ * ```ts
+ * import { defaultOptions } from "./job.ts";
+ * import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
+ * import { preflight } from "./preflight.ts";
+ * const lib = Libcryptsetup.open();
+ * try {
+ *   const job = await preflight(defaultOptions(), lib.info, "/run/cryptsleep/root"); // or RefusedError
+ *   console.log(job.plan.lock.map((v) => v.dmName), job.knobs);
+ * } finally {
+ *   lib.close();
+ * }
  * ```
  */
 import { discover, type Plan } from "../discovery/mod.ts";
 import type { LibcryptsetupInfo } from "../ffi/libcryptsetup.ts";
+import { saveKnobs } from "../host/sysfs.ts";
 import { RefusedError } from "./errors.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import { pinnedKeys } from "./pinned/mod.ts";
-import { isCgroup2Root, KNOBS, memAvailableKiB, readKnob, saveKnobs } from "../host/sysfs.ts";
+import { checkRequirements, type LibProbe, refusals, type Verdict } from "./requirements.ts";
 
-/** Headroom for the agent itself beside the Argon2 memory (a deno process, measured ~60 MiB RSS). */
-const AGENT_HEADROOM_KIB = 128 * 1024;
+/** Where preflight evaluates the requirements: the live system, or (tests) a recorded tree and a uid. */
+export interface PreflightHost {
+  /** "/" or a recorded tree. */
+  root: string;
+  /** The uid the cycle runs as. */
+  uid: number | null;
+}
 
-const NEEDED_SYMBOLS = ["crypt_suspend", "crypt_resume_by_passphrase", "crypt_safe_alloc", "crypt_volume_key_keyring"];
+/** The requirements of cycle/requirements.ts for this cycle, on `host`: preflight refuses on each not "ok". */
+export function requirementsFor(
+  options: Pick<SuspendOptions, "state">,
+  lib: LibProbe,
+  plan: Plan,
+  host: PreflightHost = { root: "/", uid: Deno.uid() },
+): Promise<Verdict[]> {
+  return checkRequirements({ ...host, state: options.state, lib, argon2MemoryKiB: plan.maxArgon2MemoryKiB });
+}
 
+/**
+ * Refuses (RefusedError, every reason at once) unless the host meets cycle/requirements.ts for this plan and
+ * something is lockable; returns the job: the plan, the options, the knobs to restore, the volumes with a pinned key.
+ */
 export async function preflight(
   options: SuspendOptions,
   lib: LibcryptsetupInfo,
   ramfsRoot: string,
   plan?: Plan,
 ): Promise<Job> {
-  const reasons: string[] = [];
-  if (Deno.uid() !== 0) reasons.push("not root: run cryptsleep suspend as root");
-  if (!(await isCgroup2Root())) {
-    reasons.push("no cgroup v2 at /sys/fs/cgroup: boot with systemd.unified_cgroup_hierarchy=1 or mount cgroup2 there");
-  }
-  const states = (await readKnob("/sys/power/state"))?.split(/\s+/) ?? [];
-  if (!states.includes(options.state)) {
-    reasons.push(
-      `this kernel cannot sleep in "${options.state}" (/sys/power/state offers: ${states.join(" ") || "nothing"})`,
-    );
-  }
-  if ((await readKnob(KNOBS.syncOnSuspend)) === null) {
-    reasons.push("no /sys/power/sync_on_suspend (kernel < 5.6): the kernel's sync would hang on a locked volume");
-  }
-  for (const symbol of NEEDED_SYMBOLS) {
-    if (!lib.symbols[symbol]) {
-      reasons.push(`libcryptsetup ${lib.version} lacks ${symbol}: install libcryptsetup >= 2.4`);
-    }
-  }
-
   plan ??= await discover();
+  const reasons = refusals(await requirementsFor(options, { ok: true, info: lib }, plan));
   if (plan.lock.length === 0 && !options.allowPlain) {
     reasons.push("no lockable LUKS volume is active (see cryptsleep plan); pass --allow-plain to suspend anyway");
-  }
-  const needKiB = plan.maxArgon2MemoryKiB + AGENT_HEADROOM_KIB;
-  const haveKiB = await memAvailableKiB();
-  if (haveKiB < needKiB) {
-    reasons.push(
-      `not enough RAM to unlock after wake: ${mib(needKiB)} MiB needed (Argon2 ${mib(plan.maxArgon2MemoryKiB)} MiB + ` +
-        `agent), ${mib(haveKiB)} MiB available; close programs or lower the keyslot's pbkdf memory`,
-    );
   }
 
   const pinned: string[] = [];
@@ -76,8 +76,4 @@ export async function preflight(
   }
   if (reasons.length) throw new RefusedError(reasons);
   return { plan, options, knobs: await saveKnobs(), pinned, ramfsRoot, hostPid: Deno.pid };
-}
-
-function mib(kib: number): number {
-  return Math.ceil(kib / 1024);
 }

@@ -43,3 +43,12 @@ export async function readOptional(root: string, path: string): Promise<string> 
     throw e;
   }
 }
+
+/** The trimmed text of host file `path` under `root`, or undefined when it cannot be read. */
+export async function readTrimmed(root: string, path: string): Promise<string | undefined> {
+  try {
+    return (await Deno.readTextFile(underRoot(root, path))).trim();
+  } catch {
+    return undefined;
+  }
+}

@@ -72,14 +72,3 @@ export async function memAvailableKiB(root = "/"): Promise<number> {
   if (kib === undefined) throw new Error("no MemAvailable in /proc/meminfo");
   return kib;
 }
-
-/** Whether `dir` is the root of a cgroup v2 hierarchy. */
-export async function isCgroup2Root(dir = "/sys/fs/cgroup"): Promise<boolean> {
-  try {
-    await Deno.stat(join(dir, "cgroup.controllers"));
-    await Deno.stat(join(dir, "cgroup.procs"));
-    return true;
-  } catch {
-    return false;
-  }
-}
