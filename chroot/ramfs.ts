@@ -8,7 +8,7 @@
  * are mounted inside. Mounting uses mount(2)/umount2(2) from ffi/libc.ts (no tool is exec'd from the disk).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { buildRamfs } from "./ramfs.ts";
  * await using ramfs = await buildRamfs({ dir: "/run/cryptsleep/root", script: "/usr/lib/cryptsleep/cryptsleep.js" });
  * console.log(`${ramfs.files.length} files, ${(ramfs.bytes / 2 ** 20).toFixed(1)} MiB in ${ramfs.root}`);
@@ -32,11 +32,14 @@ import {
 
 const MS_SLAVE = 1 << 19;
 
-/** Paths inside the chroot. */
+/** Where the deno runtime is inside the chroot. */
 export const DENO_PATH = "/bin/deno";
+/** Where the bundled script is inside the chroot. */
 export const SCRIPT_PATH = "/cryptsleep.js";
+/** DENO_DIR inside the chroot (deno's cache; empty, as the bundle needs nothing from it). */
 export const DENO_DIR = "/deno-dir";
 
+/** A built ramfs; dispose (or {@linkcode Ramfs.dispose}) unmounts and removes it. */
 export interface Ramfs extends AsyncDisposable {
   /** Where the ramfs is mounted in the real root. */
   root: string;
@@ -60,8 +63,11 @@ export interface Ramfs extends AsyncDisposable {
   dispose(): Promise<void>;
 }
 
+/** What {@linkcode buildRamfs} builds. */
 export interface BuildRamfsOptions {
+  /** Where to mount the ramfs (absolute, below /). */
   dir: string;
+  /** The bundled script to copy in, or null when the runtime is a compiled binary embedding it. */
   script: string | null;
   /** Host paths copied at the same path (directories recursively; ELF files with their libraries). */
   extraFiles?: string[];

@@ -21,7 +21,9 @@ import { type BlockDevice, readBlockDevices } from "./sysfs.ts";
 
 /** A filesystem mounted on a device at or above a volume. */
 export interface Mount {
+  /** Where it is mounted. */
   mountpoint: string;
+  /** Filesystem type, e.g. "ext4". */
   fstype: string;
   /** The mount source as the kernel reports it (`/dev/mapper/vg-root`). */
   device: string;
@@ -29,27 +31,33 @@ export interface Mount {
 
 /** One LUKS volume that will be locked. */
 export interface Volume {
+  /** Its dm name (`cryptroot`). */
   dmName: string;
   /** `/dev/dm-N` */
   device: string;
   /** LUKS UUID (with dashes). */
   uuid: string;
+  /** LUKS version. */
   type: "LUKS1" | "LUKS2";
   /** The devices it is mapped on (`/dev/vda2`). */
   backing: string[];
+  /** Where its LUKS header is read from, and whether that is a detached header file or device. */
   header: { path: string; detached: boolean };
   /** dm names stacked above, top-down: suspend these first, resume them after the volume. */
   above: string[];
+  /** Filesystems mounted on it or on anything above it. */
   mounts: Mount[];
   /** Swap devices or files on this volume (or on anything above it). */
   swaps: string[];
   /** Largest Argon2 memory (KiB) over its keyslots; 0 for PBKDF2 only or an unreadable header. */
   argon2MemoryKiB: number;
-  /** Kernel name (`dm-0`) and `major:minor`. */
+  /** Kernel name (`dm-0`). */
   kname: string;
+  /** `major:minor`. */
   devno: string;
   /** dm reports the device suspended already. */
   suspended: boolean;
+  /** Its keyslots in use: number, KDF, Argon2 memory (KiB, 0 for PBKDF2). */
   keyslots: { slot: number; kdf: string; memoryKiB: number }[];
   /** Its `/etc/crypttab` line, if any. */
   crypttab?: { device: string; keyFile?: string; options: Record<string, string | true> };
@@ -57,8 +65,11 @@ export interface Volume {
 
 /** A dm-crypt mapping that libcryptsetup cannot suspend and resume. */
 export interface NotLockable {
+  /** Its dm name. */
   name: string;
+  /** Why it cannot be locked. */
   reason: string;
+  /** Its `/dev/dm-N`, when known. */
   device?: string;
 }
 
@@ -68,7 +79,9 @@ export interface Plan {
   lock: Volume[];
   /** The reverse of `lock`. */
   unlock: Volume[];
+  /** dm-crypt mappings left unlocked, with the reason. */
   notLockable: NotLockable[];
+  /** What the user should know (swap on a volume, a missing header…). */
   warnings: string[];
   /** Largest Argon2 memory (KiB) any volume needs on unlock. */
   maxArgon2MemoryKiB: number;
@@ -78,6 +91,7 @@ export interface Plan {
   dmDevices: number;
 }
 
+/** Inputs of {@linkcode discover}; the defaults describe the live system. */
 export interface DiscoverOptions {
   /** Directory standing for "/" (default "/"). */
   root?: string;

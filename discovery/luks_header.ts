@@ -19,6 +19,7 @@
 
 /** Key derivation of one keyslot. `memoryKiB` is 0 for PBKDF2. */
 export interface LuksKdf {
+  /** The KDF, as the header names it. */
   type: "pbkdf2" | "argon2i" | "argon2id" | string;
   /** Argon2 memory cost in KiB (LUKS2 JSON `memory`), 0 for PBKDF2. */
   memoryKiB: number;
@@ -26,24 +27,31 @@ export interface LuksKdf {
   time: number;
   /** Argon2 `cpus` (parallel lanes), 1 for PBKDF2. */
   cpus: number;
+  /** PBKDF2's hash (LUKS2 `hash`; LUKS1 the header's hash spec). */
   hash?: string;
 }
 
 /** One keyslot in use. */
 export interface LuksKeyslot {
+  /** Keyslot number. */
   slot: number;
   /** LUKS2 keyslot type ("luks2", "reencrypt"), "luks1" for LUKS1. */
   type: string;
+  /** How its passphrase is stretched. */
   kdf: LuksKdf;
 }
 
 /** What the header says. */
 export interface LuksHeader {
+  /** LUKS version. */
   version: 1 | 2;
+  /** The header's UUID (with dashes). */
   uuid: string;
+  /** LUKS2 label ("" for none, and for LUKS1). */
   label: string;
   /** Size of one header copy in bytes (LUKS2 `hdr_size`; 592 for LUKS1). */
   hdrSize: number;
+  /** The keyslots in use. */
   keyslots: LuksKeyslot[];
   /** The largest Argon2 memory over all keyslots (KiB): what one unlock may need at worst. */
   maxArgon2MemoryKiB: number;
@@ -53,9 +61,16 @@ export interface LuksHeader {
 
 /** A header could not be read or is not LUKS. `code` is an errno name when the read failed. */
 export class LuksHeaderError extends Error {
-  constructor(readonly path: string, readonly code: string, message: string) {
+  /** The header file or device. */
+  readonly path: string;
+  /** errno name of a failed read ("EACCES"), or "EINVAL" when it is not LUKS. */
+  readonly code: string;
+  /** Says what is wrong with which file. */
+  constructor(path: string, code: string, message: string) {
     super(message);
     this.name = "LuksHeaderError";
+    this.path = path;
+    this.code = code;
   }
 }
 

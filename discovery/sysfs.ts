@@ -15,11 +15,13 @@ import { underRoot } from "../host/paths.ts";
 
 /** One kernel block device (`vda`, `vda2`, `dm-0`, `loop0`). */
 export interface BlockDevice {
+  /** Kernel name (`vda2`, `dm-0`; `!` for `/`). */
   kname: string;
   /** "major:minor" from `dev`. */
   devno: string;
   /** Disk of a partition. */
   parent?: string;
+  /** A device-mapper device's name, uuid and suspended state. */
   dm?: { name: string; uuid: string; suspended: boolean };
   /** Devices stacked directly on this one (`holders/`). */
   holders: string[];
@@ -31,9 +33,13 @@ export interface BlockDevice {
 
 /** `<root>/sys/block` is missing: no sysfs, nothing can be discovered. */
 export class NoSysfsError extends Error {
-  constructor(readonly path: string) {
+  /** The missing `<root>/sys/block`. */
+  readonly path: string;
+  /** Says to mount sysfs. */
+  constructor(path: string) {
     super(`${path} not found: sysfs is not mounted (mount -t sysfs sysfs /sys)`);
     this.name = "NoSysfsError";
+    this.path = path;
   }
 }
 
