@@ -44,7 +44,7 @@ export async function listFreezable(
 }
 
 /**
- * For the supervisor after the agent died: finds every top-level cgroup (but `own`) with cgroup.freeze=1 and
+ * The freeze's undo by looking (the supervisor after the agent died, or a freeze cut short): finds every top-level cgroup (but `own`) with cgroup.freeze=1 and
  * the cryptsleep-frozen cgroup, and unless `dryRun` thaws them, moving the latter's processes back to the
  * root. It reads state instead of trusting the dead agent's account; a cgroup someone else had frozen
  * before the cycle is thawed too — a thawed machine is the lesser harm. Returns the cgroups found frozen.

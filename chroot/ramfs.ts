@@ -188,9 +188,9 @@ class Builder {
    * Copies a host path at the same path, recreating every symlink met on the way (same target text), so
    * the chroot resolves it exactly like the host. Returns the canonical path.
    */
-  mirror(hostPath: string): string | null {
+  mirror(path: string): string | null {
     let cur = "/";
-    const todo = normalize(hostPath).split("/").filter(Boolean);
+    const todo = normalize(path).split("/").filter(Boolean);
     for (let hops = 0; todo.length;) {
       const c = todo.shift()!;
       if (c === "..") {
@@ -200,11 +200,11 @@ class Builder {
       const next = join(cur, c);
       const st = lstatOrNull(next);
       if (!st) {
-        this.warnings.push(`not found, not copied: ${hostPath}`);
+        this.warnings.push(`not found, not copied: ${path}`);
         return null;
       }
       if (st.isSymlink) {
-        if (++hops > 40) throw new Error(`resolving ${hostPath}: too many symlinks (ELOOP)`);
+        if (++hops > 40) throw new Error(`resolving ${path}: too many symlinks (ELOOP)`);
         const target = Deno.readLinkSync(next);
         if (!lstatOrNull(this.root + next)) {
           Deno.symlinkSync(target, this.root + next);
@@ -223,7 +223,7 @@ class Builder {
         continue;
       }
       if (todo.length) {
-        this.warnings.push(`not a directory, not copied: ${hostPath}`);
+        this.warnings.push(`not a directory, not copied: ${path}`);
         return null;
       }
       this.copyFile(next, next, st);

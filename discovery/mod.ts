@@ -11,13 +11,10 @@
  * ```
  * @module
  */
-import { underRoot } from "../host/paths.ts";
 export * from "./discover.ts";
 export * from "./luks_header.ts";
 // host facts discovery reads, re-exported so users of mod.ts keep them
 export * from "../host/paths.ts";
 export * from "../host/mountinfo.ts";
 export * from "../host/proc.ts";
-/** @deprecated Use {@linkcode underRoot} (renamed: cycle/job.ts has another hostPath). */
-export const hostPath: typeof underRoot = underRoot;
 export * from "./sysfs.ts";

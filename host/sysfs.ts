@@ -54,16 +54,10 @@ export async function restoreKnobs(saved: Record<string, string>, root = "/"): P
   return errors;
 }
 
-/** Sets `path` to `value` and returns a disposable that puts the old value back. */
-export async function setKnob(path: string, value: string, root = "/"): Promise<AsyncDisposable> {
-  const old = await readKnob(path, root);
-  if (old === null) throw new Error(`${path} does not exist: this kernel lacks it`);
+/** Sets `path` to `value`; the old value is put back by {@linkcode restoreKnobs} from what was saved before. */
+export async function setKnob(path: string, value: string, root = "/"): Promise<void> {
+  if ((await readKnob(path, root)) === null) throw new Error(`${path} does not exist: this kernel lacks it`);
   await Deno.writeTextFile(join(root, path), value);
-  return {
-    async [Symbol.asyncDispose]() {
-      await Deno.writeTextFile(join(root, path), old);
-    },
-  };
 }
 
 /** `MemAvailable` from /proc/meminfo, in KiB (excludes swap, as the unlock must not rely on it). */
