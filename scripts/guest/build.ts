@@ -8,6 +8,10 @@
  * The encrypted disks are filled by a "builder boot": the host can run `luksFormat` on image files but has no
  * device-mapper, so a guest boot with `cryptsleep.build=1` copies plain ext4 images through dm-crypt.
  *
+ * Why one file of ~900 lines: the guest's cache key is the hash of this file, so everything that shapes the guest
+ * (packages, init scripts, disk layout) lives here and a change to any of it rebuilds the guests; split, a change
+ * in a second file could leave a stale guest in the cache.
+ *
  * ```sh
  * deno run -A scripts/guest/build.ts --kernel 6.1        # prints the cache directory
  * deno run -A scripts/guest/build.ts --kernel 6.12 --refresh

@@ -3,6 +3,10 @@
  * QEMU test bed of cryptsleep: boots the cached guest (real Debian kernel, LUKS2 root unlocked by typing the
  * passphrase at the initramfs prompt, real dm-crypt, S3 suspend through QMP) and drives it over the serial console.
  *
+ * Why one file of ~700 lines: the `VM` class is the bed's whole interface (QEMU's command line, QMP, the serial
+ * shell, S3 and wake, the VGA keyboard, guest RAM searches); every VM test reads this one file to know what it can
+ * ask of the guest, and its parts share the one QEMU process they drive.
+ *
  * ```ts
  * import { boot } from "./tests/vm/harness.ts";
  * await using vm = await boot({ dataDisk: true });
