@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { readElf } from "../host/elf.ts";
-import { buildRamfs, DENO_PATH, mappedFiles, mountsUnder, SCRIPT_PATH } from "./ramfs.ts";
+import { mappedFiles } from "./copy.ts";
+import { buildRamfs, DENO_PATH, mountsUnder, SCRIPT_PATH } from "./ramfs.ts";
 
 const lib = Deno.dlopen("libcryptsetup.so.12", {});
 globalThis.addEventListener("unload", () => lib.close());
