@@ -2,6 +2,7 @@
 // dependency tree is mapped, as the supervisor does before building the ramfs.
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { readMountinfoSync } from "../host/mountinfo.ts";
 import { mappedFiles } from "./copy.ts";
 import { buildRamfs, DENO_PATH, mountsUnder, SCRIPT_PATH } from "./ramfs.ts";
 
@@ -10,7 +11,7 @@ globalThis.addEventListener("unload", () => lib.close());
 
 /** Removes a scratch dir, but never while something is still mounted below it (a bound /dev!). */
 function removeScratch(base: string) {
-  const mounted = Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => l.includes(base));
+  const mounted = mountsUnder(base);
   if (mounted.length) throw new Error(`still mounted below ${base}, not removing it:\n${mounted.join("\n")}`);
   Deno.removeSync(base, { recursive: true });
 }
@@ -24,8 +25,9 @@ Deno.test("buildRamfs copies runtime, script and every mapped library; dispose u
     const ramfs = await buildRamfs({ dir, script, extraFiles: ["/etc/hostname"] });
     try {
       // A ramfs, mode 0700, private; the system mounts inside.
-      const line = Deno.readTextFileSync("/proc/self/mountinfo").split("\n").find((l) => l.split(" ")[4] === dir)!;
-      assert.match(line, / - ramfs cryptsleep-ramfs rw,mode=700/);
+      const m = readMountinfoSync().find((m) => m.mountpoint === dir)!;
+      assert.equal(m.fstype, "ramfs");
+      assert.equal(m.source, "cryptsleep-ramfs");
       assert.equal(Deno.statSync(dir).mode! & 0o777, 0o700);
       const inner = mountsUnder(dir);
       for (const p of ["/dev", "/sys", "/proc", "/run/cryptsetup", "/sys/fs/cgroup", "/dev/pts"]) {
