@@ -2,14 +2,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { chrootCommand, spawnChrooted } from "./enter.ts";
-import { buildRamfs, type Ramfs } from "./ramfs.ts";
+import { readMountinfoSync } from "../host/mountinfo.ts";
+import { buildRamfs, mountsUnder, type Ramfs } from "./ramfs.ts";
 
 const lib = Deno.dlopen("libcryptsetup.so.12", {});
 globalThis.addEventListener("unload", () => lib.close());
 
 /** Removes a scratch dir, but never while something is still mounted below it (a bound /dev!). */
 function removeScratch(base: string) {
-  const mounted = Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => l.includes(base));
+  const mounted = mountsUnder(base);
   if (mounted.length) throw new Error(`still mounted below ${base}, not removing it:\n${mounted.join("\n")}`);
   Deno.removeSync(base, { recursive: true });
 }
@@ -32,8 +33,7 @@ for await (const _ of Deno.stdin.readable) { /* wait for EOF */ }
 
 /** major:minor of the filesystem mounted at `dir`, in /proc/PID/maps notation ("00:26"). */
 function mapsDev(dir: string): string {
-  const line = Deno.readTextFileSync("/proc/self/mountinfo").split("\n").find((l) => l.split(" ")[4] === dir)!;
-  const [maj, min] = line.split(" ")[2].split(":").map(Number);
+  const [maj, min] = readMountinfoSync().find((m) => m.mountpoint === dir)!.devno.split(":").map(Number);
   return `${maj.toString(16).padStart(2, "0")}:${min.toString(16).padStart(2, "0")}`;
 }
 
@@ -101,10 +101,7 @@ Deno.test("spawnChrooted runs the ramfs's deno in the chroot, mapping only ramfs
   } finally {
     removeScratch(base);
   }
-  assert.deepEqual(
-    Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => l.includes(base)),
-    [],
-  );
+  assert.deepEqual(mountsUnder(base), []);
 });
 
 Deno.test("spawnChrooted runs the bundled script with its arguments", async () => {
