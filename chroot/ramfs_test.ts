@@ -28,6 +28,7 @@ Deno.test("buildRamfs copies runtime, script and every mapped library; dispose u
       const m = readMountinfoSync().find((m) => m.mountpoint === dir)!;
       assert.equal(m.fstype, "ramfs");
       assert.equal(m.source, "cryptsleep-ramfs");
+      assert.equal(m.superOptions, "rw,mode=700");
       assert.equal(Deno.statSync(dir).mode! & 0o777, 0o700);
       const inner = mountsUnder(dir);
       for (const p of ["/dev", "/sys", "/proc", "/run/cryptsetup", "/sys/fs/cgroup", "/dev/pts"]) {

@@ -27,6 +27,8 @@ export interface MountEntry {
   fstype: string;
   /** Mount source, e.g. "/dev/mapper/cryptroot", "cgroup2". */
   source: string;
+  /** The filesystem's own options (the last field), e.g. "rw,mode=700". */
+  superOptions: string;
 }
 
 /** Decodes the octal escapes (`\040`) the kernel writes for spaces, tabs, newlines and backslashes. */
@@ -48,6 +50,7 @@ export function parseMountinfo(text: string): MountEntry[] {
       mountpoint: unescapeOctal(f[4]),
       fstype: f[sep + 1],
       source: unescapeOctal(f[sep + 2] ?? ""),
+      superOptions: f[sep + 3] ?? "",
     });
   }
   return out;

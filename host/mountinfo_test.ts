@@ -7,8 +7,22 @@ Deno.test("mountinfo: optional fields, escaped spaces", () => {
       "40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n",
   );
   assert.deepEqual(m, [
-    { devno: "98:0", root: "/mnt1", mountpoint: "/mnt/my disk", fstype: "ext3", source: "/dev/root" },
-    { devno: "0:37", root: "/", mountpoint: "/sys/fs/cgroup/unified", fstype: "cgroup2", source: "cgroup2" },
+    {
+      devno: "98:0",
+      root: "/mnt1",
+      mountpoint: "/mnt/my disk",
+      fstype: "ext3",
+      source: "/dev/root",
+      superOptions: "rw,errors=continue",
+    },
+    {
+      devno: "0:37",
+      root: "/",
+      mountpoint: "/sys/fs/cgroup/unified",
+      fstype: "cgroup2",
+      source: "cgroup2",
+      superOptions: "rw",
+    },
   ]);
 });
 
