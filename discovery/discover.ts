@@ -126,6 +126,8 @@ export function parseCryptUuid(dmUuid: string): { type: string; uuid?: string } 
 class Graph {
   readonly byDevno = new Map<string, string>();
   readonly byDmName = new Map<string, string>();
+  /** Loop devices whose backing file lives on a device (device → loops): above it, though sysfs does not say so. */
+  readonly #fileHolders = new Map<string, string[]>();
   #heights = new Map<string, number>();
 
   constructor(readonly root: string, readonly devs: Map<string, BlockDevice>, readonly mounts: MountEntry[]) {
@@ -135,13 +137,30 @@ class Graph {
     }
   }
 
-  /** Distance to the top of the stack: 0 when nothing holds the device. */
+  /**
+   * Records, for each loop device, the device holding its backing file: an image file on a volume makes the volume
+   * opened from it sit above that volume, so it must be locked first (its lock writes through the loop device).
+   */
+  async linkLoopFiles(): Promise<void> {
+    for (const d of this.devs.values()) {
+      if (!d.loopBackingFile) continue;
+      // the kernel appends " (deleted)" to a backing file that was unlinked; it still lives on the same filesystem
+      const file = d.loopBackingFile.replace(/ \(deleted\)$/, "");
+      const m = this.mountOf(file);
+      const host = m ? await this.mountDevice(m) : undefined;
+      if (host === undefined || host === d.kname) continue;
+      this.#fileHolders.set(host, [...(this.#fileHolders.get(host) ?? []), d.kname]);
+    }
+    this.#heights.clear();
+  }
+
+  /** Distance to the top of the stack: 0 when nothing holds the device (loop devices on its files count). */
   height(k: string, seen = new Set<string>()): number {
     const known = this.#heights.get(k);
     if (known !== undefined) return known;
     if (seen.has(k)) return 0; // a cycle can't exist in sysfs; don't loop if a recording has one
     seen.add(k);
-    const holders = this.devs.get(k)?.holders ?? [];
+    const holders = [...(this.devs.get(k)?.holders ?? []), ...(this.#fileHolders.get(k) ?? [])];
     const h = holders.length === 0 ? 0 : 1 + Math.max(...holders.map((x) => this.height(x, seen)));
     this.#heights.set(k, h);
     return h;
@@ -234,6 +253,7 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   const swaps = await readSwaps(root);
   const crypttab = await readCrypttab(root);
   const g = new Graph(root, devs, mounts);
+  await g.linkLoopFiles();
   const warnings: string[] = [];
   const notLockable: NotLockable[] = [];
 
@@ -316,7 +336,8 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
     volumes.push(vol);
   }
 
-  // Top-down: the higher a volume sits in the stack, the earlier it is locked.
+  // Top-down: the higher a volume sits in the stack (an image file's volume above the one holding the file), the
+  // earlier it is locked.
   const lock = [...volumes].sort((a, b) => g.height(a.kname) - g.height(b.kname) || a.dmName.localeCompare(b.dmName));
   const lockable = new Set(lock.map((v) => v.kname));
 

@@ -67,10 +67,12 @@ Deno.test("LUKS on LVM: two volumes on LVs, key file on the locked root", async 
 
 Deno.test("two disks + stacked LUKS + loop: top-down lock order, reverse unlock", async () => {
   const p = await planOf("two-disks");
-  // inner sits on outer, so inner goes first; outer last; unlock is the mirror
-  assert.deepEqual(names(p), ["data", "inner", "vault", "outer"]);
-  assert.deepEqual(names(p, "unlock"), ["outer", "vault", "inner", "data"]);
+  // inner sits on outer, so inner goes first; outer last; vault's image file is on / (on inner), so vault goes
+  // before inner, whatever the names; unlock is the mirror
+  assert.deepEqual(names(p), ["data", "vault", "inner", "outer"]);
+  assert.deepEqual(names(p, "unlock"), ["outer", "inner", "vault", "data"]);
   assert.ok(names(p).indexOf("inner") < names(p).indexOf("outer"));
+  assert.ok(names(p).indexOf("vault") < names(p).indexOf("inner"), "the image's volume before its host");
   // outer's above stops at inner (a LUKS volume locked on its own)
   assert.deepEqual(vol(p, "outer").above, []);
   // / is on inner, so it depends on outer too; the swap file on / is on both
