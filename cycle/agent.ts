@@ -1,6 +1,6 @@
 /**
  * @module
- * The agent, in the ramfs, in the tool's own cgroup: runs phases 4–8 of the list (sync, freeze, syncfs, lock,
+ * The agent, in the ramfs, in the tool's own cgroup: runs the agent phases of the list (sync, freeze, syncfs, lock,
  * sleep) and their undos in reverse (restore, unlock, thaw), then writes the report. Its console was opened by
  * the supervisor before anything was frozen: opening a tty later could touch the locked disk.
  *

@@ -1,6 +1,6 @@
 /**
  * @module
- * What the phases are handed. The outer process (`cryptsleep suspend`, on the real root) runs phases 1–3 with
+ * What the phases are handed. The outer process (`cryptsleep suspend`, on the real root) runs the outer phases with
  * an {@linkcode OuterContext}; the agent (chrooted in the ramfs) runs the rest with an {@linkcode AgentContext},
  * and the supervisor undoes them with one of its own if the agent dies.
  *

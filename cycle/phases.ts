@@ -1,6 +1,6 @@
 /**
  * @module
- * The suspend cycle as one list. Phases 1–3 run in the outer `cryptsleep suspend`, 4–8 in the agent; the runner
+ * The suspend cycle as one list. The outer phases run in `cryptsleep suspend`, the agent phases in the agent; the runner
  * (runner.ts) does them in order and then their undos in reverse — after sleep returns, or at the first failure.
  * If the agent dies, the supervisor runs the same undos, each going by what it sees. `cryptsleep suspend
  * --dry-run` and the README's table are made from this list ({@linkcode describeCycle}, {@linkcode phaseTable}).
@@ -9,11 +9,12 @@
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // preflight → ramfs → agent → sync → freeze → syncfs → lock → sleep
+ * // preflight → claim → ramfs → agent → sync → freeze → syncfs → lock → sleep
  * ```
  */
 import { buildRamfs, planRamfs, type Ramfs } from "../chroot/ramfs.ts";
 import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "../cgroup/mod.ts";
+import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
 import type { AgentContext, OuterContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";
@@ -21,7 +22,8 @@ import { isSwapped, pinnedKeys, placeholderName } from "./pinned/mod.ts";
 import { preflight } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
-import { OWN_CGROUP, RAMFS_DIR, startSupervisor } from "./start.ts";
+import { RAMFS_DIR, startSupervisor } from "./start.ts";
+import { OWN_NAME as OWN_CGROUP } from "../cgroup/cgroup2.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
 import { readKnob } from "../host/sysfs.ts";
 import { unlockAll } from "./unlock.ts";
@@ -50,7 +52,7 @@ export interface CyclePhase<C, T = unknown> extends Phase<C, T> {
 const lines = (...l: string[]) => Promise.resolve(l);
 
 // ---------------------------------------------------------------------------------------------------------
-// 1–3, the outer process
+// the outer process
 
 const preflightPhase: CyclePhase<OuterContext, Job> = {
   name: "preflight",
@@ -62,6 +64,29 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
       `ok: ${job.plan.lock.length} volume(s) to lock, ${job.plan.notLockable.length} not lockable`,
       ...job.plan.warnings.map((w) => `warning: ${w}`),
     ),
+};
+
+const claimPhase: CyclePhase<OuterContext, Claim> = {
+  name: "claim",
+  where: "outer process",
+  run: async (ctx) => {
+    const held = await claim({ ramfsDir: RAMFS_DIR });
+    for (const c of held.cleaned) ctx.timeline.warn(`cleaned what a crashed run left: ${c}`);
+    return held;
+  },
+  detail: (held) => ({ cleaned: held.cleaned }),
+  describe: async (job) => {
+    const leftovers = await findLeftovers({ ramfsDir: job.ramfsRoot });
+    return [
+      `would take ${LOCK_PATH} for the whole cycle (a second cryptsleep suspend is refused)`,
+      ...leftovers.map((l) => l.refuse ? `would refuse: ${l.what}: ${l.refuse}` : `would clean: ${l.what}`),
+    ];
+  },
+  undo: {
+    name: "release",
+    summary: "release the lock (last)",
+    run: (_ctx, held) => Promise.resolve(held?.[Symbol.dispose]()),
+  },
 };
 
 const ramfsPhase: CyclePhase<OuterContext, Ramfs> = {
@@ -103,11 +128,11 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
     ),
 };
 
-/** Phases 1–3, in the outer process. */
-export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [preflightPhase, ramfsPhase, agentPhase];
+/** The outer process's phases. */
+export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [preflightPhase, claimPhase, ramfsPhase, agentPhase];
 
 // ---------------------------------------------------------------------------------------------------------
-// 4–8, the agent (and their undos, in reverse, also the supervisor's recovery)
+// the agent (and their undos, in reverse, also the supervisor's recovery)
 
 const syncPhase: CyclePhase<AgentContext, void> = {
   name: "sync",
@@ -232,7 +257,7 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
   },
 };
 
-/** Phases 4–8, in the agent; their undos are the supervisor's recovery too. */
+/** The agent's phases; their undos are the supervisor's recovery too. */
 export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
   syncPhase,
   freezePhase,

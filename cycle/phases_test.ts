@@ -11,17 +11,18 @@ Deno.test("phases: the README's table is the one generated from the list", async
 Deno.test("phases: the phases in order, then the agent's undos in reverse, then the report", () => {
   assert.deepEqual(steps().map((s) => `${s.number} ${s.name}`), [
     "1 preflight",
-    "2 ramfs",
-    "3 agent",
-    "4 sync",
-    "5 freeze",
-    "6 syncfs",
-    "7 lock",
-    "8 sleep",
-    "9 restore",
-    "10 unlock",
-    "11 thaw",
-    "12 report",
+    "2 claim",
+    "3 ramfs",
+    "4 agent",
+    "5 sync",
+    "6 freeze",
+    "7 syncfs",
+    "8 lock",
+    "9 sleep",
+    "10 restore",
+    "11 unlock",
+    "12 thaw",
+    "13 report",
   ]);
   // the dry run runs preflight alone: it must be first and the only phase that changes nothing
   assert.deepEqual(OUTER_PHASES.filter((p) => p.changesNothing).map((p) => p.name), ["preflight"]);

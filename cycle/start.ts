@@ -6,8 +6,8 @@
  *
  * @example
  * ```ts
- * import { agentArgs, OWN_CGROUP, RAMFS_DIR } from "./start.ts";
- * console.log(RAMFS_DIR, OWN_CGROUP, agentArgs());
+ * import { agentArgs, RAMFS_DIR } from "./start.ts";
+ * console.log(RAMFS_DIR, agentArgs());
  * ```
  */
 import { join } from "node:path";
@@ -20,8 +20,6 @@ import type { OuterContext } from "./context.ts";
 
 /** Where the ramfs is mounted. */
 export const RAMFS_DIR = "/run/cryptsleep/root";
-/** The tool's own cgroup: supervisor and agent, never frozen. */
-export const OWN_CGROUP = "cryptsleep";
 /** The supervisor tells the agent which terminal it opened (a VT it allocated, or --console). */
 export const CONSOLE_ENV = "CRYPTSLEEP_CONSOLE";
 

@@ -22,13 +22,13 @@ import { AGENT_PHASES } from "./phases.ts";
 import { addFact, kmsg, peakRssKiB, writeReport } from "./report.ts";
 import { leftOf, undoPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
-import { agentArgs, CONSOLE_ENV, openConsole, OWN_CGROUP } from "./start.ts";
+import { agentArgs, CONSOLE_ENV, openConsole } from "./start.ts";
 import { Timeline } from "./timeline.ts";
 
 /** Runs the agent, then makes sure nothing stays locked or frozen. */
 export async function supervise(): Promise<Outcome> {
   const job = await readJob();
-  const own = await joinOwnCgroup({ name: OWN_CGROUP, pids: [Deno.pid] });
+  const own = await joinOwnCgroup({ pids: [Deno.pid] });
   try {
     setpriority(0, -10);
     // opened before anything is frozen, and kept: its saved termios is what a recovery restores, and the

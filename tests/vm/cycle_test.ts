@@ -30,7 +30,7 @@ Deno.test({
       const before = await systemState(vm);
       const r = await vm.sh(`cryptsleep suspend --dry-run ${CONSOLE}`, { timeoutMs: 120_000 });
       assert.equal(r.code, 0, r.out);
-      assert.match(r.out, /7 lock:\n.*crypt_suspend (root|data)/);
+      assert.match(r.out, /8 lock:\n.*crypt_suspend (root|data)/);
       assert.match(r.out, /would write mem to \/sys\/power\/state/);
       assert.equal(await systemState(vm), before);
     });

@@ -1,0 +1,129 @@
+/**
+ * @module
+ * One cycle at a time. The outer process takes an exclusive lock on `/run/cryptsleep/lock` (flock: the kernel
+ * drops it when the process dies, so a crash leaves no stale lock) and holds it until the cycle is over; a second
+ * `cryptsleep suspend` is refused, naming the first. Holding the lock, it cleans what a crashed run left — its
+ * ramfs still mounted, its own cgroup, processes left in `cryptsleep-frozen` — and refuses where cleaning could
+ * hurt: processes still in the tool's own cgroup are a supervisor or agent that still runs.
+ *
+ * @example
+ * ```ts
+ * import { claim } from "./claim.ts";
+ * using held = await claim({ ramfsDir: "/run/cryptsleep/root" }); // throws RefusedError if a cycle runs
+ * console.log(held.cleaned); // e.g. ["unmounted /run/cryptsleep/root (a crashed run's ramfs)"]
+ * ```
+ */
+import { dirname, join } from "node:path";
+import { mountsUnder } from "../chroot/ramfs.ts";
+import { DEFAULT_CGROUP_ROOT, exists, FROZEN_NAME, OWN_NAME, readProcs, removeCgroup } from "../cgroup/cgroup2.ts";
+import { releaseFrozenCgroup } from "../cgroup/freezer.ts";
+import { MNT_DETACH, umount2 } from "../ffi/libc.ts";
+import { RefusedError } from "./errors.ts";
+
+/** The lock a cycle holds from its claim to its end. */
+export const LOCK_PATH = "/run/cryptsleep/lock";
+
+/** Where the claim looks. Tests point it at scratch places. */
+export interface ClaimOptions {
+  /** The lock file; default {@linkcode LOCK_PATH}. */
+  lockPath?: string;
+  /** Where the ramfs is mounted. */
+  ramfsDir: string;
+  /** The cgroup v2 root; default /sys/fs/cgroup. */
+  cgroupRoot?: string;
+}
+
+/** The lock, held; disposing it releases it. */
+export interface Claim extends Disposable {
+  /** What a crashed run left that was cleaned, one line each. */
+  cleaned: string[];
+}
+
+/** What a crashed run left behind, as found now; `refuse` is set when it must not be cleaned. */
+export interface Leftover {
+  /** What was found, for the dry run and the report. */
+  what: string;
+  /** Why it cannot be cleaned, said as what to do; absent when it can. */
+  refuse?: string;
+  /** Cleans it. */
+  clean(): Promise<void>;
+}
+
+/** Takes the lock (or refuses, naming who holds it), then cleans a crashed run's leftovers (or refuses). */
+export async function claim(opts: ClaimOptions): Promise<Claim> {
+  const lockPath = opts.lockPath ?? LOCK_PATH;
+  await Deno.mkdir(dirname(lockPath), { recursive: true, mode: 0o700 });
+  const file = await Deno.open(lockPath, { read: true, write: true, create: true, mode: 0o600 });
+  try {
+    if (!(await file.tryLock(true))) {
+      const holder = (await Deno.readTextFile(lockPath).catch(() => "")).trim() || "unknown";
+      throw new RefusedError([
+        `another cryptsleep suspend is running (pid ${holder} holds ${lockPath}): wait until it is done ` +
+        `(cryptsleep status shows the last cycle)`,
+      ]);
+    }
+    await file.truncate(0);
+    await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
+    const leftovers = await findLeftovers(opts);
+    const refused = leftovers.filter((l) => l.refuse).map((l) => `${l.what}: ${l.refuse}`);
+    if (refused.length) throw new RefusedError(refused);
+    const cleaned: string[] = [];
+    for (const l of leftovers) {
+      await l.clean();
+      cleaned.push(l.what);
+    }
+    return {
+      cleaned,
+      [Symbol.dispose]() {
+        // the pid goes first: a reader that finds the file empty knows nobody holds it
+        file.truncateSync(0);
+        file.close();
+      },
+    };
+  } catch (err) {
+    file.close();
+    throw err;
+  }
+}
+
+/** What a crashed run left, without touching anything (the dry run says it; the claim cleans it). */
+export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
+  const found: Leftover[] = [];
+  const mounts = mountsUnder(opts.ramfsDir);
+  if (mounts.length) {
+    found.push({
+      what: `${opts.ramfsDir} is still mounted (a crashed run's ramfs)`,
+      clean: async () => {
+        // deepest first; detached, as a process of the crashed run may still hold a file open there
+        for (const m of mounts) umount2(m, MNT_DETACH);
+        await Deno.remove(opts.ramfsDir).catch(() => {});
+      },
+    });
+  }
+  const root = opts.cgroupRoot ?? DEFAULT_CGROUP_ROOT;
+  const own = join(root, OWN_NAME);
+  if (await exists(join(own, "cgroup.procs"))) {
+    const procs = await readProcs(own);
+    found.push({
+      what: `cgroup ${own} exists`,
+      refuse: procs.length
+        ? `pids ${procs.join(" ")} are in it: a cycle's supervisor or agent still runs; let it finish, or kill them`
+        : undefined,
+      clean: () => removeCgroup(own),
+    });
+  }
+  const frozen = join(root, FROZEN_NAME);
+  if (await exists(join(frozen, "cgroup.procs"))) {
+    const procs = await readProcs(frozen);
+    found.push({
+      what: `cgroup ${frozen} exists${procs.length ? ` with pids ${procs.join(" ")} (frozen by a crashed run)` : ""}`,
+      clean: async () => {
+        // its processes came from the root cgroup: back there, which thaws them
+        const errors: string[] = [];
+        await releaseFrozenCgroup(frozen, root, errors);
+        if (errors.length) throw new Error(`releasing ${frozen}: ${errors.join("; ")}`);
+      },
+    });
+  }
+  return found;
+}

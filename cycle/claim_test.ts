@@ -1,0 +1,65 @@
+// The claim on the host: a real flock, a throw-away cgroup sub-hierarchy as the cgroup root, a real tmpfs mount.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Bed, frozenFlag, ignore, write } from "../cgroup/testing.ts";
+import { mountsUnder } from "../chroot/ramfs.ts";
+import { mount, umount2 } from "../ffi/libc.ts";
+import { claim } from "./claim.ts";
+import { RefusedError } from "./errors.ts";
+
+Deno.test("claim: one cycle at a time; the second is refused naming the first; released, it can be taken again", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cryptsleep-claim-" });
+  try {
+    const opts = { lockPath: join(dir, "lock"), ramfsDir: join(dir, "root"), cgroupRoot: join(dir, "no-cgroup") };
+    const first = await claim(opts);
+    const err = await claim(opts).catch((e) => e);
+    assert.ok(err instanceof RefusedError, `refused: ${err}`);
+    assert.match(err.reasons[0], new RegExp(`another cryptsleep suspend is running \\(pid ${Deno.pid} holds`));
+    first[Symbol.dispose]();
+    const again = await claim(opts);
+    assert.deepEqual(again.cleaned, []);
+    again[Symbol.dispose]();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "claim: a crashed run's ramfs, own cgroup and frozen processes are cleaned; a live agent is refused",
+  ignore,
+  fn: async () => {
+    await using bed = new Bed();
+    const dir = await Deno.makeTempDir({ prefix: "cryptsleep-claim-" });
+    const ramfsDir = join(dir, "root");
+    await Deno.mkdir(ramfsDir);
+    mount("tmpfs", ramfsDir, "tmpfs", 0);
+    try {
+      const opts = { lockPath: join(dir, "lock"), ramfsDir, cgroupRoot: bed.root };
+      const own = await bed.cgroup("cryptsleep");
+      const frozen = await bed.cgroup("cryptsleep-frozen");
+      await write(join(frozen, "cgroup.freeze"), "1");
+      const sleeper = await bed.spawn("exec sleep 1000", frozen);
+
+      // a process in the tool's own cgroup is a supervisor or agent that still runs: nothing is touched
+      const agent = await bed.spawn("exec sleep 1000", own);
+      const err = await claim(opts).catch((e) => e);
+      assert.ok(err instanceof RefusedError, `refused: ${err}`);
+      assert.match(err.reasons.join("\n"), new RegExp(`pids ${agent} are in it: a cycle's supervisor or agent`));
+      assert.deepEqual(mountsUnder(ramfsDir), [ramfsDir], "the ramfs is left mounted");
+      assert.equal(await frozenFlag(frozen), "1", "the frozen cgroup is left alone");
+
+      await write(join(bed.root, "cgroup.procs"), String(agent));
+      const held = await claim(opts);
+      assert.equal(held.cleaned.length, 3, held.cleaned.join("\n"));
+      assert.deepEqual(mountsUnder(ramfsDir), [], "the crashed run's ramfs is unmounted");
+      assert.ok(!(await Deno.stat(own).then(() => true, () => false)), "the empty own cgroup is removed");
+      assert.ok(!(await Deno.stat(frozen).then(() => true, () => false)), "cryptsleep-frozen is removed");
+      const procs = (await Deno.readTextFile(join(bed.root, "cgroup.procs"))).split("\n");
+      assert.ok(procs.includes(String(sleeper)), "the frozen process is back in the root, thawed");
+      held[Symbol.dispose]();
+    } finally {
+      if (mountsUnder(ramfsDir).length) umount2(ramfsDir);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,52 @@
+/**
+ * One cycle at a time, and no silent reuse of what a crashed run left: while another run holds the lock, a
+ * `cryptsleep suspend` is refused (exit 3) with nothing touched; a crashed run's ramfs mount and own cgroup are
+ * cleaned before the next cycle, which says so in its report.
+ */
+import assert from "node:assert/strict";
+import { CONSOLE, fullCycle, SLOW, systemState } from "./cycle_helpers.ts";
+import { boot, keyHalves, volumeKey } from "./harness.ts";
+
+Deno.test({
+  name: "a second run is refused while the lock is held; a crashed run's leftovers are cleaned, not reused",
+  ...SLOW,
+  fn: async (t) => {
+    await using vm = await boot({});
+
+    await t.step("another run holds the lock: refused, exit 3, nothing touched", async () => {
+      const hold = await vm.sh(
+        "mkdir -p /run/cryptsleep && (flock -x /run/cryptsleep/lock -c 'echo 4242 > /run/cryptsleep/lock; " +
+          "exec sleep 600' >/dev/null 2>&1 &) && sleep 1 && echo held",
+      );
+      assert.equal(hold.code, 0, hold.out);
+      const before = await systemState(vm);
+      const r = await vm.sh(`cryptsleep suspend ${CONSOLE}`, { timeoutMs: 180_000 });
+      assert.equal(r.code, 3, r.out);
+      assert.match(r.out, /refused: another cryptsleep suspend is running \(pid 4242 holds \/run\/cryptsleep\/lock\)/);
+      assert.equal(await systemState(vm), before);
+      const kill = await vm.sh("pkill -f 'sleep 600'; sleep 1; echo done");
+      assert.equal(kill.code, 0, kill.out);
+    });
+
+    await t.step("a crashed run's ramfs and cgroup are cleaned before the cycle, and the report says so", async () => {
+      const leave = await vm.sh(
+        "mkdir -p /sys/fs/cgroup/cryptsleep /run/cryptsleep/root && mount -t tmpfs stale /run/cryptsleep/root && " +
+          "grep -c ' /run/cryptsleep/root ' /proc/self/mountinfo",
+      );
+      assert.equal(leave.code, 0, leave.out);
+      const dry = await vm.sh(`cryptsleep suspend --dry-run ${CONSOLE}`, { timeoutMs: 180_000 });
+      assert.equal(dry.code, 0, dry.out);
+      assert.match(dry.out, /would clean: \/run\/cryptsleep\/root is still mounted/);
+      assert.match(dry.out, /would clean: cgroup \/sys\/fs\/cgroup\/cryptsleep exists/);
+
+      const needles = keyHalves(await volumeKey(vm, "/dev/vda"));
+      const cycle = await fullCycle(vm, needles);
+      assert.deepEqual(cycle.hits, needles.map(() => 0), "the cycle after the cleaning locks as ever");
+      const status = await vm.sh("cryptsleep status");
+      assert.match(status.out, /warning: cleaned what a crashed run left: \/run\/cryptsleep\/root is still mounted/);
+      assert.match(status.out, /warning: cleaned what a crashed run left: cgroup \/sys\/fs\/cgroup\/cryptsleep exists/);
+      const mounts = await vm.sh("grep -c ' /run/cryptsleep/root ' /proc/self/mountinfo");
+      assert.equal(mounts.out.trim(), "0", "no ramfs left mounted after the cycle");
+    });
+  },
+});
