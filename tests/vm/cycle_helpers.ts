@@ -7,6 +7,19 @@ import assert from "node:assert/strict";
 import type { VM } from "./harness.ts";
 
 export const SLOW = { sanitizeOps: false, sanitizeResources: false };
+
+/** Whether this run is the full tier (`deno task test:full`): every kernel × layout, outside CI. */
+export const FULL_TIER = Deno.env.get("CRYPTSLEEP_VM_TIER") === "full";
+
+/**
+ * The kernels a test runs on: `$CRYPTSLEEP_VM_KERNELS` when set (comma-separated), else `full` in the full tier,
+ * else `fast` (CI's tier: one kernel per feature keeps it within its budget).
+ */
+export function tierKernels(fast: string[], full: string[]): string[] {
+  const given = Deno.env.get("CRYPTSLEEP_VM_KERNELS");
+  if (given) return given.split(",").filter(Boolean);
+  return FULL_TIER ? full : fast;
+}
 export const CONSOLE = "--console /dev/ttyS0";
 
 /**
