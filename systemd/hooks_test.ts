@@ -24,7 +24,10 @@ Deno.test("hooks: systemd's order, same-name override, masks and non-executables
   ]);
   // a distribution that reads /etc too: the earlier directory wins a name
   const withEtc = await listSleepHooks(s.root, ["/etc/systemd/system-sleep", "/usr/lib/systemd/system-sleep"]);
-  assert.deepEqual(withEtc.map((h) => h.path), ["/usr/lib/systemd/system-sleep/10-a", "/etc/systemd/system-sleep/20-b"]);
+  assert.deepEqual(withEtc.map((h) => h.path), [
+    "/usr/lib/systemd/system-sleep/10-a",
+    "/etc/systemd/system-sleep/20-b",
+  ]);
 });
 
 Deno.test("hooks: argv pre/post suspend, SYSTEMD_SLEEP_ACTION, the caller's env, all in parallel", async () => {
@@ -32,8 +35,16 @@ Deno.test("hooks: argv pre/post suspend, SYSTEMD_SLEEP_ACTION, the caller's env,
   const log = join(s.root, "log");
   await Deno.mkdir(log);
   // each waits for the other's mark: only parallel runs finish before the deadline
-  await s.write(`${DIR}/a`, recorder(log, "a", `touch ${log}/a.up; while [ ! -e ${log}/b.up ]; do sleep 0.05; done`), 0o755);
-  await s.write(`${DIR}/b`, recorder(log, "b", `touch ${log}/b.up; while [ ! -e ${log}/a.up ]; do sleep 0.05; done`), 0o755);
+  await s.write(
+    `${DIR}/a`,
+    recorder(log, "a", `touch ${log}/a.up; while [ ! -e ${log}/b.up ]; do sleep 0.05; done`),
+    0o755,
+  );
+  await s.write(
+    `${DIR}/b`,
+    recorder(log, "b", `touch ${log}/b.up; while [ ! -e ${log}/a.up ]; do sleep 0.05; done`),
+    0o755,
+  );
   const pre = await runSleepHooks("pre", { root: s.root, env: { X: "1" }, timeoutMs: 10_000 });
   assert.deepEqual(pre.map((r) => [r.name, r.ok, r.timedOut]), [["a", true, false], ["b", true, false]]);
   await Deno.remove(join(log, "a.up"));
@@ -54,7 +65,12 @@ Deno.test("hooks: a failing, a hanging and a broken hook are logged, never throw
   await s.write(`${DIR}/40-ok`, recorder(log, "ok"), 0o755);
   const lines: string[] = [];
   const t0 = performance.now();
-  const results = await runSleepHooks("pre", { root: s.root, timeoutMs: 300, capture: true, log: (l) => lines.push(l) });
+  const results = await runSleepHooks("pre", {
+    root: s.root,
+    timeoutMs: 300,
+    capture: true,
+    log: (l) => lines.push(l),
+  });
   assert.ok(performance.now() - t0 < 10_000, "the deadline (then SIGKILL) bounds a hook that ignores SIGTERM");
   const by = Object.fromEntries(results.map((r) => [r.name, r]));
   assert.equal(by["10-fails"].code, 3);

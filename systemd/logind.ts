@@ -133,7 +133,9 @@ export async function readLogind(root = "/", canHibernate?: boolean): Promise<Lo
     }
     const action = value === "sleep" ? sleepAction : value;
     const path = pathOf(action);
-    const via = value === "sleep" ? ` (sleep → ${action}, the first of SleepOperation=${sleepOperation.join(" ")})` : "";
+    const via = value === "sleep"
+      ? ` (sleep → ${action}, the first of SleepOperation=${sleepOperation.join(" ")})`
+      : "";
     const why = path === "protected"
       ? `${action}${via}: systemd-suspend.service, locked by cryptsleep once installed`
       : path === "unprotected"

@@ -45,7 +45,7 @@ Deno.test("sleep.conf: MemorySleepMode replaces, is written only when SuspendSta
   await using s = await scratchRoot({
     ...KERNEL,
     "etc/systemd/sleep.conf": "[Sleep]\nMemorySleepMode=s2idle\n",
-    "etc/systemd/sleep.conf.d/a.conf": "[Sleep]\nMemorySleepMode=hibernate \"deep\" s2idle\n",
+    "etc/systemd/sleep.conf.d/a.conf": '[Sleep]\nMemorySleepMode=hibernate "deep" s2idle\n',
   });
   const d = await resolveSleep(s.root);
   assert.ok(d.ok);
@@ -66,7 +66,10 @@ Deno.test("sleep.conf: MemorySleepMode replaces, is written only when SuspendSta
 });
 
 Deno.test("sleep.conf: AllowSuspend=no refuses; an invalid value is ignored; a masked drop-in is skipped", async () => {
-  await using s = await scratchRoot({ ...KERNEL, "usr/lib/systemd/sleep.conf.d/10-no.conf": "[Sleep]\nAllowSuspend=no\n" });
+  await using s = await scratchRoot({
+    ...KERNEL,
+    "usr/lib/systemd/sleep.conf.d/10-no.conf": "[Sleep]\nAllowSuspend=no\n",
+  });
   const no = await resolveSleep(s.root);
   assert.ok(!no.ok);
   assert.match(no.reason, /AllowSuspend=no in \/usr\/lib\/systemd\/sleep.conf.d\/10-no.conf/);
