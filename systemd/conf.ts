@@ -14,7 +14,7 @@
  * console.log(files, entries.map((e) => `${e.key}=${e.value}`));
  * ```
  */
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { underRoot } from "../host/paths.ts";
 
 /** The directories systemd searches for configuration, highest priority first (CONF_PATHS). */
@@ -151,11 +151,6 @@ export async function readConfig(root: string, name: string, section: string): P
 /** The value of the last assignment of `key`, or undefined; systemd's rule for single-valued settings. */
 export function lastValue(entries: readonly Entry[], key: string): Entry | undefined {
   return entries.findLast((e) => e.key === key);
-}
-
-/** The file name of a host path, for short messages. */
-export function shortName(path: string): string {
-  return basename(path);
 }
 
 /** systemd's boolean words (parse_boolean); undefined for anything else. */

@@ -55,7 +55,7 @@ export function renderDropIn(exec: string): string {
 }
 
 /** The text `--replace-debian` writes over Debian's drop-in name: no settings, so theirs is not applied. */
-export const DEBIAN_MASK_TEXT = [
+export const DEBIAN_MASK_TEXT: string = [
   "# Masks Debian's cryptsetup-suspend drop-in of the same name (cryptsleep install --replace-debian):",
   "# only one tool may take systemd-suspend.service's ExecStart. `cryptsleep uninstall` restores it.",
   "",
