@@ -37,6 +37,7 @@ import {
 } from "../cycle/requirements.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { discoverOrExplain } from "./plan.ts";
+import { checkSystemd } from "./doctor_systemd.ts";
 
 /** A check's verdict: `fail` makes doctor exit non-zero, `warn` only informs. */
 export type CheckStatus = "ok" | "warn" | "fail";
@@ -313,6 +314,8 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
   // a recorded tree has no library to load: not probed is not a finding
   checks.push(lib === null ? { ...fromVerdict(libcryptsetup), status: "ok" } : fromVerdict(libcryptsetup));
   checks.push(await checkConsole(root));
+  // last: they only inform (cryptsleep suspend by hand needs none of it)
+  checks.push(...(await checkSystemd(root)));
   return checks;
 }
 

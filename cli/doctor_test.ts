@@ -53,3 +53,33 @@ Deno.test("doctor: RAM below Argon2 + agent is a fail", async () => {
   assert.match(mem.detail, /MemAvailable 97.7 MiB < 160 MiB/);
   assert.equal(doctorExitCode(checks), ExitCode.ENV);
 });
+
+Deno.test("doctor: the systemd lines — not installed, Debian's drop-in active, the lid would hibernate", async () => {
+  await using tree = await buildTree("luks-root");
+  const w = (path: string, text: string) =>
+    Deno.mkdir(`${tree.root}/${path}`.replace(/\/[^/]+$/, ""), { recursive: true })
+      .then(() => Deno.writeTextFile(`${tree.root}/${path}`, text));
+  await w(
+    "usr/lib/systemd/system/systemd-suspend.service",
+    "[Service]\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n",
+  );
+  await w(
+    "usr/lib/systemd/system/systemd-suspend.service.d/cryptsetup-suspend.conf",
+    "[Service]\nExecStart=\nExecStart=/x\n",
+  );
+  await w("etc/systemd/logind.conf.d/lid.conf", "[Login]\nHandleLidSwitch=hibernate\n");
+  const checks = await runChecks({ root: tree.root, uid: 0 });
+  const sus = byName(checks, "systemd suspend");
+  assert.equal(sus.status, "warn");
+  assert.equal(sus.hint, "cryptsleep install --replace-debian");
+  assert.equal(byName(checks, "cryptsetup-suspend").status, "warn");
+  const lid = byName(checks, "logind HandleLidSwitch");
+  assert.equal(lid.status, "warn");
+  assert.match(
+    lid.detail,
+    /HandleLidSwitch=hibernate \(\/etc\/systemd\/logind.conf.d\/lid.conf:2\): hibernate: not protected/,
+  );
+  assert.equal(byName(checks, "logind HandleLidSwitchExternalPower").status, "warn");
+  assert.equal(byName(checks, "sleep.conf").status, "ok");
+  assert.equal(doctorExitCode(checks), ExitCode.OK, "systemd lines only warn");
+});

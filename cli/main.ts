@@ -14,6 +14,7 @@ import { Command, CommanderError } from "commander";
 import * as doctor from "./doctor.ts";
 import { CliError, ExitRequest, oneLine } from "./errors.ts";
 import { EXIT_CODES_HELP, ExitCode } from "./exit_codes.ts";
+import * as installCmd from "./install.ts";
 import * as plan from "./plan.ts";
 import * as status from "./status.ts";
 import * as suspend from "./suspend.ts";
@@ -28,6 +29,7 @@ export const COMMANDS: Register[] = [
   doctor.register,
   suspend.register,
   status.register,
+  installCmd.register,
 ];
 
 /** Builds the program; commander's own failures throw CommanderError instead of exiting. */

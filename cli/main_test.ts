@@ -60,7 +60,8 @@ Deno.test("plan --json on this machine: valid JSON, a lock list (empty where the
   if (dm === 0) {
     assert.deepEqual(plan.lock, []);
     const human = await cli("plan");
-    assert.equal(human.stdout.trim(), "no dm-crypt devices found (no /sys/block/dm-*)");
+    assert.equal(human.stdout.trim().split("\n")[0], "no dm-crypt devices found (no /sys/block/dm-*)");
+    assert.match(human.stdout, /Not protected: hibernate, hybrid-sleep and suspend-then-hibernate/);
   }
 });
 
@@ -129,4 +130,41 @@ Deno.test("status before any cycle: exit 1, says to run suspend", async () => {
   const r = await cli("status");
   assert.equal(r.code, 1);
   assert.match(r.stderr, /no cycle has run since boot.*cryptsleep suspend/);
+});
+
+Deno.test("status says whether systemd's suspend runs cryptsleep (a scratch root, not installed)", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const r = await cli("status", "--root", root);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /^systemd: not installed: no ExecStart; .*run cryptsleep install$/m);
+    const j = await cli("status", "--json", "--root", root);
+    assert.equal(JSON.parse(j.stdout).systemd.installed, false);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("install/uninstall on a scratch root: exit 0, the drop-in comes and goes; bad --exec exits 2", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${root}/usr/sbin`, { recursive: true });
+    await Deno.writeTextFile(`${root}/usr/sbin/cryptsleep`, "#!/bin/sh\n", { mode: 0o755 });
+    const dry = await cli("install", "--dry-run", "--root", root);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /would write \/etc\/systemd\/system\/systemd-suspend.service.d\/cryptsleep.conf/);
+    const i = await cli("install", "--root", root, "--exec", "/usr/sbin/cryptsleep");
+    assert.equal(i.code, 0, i.stderr);
+    const st = await cli("status", "--root", root);
+    assert.match(st.stdout, /^systemd: installed: .*cryptsleep suspend --from-systemd/m);
+    const u = await cli("uninstall", "--root", root);
+    assert.equal(u.code, 0, u.stderr);
+    assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name), ["usr"], "what install made is gone");
+    const bad = await cli("install", "--root", root, "--exec", "relative/cryptsleep");
+    assert.equal(bad.code, ExitCode.USAGE);
+    assert.equal(bad.stderr.trim().split("\n").length, 1);
+    assert.match(bad.stderr, /absolute path/);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

@@ -14,6 +14,10 @@ import { discover, NoSysfsError, type Plan, type Volume } from "../discovery/mod
 import { CliError } from "./errors.ts";
 import { ExitCode } from "./exit_codes.ts";
 
+/** What the plan always ends with: the sleeps cryptsleep lets pass with every key in RAM. */
+export const NOT_PROTECTED = "Not protected: hibernate, hybrid-sleep and suspend-then-hibernate keep every key in " +
+  "RAM (they need it to write and read the image); cryptsleep only takes over suspend (cryptsleep install).";
+
 /** KiB as MiB for people ("64 MiB", "1.5 MiB"). */
 export function mib(kib: number): string {
   const m = kib / 1024;
@@ -91,6 +95,7 @@ export function formatPlan(plan: Plan): string {
     out.push("", "Warnings:");
     for (const w of plan.warnings) out.push(`  - ${w}`);
   }
+  out.push("", NOT_PROTECTED);
   return out.join("\n");
 }
 

@@ -1,32 +1,52 @@
 /**
  * @module
- * `cryptsleep status [--json]`: the last cycle's timeline, from /run/cryptsleep/last.json.
+ * `cryptsleep status [--json]`: whether cryptsleep is in systemd's suspend path (the drop-in, Debian's
+ * cryptsetup-suspend), then the last cycle's timeline, from /run/cryptsleep/last.json.
  *
  * @example
  * ```sh
  * cryptsleep status --json | jq '.phases[] | {name, durationMs}'
  * ```
  */
-import type { Command } from "commander";
+import { type Command, Option } from "commander";
 import { formatTimeline, LAST_REPORT } from "../cycle/report.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
+import { debianLine, suspendPath } from "../systemd/state.ts";
+import { underRoot } from "../host/paths.ts";
 
 /** Registers `status` on the program. */
 export function register(program: Command, exit: (code: number) => never): void {
   program.command("status")
-    .description("print the last suspend cycle's timeline")
+    .description("say whether systemd's suspend runs cryptsleep, and print the last cycle's timeline")
     .option("--json", "print it as JSON")
-    .action(async (o) => {
-      let text: string;
+    .addOption(new Option("--root <dir>", "read from this tree instead of /").default("/").hideHelp())
+    .action(async (o: { json?: boolean; root: string }) => {
+      const path = await suspendPath(o.root);
+      const systemd = {
+        installed: path.installed,
+        summary: path.summary,
+        execStart: path.execStart.commands,
+        debian: { path: path.debian.path, active: path.debian.active },
+      };
+      let report: TimelineJSON | null = null;
       try {
-        text = await Deno.readTextFile(LAST_REPORT);
+        report = JSON.parse(await Deno.readTextFile(underRoot(o.root, LAST_REPORT))) as TimelineJSON;
       } catch (err) {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      if (o.json) {
+        // the report's own keys stay at the top (scripts read .facts and .phases); systemd beside them
+        console.log(JSON.stringify({ ...report, systemd }, null, 2));
+      } else {
+        console.log(`systemd: ${path.summary}`);
+        const debian = debianLine(path.debian);
+        if (debian) console.log(`systemd: ${debian}`);
+        if (report) console.log(formatTimeline(report));
+      }
+      if (!report) {
         console.error(`cryptsleep: no cycle has run since boot (${LAST_REPORT} is missing); run cryptsleep suspend`);
         exit(1);
       }
-      const report = JSON.parse(text) as TimelineJSON;
-      console.log(o.json ? JSON.stringify(report, null, 2) : formatTimeline(report));
       exit(report.ok ? 0 : 1);
     });
 }

@@ -66,6 +66,11 @@ export function register(program: Command, exit: (code: number) => never): void 
     .option("--refuse-leak", "refuse when a volume key would stay in RAM during the suspend (pinned keyring)")
     .option("--allow-plain", "suspend without locking when no LUKS volume is active")
     .option(
+      "--from-systemd",
+      "run as systemd-suspend.service's ExecStart (cryptsleep install sets it): marks the report, and suspends " +
+        "without locking when no LUKS volume is active, as systemd already decided to sleep",
+    )
+    .option(
       "--max-tries <n>",
       "passphrase tries per volume before the supervisor takes over",
       positiveInt,
@@ -79,8 +84,10 @@ export function register(program: Command, exit: (code: number) => never): void 
         freezeTimeoutMs: o.freezeTimeout,
         refuseLeak: Boolean(o.refuseLeak),
         releaseAt: o.releaseAt,
-        allowPlain: Boolean(o.allowPlain),
+        // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
+        allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
         maxTries: o.maxTries,
+        fromSystemd: Boolean(o.fromSystemd),
       };
       exit(exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) })));
     });

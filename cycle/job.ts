@@ -31,6 +31,8 @@ export interface SuspendOptions {
   allowPlain: boolean;
   /** Passphrase prompts before the agent gives up on a volume and the supervisor takes over. */
   maxTries: number;
+  /** Run as systemd-suspend.service's ExecStart (`--from-systemd`): logind and systemd already asked to sleep. */
+  fromSystemd: boolean;
 }
 
 /** The options `cryptsleep suspend` takes when none is given. */
@@ -43,6 +45,7 @@ export function defaultOptions(): SuspendOptions {
     releaseAt: "lock",
     allowPlain: false,
     maxTries: 5,
+    fromSystemd: false,
   };
 }
 

@@ -25,6 +25,8 @@ import { Timeline } from "./timeline.ts";
 export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }): Promise<Outcome> {
   // loaded first: it maps every library the agent will need, so the ramfs can copy them
   const ctx: OuterContext = { options, lib: Libcryptsetup.open(), timeline: new Timeline(), script: null };
+  // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand
+  if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
   try {
     ctx.script = bundlePath();
     if (opts.dryRun) {

@@ -16,9 +16,9 @@ import { join, relative } from "node:path";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 /** Folders whose modules are checked; tests/ and the guest builder are tools of the bed, not modules. */
-const FOLDERS = ["cli", "cycle", "host", "cgroup", "chroot", "discovery", "ffi", "scripts"];
+const FOLDERS = ["cli", "cycle", "host", "cgroup", "chroot", "discovery", "ffi", "systemd", "scripts"];
 /** Folders of the library API, whose exports must all be documented. */
-const LIBRARY = ["cycle", "host", "cgroup", "chroot", "discovery", "ffi"];
+const LIBRARY = ["cycle", "host", "cgroup", "chroot", "discovery", "ffi", "systemd"];
 
 async function modules(folder: string): Promise<string[]> {
   const out: string[] = [];

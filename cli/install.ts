@@ -1,0 +1,68 @@
+/**
+ * @module
+ * `cryptsleep install [--dry-run] [--replace-debian]` and `cryptsleep uninstall [--dry-run]`: put cryptsleep in
+ * systemd's suspend path (a drop-in for systemd-suspend.service, see systemd/install.ts) and take it out again,
+ * restoring what was there.
+ *
+ * @example
+ * ```sh
+ * cryptsleep install --dry-run
+ * cryptsleep install
+ * cryptsleep uninstall
+ * ```
+ */
+import { type Command, Option } from "commander";
+import { install, InstallError, type InstallOptions, type InstallResult, uninstall } from "../systemd/install.ts";
+import { CliError, requireRoot } from "./errors.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+const EXIT: Record<InstallError["kind"], ExitCode> = {
+  usage: ExitCode.USAGE,
+  refused: ExitCode.REFUSED,
+  env: ExitCode.ENV,
+};
+
+/** Runs install or uninstall and prints its lines; its refusals become the documented exit codes. */
+export async function runInstall(
+  what: (opts: InstallOptions) => Promise<InstallResult>,
+  opts: InstallOptions,
+): Promise<void> {
+  let result: InstallResult;
+  try {
+    result = await what(opts);
+  } catch (e) {
+    if (e instanceof InstallError) throw new CliError(e.message, EXIT[e.kind]);
+    throw e;
+  }
+  for (const line of result.lines) console.log(line);
+}
+
+const rootOption = () =>
+  new Option("--root <dir>", "install into this tree instead of / (no daemon-reload)").default("/").hideHelp();
+
+/** Registers `install` and `uninstall` on the program. */
+export function register(program: Command, exit: (code: number) => never): void {
+  program.command("install")
+    .description(
+      "make systemd's suspend (lid, menu, systemctl suspend, idle) run cryptsleep: a drop-in for " +
+        "systemd-suspend.service",
+    )
+    .option("--dry-run", "print each file action, change nothing")
+    .option("--replace-debian", "if Debian's cryptsetup-suspend is installed, mask its drop-in (uninstall restores it)")
+    .option("--exec <path>", "the cryptsleep systemd runs (default: this one, /usr/sbin/cryptsleep)")
+    .addOption(rootOption())
+    .action(async (o: { dryRun?: boolean; replaceDebian?: boolean; exec?: string; root: string }) => {
+      if (!o.dryRun && o.root === "/") requireRoot("cryptsleep install");
+      await runInstall(install, { root: o.root, dryRun: o.dryRun, replaceDebian: o.replaceDebian, exec: o.exec });
+      exit(ExitCode.OK);
+    });
+  program.command("uninstall")
+    .description("take cryptsleep out of systemd's suspend path, restoring what install replaced")
+    .option("--dry-run", "print each file action, change nothing")
+    .addOption(rootOption())
+    .action(async (o: { dryRun?: boolean; root: string }) => {
+      if (!o.dryRun && o.root === "/") requireRoot("cryptsleep uninstall");
+      await runInstall(uninstall, { root: o.root, dryRun: o.dryRun });
+      exit(ExitCode.OK);
+    });
+}

@@ -1,0 +1,16 @@
+#!/bin/sh
+# cryptsleep(8): the pinned Deno runs the bundle. No config or lock file is looked for, no module is fetched,
+# no update is checked: the package holds everything it runs. Paths are found from this script's own place
+# (/usr/sbin → /usr/lib/cryptsleep), so an unpacked tree runs too.
+self=$(readlink -f "$0")
+lib=${self%/sbin/*}/lib/cryptsleep
+if [ -w /var/cache/cryptsleep ]; then
+  DENO_DIR=/var/cache/cryptsleep/deno
+else
+  DENO_DIR="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/cryptsleep/deno"
+fi
+export DENO_DIR
+# what `cryptsleep install` points systemd-suspend.service at
+export CRYPTSLEEP_EXEC="$self"
+export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
+exec "$lib/deno" run -A --no-config --no-lock --no-remote --no-npm "$lib/cryptsleep.js" "$@"

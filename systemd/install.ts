@@ -1,0 +1,223 @@
+/**
+ * @module
+ * `cryptsleep install` / `uninstall`: put cryptsleep in systemd's suspend path with a drop-in for
+ * systemd-suspend.service (unit.ts, {@linkcode renderDropIn}) and take it out again, restoring EXACTLY what was
+ * there: every file written is recorded first with what it replaced (absent, a file with its bytes and mode, a
+ * symlink), and every directory created. Debian's cryptsetup-suspend takes the same ExecStart; install refuses
+ * while it is active unless told `replaceDebian`, which masks it with a same-named settings-free drop-in in /etc.
+ * Everything goes under a root, so tests run on scratch trees; `systemctl daemon-reload` runs only on "/".
+ *
+ * @example
+ * ```ts
+ * import { install, uninstall } from "./install.ts";
+ * const plan = await install({ root: "/", dryRun: true, exec: "/usr/sbin/cryptsleep" });
+ * console.log(plan.lines.join("\n"));
+ * await uninstall({ root: "/", dryRun: true });
+ * ```
+ */
+import { dirname } from "node:path";
+import { describe } from "../host/errors.ts";
+import { underRoot } from "../host/paths.ts";
+import { DEBIAN_MASK, DEBIAN_MASK_TEXT, debianDropin, DROPIN, DROPIN_DIR, renderDropIn } from "./unit.ts";
+import {
+  type Before,
+  readRecord,
+  RECORD,
+  type RecordedFile,
+  recordText,
+  restoreStep,
+  snapshot,
+  type Step,
+  writeStep,
+} from "./record.ts";
+
+/** Where the ExecStart points when nothing else is said: the package's wrapper. */
+export const DEFAULT_EXEC = "/usr/sbin/cryptsleep";
+
+/** Why install or uninstall stopped; `kind` is for the CLI's exit code. */
+export class InstallError extends Error {
+  /** usage: bad input; refused: nothing touched, on purpose; env: the machine is not as needed. */
+  constructor(message: string, readonly kind: "usage" | "refused" | "env") {
+    super(message);
+    this.name = "InstallError";
+  }
+}
+
+/** Options of {@linkcode install} and {@linkcode uninstall}. */
+export interface InstallOptions {
+  /** "/" = live; else a scratch tree. */
+  root?: string;
+  /** Print each file action, change nothing. */
+  dryRun?: boolean;
+  /** The cryptsleep the ExecStart runs (default: $CRYPTSLEEP_EXEC, set by the wrapper, or /usr/sbin/cryptsleep). */
+  exec?: string;
+  /** Mask Debian's cryptsetup-suspend drop-in when it is active. */
+  replaceDebian?: boolean;
+  /** Reloads systemd after a change (default: `systemctl daemon-reload` on "/", nothing elsewhere). */
+  reload?: () => Promise<void>;
+}
+
+/** What was done (or, in a dry run, would be). */
+export interface InstallResult {
+  /** One line per action, in order. */
+  lines: string[];
+  /** Whether any file changed (or would). */
+  changed: boolean;
+}
+
+async function systemctlReload(): Promise<void> {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("systemctl", { args: ["daemon-reload"], stdout: "null", stderr: "piped" }).output();
+  } catch (err) {
+    throw new InstallError(
+      `${describe("spawn systemctl daemon-reload", err)}; the files are in place: run systemctl daemon-reload`,
+      "env",
+    );
+  }
+  if (!out.success) {
+    const msg = new TextDecoder().decode(out.stderr).trim();
+    throw new InstallError(
+      `systemctl daemon-reload exited with ${out.code} (${msg}); the files are in place: run it again by hand`,
+      "env",
+    );
+  }
+}
+
+function reloader(root: string, opts: InstallOptions): () => Promise<void> {
+  return opts.reload ?? (root === "/" ? systemctlReload : () => Promise.resolve());
+}
+
+async function checkExec(root: string, exec: string): Promise<void> {
+  if (!exec.startsWith("/") || /[\s"'\\$%;]/.test(exec)) {
+    throw new InstallError(
+      `--exec ${exec}: give an absolute path without spaces, quotes or % (ExecStart= syntax)`,
+      "usage",
+    );
+  }
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(underRoot(root, exec));
+  } catch (err) {
+    throw new InstallError(
+      `${describe(`stat ${exec}`, err)}: systemd would have no cryptsleep to run; install the package ` +
+        "(apt install ./cryptsleep_*.deb) or pass --exec with the path of an installed cryptsleep",
+      "env",
+    );
+  }
+  if (!st.isFile || ((st.mode ?? 0) & 0o111) === 0) {
+    throw new InstallError(`${exec} is not an executable file: chmod 755 it or pass --exec`, "env");
+  }
+}
+
+/** Installs the drop-in (and the Debian mask when asked); a second run changes nothing. */
+export async function install(opts: InstallOptions = {}): Promise<InstallResult> {
+  const root = opts.root ?? "/";
+  const exec = opts.exec ?? Deno.env.get("CRYPTSLEEP_EXEC") ?? DEFAULT_EXEC;
+  await checkExec(root, exec);
+  const debian = await debianDropin(root);
+  const record = await readRecord(root);
+  const recorded = new Map(record?.files.map((f) => [f.path, f.before]) ?? []);
+  const masking = debian.active && debian.path !== DEBIAN_MASK;
+  if (masking && !opts.replaceDebian) {
+    throw new InstallError(
+      `Debian's cryptsetup-suspend drop-in is active (${debian.path}): it takes systemd-suspend.service's ` +
+        "ExecStart too, and only one may. Remove it (apt remove cryptsetup-suspend), or run " +
+        "cryptsleep install --replace-debian to mask it (cryptsleep uninstall restores it)",
+      "refused",
+    );
+  }
+  if (debian.active && debian.path === DEBIAN_MASK) {
+    throw new InstallError(
+      `${DEBIAN_MASK} sets something, and that name is where cryptsleep masks cryptsetup-suspend: ` +
+        "move your settings to another file name, then run cryptsleep install again",
+      "refused",
+    );
+  }
+  const steps: Step[] = [];
+  const createdDirs = [...(record?.createdDirs ?? [])];
+  for (const dir of [DROPIN_DIR, dirname(RECORD)]) {
+    // each missing ancestor too, parents first, so uninstall can take away exactly what it made
+    const missing: string[] = [];
+    for (let d = dir; d !== "/" && !(await exists(root, d)); d = dirname(d)) missing.unshift(d);
+    for (const d of missing) {
+      if (createdDirs.includes(d)) continue;
+      createdDirs.push(d);
+      steps.push({ line: `mkdir ${d}`, apply: () => Deno.mkdir(underRoot(root, d), { recursive: true }) });
+    }
+  }
+  const files: RecordedFile[] = [];
+  const want: [string, string, string][] = [[DROPIN, renderDropIn(exec), `ExecStart=${exec} suspend --from-systemd`]];
+  if (masking || recorded.has(DEBIAN_MASK)) want.push([DEBIAN_MASK, DEBIAN_MASK_TEXT, `masks ${debian.shipped}`]);
+  let changed = false;
+  const writes: Step[] = [];
+  for (const [path, text, why] of want) {
+    const before = recorded.get(path) ?? await snapshot(root, path);
+    files.push({ path, before, wrote: text });
+    const now = await snapshot(root, path);
+    if (now.kind === "file" && now.text === text) continue;
+    changed = true;
+    writes.push(writeStep(root, path, text, `write ${path} (${why}; ${describeBefore(now)})`));
+  }
+  if (!changed && record) return { lines: [`already installed: ${DROPIN} is as cryptsleep wrote it`], changed: false };
+  const text = recordText({ version: 1, installedAt: new Date().toISOString(), exec, files, createdDirs });
+  // the record first: a write cut short is still undone by uninstall
+  steps.push(writeStep(root, RECORD, text, `write ${RECORD} (what uninstall restores)`), ...writes);
+  return await run(steps, root, opts);
+}
+
+/** Restores what install replaced, removes what it created; nothing recorded: nothing to do. */
+export async function uninstall(opts: InstallOptions = {}): Promise<InstallResult> {
+  const root = opts.root ?? "/";
+  const record = await readRecord(root);
+  if (!record) {
+    const stray = await exists(root, DROPIN);
+    return {
+      lines: [
+        stray
+          ? `not installed by cryptsleep install (no ${RECORD}), but ${DROPIN} exists: remove it by hand ` +
+            "(rm it, then systemctl daemon-reload) if it is yours to remove"
+          : `nothing to uninstall: no ${RECORD}`,
+      ],
+      changed: false,
+    };
+  }
+  const steps: Step[] = [];
+  for (const f of [...record.files].reverse()) steps.push(await restoreStep(root, f));
+  steps.push({ line: `remove ${RECORD}`, apply: () => Deno.remove(underRoot(root, RECORD)) });
+  for (const dir of [...record.createdDirs].reverse()) {
+    steps.push({
+      line: `rmdir ${dir} (if empty)`,
+      apply: async () => {
+        try {
+          await Deno.remove(underRoot(root, dir));
+        } catch {
+          // not empty: someone put a file there since; it stays
+        }
+      },
+    });
+  }
+  return await run(steps, root, opts);
+}
+
+async function run(steps: Step[], root: string, opts: InstallOptions): Promise<InstallResult> {
+  const reload = root === "/" || opts.reload ? "run systemctl daemon-reload" : "skip systemctl daemon-reload (not /)";
+  const lines = [...steps.map((s) => s.line), reload];
+  if (opts.dryRun) return { lines: lines.map((l) => `would ${l}`), changed: steps.length > 0 };
+  for (const s of steps) await s.apply();
+  await reloader(root, opts)();
+  return { lines, changed: true };
+}
+
+function describeBefore(b: Before): string {
+  return b.kind === "absent" ? "new" : b.kind === "symlink" ? `replaces a symlink to ${b.target}` : "replaces a file";
+}
+
+async function exists(root: string, path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(underRoot(root, path));
+    return true;
+  } catch {
+    return false;
+  }
+}

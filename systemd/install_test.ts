@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { type Scratch, scratchRoot } from "../tests/fixtures/scratch.ts";
+import { install, InstallError, uninstall } from "./install.ts";
+import { RECORD } from "./record.ts";
+import { DEBIAN_MASK, debianDropin, DROPIN, execStart, renderDropIn } from "./unit.ts";
+
+const EXEC = "/usr/sbin/cryptsleep";
+const UNIT_FILE = "usr/lib/systemd/system/systemd-suspend.service";
+const UNIT_TEXT =
+  "[Unit]\nDescription=System Suspend\n[Service]\nType=oneshot\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n";
+// as Debian 12's cryptsetup-suspend ships it (its path on a merged /usr)
+const DEBIAN = "usr/lib/systemd/system/systemd-suspend.service.d/cryptsetup-suspend.conf";
+const DEBIAN_TEXT = "[Service]\nOOMScoreAdjust=-1000\nNice=-10\nExecStart=\n" +
+  "ExecStart=/bin/openvt -ws -c8 \\\n    /lib/cryptsetup/scripts/suspend/cryptsetup-suspend-wrapper\n";
+
+async function machine(files: Record<string, string> = {}): Promise<Scratch> {
+  const s = await scratchRoot({ [UNIT_FILE]: UNIT_TEXT, ...files });
+  await s.write(EXEC.slice(1), "#!/bin/sh\n", 0o755);
+  // as on any Debian: /etc/systemd/system and /var/lib exist
+  for (const d of ["etc/systemd/system", "var/lib"]) await Deno.mkdir(join(s.root, d), { recursive: true });
+  return s;
+}
+
+/** Every file under the root with its text (or symlink target) and mode: "exactly what was there". */
+async function tree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  async function walk(dir: string) {
+    for await (const e of Deno.readDir(join(root, dir))) {
+      const rel = join(dir, e.name);
+      const st = await Deno.lstat(join(root, rel));
+      if (e.isDirectory) {
+        out[rel + "/"] = "dir";
+        await walk(rel);
+      } else if (e.isSymlink) out[rel] = `-> ${await Deno.readLink(join(root, rel))}`;
+      else out[rel] = `${(st.mode! & 0o7777).toString(8)} ${await Deno.readTextFile(join(root, rel))}`;
+    }
+  }
+  await walk("");
+  return out;
+}
+
+Deno.test("install: the drop-in takes ExecStart; a second install changes nothing; uninstall leaves the tree as found", async () => {
+  await using s = await machine();
+  const before = await tree(s.root);
+  let reloads = 0;
+  const reload = () => Promise.resolve(void reloads++);
+  const r = await install({ root: s.root, exec: EXEC, reload });
+  assert.ok(r.changed);
+  assert.equal(reloads, 1);
+  assert.equal(await s.read(DROPIN.slice(1)), renderDropIn(EXEC));
+  const exec = await execStart(s.root);
+  assert.deepEqual(exec.commands, [`${EXEC} suspend --from-systemd`]);
+  assert.deepEqual(exec.from, [DROPIN]);
+  assert.match(renderDropIn(EXEC), /^TimeoutStartSec=infinity$/m);
+
+  const again = await install({ root: s.root, exec: EXEC, reload });
+  assert.equal(again.changed, false);
+  assert.match(again.lines[0], /already installed/);
+  assert.equal(reloads, 1, "nothing changed: no reload");
+
+  const u = await uninstall({ root: s.root, reload });
+  assert.ok(u.changed);
+  assert.equal(reloads, 2);
+  assert.deepEqual(await tree(s.root), before);
+  assert.match((await uninstall({ root: s.root, reload })).lines[0], /nothing to uninstall/);
+});
+
+Deno.test("install: a file it replaces (and its mode) comes back byte for byte; a symlink comes back as a symlink", async () => {
+  await using s = await machine({ [DROPIN.slice(1)]: "[Service]\n# the admin's own\nNice=5\n" });
+  await Deno.chmod(join(s.root, DROPIN), 0o600);
+  const before = await tree(s.root);
+  const r = await install({ root: s.root, exec: EXEC });
+  assert.match(
+    r.lines.join("\n"),
+    /write \/etc\/systemd\/system\/systemd-suspend.service.d\/cryptsleep.conf .*replaces a file/,
+  );
+  assert.equal(await s.read(DROPIN.slice(1)), renderDropIn(EXEC));
+  await uninstall({ root: s.root });
+  assert.deepEqual(await tree(s.root), before);
+
+  await Deno.remove(join(s.root, DROPIN));
+  await Deno.symlink("/somewhere/else.conf", join(s.root, DROPIN));
+  const withLink = await tree(s.root);
+  await install({ root: s.root, exec: EXEC });
+  assert.equal((await Deno.lstat(join(s.root, DROPIN))).isSymlink, false);
+  await uninstall({ root: s.root });
+  assert.deepEqual(await tree(s.root), withLink);
+});
+
+Deno.test("install --dry-run: prints each action, changes nothing", async () => {
+  await using s = await machine();
+  const before = await tree(s.root);
+  const r = await install({ root: s.root, exec: EXEC, dryRun: true });
+  assert.deepEqual(r.lines.map((l) => l.split(" (")[0]), [
+    "would mkdir /etc/systemd/system/systemd-suspend.service.d",
+    "would mkdir /var/lib/cryptsleep",
+    `would write ${RECORD}`,
+    `would write ${DROPIN}`,
+    "would skip systemctl daemon-reload",
+  ]);
+  assert.deepEqual(await tree(s.root), before);
+  await install({ root: s.root, exec: EXEC });
+  const installed = await tree(s.root);
+  const u = await uninstall({ root: s.root, dryRun: true });
+  assert.match(u.lines.join("\n"), /would remove \/etc\/systemd\/system\/systemd-suspend.service.d\/cryptsleep.conf/);
+  assert.deepEqual(await tree(s.root), installed);
+});
+
+Deno.test("install: refuses while Debian's cryptsetup-suspend is active; --replace-debian masks it; uninstall restores it", async () => {
+  await using s = await machine({ [DEBIAN]: DEBIAN_TEXT });
+  const before = await tree(s.root);
+  const d = await debianDropin(s.root);
+  assert.deepEqual([d.path, d.active], ["/" + DEBIAN, true]);
+  await assert.rejects(
+    () => install({ root: s.root, exec: EXEC }),
+    (e: InstallError) => e.kind === "refused" && /cryptsetup-suspend.*--replace-debian/.test(e.message),
+  );
+  assert.deepEqual(await tree(s.root), before, "refused: nothing touched");
+
+  await install({ root: s.root, exec: EXEC, replaceDebian: true });
+  const masked = await debianDropin(s.root);
+  assert.deepEqual([masked.path, masked.active, masked.masked], [DEBIAN_MASK, false, true]);
+  const exec = await execStart(s.root);
+  assert.deepEqual(exec.commands, [`${EXEC} suspend --from-systemd`], "only cryptsleep runs");
+  // installing again needs no flag: the mask is cryptsleep's own
+  assert.equal((await install({ root: s.root, exec: EXEC })).changed, false);
+
+  await uninstall({ root: s.root });
+  assert.deepEqual(await tree(s.root), before);
+  assert.equal((await debianDropin(s.root)).active, true);
+});
+
+Deno.test("install: bad --exec is a usage error; a missing cryptsleep says how to get one", async () => {
+  await using s = await machine();
+  await assert.rejects(() => install({ root: s.root, exec: "cryptsleep" }), (e: InstallError) => e.kind === "usage");
+  await assert.rejects(
+    () => install({ root: s.root, exec: "/opt/my tools/cs" }),
+    (e: InstallError) => e.kind === "usage",
+  );
+  await assert.rejects(
+    () => install({ root: s.root, exec: "/usr/local/bin/cryptsleep" }),
+    (e: InstallError) => e.kind === "env" && /ENOENT.*apt install .\/cryptsleep_\*\.deb/.test(e.message),
+  );
+});
+
+Deno.test("uninstall: a drop-in edited since install is still restored, and said so", async () => {
+  await using s = await machine();
+  const before = await tree(s.root);
+  await install({ root: s.root, exec: EXEC });
+  await s.write(DROPIN.slice(1), "[Service]\nNice=1\n");
+  const u = await uninstall({ root: s.root });
+  assert.match(u.lines.join("\n"), /changed since install/);
+  assert.deepEqual(await tree(s.root), before);
+});

@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { scratchRoot } from "../tests/fixtures/scratch.ts";
+import { install } from "./install.ts";
+import { debianLine, suspendPath } from "./state.ts";
+
+Deno.test("suspend path: not installed, installed, overridden by a later drop-in; Debian's seen", async () => {
+  await using s = await scratchRoot({
+    "usr/lib/systemd/system/systemd-suspend.service": "[Service]\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n",
+    "usr/lib/systemd/system/systemd-suspend.service.d/cryptsetup-suspend.conf": "[Service]\nExecStart=\nExecStart=/x\n",
+  });
+  await s.write("usr/sbin/cryptsleep", "#!/bin/sh\n", 0o755);
+  const before = await suspendPath(s.root);
+  assert.equal(before.installed, false);
+  assert.match(before.summary, /not installed: systemd-suspend.service runs \/x/);
+  assert.match(debianLine(before.debian)!, /active/);
+
+  await install({ root: s.root, exec: "/usr/sbin/cryptsleep", replaceDebian: true });
+  const after = await suspendPath(s.root);
+  assert.equal(after.installed, true);
+  assert.equal(after.recorded, true);
+  assert.match(
+    after.summary,
+    /^installed: systemd-suspend.service runs \/usr\/sbin\/cryptsleep suspend --from-systemd/,
+  );
+  assert.match(debianLine(after.debian)!, /masked/);
+
+  await Deno.writeTextFile(
+    join(s.root, "etc/systemd/system/systemd-suspend.service.d/zz-mine.conf"),
+    "[Service]\nExecStart=\nExecStart=/mine\n",
+  );
+  const overridden = await suspendPath(s.root);
+  assert.equal(overridden.installed, false);
+  assert.match(overridden.summary, /overridden: systemd-suspend.service runs \/mine/);
+});

@@ -1,0 +1,148 @@
+/**
+ * @module
+ * systemd-suspend.service as systemd would load it: its unit file and drop-ins (`<dir>/systemd-suspend.service.d/
+ * *.conf` under the unit directories, by file name, a name in a higher-priority directory hiding the same name
+ * below, masks skipped — systemd.unit(5)), the ExecStart= it ends with, and the drop-ins cryptsleep and
+ * Debian's cryptsetup-suspend put there.
+ *
+ * @example
+ * ```ts
+ * import { debianDropin, execStart } from "./unit.ts";
+ * const exec = await execStart("/");
+ * console.log(exec.commands, exec.from);
+ * console.log((await debianDropin("/")).active);
+ * ```
+ */
+import { join } from "node:path";
+import { underRoot } from "../host/paths.ts";
+import { listDropins, parseConf } from "./conf.ts";
+
+/** The unit cryptsleep stands in for. */
+export const UNIT = "systemd-suspend.service";
+/** systemd's system unit directories, highest priority first (`/lib/...` is /usr/lib on a merged /usr). */
+export const UNIT_DIRS: readonly string[] = [
+  "/etc/systemd/system",
+  "/run/systemd/system",
+  "/usr/local/lib/systemd/system",
+  "/usr/lib/systemd/system",
+  "/lib/systemd/system",
+];
+/** Where `cryptsleep install` writes. */
+export const DROPIN_DIR = `/etc/systemd/system/${UNIT}.d`;
+/** cryptsleep's drop-in. */
+export const DROPIN = `${DROPIN_DIR}/cryptsleep.conf`;
+/** The file name of Debian's cryptsetup-suspend drop-in (shipped in /usr/lib/systemd/system/…d/). */
+export const DEBIAN_DROPIN_NAME = "cryptsetup-suspend.conf";
+/** Where `--replace-debian` masks it: the same name in /etc hides the one in /usr/lib. */
+export const DEBIAN_MASK = `${DROPIN_DIR}/${DEBIAN_DROPIN_NAME}`;
+
+/** The drop-in's text for a cryptsleep at `exec`. */
+export function renderDropIn(exec: string): string {
+  return [
+    "# Installed by `cryptsleep install`; `cryptsleep uninstall` removes it.",
+    "# systemd-suspend.service runs cryptsleep instead of systemd-sleep: every LUKS volume is locked while the",
+    "# machine sleeps, whatever asked for the suspend (lid, menu, systemctl suspend, idle).",
+    "[Service]",
+    "ExecStart=",
+    `ExecStart=${exec} suspend --from-systemd`,
+    "# The cycle waits at the passphrase prompt after wake for as long as it takes. Type=oneshot has no start",
+    "# timeout by default; said here so no DefaultTimeoutStartSec= or other drop-in can kill it mid-prompt.",
+    "TimeoutStartSec=infinity",
+    "# As Debian's cryptsetup-suspend: the unlock's Argon2 needs memory, the OOM killer must not pick us.",
+    "OOMScoreAdjust=-1000",
+    "",
+  ].join("\n");
+}
+
+/** The text `--replace-debian` writes over Debian's drop-in name: no settings, so theirs is not applied. */
+export const DEBIAN_MASK_TEXT: string = [
+  "# Masks Debian's cryptsetup-suspend drop-in of the same name (cryptsleep install --replace-debian):",
+  "# only one tool may take systemd-suspend.service's ExecStart. `cryptsleep uninstall` restores it.",
+  "",
+].join("\n");
+
+/** Whether a drop-in's text sets anything (a comment-only file overrides a lower one with nothing). */
+function setsSomething(text: string): boolean {
+  return parseConf(text, "").some((e) => e.section !== "");
+}
+
+async function readText(root: string, path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(underRoot(root, path));
+  } catch {
+    return null;
+  }
+}
+
+/** What systemd would find of Debian's drop-in. */
+export interface DebianDropin {
+  /** The file systemd applies under that name (host path), or null when there is none. */
+  path: string | null;
+  /** It sets something: cryptsetup-suspend would take the ExecStart. */
+  active: boolean;
+  /** A same-named file in a higher directory hides the shipped one (cryptsleep's mask or the admin's). */
+  masked: boolean;
+  /** The shipped file, when one exists below the one applied. */
+  shipped: string | null;
+}
+
+/** Finds Debian's cryptsetup-suspend drop-in under `root` and whether it is in force. */
+export async function debianDropin(root = "/"): Promise<DebianDropin> {
+  const found: string[] = [];
+  for (const dir of UNIT_DIRS) {
+    const path = join(dir, `${UNIT}.d`, DEBIAN_DROPIN_NAME);
+    if ((await readText(root, path)) !== null || (await isDevNull(root, path))) found.push(path);
+  }
+  if (found.length === 0) return { path: null, active: false, masked: false, shipped: null };
+  const path = found[0];
+  const text = (await isDevNull(root, path)) ? "" : (await readText(root, path)) ?? "";
+  const active = setsSomething(text);
+  const shipped = found.find((p) => !p.startsWith("/etc/")) ?? null;
+  return { path, active, masked: !active && found.length > 1, shipped };
+}
+
+async function isDevNull(root: string, path: string): Promise<boolean> {
+  try {
+    return (await Deno.readLink(underRoot(root, path))) === "/dev/null";
+  } catch {
+    return false;
+  }
+}
+
+/** The ExecStart= systemd ends with for the unit. */
+export interface ExecStart {
+  /** The command lines, in order (a oneshot may have several). */
+  commands: string[];
+  /** The file each came from. */
+  from: string[];
+  /** The unit file and drop-ins read, in order. */
+  files: string[];
+}
+
+/** Applies the unit file and its drop-ins in systemd's order and returns the ExecStart= left. */
+export async function execStart(root = "/"): Promise<ExecStart> {
+  const files: string[] = [];
+  for (const dir of UNIT_DIRS) {
+    const path = join(dir, UNIT);
+    if ((await readText(root, path)) !== null) {
+      files.push(path);
+      break;
+    }
+  }
+  files.push(...(await listDropins(root, `${UNIT}.d`, UNIT_DIRS)));
+  const commands: string[] = [];
+  const from: string[] = [];
+  for (const file of files) {
+    for (const e of parseConf((await readText(root, file)) ?? "", file)) {
+      if (e.section !== "Service" || e.key !== "ExecStart") continue;
+      if (e.value === "") {
+        commands.length = 0;
+        from.length = 0;
+      } else {
+        commands.push(e.value);
+        from.push(file);
+      }
+    }
+  }
+  return { commands, from, files };
+}
