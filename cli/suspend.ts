@@ -80,6 +80,8 @@ export function register(program: Command, exit: (code: number) => never): void 
       requireRoot("cryptsleep suspend");
       const options: SuspendOptions = {
         state: o.state,
+        // --from-systemd reads it from sleep.conf, as systemd-sleep does
+        memSleep: null,
         console: o.console ?? null,
         freezeTimeoutMs: o.freezeTimeout,
         refuseLeak: Boolean(o.refuseLeak),

@@ -14,8 +14,10 @@ import type { Plan } from "../discovery/mod.ts";
 
 /** `cryptsleep suspend` options. */
 export interface SuspendOptions {
-  /** What to write to /sys/power/state: "mem" (honours /sys/power/mem_sleep) or "freeze". */
-  state: "mem" | "freeze";
+  /** What to write to /sys/power/state: "mem" (honours /sys/power/mem_sleep), "freeze", or "standby". */
+  state: "mem" | "freeze" | "standby";
+  /** What to write to /sys/power/mem_sleep first (sleep.conf's MemorySleepMode=), or null to leave it. */
+  memSleep: string | null;
   /** Where to prompt: a tty path, or null to allocate a free VT. */
   console: string | null;
   /** How long userspace may take to freeze before the cycle gives up, thawed and unlocked. */
@@ -39,6 +41,7 @@ export interface SuspendOptions {
 export function defaultOptions(): SuspendOptions {
   return {
     state: "mem",
+    memSleep: null,
     console: null,
     freezeTimeoutMs: 10_000,
     refuseLeak: false,

@@ -1,6 +1,6 @@
 /**
  * @module
- * The outer process, `cryptsleep suspend`: runs the outer phases of the list (preflight, claim, ramfs, agent) on the real
+ * The outer process, `cryptsleep suspend`: runs the outer phases of the list (preflight, claim, hooks, ramfs, agent) on the real
  * root. It is frozen with everything else while the agent works; when the supervisor exits, the ramfs goes.
  *
  * @example

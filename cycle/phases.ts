@@ -9,7 +9,7 @@
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // preflight → claim → ramfs → agent → sync → freeze → syncfs → lock → sleep
+ * // preflight → claim → hooks → ramfs → agent → sync → freeze → syncfs → lock → sleep
  * ```
  */
 import { buildRamfs, planRamfs, type Ramfs } from "../chroot/ramfs.ts";
@@ -19,13 +19,14 @@ import type { AgentContext, OuterContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";
 import { isSwapped, pinnedKeys, placeholderName } from "./pinned/mod.ts";
-import { preflight } from "./preflight.ts";
+import { preflight, sleepConfOptions } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
 import { RAMFS_DIR, startSupervisor } from "./start.ts";
 import { OWN_NAME as OWN_CGROUP } from "../cgroup/cgroup2.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
-import { readKnob } from "../host/sysfs.ts";
+import { KNOBS, readKnob } from "../host/sysfs.ts";
+import { type HookResult, listSleepHooks, runSleepHooks } from "../systemd/hooks.ts";
 import { unlockAll } from "./unlock.ts";
 import * as dm from "../ffi/devmapper.ts";
 
@@ -58,7 +59,11 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
   name: "preflight",
   where: "outer process",
   changesNothing: true,
-  run: async (ctx) => ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR),
+  run: async (ctx) => {
+    // as systemd-sleep would: sleep.conf picks the state and the mem_sleep mode
+    if (ctx.options.fromSystemd) ctx.options = await sleepConfOptions(ctx.options);
+    return ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR);
+  },
   describe: (job) =>
     lines(
       `ok: ${job.plan.lock.length} volume(s) to lock, ${job.plan.notLockable.length} not lockable`,
@@ -86,6 +91,23 @@ const claimPhase: CyclePhase<OuterContext, Claim> = {
     name: "release",
     summary: "release the lock (last)",
     run: (_ctx, held) => Promise.resolve(held?.[Symbol.dispose]()),
+  },
+};
+
+const hooksPhase: CyclePhase<OuterContext, HookResult[]> = {
+  name: "hooks",
+  where: "outer process",
+  // what systemd-sleep runs around a suspend, and cryptsleep stands in for it; failures are logged, not fatal
+  run: () => runSleepHooks("pre"),
+  detail: (r) => ({ ran: r.map((h) => h.name), failed: r.filter((h) => !h.ok).map((h) => h.name) }),
+  describe: async () => {
+    const hooks = (await listSleepHooks()).map((h) => h.path);
+    return [hooks.length ? `would run ${hooks.join(", ")} with "pre suspend"` : "no system-sleep hook to run"];
+  },
+  undo: {
+    name: "post-hooks",
+    summary: 'the hooks with "post suspend", after the thaw',
+    run: async () => void await runSleepHooks("post"),
   },
 };
 
@@ -129,7 +151,13 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
 };
 
 /** The outer process's phases. */
-export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [preflightPhase, claimPhase, ramfsPhase, agentPhase];
+export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
+  preflightPhase,
+  claimPhase,
+  hooksPhase,
+  ramfsPhase,
+  agentPhase,
+];
 
 // ---------------------------------------------------------------------------------------------------------
 // the agent (and their undos, in reverse, also the supervisor's recovery)
@@ -233,16 +261,21 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
   name: "sleep",
   where: "agent",
   // returns after wake, or throws the kernel's refusal: either way the runner unlocks and thaws
-  run: (ctx) => enterSleep(ctx.job.options.state),
+  run: (ctx) => enterSleep(ctx.job.options.state, ctx.job.options.memSleep),
   detail: (s) => ({ ...s }),
   describe: async (job) => {
     const knobs: string[] = [];
-    for (const path of SLEEP_KNOBS) {
+    for (const path of [KNOBS.syncOnSuspend, KNOBS.freezeFilesystems]) {
       const now = await readKnob(path);
       if (now !== null) knobs.push(`would set ${path} ${now} -> 0`);
     }
-    const memSleep = (await readKnob("/sys/power/mem_sleep")) ?? "n/a";
-    return [...knobs, `would write ${job.options.state} to /sys/power/state (mem_sleep: ${memSleep})`];
+    const memSleep = (await readKnob(KNOBS.memSleep)) ?? "n/a";
+    const mode = job.options.memSleep ? `would write ${job.options.memSleep} to ${KNOBS.memSleep} (sleep.conf)` : [];
+    return [
+      ...knobs,
+      ...[mode].flat(),
+      `would write ${job.options.state} to /sys/power/state (mem_sleep: ${memSleep})`,
+    ];
   },
   undo: {
     name: "restore",

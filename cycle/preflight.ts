@@ -23,6 +23,7 @@
 import { discover, type Plan } from "../discovery/mod.ts";
 import type { LibcryptsetupInfo } from "../ffi/libcryptsetup.ts";
 import { saveKnobs } from "../host/sysfs.ts";
+import { resolveSleep } from "../systemd/sleep_conf.ts";
 import { RefusedError } from "./errors.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import { pinnedKeys } from "./pinned/mod.ts";
@@ -44,6 +45,16 @@ export function requirementsFor(
   host: PreflightHost = { root: "/", uid: Deno.uid() },
 ): Promise<Verdict[]> {
   return checkRequirements({ ...host, state: options.state, lib, argon2MemoryKiB: plan.maxArgon2MemoryKiB });
+}
+
+/**
+ * The options as systemd-sleep would sleep (for `--from-systemd`): sleep.conf's SuspendState= and MemorySleepMode=
+ * against what the kernel offers; refuses, with systemd's reason, where systemd-sleep would not suspend.
+ */
+export async function sleepConfOptions(options: SuspendOptions): Promise<SuspendOptions> {
+  const d = await resolveSleep();
+  if (!d.ok) throw new RefusedError([`${d.reason}: ${d.fix}`]);
+  return { ...options, state: d.state, memSleep: d.memSleep };
 }
 
 /**

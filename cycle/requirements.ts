@@ -60,7 +60,7 @@ export const REQUIRED_SYMBOLS: readonly LibcryptsetupSymbol[] = [
 export const AGENT_HEADROOM_KIB = 128 * 1024;
 
 /** The sleep states the cycle can enter. */
-export type SleepState = "mem" | "freeze";
+export type SleepState = "mem" | "freeze" | "standby";
 
 /** The probe of libcryptsetup, as `probeLibcryptsetup()` returns it. */
 export type LibProbe = { ok: true; info: LibcryptsetupInfo } | { ok: false; error: string };
@@ -135,6 +135,7 @@ export async function checkSleepState(root: string, state: SleepState): Promise<
   if (states.includes(state)) {
     return { name: "sleep states", status: "ok", seen: `/sys/power/state: ${states.join(" ")}` };
   }
+  // the fix names a state the CLI takes (standby comes only from sleep.conf)
   const other: SleepState = state === "mem" ? "freeze" : "mem";
   return {
     name: "sleep states",

@@ -16,7 +16,7 @@
  */
 import { writeFile } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
-import type { Knobs } from "./job.ts";
+import type { Knobs, SuspendOptions } from "./job.ts";
 import { KNOBS, readKnob, restoreKnobs, setKnob } from "../host/sysfs.ts";
 
 /** What sleep reports. */
@@ -29,14 +29,18 @@ export interface SleepResult {
   sleptMs: number;
 }
 
-/** The knobs sleep sets to 0 (where they exist); the undo puts them back. */
-export const SLEEP_KNOBS: readonly string[] = [KNOBS.syncOnSuspend, KNOBS.freezeFilesystems];
+/** The knobs sleep sets (where they exist); the undo puts them back. */
+export const SLEEP_KNOBS: readonly string[] = [KNOBS.syncOnSuspend, KNOBS.freezeFilesystems, KNOBS.memSleep];
 
-/** Sets the knobs and writes `state`; returns after wake. The knobs are left for the undo to restore. */
-export async function enterSleep(state: "mem" | "freeze"): Promise<SleepResult> {
+/**
+ * Sets the knobs and writes `state` (after `memSleep` to /sys/power/mem_sleep, when sleep.conf names one); returns
+ * after wake. The knobs are left for the undo to restore.
+ */
+export async function enterSleep(state: SuspendOptions["state"], mode: string | null = null): Promise<SleepResult> {
   await setKnob(KNOBS.syncOnSuspend, "0");
   if ((await readKnob(KNOBS.freezeFilesystems)) !== null) await setKnob(KNOBS.freezeFilesystems, "0");
-  const memSleep = await readKnob("/sys/power/mem_sleep");
+  if (mode !== null) await setKnob(KNOBS.memSleep, mode);
+  const memSleep = await readKnob(KNOBS.memSleep);
   const start = performance.now();
   try {
     await writeFile("/sys/power/state", state);

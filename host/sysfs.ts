@@ -29,13 +29,21 @@ export const KNOBS = {
   syncOnSuspend: "/sys/power/sync_on_suspend",
   freezeFilesystems: "/sys/power/freeze_filesystems",
   pmFreezeTimeout: "/sys/power/pm_freeze_timeout",
+  /** A choice file ("s2idle [deep]"): its value is the bracketed one. */
+  memSleep: "/sys/power/mem_sleep",
 } as const;
+
+/** A knob's value as it is written: the selected word of a choice file ("s2idle [deep]" → "deep"), else as read. */
+export async function knobValue(path: string, root = "/"): Promise<string | null> {
+  const raw = await readKnob(path, root);
+  return raw === null ? null : /\[(\S+)\]/.exec(raw)?.[1] ?? raw;
+}
 
 /** Current values of the knobs that exist (path → value). */
 export async function saveKnobs(root = "/"): Promise<Record<string, string>> {
   const saved: Record<string, string> = {};
   for (const path of Object.values(KNOBS)) {
-    const value = await readKnob(path, root);
+    const value = await knobValue(path, root);
     if (value !== null) saved[path] = value;
   }
   return saved;
@@ -46,7 +54,7 @@ export async function restoreKnobs(saved: Record<string, string>, root = "/"): P
   const errors: string[] = [];
   for (const [path, value] of Object.entries(saved)) {
     try {
-      if ((await readKnob(path, root)) !== value) await Deno.writeTextFile(join(root, path), value);
+      if ((await knobValue(path, root)) !== value) await Deno.writeTextFile(join(root, path), value);
     } catch (err) {
       errors.push(`restore ${path}=${value}: ${err instanceof Error ? err.message : err}`);
     }

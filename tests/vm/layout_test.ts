@@ -44,7 +44,10 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       assert.deepEqual(cycle.hits, needles.map(() => 0), "no key half of either volume in RAM while suspended");
 
       const kept = await vm.sh("cat /mnt/vault/kept");
-      assert.equal(kept.out.trim(), "kept", "the image volume's data reads back");
+      if (kept.out.trim() !== "kept") {
+        const why = await vm.sh("grep -e vault -e zz /proc/mounts; ls -la /mnt/vault; dmsetup table; dmesg | tail -40");
+        assert.fail(`the image volume's data does not read back: ${kept.out}\n${why.out}\n${cycle.text}`);
+      }
       const before = await lineCount(vm, "/mnt/vault/writer.log");
       await vm.sh("sleep 2");
       assert.ok(await lineCount(vm, "/mnt/vault/writer.log") > before, "the writer on the image volume goes on");
