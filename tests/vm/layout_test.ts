@@ -24,11 +24,15 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
           `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - /root/zz.img && ` +
           `printf %s '${pass}' | cryptsetup open --key-file - /root/zz.img zz-vault && ` +
           "mke2fs -q -t ext4 /dev/mapper/zz-vault && mkdir -p /mnt/vault && mount /dev/mapper/zz-vault /mnt/vault && " +
-          "echo kept > /mnt/vault/kept && sync && " +
-          "(while :; do echo x >> /mnt/vault/writer.log; sync; sleep 0.2; done) >/dev/null 2>&1 & sleep 1; echo started",
+          "echo kept > /mnt/vault/kept && sync && grep -c ' /mnt/vault ' /proc/mounts",
         { timeoutMs: 180_000 },
       );
       assert.equal(setup.code, 0, setup.out);
+      // its own command: a trailing & would put the whole && chain above in the background
+      const writer = await vm.sh(
+        "(while :; do echo x >> /mnt/vault/writer.log; sync; sleep 0.2; done) >/dev/null 2>&1 & sleep 1; echo started",
+      );
+      assert.equal(writer.code, 0, writer.out);
 
       const plan = await vm.sh("cryptsleep plan --json", { timeoutMs: 120_000 });
       assert.equal(plan.code, 0, plan.out);
