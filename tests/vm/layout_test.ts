@@ -23,7 +23,7 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
         `truncate -s 48M /root/zz.img && printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 ` +
           `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - /root/zz.img && ` +
           `printf %s '${pass}' | cryptsetup open --key-file - /root/zz.img zz-vault && ` +
-          "mke2fs -q -t ext4 /dev/mapper/zz-vault && mkdir -p /mnt/vault && mount /dev/mapper/zz-vault /mnt/vault && " +
+          "mkfs.ext4 -F -q /dev/mapper/zz-vault && mkdir -p /mnt/vault && mount /dev/mapper/zz-vault /mnt/vault && " +
           "echo kept > /mnt/vault/kept && sync && grep -c ' /mnt/vault ' /proc/mounts",
         { timeoutMs: 180_000 },
       );
