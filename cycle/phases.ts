@@ -18,7 +18,7 @@ import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
 import type { AgentContext, OuterContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";
-import { isSwapped, pinnedKeys, placeholderName } from "./pinned/mod.ts";
+import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned/mod.ts";
 import { preflight, sleepConfOptions } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
@@ -239,13 +239,15 @@ const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
     summary: "unlock (prompt), bottom-up",
     // by what it sees, whether the lock finished or not: the passphrase goes wherever a volume is locked
     run: (ctx) => unlockAll(ctx),
-    left: (ctx) => {
+    left: async (ctx) => {
       const left: string[] = [];
       for (const v of ctx.job.plan.lock) {
         for (const name of [v.dmName, ...v.above]) if (dm.info(name).suspended) left.push(`${name} locked`);
         if (isSwapped(v)) left.push(`${v.dmName} locked (table swapped)`);
+        // the record lives from the FIFREEZE to the thaw: while it does, the filesystem may still be frozen
+        else if (await readSwapRecord(v.dmName)) left.push(`${v.dmName}: its filesystem frozen for a table swap`);
       }
-      return Promise.resolve(left);
+      return left;
     },
     describe: (job) =>
       lines(

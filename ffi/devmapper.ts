@@ -206,9 +206,14 @@ export function suspend(name: string, opts: { lockfs?: boolean; noflush?: boolea
   }, () => undefined);
 }
 
-/** DM_DEVICE_RESUME. */
-export function resume(name: string): void {
-  task(DM_DEVICE_RESUME, "dm_task_run(resume)", name, () => {}, () => undefined);
+/**
+ * DM_DEVICE_RESUME. A live device with a new table is suspended by the kernel first, freezing its filesystem
+ * unless `lockfs: false` (DM_SKIP_LOCKFS_FLAG): needed when the caller holds a FIFREEZE on it already.
+ */
+export function resume(name: string, opts: { lockfs?: boolean } = {}): void {
+  task(DM_DEVICE_RESUME, "dm_task_run(resume)", name, (s, t) => {
+    if (opts.lockfs === false) s.dm_task_skip_lockfs(t);
+  }, () => undefined);
 }
 
 /** One line of a table. `params` is text, or a C string that may hold a key and so never becomes a JS string. */

@@ -188,7 +188,9 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
   dm.reload(hold, [crypt], { readOnly: record.readOnly });
   dm.resume(hold);
   dm.reload(volume.dmName, [crypt], { readOnly: record.readOnly });
-  dm.resume(volume.dmName);
+  // the volume is live (linear onto the placeholder) with its filesystem frozen by our FIFREEZE: the kernel's
+  // suspend inside this resume must not freeze it a second time (before 6.8 that is EBUSY)
+  dm.resume(volume.dmName, { lockfs: false });
   dm.remove(hold);
   for (const m of record.frozen) fsThaw(m);
   await Deno.remove(recordPath(volume.dmName)).catch(() => {});

@@ -27,6 +27,7 @@ export { cryptsetupLoop, onLoopDevice, pinnedKeys, waitUnpinned } from "./keys.t
 export {
   isSwapped,
   placeholderName,
+  readSwapRecord,
   releaseAtLock,
   removeStrayPlaceholder,
   type SwapRecord,
