@@ -47,6 +47,14 @@ Deno.test({
       assert.match(r.out, /^written$/m);
     });
 
+    await t.step("cryptsleep runs from the tool disk and plans both volumes", async () => {
+      const r = await vm.sh("cryptsleep plan --json", { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.out);
+      const plan = JSON.parse(r.out.slice(r.out.indexOf("{")));
+      const names = plan.lock.map((v: { dmName: string }) => v.dmName).sort();
+      assert.deepEqual(names, ["data_crypt", "root_crypt"], r.out);
+    });
+
     await t.step("systemctl suspend reaches S3, system_wakeup wakes it, the shell answers", async () => {
       // Debian's cryptsetup-suspend wrapper would lock and prompt on VT8: mask its drop-in for a plain suspend
       const mask = await vm.sh(
