@@ -107,7 +107,7 @@ async function resolve(aptDir: string, log: (m: string) => void): Promise<Resolv
   log(`apt-get update (private state ${aptDir}, suite ${SUITE})`);
   await apt.update();
   const lists = join(aptDir, "state", "lists");
-  const rel = [...Deno.readDirSync(lists)].find((e) => /_dists_trixie_(In)?Release$/.test(e.name));
+  const rel = [...Deno.readDirSync(lists)].find((e) => new RegExp(`_dists_${SUITE}_(In)?Release$`).test(e.name));
   if (!rel) throw new Error(`no ${SUITE} Release file in ${lists}`);
   const releaseDate = (await Deno.readTextFile(join(lists, rel.name))).match(/^Date:\s*(.+)$/m)?.[1] ?? "";
   const packages = [];
