@@ -6,7 +6,9 @@
  * archive URI is read from the host's apt configuration) and are unpacked with `dpkg-deb -x`.
  *
  * The encrypted disks are filled by a "builder boot": the host can run `luksFormat` on image files but has no
- * device-mapper, so a guest boot with `cryptsleep.build=1` copies plain ext4 images through dm-crypt.
+ * device-mapper, so a guest boot with `cryptsleep.build=1` copies plain ext4 images through dm-crypt. The Debian
+ * guest (scripts/guest/debian.ts) is filled the same way, by {@linkcode builderBoot} with this guest's kernel and
+ * initramfs, plus a hook script of its own.
  *
  * Why one file of ~900 lines: the guest's cache key is the hash of this file, so everything that shapes the guest
  * (packages, init scripts, disk layout) lives here and a change to any of it rebuilds the guests; split, a change
@@ -131,7 +133,11 @@ export function cacheRoot(): string {
   return join(base, "cryptsleep");
 }
 
-async function run(cmd: string[], opts: { cwd?: string; stdin?: Uint8Array; env?: Record<string, string> } = {}) {
+/** Runs a host command; returns its stdout, throws with its stderr on failure. */
+export async function run(
+  cmd: string[],
+  opts: { cwd?: string; stdin?: Uint8Array; env?: Record<string, string> } = {},
+) {
   const p = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     cwd: opts.cwd,
@@ -154,7 +160,8 @@ async function run(cmd: string[], opts: { cwd?: string; stdin?: Uint8Array; env?
   return out;
 }
 
-async function exists(p: string): Promise<boolean> {
+/** True if `p` exists (a dangling symlink counts). */
+export async function exists(p: string): Promise<boolean> {
   try {
     await Deno.lstat(p);
     return true;
@@ -164,19 +171,20 @@ async function exists(p: string): Promise<boolean> {
 }
 
 /** An ext4 filesystem filling `image`, labelled, with the files of `tree`; initialised now, so the guest has no background ext4lazyinit writes. */
-async function ext4Image(image: string, label: string, tree: string): Promise<void> {
+export async function ext4Image(image: string, label: string, tree: string): Promise<void> {
   const lazy = "lazy_itable_init=0,lazy_journal_init=0";
   await run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-E", lazy, "-d", tree, image]);
 }
 
-async function sha256Hex(data: Uint8Array | string): Promise<string> {
+/** Hex SHA-256 of bytes or text. */
+export async function sha256Hex(data: Uint8Array | string): Promise<string> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Reads the host's apt sources and returns the Debian archive URI + keyring for the main archive. */
-async function hostArchive(): Promise<{ uri: string; signedBy: string | null }> {
+export async function hostArchive(): Promise<{ uri: string; signedBy: string | null }> {
   const dir = "/etc/apt/sources.list.d";
   const candidates: { uri: string; signedBy: string | null; suites: string[] }[] = [];
   try {
@@ -209,7 +217,8 @@ async function hostArchive(): Promise<{ uri: string; signedBy: string | null }> 
   return { uri: main.uri.replace(/\/$/, ""), signedBy: main.signedBy };
 }
 
-class AptState {
+/** A private apt state (lists, cache, sources) under `dir`: apt-get and apt-cache never touch the host's. */
+export class AptState {
   constructor(readonly dir: string, readonly suites: string[], readonly defaultRelease: string) {}
 
   get opts(): string[] {
@@ -381,10 +390,12 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /run/cryptsetup /newroot
 while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done < /lib/modules/load.order
 build=0
+hook=0
 pass=
 for a in $(cat /proc/cmdline); do
   case "$a" in
     cryptsleep.build=1) build=1 ;;
+    cryptsleep.buildhook=1) hook=1 ;;
     cryptsleep.pass=*) pass="\${a#cryptsleep.pass=}" ;;
   esac
 done
@@ -397,6 +408,11 @@ if [ "$build" = 1 ]; then
   dd if=/dev/vdb of=/dev/mapper/root bs=1M conv=fsync 2>&1 || ok=0
   printf %s "$pass" | cryptsetup open /dev/vdc data --key-file=- || ok=0
   dd if=/dev/vdd of=/dev/mapper/data bs=1M conv=fsync 2>&1 || ok=0
+  # Another guest's builder (scripts/guest/debian.ts) finishes in a script from vde, the mappings still open.
+  if [ "$hook" = 1 ]; then
+    mkdir -p /hook && mount -t ext4 -o ro /dev/vde /hook && sh /hook/build.sh || ok=0
+    umount /hook
+  fi
   sync
   cryptsetup close root || ok=0
   cryptsetup close data || ok=0
@@ -447,11 +463,13 @@ while :; do
 done
 `;
 
-const CRYPTSLEEP_WRAPPER = `#!/bin/sh
+/** `/usr/local/bin/cryptsleep` of the guests: the bundle from the tool disk, run by the guest's deno. */
+export const CRYPTSLEEP_WRAPPER = `#!/bin/sh
 exec deno run -A /usr/local/lib/cryptsleep/cryptsleep.js "$@"
 `;
 
-async function denoVersion(): Promise<string> {
+/** Version of the deno binary that goes into the guests. */
+export async function denoVersion(): Promise<string> {
   const out = await run([DENO_BIN, "--version"]);
   return out.match(/deno (\S+)/)?.[1] ?? "unknown";
 }
@@ -523,6 +541,106 @@ export async function ensureGuest(opts: EnsureOptions = {}): Promise<Guest> {
     return guest(manifest);
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+/** LUKS2 parameters of every volume of the bed: argon2id with little memory and forced iterations, so unlocking stays fast under TCG. */
+export const LUKS = { pbkdf: "argon2id", memoryKiB: 65536, iterations: 4, cipher: "aes-xts-plain64", keySize: 512 };
+
+/** The pbkdf options of {@linkcode LUKS}, for luksFormat and luksAddKey. */
+export const LUKS_PBKDF_ARGS = [
+  "--pbkdf",
+  LUKS.pbkdf,
+  "--pbkdf-memory",
+  String(LUKS.memoryKiB),
+  "--pbkdf-force-iterations",
+  String(LUKS.iterations),
+  "--pbkdf-parallel",
+  "1",
+];
+
+/** Creates `image` (`mib` MiB) as a LUKS2 container with {@linkcode LUKS}; the passphrase is in `keyFile`. Host-side: no device-mapper needed. */
+export async function luksFormat(image: string, mib: number, label: string, keyFile: string): Promise<void> {
+  await run(["truncate", "-s", `${mib}M`, image]);
+  await run([
+    "cryptsetup",
+    "luksFormat",
+    "--batch-mode",
+    "--type",
+    "luks2",
+    "--cipher",
+    LUKS.cipher,
+    "--key-size",
+    String(LUKS.keySize),
+    ...LUKS_PBKDF_ARGS,
+    "--key-file",
+    keyFile,
+    "--label",
+    label,
+    image,
+  ]);
+}
+
+/** What a builder boot gets: the busybox guest's kernel and initramfs, and the disks in their order. */
+export interface BuilderBoot {
+  kernelImage: string;
+  initrd: string;
+  /** vda = LUKS root, vdb = its plain ext4, vdc = LUKS data, vdd = its plain image; vde = hook disk (optional). */
+  disks: string[];
+  /** The guest's console goes here; its tail is in the error of a failed boot. */
+  serialLog: string;
+  /** Guest RAM in MiB (1024 default). */
+  ramMiB?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * Boots the initramfs in builder mode: it opens vda and vdc with {@linkcode PASSPHRASE} and copies vdb and vdd
+ * through dm-crypt into them. With a fifth disk (plain ext4), it then runs that disk's `build.sh` with both
+ * mappings (`/dev/mapper/root`, `/dev/mapper/data`) open. Throws unless the guest reports success.
+ */
+export async function builderBoot(b: BuilderBoot): Promise<void> {
+  const hook = b.disks.length > 4;
+  const qemu = new Deno.Command("qemu-system-x86_64", {
+    args: [
+      "-machine",
+      "pc,accel=tcg",
+      "-cpu",
+      "max",
+      "-m",
+      String(b.ramMiB ?? 1024),
+      "-smp",
+      "1",
+      "-nodefaults",
+      "-display",
+      "none",
+      "-no-reboot",
+      "-kernel",
+      b.kernelImage,
+      "-initrd",
+      b.initrd,
+      "-append",
+      `console=ttyS0 panic=-1 loglevel=4 cryptsleep.build=1 cryptsleep.pass=${PASSPHRASE}${
+        hook ? " cryptsleep.buildhook=1" : ""
+      }`,
+      // only the LUKS targets (vda, vdc) are written
+      ...b.disks.flatMap((f, i) => ["-drive", `file=${f},if=virtio,format=raw${i % 2 || i > 3 ? ",readonly=on" : ""}`]),
+      "-serial",
+      `file:${b.serialLog}`,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => qemu.kill("SIGKILL"), b.timeoutMs ?? 20 * 60_000);
+  const st = await qemu.output();
+  clearTimeout(timer);
+  const serial = await Deno.readTextFile(b.serialLog).catch(() => "");
+  if (!serial.includes("CRYPTSLEEP-BUILD-OK")) {
+    throw new Error(
+      `builder boot failed (qemu exit ${st.code}): ${new TextDecoder().decode(st.stderr)}\n--- serial tail ---\n${
+        serial.slice(-3000)
+      }`,
+    );
   }
 }
 
@@ -780,83 +898,19 @@ async function build(
   await run(["truncate", "-s", `${DATA_MIB - LUKS_HEADER_MIB}M`, join(work, "data.plain")]);
   await ext4Image(join(work, "data.plain"), "data", dataTree);
 
-  const luks = { pbkdf: "argon2id", memoryKiB: 65536, iterations: 4, cipher: "aes-xts-plain64", keySize: 512 };
+  const luks = LUKS;
   const keyFile = join(work, "pass");
   await Deno.writeTextFile(keyFile, PASSPHRASE, { mode: 0o600 });
   for (const [f, mib] of [["root.luks", ROOT_MIB], ["data.luks", DATA_MIB]] as const) {
-    await run(["truncate", "-s", `${mib}M`, join(work, f)]);
-    await run([
-      "cryptsetup",
-      "luksFormat",
-      "--batch-mode",
-      "--type",
-      "luks2",
-      "--cipher",
-      luks.cipher,
-      "--key-size",
-      String(luks.keySize),
-      "--pbkdf",
-      luks.pbkdf,
-      "--pbkdf-memory",
-      String(luks.memoryKiB),
-      "--pbkdf-force-iterations",
-      String(luks.iterations),
-      "--pbkdf-parallel",
-      "1",
-      "--key-file",
-      keyFile,
-      "--label",
-      f.replace(".luks", ""),
-      join(work, f),
-    ]);
+    await luksFormat(join(work, f), mib, f.replace(".luks", ""), keyFile);
   }
   log("builder boot: copying the plain images through dm-crypt (takes a while under TCG)");
-  const serialLog = join(work, "builder.log");
-  const qemu = new Deno.Command("qemu-system-x86_64", {
-    args: [
-      "-machine",
-      "pc,accel=tcg",
-      "-cpu",
-      "max",
-      "-m",
-      "1024",
-      "-smp",
-      "1",
-      "-nodefaults",
-      "-display",
-      "none",
-      "-no-reboot",
-      "-kernel",
-      join(work, "vmlinuz"),
-      "-initrd",
-      join(work, "initrd.img"),
-      "-append",
-      `console=ttyS0 panic=-1 loglevel=4 cryptsleep.build=1 cryptsleep.pass=${PASSPHRASE}`,
-      "-drive",
-      `file=${join(work, "root.luks")},if=virtio,format=raw`,
-      "-drive",
-      `file=${join(work, "root.plain")},if=virtio,format=raw,readonly=on`,
-      "-drive",
-      `file=${join(work, "data.luks")},if=virtio,format=raw`,
-      "-drive",
-      `file=${join(work, "data.plain")},if=virtio,format=raw,readonly=on`,
-      "-serial",
-      `file:${serialLog}`,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => qemu.kill("SIGKILL"), 20 * 60_000);
-  const st = await qemu.output();
-  clearTimeout(timer);
-  const serial = await Deno.readTextFile(serialLog).catch(() => "");
-  if (!serial.includes("CRYPTSLEEP-BUILD-OK")) {
-    throw new Error(
-      `builder boot failed (qemu exit ${st.code}): ${new TextDecoder().decode(st.stderr)}\n--- serial tail ---\n${
-        serial.slice(-3000)
-      }`,
-    );
-  }
+  await builderBoot({
+    kernelImage: join(work, "vmlinuz"),
+    initrd: join(work, "initrd.img"),
+    disks: [join(work, "root.luks"), join(work, "root.plain"), join(work, "data.luks"), join(work, "data.plain")],
+    serialLog: join(work, "builder.log"),
+  });
 
   const manifest: Manifest = {
     key,

@@ -2,6 +2,8 @@
  * @module
  * QEMU test bed of cryptsleep: boots the cached guest (real Debian kernel, LUKS2 root unlocked by typing the
  * passphrase at the initramfs prompt, real dm-crypt, S3 suspend through QMP) and drives it over the serial console.
+ * Two guest types: "busybox" (default: our own initramfs and init, scripts/guest/build.ts) and "debian" (Debian
+ * trixie with systemd, Debian's initramfs, LVM on LUKS on /home, root autologin on ttyS0: scripts/guest/debian.ts).
  *
  * Why one file of ~700 lines: the `VM` class is the bed's whole interface (QEMU's command line, QMP, the serial
  * shell, S3 and wake, the VGA keyboard, guest RAM searches); every VM test reads this one file to know what it can
@@ -18,13 +20,29 @@
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { ensureGuest, type Guest, REPO_ROOT } from "../../scripts/guest/build.ts";
+import { type DebianGuest, ensureDebianGuest } from "../../scripts/guest/debian.ts";
+
+/** A guest of either type. */
+export type BedGuest = Guest | DebianGuest;
+
+/** How the harness tells each guest type's boot: its unlock prompt and the line before its shell. */
+const BOOT = {
+  busybox: { unlock: /Enter passphrase for \S+:/, ready: /cryptsleep-init: ready/, timeoutMs: 240_000 },
+  // Debian's cryptroot prompt, then agetty's autologin on ttyS0 (~70 s after start on an idle host)
+  debian: { unlock: /Please unlock disk \S+:/, ready: /\(automatic login\)/, timeoutMs: 900_000 },
+};
 
 export interface BootOptions {
+  /**
+   * "busybox" (default) or "debian": Debian trixie with systemd; its data disk (`dataDisk: true`) is LUKS2 → LVM
+   * `vg/home` (ext4), opened and mounted on /home at boot from /etc/crypttab and /etc/fstab.
+   */
+  guest?: "busybox" | "debian";
   /** Kernel selector of scripts/guest/build.ts: "6.1" (default, or $CRYPTSLEEP_KERNEL), "6.12", "6.18", "7.3". */
   kernel?: string;
   /** Guest RAM in MiB (1024 default). */
   ramMiB?: number;
-  /** Attach the LUKS2 data disk as /dev/vdc (not opened). */
+  /** Attach the LUKS2 data disk as /dev/vdc (busybox: not opened; debian: opened and mounted at boot). */
   dataDisk?: boolean;
   /** Files for the tool disk (copied into /usr/local/lib/cryptsleep/ at boot): guest-relative name -> host path or bytes. */
   toolFiles?: Record<string, string | Uint8Array>;
@@ -37,7 +55,7 @@ export interface BootOptions {
    * (writes must survive the power cut).
    */
   writableDisks?: boolean;
-  /** Boot timeout (default 240 s). */
+  /** Boot timeout (default 240 s; debian 900 s). */
   bootTimeoutMs?: number;
   /** Print the serial console to stderr as it arrives. */
   echoConsole?: boolean;
@@ -125,7 +143,7 @@ async function makeExt4(dir: string, image: string, label: string): Promise<void
 
 /** A running guest. Dispose (`await using`) kills QEMU and removes the temp files. */
 export class VM implements AsyncDisposable {
-  readonly guest: Guest;
+  readonly guest: BedGuest;
   readonly tmp: string;
   readonly opts: BootOptions;
   /** Full console text since the first boot (CRs removed). */
@@ -147,7 +165,7 @@ export class VM implements AsyncDisposable {
   private disks: { root: string; data: string | null; tool: string; snapshot: boolean } | null = null;
   private exited: Promise<Deno.CommandStatus> | null = null;
 
-  constructor(guest: Guest, tmp: string, opts: BootOptions) {
+  constructor(guest: BedGuest, tmp: string, opts: BootOptions) {
     this.guest = guest;
     this.tmp = tmp;
     this.opts = opts;
@@ -232,7 +250,7 @@ export class VM implements AsyncDisposable {
       "-initrd",
       this.guest.initrd,
       "-append",
-      `console=ttyS0 loglevel=4 printk.time=1 panic=-1 ${this.opts.cmdline ?? ""}`.trim(),
+      this.cmdline(),
       ...drives.flatMap((x) => ["-drive", x]),
       "-qmp",
       `unix:${qmpPath},server=on,wait=off`,
@@ -266,20 +284,37 @@ export class VM implements AsyncDisposable {
     await this.waitQmpGreeting();
     await this.qmp("qmp_capabilities");
     await this.qmp("cont");
-    const timeout = this.opts.bootTimeoutMs ?? 240_000;
+    const kind = "kind" in this.guest ? this.guest.kind : "busybox";
+    const timeout = this.opts.bootTimeoutMs ?? BOOT[kind].timeoutMs;
     const t0 = Date.now();
-    const prompt = await this.waitForConsole(/Enter passphrase for \S+:/, timeout);
+    const prompt = await this.waitForConsole(BOOT[kind].unlock, timeout);
     await this.answerPrompt(prompt.index + prompt[0].length, this.guest.passphrase + "\n");
-    await this.waitForConsole(/cryptsleep-init: ready/, timeout - (Date.now() - t0));
-    // The shell may not read the tty yet: probe until it answers.
-    while (true) {
+    await this.waitForConsole(BOOT[kind].ready, timeout - (Date.now() - t0));
+    await this.waitForShell(timeout - (Date.now() - t0));
+  }
+
+  /**
+   * Probes until the serial shell answers. From the second probe on, a Ctrl-C first drops a half-read line: bytes
+   * typed while the guest still resumes from S3 can be lost, leaving the shell inside an unclosed quote.
+   */
+  async waitForShell(timeoutMs = 300_000): Promise<void> {
+    const t0 = Date.now();
+    for (let attempt = 0;; attempt++) {
       try {
+        if (attempt > 0) await this.type("\x03");
         const r = await this.sh("echo shell-ok", { timeoutMs: 10_000 });
-        if (r.out.includes("shell-ok")) break;
+        if (r.out.includes("shell-ok")) return;
       } catch (e) {
-        if (Date.now() - t0 > timeout) throw e;
+        if (Date.now() - t0 > timeoutMs) throw e;
       }
     }
+  }
+
+  /** The kernel command line: the Debian guest's root= first, and ttyS0 the last console (its initramfs prompts there). */
+  private cmdline(): string {
+    const common = `console=ttyS0 loglevel=4 printk.time=1 panic=-1 ${this.opts.cmdline ?? ""}`.trim();
+    if (!("kind" in this.guest)) return common;
+    return `${this.guest.cmdline} ${this.opts.vga ? "console=tty0 " : ""}${common}`;
   }
 
   private greeting: (() => void) | null = null;
@@ -643,7 +678,9 @@ export function parseVolumeKey(out: string): Uint8Array {
 
 /** Boots the guest (building or reusing the cached image). */
 export async function boot(opts: BootOptions = {}): Promise<VM> {
-  const guest = await ensureGuest({ kernel: opts.kernel ?? Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1" });
+  const guest = opts.guest === "debian"
+    ? await ensureDebianGuest()
+    : await ensureGuest({ kernel: opts.kernel ?? Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1" });
   const tmp = await Deno.makeTempDir({ prefix: "cryptsleep-vm-" });
   const vm = new VM(guest, tmp, opts);
   try {
