@@ -50,10 +50,12 @@ export function register(program: Command, exit: (code: number) => never): void 
     .option("--dry-run", "print each file action, change nothing")
     .option("--replace-debian", "if Debian's cryptsetup-suspend is installed, mask its drop-in (uninstall restores it)")
     .option("--exec <path>", "the cryptsleep systemd runs (default: this one, /usr/sbin/cryptsleep)")
+    .option("--console <tty>", "prompt after wake on this tty (e.g. /dev/ttyS0) instead of a VT of its own")
     .addOption(rootOption())
-    .action(async (o: { dryRun?: boolean; replaceDebian?: boolean; exec?: string; root: string }) => {
+    .action(async (o: { dryRun?: boolean; replaceDebian?: boolean; exec?: string; console?: string; root: string }) => {
       if (!o.dryRun && o.root === "/") requireRoot("cryptsleep install");
-      await runInstall(install, { root: o.root, dryRun: o.dryRun, replaceDebian: o.replaceDebian, exec: o.exec });
+      const { root, dryRun, replaceDebian, exec, console } = o;
+      await runInstall(install, { root, dryRun, replaceDebian, exec, console });
       exit(ExitCode.OK);
     });
   program.command("uninstall")

@@ -53,6 +53,8 @@ export interface InstallOptions {
   exec?: string;
   /** Mask Debian's cryptsetup-suspend drop-in when it is active. */
   replaceDebian?: boolean;
+  /** Where the cycle prompts after wake (a serial console, say); default: a VT of its own. */
+  console?: string;
   /** Reloads systemd after a change (default: `systemctl daemon-reload` on "/", nothing elsewhere). */
   reload?: () => Promise<void>;
 }
@@ -115,6 +117,9 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
   const root = opts.root ?? "/";
   const exec = opts.exec ?? Deno.env.get("CRYPTSLEEP_EXEC") ?? DEFAULT_EXEC;
   await checkExec(root, exec);
+  if (opts.console !== undefined && !/^\/dev\/[\w/.-]+$/.test(opts.console)) {
+    throw new InstallError(`--console ${opts.console}: give a terminal's /dev path, e.g. /dev/ttyS0`, "usage");
+  }
   const debian = await debianDropin(root);
   const record = await readRecord(root);
   const recorded = new Map(record?.files.map((f) => [f.path, f.before]) ?? []);
@@ -147,7 +152,8 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     }
   }
   const files: RecordedFile[] = [];
-  const want: [string, string, string][] = [[DROPIN, renderDropIn(exec), `ExecStart=${exec} suspend --from-systemd`]];
+  const command = `${exec} suspend --from-systemd${opts.console ? ` --console ${opts.console}` : ""}`;
+  const want: [string, string, string][] = [[DROPIN, renderDropIn(exec, opts.console), `ExecStart=${command}`]];
   if (masking || recorded.has(DEBIAN_MASK)) want.push([DEBIAN_MASK, DEBIAN_MASK_TEXT, `masks ${debian.shipped}`]);
   let changed = false;
   const writes: Step[] = [];

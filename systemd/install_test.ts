@@ -153,3 +153,14 @@ Deno.test("uninstall: a drop-in edited since install is still restored, and said
   assert.match(u.lines.join("\n"), /changed since install/);
   assert.deepEqual(await tree(s.root), before);
 });
+
+Deno.test("install --console: the cycle prompts on that tty; a path that is not a terminal's is refused", async () => {
+  await using s = await machine();
+  const reload = () => Promise.resolve();
+  await install({ root: s.root, exec: EXEC, console: "/dev/ttyS0", reload });
+  assert.deepEqual((await execStart(s.root)).commands, [`${EXEC} suspend --from-systemd --console /dev/ttyS0`]);
+  const err = await install({ root: s.root, exec: EXEC, console: "ttyS0; rm -rf /", reload }).catch((e) => e);
+  assert.ok(err instanceof InstallError && err.kind === "usage", String(err));
+  assert.match(err.message, /give a terminal's \/dev path/);
+  await uninstall({ root: s.root, reload });
+});

@@ -36,15 +36,15 @@ export const DEBIAN_DROPIN_NAME = "cryptsetup-suspend.conf";
 /** Where `--replace-debian` masks it: the same name in /etc hides the one in /usr/lib. */
 export const DEBIAN_MASK = `${DROPIN_DIR}/${DEBIAN_DROPIN_NAME}`;
 
-/** The drop-in's text for a cryptsleep at `exec`. */
-export function renderDropIn(exec: string): string {
+/** The drop-in's text for a cryptsleep at `exec`; `console`: where it prompts (default: a VT of its own). */
+export function renderDropIn(exec: string, console?: string): string {
   return [
     "# Installed by `cryptsleep install`; `cryptsleep uninstall` removes it.",
     "# systemd-suspend.service runs cryptsleep instead of systemd-sleep: every LUKS volume is locked while the",
     "# machine sleeps, whatever asked for the suspend (lid, menu, systemctl suspend, idle).",
     "[Service]",
     "ExecStart=",
-    `ExecStart=${exec} suspend --from-systemd`,
+    `ExecStart=${exec} suspend --from-systemd${console ? ` --console ${console}` : ""}`,
     "# The cycle waits at the passphrase prompt after wake for as long as it takes. Type=oneshot has no start",
     "# timeout by default; said here so no DefaultTimeoutStartSec= or other drop-in can kill it mid-prompt.",
     "TimeoutStartSec=infinity",

@@ -2,16 +2,30 @@
  * The bed's second guest type: Debian trixie with systemd, as an encrypted install is laid out. One boot: the
  * passphrase typed at Debian's own initramfs prompt, systemd up, the root and the LVM-on-LUKS /home as crypttab and
  * fstab say, and a plain `systemctl suspend` (no locking) that reaches S3 and wakes with the shell still answering.
+ * Then cryptsleep as a Debian user gets it: the .deb installed with dpkg, `cryptsleep install`, and systemd's own
+ * suspend path (what the lid and the menu use) locks both volumes, runs the system-sleep hooks around the cycle and
+ * prompts after wake; `cryptsleep uninstall` gives systemd back its plain suspend.
  */
 import assert from "node:assert/strict";
-import { SLOW } from "./cycle_helpers.ts";
-import { boot } from "./harness.ts";
+import { join } from "node:path";
+import { answerPrompt, lineCount, SLOW } from "./cycle_helpers.ts";
+import { boot, keyHalves, volumeKey } from "./harness.ts";
+import { buildDeb } from "../../scripts/deb.ts";
+import { REPO_ROOT } from "../../scripts/guest/build.ts";
 
 Deno.test({
   name: "debian guest: systemd up, LUKS2 root and LVM-on-LUKS /home, systemctl suspend reaches S3 and wakes",
   ...SLOW,
   fn: async (t) => {
-    await using vm = await boot({ guest: "debian", dataDisk: true });
+    // the package as a user installs it (zstd: seconds to build, where xz takes minutes under load)
+    const debDir = await Deno.makeTempDir({ prefix: "cryptsleep-deb-" });
+    const deb = await buildDeb({
+      bundle: join(REPO_ROOT, "dist", "cryptsleep.js"),
+      outDir: debDir,
+      compression: "zstd",
+    });
+    await using vm = await boot({ guest: "debian", dataDisk: true, toolFiles: { "cryptsleep.deb": deb } });
+    await Deno.remove(debDir, { recursive: true });
 
     await t.step("systemd finished booting: running or degraded", async () => {
       const r = await vm.sh("systemctl is-system-running --wait", { timeoutMs: 600_000 });
@@ -81,6 +95,79 @@ Deno.test({
       assert.equal(Number(after.out.trim().split("\n").at(-1)), before + 1, "the kernel counts one suspend");
       const io = await vm.sh("echo after-wake > /home/w2 && sync && cat /home/w2", { timeoutMs: 120_000 });
       assert.equal(io.out.trim(), "after-wake");
+    });
+
+    await t.step("the .deb installs with dpkg; cryptsleep install puts it in systemd-suspend.service", async () => {
+      const r = await vm.sh(
+        "dpkg -i /usr/local/lib/cryptsleep/cryptsleep.deb && /usr/sbin/cryptsleep --version && " +
+          "/usr/sbin/cryptsleep install --console /dev/ttyS0 && systemctl cat --no-pager systemd-suspend.service",
+        { timeoutMs: 300_000 },
+      );
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /^ExecStart=\/usr\/sbin\/cryptsleep suspend --from-systemd --console \/dev\/ttyS0$/m);
+      const status = await vm.sh("/usr/sbin/cryptsleep status; true", { timeoutMs: 120_000 });
+      assert.match(status.out, /installed: systemd-suspend.service runs \/usr\/sbin\/cryptsleep/, status.out);
+    });
+
+    await t.step(
+      "systemctl suspend goes through cryptsleep: S3 with no key half in RAM, hooks, prompt, writer",
+      async () => {
+        const setup = await vm.sh(
+          "printf '#!/bin/sh\\necho \"$1 $2 $SYSTEMD_SLEEP_ACTION\" >> /run/hooks.log\\n' " +
+            "> /usr/lib/systemd/system-sleep/zz-cryptsleep-test && chmod 755 /usr/lib/systemd/system-sleep/zz-cryptsleep-test",
+        );
+        assert.equal(setup.code, 0, setup.out);
+        const writer = await vm.sh(
+          "(while :; do echo x >> /home/writer.log; sync; sleep 0.2; done) >/dev/null 2>&1 & sleep 1; echo started",
+        );
+        assert.equal(writer.code, 0, writer.out);
+        const needles = [
+          ...keyHalves(await volumeKey(vm, "/dev/vda")),
+          ...keyHalves(await volumeKey(vm, "/dev/vdc")),
+        ];
+        const open = await vm.searchRam(needles);
+        assert.ok(open.every((n) => n > 0), `control: every key half is in RAM while open: ${open}`);
+
+        vm.clearEvents();
+        const r = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
+        assert.equal(r.code, 0, r.out);
+        await vm.waitForEvent("SUSPEND", 600_000);
+        assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "no key half of root or /home in RAM");
+        await vm.wake();
+        await answerPrompt(vm, 600_000);
+        await vm.waitForShell(600_000);
+
+        const hooks = await vm.sh("cat /run/hooks.log");
+        assert.equal(hooks.out.trim(), "pre suspend suspend\npost suspend suspend", hooks.out);
+        const status = await vm.sh("/usr/sbin/cryptsleep status --json", { timeoutMs: 120_000 });
+        const report = JSON.parse(status.out.slice(status.out.indexOf("{"), status.out.lastIndexOf("}") + 1));
+        assert.equal(report.ok, true, status.out);
+        assert.equal(report.facts.trigger, "systemd-suspend.service", status.out);
+        const journal = await vm.sh("dmesg | grep -c 'cryptsleep: '");
+        assert.ok(Number(journal.out.trim()) > 5, "the timeline is in the kernel log");
+        const before = await lineCount(vm, "/home/writer.log");
+        await vm.sh("sleep 2");
+        assert.ok(await lineCount(vm, "/home/writer.log") > before, "the writer on LVM-on-LUKS /home goes on");
+        await vm.sh("kill %1; wait");
+      },
+    );
+
+    await t.step("cryptsleep uninstall gives systemd back its plain suspend: the keys stay in RAM", async () => {
+      const r = await vm.sh(
+        "/usr/sbin/cryptsleep uninstall && systemctl cat --no-pager systemd-suspend.service",
+        { timeoutMs: 120_000 },
+      );
+      assert.equal(r.code, 0, r.out);
+      assert.doesNotMatch(r.out, /cryptsleep suspend/);
+      const needles = keyHalves(await volumeKey(vm, "/dev/vda"));
+      vm.clearEvents();
+      const s = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
+      assert.equal(s.code, 0, s.out);
+      await vm.waitForEvent("SUSPEND", 300_000);
+      const hits = await vm.searchRam(needles);
+      assert.ok(hits.every((n) => n > 0), `a plain suspend keeps the root's key in RAM: ${hits}`);
+      await vm.wake();
+      await vm.waitForShell(300_000);
     });
   },
 });
