@@ -43,7 +43,8 @@ export async function suspendPath(root = "/"): Promise<SuspendPath> {
     dropinPresent = false;
   }
   const last = exec.commands.at(-1) ?? "";
-  const ours = / suspend --from-systemd$/.test(last) && exec.from.at(-1) === DROPIN;
+  // `install --console` adds its tty after the flag
+  const ours = / suspend --from-systemd( --console \S+)?$/.test(last) && exec.from.at(-1) === DROPIN;
   const installed = dropinPresent && ours;
   const runs = exec.commands.length ? `systemd-suspend.service runs ${last} (${exec.from.at(-1)})` : "no ExecStart";
   const summary = installed

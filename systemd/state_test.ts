@@ -33,3 +33,14 @@ Deno.test("suspend path: not installed, installed, overridden by a later drop-in
   assert.equal(overridden.installed, false);
   assert.match(overridden.summary, /overridden: systemd-suspend.service runs \/mine/);
 });
+
+Deno.test("suspend path: installed with --console counts as installed", async () => {
+  await using s = await scratchRoot({
+    "usr/lib/systemd/system/systemd-suspend.service": "[Service]\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n",
+  });
+  await s.write("usr/sbin/cryptsleep", "#!/bin/sh\n", 0o755);
+  await install({ root: s.root, exec: "/usr/sbin/cryptsleep", console: "/dev/ttyS0" });
+  const state = await suspendPath(s.root);
+  assert.equal(state.installed, true, state.summary);
+  assert.match(state.summary, /^installed: .* --from-systemd --console \/dev\/ttyS0/);
+});

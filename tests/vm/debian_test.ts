@@ -113,7 +113,8 @@ Deno.test({
       "systemctl suspend goes through cryptsleep: S3 with no key half in RAM, hooks, prompt, writer",
       async () => {
         const setup = await vm.sh(
-          "printf '#!/bin/sh\\necho \"$1 $2 $SYSTEMD_SLEEP_ACTION\" >> /run/hooks.log\\n' " +
+          "mkdir -p /usr/lib/systemd/system-sleep && " +
+            "printf '#!/bin/sh\\necho \"$1 $2 $SYSTEMD_SLEEP_ACTION\" >> /run/hooks.log\\n' " +
             "> /usr/lib/systemd/system-sleep/zz-cryptsleep-test && chmod 755 /usr/lib/systemd/system-sleep/zz-cryptsleep-test",
         );
         assert.equal(setup.code, 0, setup.out);
