@@ -14,22 +14,26 @@ Deno.test({
     await using vm = await boot({});
 
     await t.step("another run holds the lock: refused, exit 3, nothing touched", async () => {
-      // another run, as far as the lock goes: the same flock, held by a process that says it is pid 4242
+      // another run, as far as the lock goes: the same flock, held by a process that writes its pid there
       const hold = await vm.sh(
         'mkdir -p /run/cryptsleep && (deno eval \'const f = await Deno.open("/run/cryptsleep/lock", ' +
-          '{ write: true, create: true }); await f.lock(true); await f.write(new TextEncoder().encode("4242\\n")); ' +
+          '{ write: true, create: true }); await f.lock(true); await f.write(new TextEncoder().encode(Deno.pid + "\\n")); ' +
           "await new Promise((r) => setTimeout(r, 600000));' >/dev/null 2>&1 &) && " +
-          "for i in $(seq 120); do grep -qs 4242 /run/cryptsleep/lock && break; sleep 1; done; cat /run/cryptsleep/lock",
+          "for i in $(seq 120); do grep -qs . /run/cryptsleep/lock && break; sleep 1; done; cat /run/cryptsleep/lock",
         { timeoutMs: 180_000 },
       );
-      assert.match(hold.out, /^4242$/m, hold.out);
+      const holder = /^(\d+)$/m.exec(hold.out)?.[1];
+      assert.ok(holder, `the stand-in holds the lock: ${hold.out}`);
       assert.equal(hold.code, 0, hold.out);
       const before = await systemState(vm);
       const r = await vm.sh(`cryptsleep suspend ${CONSOLE}`, { timeoutMs: 180_000 });
       assert.equal(r.code, 3, r.out);
-      assert.match(r.out, /refused: another cryptsleep suspend is running \(pid 4242 holds \/run\/cryptsleep\/lock\)/);
+      assert.match(
+        r.out,
+        new RegExp(`refused: another cryptsleep suspend is running \\(pid ${holder} holds /run/cryptsleep/lock\\)`),
+      );
       assert.equal(await systemState(vm), before);
-      const kill = await vm.sh("pkill -f 'deno eval'; sleep 1; echo done");
+      const kill = await vm.sh(`kill ${holder}; while kill -0 ${holder} 2>/dev/null; do sleep 0.2; done; echo gone`);
       assert.equal(kill.code, 0, kill.out);
     });
 
