@@ -4,7 +4,8 @@
  * drops it when the process dies, so a crash leaves no stale lock) and holds it until the cycle is over; a second
  * `cryptsleep suspend` is refused, naming the first. Holding the lock, it cleans what a crashed run left — its
  * ramfs still mounted, its own cgroup, processes left in `cryptsleep-frozen` — and refuses where cleaning could
- * hurt: processes still in the tool's own cgroup are a supervisor or agent that still runs.
+ * hurt: a process in the tool's own cgroup that is chrooted into the ramfs is a supervisor or agent that still runs.
+ * Other processes someone put in that cgroup are left there and said: they stay unfrozen through the cycle.
  *
  * @example
  * ```ts
@@ -37,6 +38,8 @@ export interface ClaimOptions {
 export interface Claim extends Disposable {
   /** What a crashed run left that was cleaned, one line each. */
   cleaned: string[];
+  /** What was found and left as it is, one line each (the report says it). */
+  kept: string[];
 }
 
 /** What a crashed run left behind, as found now; `refuse` is set when it must not be cleaned. */
@@ -45,8 +48,8 @@ export interface Leftover {
   what: string;
   /** Why it cannot be cleaned, said as what to do; absent when it can. */
   refuse?: string;
-  /** Cleans it. */
-  clean(): Promise<void>;
+  /** Cleans it; absent for what is left as it is. */
+  clean?(): Promise<void>;
 }
 
 /** Takes the lock (or refuses, naming who holds it), then cleans a crashed run's leftovers (or refuses). */
@@ -68,12 +71,18 @@ export async function claim(opts: ClaimOptions): Promise<Claim> {
     const refused = leftovers.filter((l) => l.refuse).map((l) => `${l.what}: ${l.refuse}`);
     if (refused.length) throw new RefusedError(refused);
     const cleaned: string[] = [];
+    const kept: string[] = [];
     for (const l of leftovers) {
+      if (!l.clean) {
+        kept.push(l.what);
+        continue;
+      }
       await l.clean();
       cleaned.push(l.what);
     }
     return {
       cleaned,
+      kept,
       [Symbol.dispose]() {
         // the pid goes first: a reader that finds the file empty knows nobody holds it
         file.truncateSync(0);
@@ -84,6 +93,12 @@ export async function claim(opts: ClaimOptions): Promise<Claim> {
     file.close();
     throw err;
   }
+}
+
+/** Whether `pid` runs chrooted at or below `dir` (the supervisor and the agent run chrooted in the ramfs). */
+async function chrootedUnder(pid: number, dir: string): Promise<boolean> {
+  const root = await Deno.readLink(`/proc/${pid}/root`).catch(() => "/");
+  return root === dir || root.startsWith(dir + "/");
 }
 
 /** What a crashed run left, without touching anything (the dry run says it; the claim cleans it). */
@@ -104,13 +119,17 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
   const own = join(root, OWN_NAME);
   if (await exists(join(own, "cgroup.procs"))) {
     const procs = await readProcs(own);
-    found.push({
-      what: `cgroup ${own} exists`,
-      refuse: procs.length
-        ? `pids ${procs.join(" ")} are in it: a cycle's supervisor or agent still runs; let it finish, or kill them`
-        : undefined,
-      clean: () => removeCgroup(own),
-    });
+    const running: number[] = [];
+    for (const pid of procs) if (await chrootedUnder(pid, opts.ramfsDir)) running.push(pid);
+    if (running.length) {
+      found.push({
+        what: `cgroup ${own} exists`,
+        refuse: `pids ${running.join(" ")} are in it, chrooted into ${opts.ramfsDir}: a cycle's supervisor or ` +
+          `agent still runs; let it finish, or kill them`,
+      });
+    } else if (procs.length) {
+      found.push({ what: `cgroup ${own} holds pids ${procs.join(" ")}, not cryptsleep's: they stay unfrozen` });
+    } else found.push({ what: `cgroup ${own} exists`, clean: () => removeCgroup(own) });
   }
   const frozen = join(root, FROZEN_NAME);
   if (await exists(join(frozen, "cgroup.procs"))) {

@@ -40,25 +40,39 @@ Deno.test({
       await write(join(frozen, "cgroup.freeze"), "1");
       const sleeper = await bed.spawn("exec sleep 1000", frozen);
 
-      // a process in the tool's own cgroup is a supervisor or agent that still runs: nothing is touched
-      const agent = await bed.spawn("exec sleep 1000", own);
-      const err = await claim(opts).catch((e) => e);
+      // a process in the tool's own cgroup chrooted into the ramfs is a live agent: refused, nothing touched
+      await Deno.copyFile("/bin/busybox", join(ramfsDir, "busybox"));
+      await Deno.chmod(join(ramfsDir, "busybox"), 0o755);
+      const agent = await bed.spawn(`exec chroot ${ramfsDir} /busybox sleep 1000`, own);
+      for (let i = 0; i < 300 && (await Deno.readLink(`/proc/${agent}/root`).catch(() => "")) !== ramfsDir; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const err = await claim(opts).then((held) => held[Symbol.dispose](), (e) => e);
       assert.ok(err instanceof RefusedError, `refused: ${err}`);
-      assert.match(err.reasons.join("\n"), new RegExp(`pids ${agent} are in it: a cycle's supervisor or agent`));
+      assert.match(err.reasons.join("\n"), new RegExp(`pids ${agent} are in it, chrooted into ${ramfsDir}`));
       assert.deepEqual(mountsUnder(ramfsDir), [ramfsDir], "the ramfs is left mounted");
       assert.equal(await frozenFlag(frozen), "1", "the frozen cgroup is left alone");
-
       await write(join(bed.root, "cgroup.procs"), String(agent));
+
+      // someone else's process there (not chrooted): left, and said; the rest of the crashed run is cleaned
+      const other = await bed.spawn("exec sleep 1000", own);
       const held = await claim(opts);
-      assert.equal(held.cleaned.length, 3, held.cleaned.join("\n"));
+      assert.deepEqual(held.kept, [`cgroup ${own} holds pids ${other}, not cryptsleep's: they stay unfrozen`]);
+      assert.equal(held.cleaned.length, 2, held.cleaned.join("\n"));
       assert.deepEqual(mountsUnder(ramfsDir), [], "the crashed run's ramfs is unmounted");
-      assert.ok(!(await Deno.stat(own).then(() => true, () => false)), "the empty own cgroup is removed");
       assert.ok(!(await Deno.stat(frozen).then(() => true, () => false)), "cryptsleep-frozen is removed");
       const procs = (await Deno.readTextFile(join(bed.root, "cgroup.procs"))).split("\n");
       assert.ok(procs.includes(String(sleeper)), "the frozen process is back in the root, thawed");
       held[Symbol.dispose]();
+
+      // once it is empty, the own cgroup a crashed run left is removed
+      await write(join(bed.root, "cgroup.procs"), String(other));
+      const again = await claim(opts);
+      assert.deepEqual(again.cleaned, [`cgroup ${own} exists`]);
+      assert.ok(!(await Deno.stat(own).then(() => true, () => false)), "the empty own cgroup is removed");
+      again[Symbol.dispose]();
     } finally {
-      if (mountsUnder(ramfsDir).length) umount2(ramfsDir);
+      for (const m of mountsUnder(ramfsDir)) umount2(m);
       await Deno.remove(dir, { recursive: true });
     }
   },

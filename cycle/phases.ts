@@ -77,14 +77,17 @@ const claimPhase: CyclePhase<OuterContext, Claim> = {
   run: async (ctx) => {
     const held = await claim({ ramfsDir: RAMFS_DIR });
     for (const c of held.cleaned) ctx.timeline.warn(`cleaned what a crashed run left: ${c}`);
+    for (const k of held.kept) ctx.timeline.warn(k);
     return held;
   },
-  detail: (held) => ({ cleaned: held.cleaned }),
+  detail: (held) => ({ cleaned: held.cleaned, kept: held.kept }),
   describe: async (job) => {
     const leftovers = await findLeftovers({ ramfsDir: job.ramfsRoot });
     return [
       `would take ${LOCK_PATH} for the whole cycle (a second cryptsleep suspend is refused)`,
-      ...leftovers.map((l) => l.refuse ? `would refuse: ${l.what}: ${l.refuse}` : `would clean: ${l.what}`),
+      ...leftovers.map((l) =>
+        l.refuse ? `would refuse: ${l.what}: ${l.refuse}` : l.clean ? `would clean: ${l.what}` : `found: ${l.what}`
+      ),
     ];
   },
   undo: {
