@@ -138,6 +138,13 @@ Deno.test({
         await answerPrompt(vm, 600_000);
         await vm.waitForShell(600_000);
 
+        // the cycle's outer process runs the post hooks after the thaw: wait until systemd saw the service end
+        const ended = await vm.sh(
+          'for i in $(seq 300); do [ "$(systemctl show -P ActiveState systemd-suspend.service)" = inactive ] && ' +
+            "break; sleep 1; done; systemctl show -P Result systemd-suspend.service",
+          { timeoutMs: 400_000 },
+        );
+        assert.match(ended.out, /^success$/m, `systemd-suspend.service ended well: ${ended.out}`);
         const hooks = await vm.sh("cat /run/hooks.log");
         assert.equal(hooks.out.trim(), "pre suspend suspend\npost suspend suspend", hooks.out);
         const status = await vm.sh("/usr/sbin/cryptsleep status --json", { timeoutMs: 120_000 });
