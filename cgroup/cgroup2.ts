@@ -16,7 +16,6 @@
 import { join } from "node:path";
 import { describe, errnoCode } from "../host/errors.ts";
 import { mountOf, readMountinfo } from "../host/mountinfo.ts";
-import { underRoot } from "../host/paths.ts";
 import type { ProcStat } from "../host/proc.ts";
 
 /** Where the cycle expects the cgroup v2 hierarchy. */
@@ -166,21 +165,6 @@ export async function readOr(path: string, fallback: string): Promise<string> {
 /** Whether the cgroup at `dir` reports `frozen 1` in cgroup.events. */
 export async function isFrozen(dir: string): Promise<boolean> {
   return /^frozen 1$/m.test(await readOr(join(dir, "cgroup.events"), ""));
-}
-
-/** Whether `path` exists (a dangling symlink counts). */
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Whether host `path` exists under `root` (a recorded tree, or "/"). */
-export function existsUnder(root: string, path: string): Promise<boolean> {
-  return exists(underRoot(root, path));
 }
 
 /** rmdir a cgroup, waiting up to ~1 s for exiting tasks to leave it. */

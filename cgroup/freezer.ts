@@ -18,6 +18,7 @@
  * @module
  */
 import { basename, dirname, join } from "node:path";
+import { exists } from "../host/paths.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import { readStat } from "../host/proc.ts";
 import {
@@ -25,7 +26,6 @@ import {
   CleanupError,
   DEFAULT_CGROUP_ROOT,
   drain,
-  exists,
   FROZEN_NAME,
   isFrozen,
   isKernelOwned,

@@ -11,12 +11,12 @@
  * @module
  */
 import { join } from "node:path";
+import { exists } from "../host/paths.ts";
 import { describe } from "../host/errors.ts";
 import { readStat } from "../host/proc.ts";
 import {
   CleanupError,
   DEFAULT_CGROUP_ROOT,
-  exists,
   FROZEN_NAME,
   isKernelOwned,
   readOr,

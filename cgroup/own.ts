@@ -12,13 +12,13 @@
  * @module
  */
 import { join } from "node:path";
+import { exists } from "../host/paths.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import {
   cgroupDir,
   CleanupError,
   DEFAULT_CGROUP_ROOT,
   drain,
-  exists,
   OWN_NAME,
   procCgroup,
   readOr,

@@ -16,7 +16,8 @@
  */
 import { dirname, join } from "node:path";
 import { mountsUnder } from "../chroot/ramfs.ts";
-import { DEFAULT_CGROUP_ROOT, exists, FROZEN_NAME, OWN_NAME, readProcs, removeCgroup } from "../cgroup/cgroup2.ts";
+import { DEFAULT_CGROUP_ROOT, FROZEN_NAME, OWN_NAME, readProcs, removeCgroup } from "../cgroup/cgroup2.ts";
+import { exists } from "../host/paths.ts";
 import { releaseFrozenCgroup } from "../cgroup/freezer.ts";
 import { MNT_DETACH, umount2 } from "../ffi/libc.ts";
 import { RefusedError } from "./errors.ts";

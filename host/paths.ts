@@ -34,6 +34,21 @@ export function lvmDmName(vg: string, lv: string): string {
   return `${vg.replaceAll("-", "--")}-${lv.replaceAll("-", "--")}`;
 }
 
+/** Whether `path` exists (a dangling symlink counts). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether host `path` exists under `root` (a recorded tree, or "/"); a dangling symlink counts. */
+export function existsUnder(root: string, path: string): Promise<boolean> {
+  return exists(underRoot(root, path));
+}
+
 /** The text of host file `path` under `root`; "" when it does not exist (a recorded tree may lack it). */
 export async function readOptional(root: string, path: string): Promise<string> {
   try {

@@ -17,7 +17,7 @@
  */
 import { dirname } from "node:path";
 import { describe } from "../host/errors.ts";
-import { underRoot } from "../host/paths.ts";
+import { existsUnder, underRoot } from "../host/paths.ts";
 import { DEBIAN_MASK, DEBIAN_MASK_TEXT, debianDropin, DROPIN, DROPIN_DIR, renderDropIn } from "./unit.ts";
 import {
   type Before,
@@ -144,7 +144,7 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
   for (const dir of [DROPIN_DIR, dirname(RECORD)]) {
     // each missing ancestor too, parents first, so uninstall can take away exactly what it made
     const missing: string[] = [];
-    for (let d = dir; d !== "/" && !(await exists(root, d)); d = dirname(d)) missing.unshift(d);
+    for (let d = dir; d !== "/" && !(await existsUnder(root, d)); d = dirname(d)) missing.unshift(d);
     for (const d of missing) {
       if (createdDirs.includes(d)) continue;
       createdDirs.push(d);
@@ -177,7 +177,7 @@ export async function uninstall(opts: InstallOptions = {}): Promise<InstallResul
   const root = opts.root ?? "/";
   const record = await readRecord(root);
   if (!record) {
-    const stray = await exists(root, DROPIN);
+    const stray = await existsUnder(root, DROPIN);
     return {
       lines: [
         stray
@@ -217,13 +217,4 @@ async function run(steps: Step[], root: string, opts: InstallOptions): Promise<I
 
 function describeBefore(b: Before): string {
   return b.kind === "absent" ? "new" : b.kind === "symlink" ? `replaces a symlink to ${b.target}` : "replaces a file";
-}
-
-async function exists(root: string, path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(underRoot(root, path));
-    return true;
-  } catch {
-    return false;
-  }
 }
