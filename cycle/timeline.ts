@@ -73,8 +73,6 @@ export class Timeline {
     this.warnings = [...(earlier?.warnings ?? [])];
     this.facts = { ...(earlier?.facts ?? {}) };
   }
-  /** Called after each phase, e.g. to persist progress for the supervisor. */
-  onChange: (t: Timeline) => void = () => {};
 
   /** Runs `fn` as phase `name`, recording time and outcome; rethrows its error. */
   async phase<T>(name: string, fn: () => Promise<T>, detail?: (value: T) => Record<string, unknown>): Promise<T> {
@@ -93,7 +91,6 @@ export class Timeline {
     } finally {
       this.#running.delete(record);
       record.durationMs = Math.round(performance.now() - start);
-      this.onChange(this);
     }
   }
 
@@ -105,7 +102,6 @@ export class Timeline {
   /** Adds a warning the report shows. */
   warn(message: string): void {
     this.warnings.push(message);
-    this.onChange(this);
   }
 
   /** The report; `outcome` once the cycle has ended. */
