@@ -6,6 +6,8 @@
  * ramfs still mounted, its own cgroup, processes left in `cryptsleep-frozen` — and refuses where cleaning could
  * hurt: a process in the tool's own cgroup that is chrooted into the ramfs is a supervisor or agent that still runs.
  * Other processes someone put in that cgroup are left there and said: they stay unfrozen through the cycle.
+ * A request made while a cycle ran (a second `systemctl suspend`, the lid again) that gets the lock only after
+ * that cycle ended is merged into it, not run as a second cycle right after the wake.
  *
  * @example
  * ```ts
@@ -21,6 +23,7 @@ import { exists } from "../host/paths.ts";
 import { releaseFrozenCgroup } from "../cgroup/freezer.ts";
 import { MNT_DETACH, umount2 } from "../ffi/libc.ts";
 import { RefusedError } from "./errors.ts";
+import { readRecord as readWatchdogRecord, rearm as rearmWatchdog } from "../systemd/watchdog.ts";
 
 /** The lock a cycle holds from its claim to its end. */
 export const LOCK_PATH = "/run/cryptsleep/lock";
@@ -33,6 +36,11 @@ export interface ClaimOptions {
   ramfsDir: string;
   /** The cgroup v2 root; default /sys/fs/cgroup. */
   cgroupRoot?: string;
+  /**
+   * When this request was made (ms since the epoch): a cycle that ended after it already answered it, and it is
+   * merged into that one. Unset: not checked.
+   */
+  requestedAt?: number;
 }
 
 /** The lock, held; disposing it releases it. */
@@ -64,6 +72,15 @@ export async function claim(opts: ClaimOptions): Promise<Claim> {
       throw new RefusedError([
         `another cryptsleep suspend is running (pid ${holder} holds ${lockPath}): wait until it is done ` +
         `(cryptsleep status shows the last cycle)`,
+      ]);
+    }
+    // the last release truncated the file: a cycle that ended after this request was made, while it waited
+    // (frozen, or queued behind the lock), was the suspend it asked for
+    const released = (await file.stat()).mtime?.getTime() ?? 0;
+    if (opts.requestedAt !== undefined && released > opts.requestedAt) {
+      throw new RefusedError([
+        `a cycle ended at ${new Date(released).toISOString()}, after this request was made ` +
+        `(${new Date(opts.requestedAt).toISOString()}): merged into it, nothing to do (cryptsleep status shows it)`,
       ]);
     }
     await file.truncate(0);
@@ -143,6 +160,13 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
         await releaseFrozenCgroup(frozen, root, errors);
         if (errors.length) throw new Error(`releasing ${frozen}: ${errors.join("; ")}`);
       },
+    });
+  }
+  const usec = await readWatchdogRecord();
+  if (usec !== null) {
+    found.push({
+      what: `systemd's watchdog was handed over by a crashed run (RuntimeWatchdogUSec was ${usec})`,
+      clean: () => rearmWatchdog({ previousUSec: usec, devices: [] }),
     });
   }
   return found;

@@ -24,6 +24,25 @@ Deno.test("claim: one cycle at a time; the second is refused naming the first; r
   }
 });
 
+Deno.test("claim: a request made while a cycle ran is merged into it once that cycle ends; a later one runs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cryptsleep-claim-" });
+  try {
+    const base = { lockPath: join(dir, "lock"), ramfsDir: join(dir, "root"), cgroupRoot: join(dir, "no-cgroup") };
+    const first = await claim(base);
+    const requestedAt = Date.now(); // the second request, while the first cycle runs
+    await new Promise((r) => setTimeout(r, 20));
+    first[Symbol.dispose]();
+    const err = await claim({ ...base, requestedAt }).catch((e) => e);
+    assert.ok(err instanceof RefusedError, `merged: ${err}`);
+    assert.match(err.reasons[0], /after this request was made .*: merged into it, nothing to do/);
+    await new Promise((r) => setTimeout(r, 20));
+    const later = await claim({ ...base, requestedAt: Date.now() });
+    later[Symbol.dispose]();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test({
   name: "claim: a crashed run's ramfs, own cgroup and frozen processes are cleaned; a live agent is refused",
   ignore,

@@ -9,7 +9,7 @@
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // preflight → claim → hooks → ramfs → agent → sync → freeze → syncfs → lock → sleep
+ * // preflight → claim → hooks → ramfs → watchdog → agent → sync → freeze → syncfs → lock → sleep
  * ```
  */
 import { buildRamfs, planRamfs, type Ramfs } from "../chroot/ramfs.ts";
@@ -27,6 +27,7 @@ import { OWN_NAME as OWN_CGROUP } from "../cgroup/cgroup2.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
 import { KNOBS, readKnob } from "../host/sysfs.ts";
 import { type HookResult, listSleepHooks, runSleepHooks } from "../systemd/hooks.ts";
+import { type HandedOver, handOver, rearm, runtimeWatchdogUSec, watchdogDevices } from "../systemd/watchdog.ts";
 import { unlockAll } from "./unlock.ts";
 import * as dm from "../ffi/devmapper.ts";
 
@@ -75,7 +76,8 @@ const claimPhase: CyclePhase<OuterContext, Claim> = {
   name: "claim",
   where: "outer process",
   run: async (ctx) => {
-    const held = await claim({ ramfsDir: RAMFS_DIR });
+    // when this process started: the request a cycle ending later already answered
+    const held = await claim({ ramfsDir: RAMFS_DIR, requestedAt: performance.timeOrigin });
     for (const c of held.cleaned) ctx.timeline.warn(`cleaned what a crashed run left: ${c}`);
     for (const k of held.kept) ctx.timeline.warn(k);
     return held;
@@ -140,6 +142,29 @@ const ramfsPhase: CyclePhase<OuterContext, Ramfs> = {
   },
 };
 
+const watchdogPhase: CyclePhase<OuterContext, HandedOver | null> = {
+  name: "watchdog",
+  where: "outer process",
+  // PID 1 is frozen from the freeze to the thaw and cannot ping a hardware watchdog: systemd lets go of it
+  run: () => handOver(),
+  detail: (held) => held ? { previousUSec: held.previousUSec, devices: held.devices } : { handedOver: false },
+  describe: async () => {
+    const usec = await runtimeWatchdogUSec().catch(() => null);
+    const active = (await watchdogDevices()).filter((d) => d.active).map((d) => d.name);
+    return [
+      usec && usec !== "0"
+        ? `would set PID 1's RuntimeWatchdogUSec ${usec} -> 0 (systemd stops ${active.join(", ") || "its device"})`
+        : `nothing to hand over (${usec === null ? "PID 1 is not systemd" : "RuntimeWatchdogSec= is off"}` +
+          `${active.length ? `; running: ${active.join(", ")}` : ""})`,
+    ];
+  },
+  undo: {
+    name: "re-arm",
+    summary: "systemd's watchdog set back",
+    run: async (_ctx, held) => void (held && await rearm(held)),
+  },
+};
+
 const agentPhase: CyclePhase<OuterContext, boolean> = {
   name: "agent",
   where: "outer → supervisor + agent",
@@ -159,6 +184,7 @@ export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
   claimPhase,
   hooksPhase,
   ramfsPhase,
+  watchdogPhase,
   agentPhase,
 ];
 

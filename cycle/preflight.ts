@@ -2,7 +2,7 @@
  * @module
  * Phase 1, preflight: the plan from discovery, and every reason to refuse before anything is touched — a
  * requirement of cycle/requirements.ts not met (root, cgroup v2, the sleep state, sync_on_suspend,
- * libcryptsetup's calls, RAM for the largest Argon2 unlock: doctor checks the same list), nothing lockable
+ * libcryptsetup's calls, RAM for the largest Argon2 unlock, a watchdog that can be handed over: doctor checks the same list), nothing lockable
  * (unless plain suspend is allowed), a pinned key with --refuse-leak. It also reads the knobs to restore and
  * the volumes whose key is already pinned in a kernel keyring.
  *
@@ -24,6 +24,7 @@ import { discover, type Plan } from "../discovery/mod.ts";
 import type { LibcryptsetupInfo } from "../ffi/libcryptsetup.ts";
 import { saveKnobs } from "../host/sysfs.ts";
 import { resolveSleep } from "../systemd/sleep_conf.ts";
+import { liveWatchdogUSec } from "../systemd/watchdog.ts";
 import { RefusedError } from "./errors.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import { pinnedKeys } from "./pinned/mod.ts";
@@ -35,16 +36,25 @@ export interface PreflightHost {
   root: string;
   /** The uid the cycle runs as. */
   uid: number | null;
+  /** PID 1's RuntimeWatchdogUSec (see requirements.ts); asked of PID 1 when the root is "/" and it is not given. */
+  watchdogUSec?: string | null;
 }
 
 /** The requirements of cycle/requirements.ts for this cycle, on `host`: preflight refuses on each not "ok". */
-export function requirementsFor(
+export async function requirementsFor(
   options: Pick<SuspendOptions, "state">,
   lib: LibProbe,
   plan: Plan,
   host: PreflightHost = { root: "/", uid: Deno.uid() },
 ): Promise<Verdict[]> {
-  return checkRequirements({ ...host, state: options.state, lib, argon2MemoryKiB: plan.maxArgon2MemoryKiB });
+  const watchdogUSec = "watchdogUSec" in host || host.root !== "/" ? host.watchdogUSec : await liveWatchdogUSec();
+  return checkRequirements({
+    ...host,
+    state: options.state,
+    lib,
+    argon2MemoryKiB: plan.maxArgon2MemoryKiB,
+    watchdogUSec,
+  });
 }
 
 /**

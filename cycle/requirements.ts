@@ -25,6 +25,7 @@ import type { LibcryptsetupInfo, LibcryptsetupSymbol } from "../ffi/libcryptsetu
 import { readTrimmed } from "../host/paths.ts";
 import { readMeminfo } from "../host/proc.ts";
 import { KNOBS } from "../host/sysfs.ts";
+import { refusalOf, watchdogDevices } from "../systemd/watchdog.ts";
 
 /**
  * The oldest libcryptsetup that has every {@linkcode REQUIRED_SYMBOLS} entry (crypt_safe_alloc and its
@@ -77,6 +78,11 @@ export interface HostInputs {
   lib: LibProbe | null;
   /** The largest Argon2 memory among the volumes to unlock (KiB); undefined when unknown (no plan). */
   argon2MemoryKiB?: number;
+  /**
+   * PID 1's RuntimeWatchdogUSec (null: PID 1 is not systemd); undefined when not asked (a recorded tree): then
+   * only a device that can never be stopped fails.
+   */
+  watchdogUSec?: string | null;
 }
 
 /** One requirement's verdict: "unknown" when it was not evaluated (library not probed, no plan). */
@@ -99,6 +105,7 @@ export const REQUIREMENTS = [
   "sync_on_suspend",
   "libcryptsetup",
   "memory",
+  "watchdog",
 ] as const;
 /** One of {@linkcode REQUIREMENTS}. */
 export type RequirementName = typeof REQUIREMENTS[number];
@@ -217,6 +224,20 @@ export async function checkMemory(root: string, argon2MemoryKiB: number | undefi
   };
 }
 
+/** Whether a running hardware watchdog would reset the machine while PID 1 is frozen (systemd/watchdog.ts). */
+export async function checkWatchdog(root: string, systemdUSec: string | null | undefined): Promise<Verdict> {
+  const name = "watchdog";
+  const devices = await watchdogDevices(root);
+  const active = devices.filter((d) => d.active);
+  const refusal = refusalOf(devices, systemdUSec);
+  if (refusal) return { name, status: "fail", ...refusal };
+  const seen = !active.length
+    ? devices.length ? `${devices.map((d) => d.name).join(", ")} stopped` : "no watchdog device"
+    : `${active.map((d) => `${d.name} (${d.identity})`).join(", ")} runs: systemd lets go of it for the cycle ` +
+      `(RuntimeWatchdogUSec=0 while PID 1 is frozen) and takes it back after the thaw`;
+  return { name, status: "ok", seen };
+}
+
 /** Evaluates every requirement, in {@linkcode REQUIREMENTS} order. */
 export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
   return [
@@ -226,6 +247,7 @@ export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
     await checkSyncOnSuspend(host.root),
     checkLibcryptsetup(host.lib),
     await checkMemory(host.root, host.argon2MemoryKiB),
+    await checkWatchdog(host.root, host.watchdogUSec),
   ];
 }
 
