@@ -65,6 +65,8 @@ export interface Leftover {
 export async function claim(opts: ClaimOptions): Promise<Claim> {
   const lockPath = opts.lockPath ?? LOCK_PATH;
   await Deno.mkdir(dirname(lockPath), { recursive: true, mode: 0o700 });
+  // a lock file made now has no release in its mtime (/run is emptied at boot: no cycle ran since)
+  const existed = await exists(lockPath);
   const file = await Deno.open(lockPath, { read: true, write: true, create: true, mode: 0o600 });
   try {
     if (!(await file.tryLock(true))) {
@@ -77,7 +79,7 @@ export async function claim(opts: ClaimOptions): Promise<Claim> {
     // the last release truncated the file: a cycle that ended after this request was made, while it waited
     // (frozen, or queued behind the lock), was the suspend it asked for
     const released = (await file.stat()).mtime?.getTime() ?? 0;
-    if (opts.requestedAt !== undefined && released > opts.requestedAt) {
+    if (existed && opts.requestedAt !== undefined && released > opts.requestedAt) {
       throw new RefusedError([
         `a cycle ended at ${new Date(released).toISOString()}, after this request was made ` +
         `(${new Date(opts.requestedAt).toISOString()}): merged into it, nothing to do (cryptsleep status shows it)`,
