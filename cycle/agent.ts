@@ -22,10 +22,13 @@ import { kmsg, peakRssKiB, writeReport } from "./report.ts";
 import { runPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { CONSOLE_ENV, openConsole } from "./start.ts";
+import { ignoreStopSignals } from "./signals.ts";
 import { Timeline, type TimelineJSON } from "./timeline.ts";
 
 /** Runs the agent's phases and their undos; the report is written whatever happened. */
 export async function agent(): Promise<Outcome> {
+  // a Ctrl-C on the console must not kill the one process that can unlock
+  using _signals = ignoreStopSignals((signal) => kmsg(`agent: ${signal} ignored: the cycle goes on`));
   const job = await readJob();
   const earlier = (job as Job & { earlier?: TimelineJSON }).earlier;
   const timeline = new Timeline(earlier);

@@ -20,6 +20,12 @@ export class RefusedError extends Error {
   }
 }
 
+/** The outer process stopped the list on a signal, before the agent started; what ran was undone. */
+export class InterruptedError extends Error {
+  /** Its name, for stack traces. */
+  override name = "InterruptedError";
+}
+
 /** Every message in an error, oldest cause first (SuppressedError: the suppressed one happened first). */
 export function messages(err: unknown): string[] {
   if (err instanceof SuppressedError) return [...messages(err.suppressed), ...messages(err.error)];

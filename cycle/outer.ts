@@ -13,7 +13,8 @@
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import type { OuterContext } from "./context.ts";
-import { RefusedError } from "./errors.ts";
+import { InterruptedError, messages, RefusedError } from "./errors.ts";
+import { ignoreStopSignals } from "./signals.ts";
 import type { SuspendOptions } from "./job.ts";
 import { failed, OK, type Outcome, refused } from "./outcome.ts";
 import { describeCycle, OUTER_PHASES } from "./phases.ts";
@@ -27,15 +28,28 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
   const ctx: OuterContext = { options, lib: Libcryptsetup.open(), timeline: new Timeline(), script: null };
   // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand
   if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
+  // Ctrl-C (or SIGTERM) before the agent starts stops the list and undoes what ran; once the agent runs it is
+  // the agent's cycle, and the signal is only said
+  let caught: Deno.Signal | null = null;
+  using _signals = ignoreStopSignals((signal) => {
+    caught ??= signal;
+    ctx.timeline.warn(
+      `${signal} received${ctx.ok === undefined ? "" : " after the cycle"}; ignored once the agent ran`,
+    );
+  });
+  const checkpoint = (next: string) => {
+    if (caught) throw new InterruptedError(`${caught} before ${next}: stopped, and what ran was undone`);
+  };
   try {
     ctx.script = bundlePath();
     if (opts.dryRun) {
       await runPhases(OUTER_PHASES.filter((p) => p.changesNothing), ctx, ctx.timeline);
       return { kind: "ok", dryRun: await describeCycle(ctx.job!, { script: ctx.script }) };
     }
-    await runPhases(OUTER_PHASES, ctx, ctx.timeline);
+    await runPhases(OUTER_PHASES, ctx, ctx.timeline, { checkpoint });
   } catch (err) {
     if (err instanceof RefusedError) return refused(err.reasons);
+    if (err instanceof InterruptedError) return failed(messages(err));
     throw err;
   }
   return ctx.ok ? OK : failed(["the cycle failed: cryptsleep status shows where"]);

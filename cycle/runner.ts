@@ -52,9 +52,16 @@ export interface Phase<C, T = unknown> {
  * Runs `phases` in order, then undoes each phase that ran (or began) in reverse. Throws the first failure, with
  * any failed undos attached (SuppressedError); returns when everything ran and was undone.
  */
-export async function runPhases<C>(phases: readonly Phase<C>[], ctx: C, timeline: Timeline): Promise<void> {
+export async function runPhases<C>(
+  phases: readonly Phase<C>[],
+  ctx: C,
+  timeline: Timeline,
+  opts: { checkpoint?: (next: string) => void } = {},
+): Promise<void> {
   await using stack = new AsyncDisposableStack();
   for (const phase of phases) {
+    // throwing here stops the list before `phase`, and unwinds what ran (a signal, for the outer process)
+    opts.checkpoint?.(phase.name);
     let done: unknown;
     try {
       done = await timeline.phase(phase.name, () => phase.run(ctx), phase.detail);

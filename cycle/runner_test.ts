@@ -77,3 +77,21 @@ Deno.test("runner: undoPhases undoes the whole list in reverse by looking, throu
   assert.deepEqual(timeline.phases.map((p) => [p.name, p.ok]), [["undo-c", false], ["undo-a", true]]);
   assert.deepEqual(await leftOf(phases, log), ["a still in force", "c still in force"]);
 });
+
+Deno.test("runner: a checkpoint that throws stops the list before the next phase and unwinds what ran", async () => {
+  const log: string[] = [];
+  const phase = (name: string): Phase<string[]> => ({
+    name,
+    run: (l) => Promise.resolve(void l.push(name)),
+    undo: { name: `un${name}`, run: (l) => Promise.resolve(void l.push(`un${name}`)) },
+  });
+  let stop = false;
+  const err = await runPhases([phase("a"), phase("b"), phase("c")], log, new Timeline(), {
+    checkpoint: (next) => {
+      if (stop) throw new Error(`stopped before ${next}`);
+      if (next === "b") stop = true; // a signal arrives while b runs
+    },
+  }).catch((e) => e);
+  assert.equal(err?.message, "stopped before c");
+  assert.deepEqual(log, ["a", "b", "unb", "una"]);
+});

@@ -23,10 +23,13 @@ import { addFact, kmsg, peakRssKiB, writeReport } from "./report.ts";
 import { leftOf, undoPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { agentArgs, CONSOLE_ENV, openConsole } from "./start.ts";
+import { ignoreStopSignals } from "./signals.ts";
 import { Timeline } from "./timeline.ts";
 
 /** Runs the agent, then makes sure nothing stays locked or frozen. */
 export async function supervise(): Promise<Outcome> {
+  // a Ctrl-C on the console must not kill the one process that can unlock
+  using _signals = ignoreStopSignals((signal) => kmsg(`supervisor: ${signal} ignored: the cycle goes on`));
   const job = await readJob();
   const own = await joinOwnCgroup({ pids: [Deno.pid] });
   try {

@@ -1,0 +1,42 @@
+/**
+ * @module
+ * The terminal's signals during a cycle. Ctrl-C, Ctrl-\ or Ctrl-Z typed on the terminal that started
+ * `cryptsleep suspend` (often the very console the prompt is on) go to its whole process group: the supervisor
+ * and the agent too. Killed or stopped there, they leave the machine frozen and locked with nobody to prompt.
+ * So the supervisor and the agent ignore them for their whole life, and the outer process turns one (or a
+ * SIGTERM) into a clean stop before the agent starts — the phases that ran are undone — and ignores it after.
+ *
+ * @example
+ * ```ts
+ * import { ignoreStopSignals } from "./signals.ts";
+ * using _held = ignoreStopSignals(() => console.error("ignored: the cycle goes on"));
+ * ```
+ */
+
+/** What a terminal sends its foreground process group (Ctrl-C, Ctrl-\\, Ctrl-Z, background I/O, hangup), and a polite kill. */
+export const STOP_SIGNALS: readonly Deno.Signal[] = [
+  "SIGINT",
+  "SIGQUIT",
+  "SIGTSTP",
+  "SIGTTIN",
+  "SIGTTOU",
+  "SIGHUP",
+  "SIGTERM",
+];
+
+/**
+ * Until disposed, the {@linkcode STOP_SIGNALS} neither kill nor stop this process: each calls `onSignal`
+ * (a listener replaces the default action; a stop signal's too).
+ */
+export function ignoreStopSignals(onSignal: (signal: Deno.Signal) => void = () => {}): Disposable {
+  const listeners = STOP_SIGNALS.map((signal) => {
+    const listener = () => onSignal(signal);
+    Deno.addSignalListener(signal, listener);
+    return { signal, listener };
+  });
+  return {
+    [Symbol.dispose]() {
+      for (const { signal, listener } of listeners) Deno.removeSignalListener(signal, listener);
+    },
+  };
+}
