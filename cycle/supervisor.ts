@@ -12,7 +12,7 @@
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
-import { setpriority } from "../ffi/libc.ts";
+import { setpriority, setsid } from "../ffi/libc.ts";
 import type { AgentContext } from "./context.ts";
 import { messages } from "./errors.ts";
 import { joinOwnCgroup } from "../cgroup/own.ts";
@@ -28,8 +28,15 @@ import { Timeline } from "./timeline.ts";
 
 /** Runs the agent, then makes sure nothing stays locked or frozen. */
 export async function supervise(): Promise<Outcome> {
-  // a Ctrl-C on the console must not kill the one process that can unlock
+  // a Ctrl-C on the console must not kill the one process that can unlock: a session of its own takes the
+  // supervisor and the agent out of the terminal's reach (its signals, and job control stopping a background
+  // read of the prompt); the listeners catch what is sent to them by hand
   using _signals = ignoreStopSignals((signal) => kmsg(`supervisor: ${signal} ignored: the cycle goes on`));
+  try {
+    setsid();
+  } catch (err) {
+    kmsg(`supervisor: ${messages(err).join("; ")}: stays in the caller's session`);
+  }
   const job = await readJob();
   const own = await joinOwnCgroup({ pids: [Deno.pid] });
   try {

@@ -66,6 +66,7 @@ const SYMBOLS = {
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
+  setsid: { parameters: [], result: "i32" },
   tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
   tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   strchr: { parameters: ["pointer", "i32"], result: "pointer" },
@@ -197,6 +198,11 @@ export function umount2(target: string, flags = 0): void {
 /** setpriority(PRIO_PROCESS, pid, prio): -20 (first) … 19 (last); 0 = this process. */
 export function setpriority(pid: number, prio: number): void {
   check("setpriority", libcSymbols().setpriority(0, pid, prio), `pid ${pid}`);
+}
+
+/** setsid(2): a new session and process group, with no controlling terminal; returns the session id. */
+export function setsid(): number {
+  return check("setsid", libcSymbols().setsid(), `pid ${Deno.pid}`);
 }
 
 // ---- long calls in a worker thread (exact errno, event loop keeps running) ----------------------------------------

@@ -144,3 +144,14 @@ Deno.test({
     }
   },
 });
+
+Deno.test("setsid: a child gets a session of its own, with no controlling terminal", async () => {
+  const lib = new URL("./libc.ts", import.meta.url).href;
+  const code = `import { setsid } from ${JSON.stringify(lib)};
+const sid = setsid();
+const stat = (await Deno.readTextFile("/proc/self/stat")).split(") ")[1].split(" ");
+console.log(sid === Deno.pid, stat[3] === String(Deno.pid), stat[4]);`;
+  const out = await new Deno.Command(Deno.execPath(), { args: ["eval", code], stdout: "piped" }).output();
+  // session id = its pid, and tty_nr 0: no controlling terminal
+  assert.equal(new TextDecoder().decode(out.stdout).trim(), "true true 0");
+});
