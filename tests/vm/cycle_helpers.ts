@@ -50,8 +50,10 @@ export async function fullCycle(vm: VM, needles: Uint8Array[], args = ""): Promi
 }
 
 /** Types the passphrase once the agent (or supervisor) prompts for it. */
-export async function answerPrompt(vm: VM, timeoutMs = 300_000): Promise<void> {
+export async function answerPrompt(vm: VM, timeoutMs = 300_000, waitMs = 0): Promise<void> {
   await vm.waitForConsole(/Passphrase to unlock \S+/, timeoutMs);
+  // a person who takes a while to type
+  if (waitMs) await new Promise((r) => setTimeout(r, waitMs));
   await vm.type(vm.guest.passphrase + "\n");
 }
 

@@ -4,7 +4,9 @@
  * fstab say, and a plain `systemctl suspend` (no locking) that reaches S3 and wakes with the shell still answering.
  * Then cryptsleep as a Debian user gets it: the .deb installed with dpkg, `cryptsleep install`, and systemd's own
  * suspend path (what the lid and the menu use) locks both volumes, runs the system-sleep hooks around the cycle and
- * prompts after wake; `cryptsleep uninstall` gives systemd back its plain suspend.
+ * prompts after wake — also with a hardware watchdog at 10 s and a prompt that waits 60 s, and with a second request
+ * refused; logind's suspend during a cycle by hand is refused; without --console the prompt is on a VT of its own;
+ * `cryptsleep uninstall` gives systemd back its plain suspend.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -12,6 +14,9 @@ import { answerPrompt, lineCount, SLOW } from "./cycle_helpers.ts";
 import { boot, keyHalves, volumeKey } from "./harness.ts";
 import { buildDeb } from "../../scripts/deb.ts";
 import { REPO_ROOT } from "../../scripts/guest/build.ts";
+
+const SET_WATCHDOG = "busctl set-property org.freedesktop.systemd1 /org/freedesktop/systemd1 " +
+  "org.freedesktop.systemd1.Manager RuntimeWatchdogUSec t";
 
 Deno.test({
   name: "debian guest: systemd up, LUKS2 root and LVM-on-LUKS /home, systemctl suspend reaches S3 and wakes",
@@ -24,7 +29,7 @@ Deno.test({
       outDir: debDir,
       compression: "zstd",
     });
-    await using vm = await boot({ guest: "debian", dataDisk: true, toolFiles: { "cryptsleep.deb": deb } });
+    await using vm = await boot({ guest: "debian", dataDisk: true, vga: true, toolFiles: { "cryptsleep.deb": deb } });
     await Deno.remove(debDir, { recursive: true });
 
     await t.step("systemd finished booting: running or degraded", async () => {
@@ -129,13 +134,33 @@ Deno.test({
         const open = await vm.searchRam(needles);
         assert.ok(open.every((n) => n > 0), `control: every key half is in RAM while open: ${open}`);
 
+        // systemd drives a hardware watchdog at 10 s. softdog, like a laptop's iTCO_wdt, counts on after resume
+        // (QEMU's i6300esb does not: the wake resets it); the prompt below waits 60 s with PID 1 frozen
+        const wdt = await vm.sh(
+          `modprobe softdog && ${SET_WATCHDOG} 10000000 && sleep 1 && cat /sys/class/watchdog/watchdog0/state && ` +
+            "cat /sys/power/suspend_stats/success",
+        );
+        assert.match(wdt.out, /^active$/m, wdt.out);
+        const sleptBefore = Number(wdt.out.trim().split("\n").at(-1));
+
         vm.clearEvents();
         const r = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
         assert.equal(r.code, 0, r.out);
+        // a second request while the cycle runs (a script, the lid again): once the first holds the lock, before
+        // the freeze — neither logind's path nor cryptsleep by hand may start a second cycle
+        const second = await vm.sh(
+          "for i in $(seq 600); do [ -s /run/cryptsleep/lock ] && break; sleep 0.1; done; cat /run/cryptsleep/lock; " +
+            "systemctl suspend; echo systemctl-rc=$?; cryptsleep suspend --from-systemd --console /dev/ttyS0; " +
+            "echo cryptsleep-rc=$?",
+          { timeoutMs: 300_000 },
+        );
+        console.error(`second request during the cycle:\n${second.out}`);
+        assert.match(second.out, /cryptsleep-rc=3$/m, "cryptsleep by hand is refused");
+        assert.match(second.out, /another cryptsleep suspend is running|merged into it/, second.out);
         await vm.waitForEvent("SUSPEND", 600_000);
         assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "no key half of root or /home in RAM");
         await vm.wake();
-        await answerPrompt(vm, 600_000);
+        await answerPrompt(vm, 600_000, 60_000);
         await vm.waitForShell(600_000);
 
         // the cycle's outer process runs the post hooks after the thaw: wait until systemd saw the service end
@@ -157,8 +182,84 @@ Deno.test({
         await vm.sh("sleep 2");
         assert.ok(await lineCount(vm, "/home/writer.log") > before, "the writer on LVM-on-LUKS /home goes on");
         await vm.sh("kill %1; wait");
+
+        // the watchdog: still running (no reset while the prompt waited), handed back to systemd as it was
+        const after = await vm.sh(
+          "systemctl show -P RuntimeWatchdogUSec; cat /sys/class/watchdog/watchdog0/state; sleep 20; " +
+            "cat /sys/power/suspend_stats/success",
+          { timeoutMs: 120_000 },
+        );
+        assert.match(after.out, /^10s\nactive$/m, after.out);
+        const handed = report.phases.find((p: { name: string }) => p.name === "watchdog");
+        assert.equal(handed?.detail?.previousUSec, "10000000", JSON.stringify(handed));
+        // one cycle, one S3: the second request neither slept nor started a cycle after the wake
+        assert.equal(Number(after.out.trim().split("\n").at(-1)), sleptBefore + 1, after.out);
+        assert.equal(vm.eventsSinceClear("SUSPEND").length, 1, "one S3 since the request");
+        await vm.sh(`${SET_WATCHDOG} 0`);
       },
     );
+
+    await t.step("logind's suspend while cryptsleep runs by hand: refused, the one cycle sleeps locked", async () => {
+      const before = await vm.sh("cat /sys/power/suspend_stats/success");
+      const needles = keyHalves(await volumeKey(vm, "/dev/vdc"));
+      vm.clearEvents();
+      const byHand = await vm.sh("cryptsleep suspend --console /dev/ttyS0 >/run/by-hand.log 2>&1 & echo started");
+      assert.equal(byHand.code, 0, byHand.out);
+      const r = await vm.sh(
+        "for i in $(seq 600); do [ -s /run/cryptsleep/lock ] && break; sleep 0.1; done; systemctl suspend; echo rc=$?",
+        { timeoutMs: 300_000 },
+      );
+      assert.match(r.out, /^rc=0$/m, r.out);
+      await vm.waitForEvent("SUSPEND", 600_000);
+      assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "asleep with /home locked");
+      await vm.wake();
+      await answerPrompt(vm, 600_000);
+      await vm.waitForShell(600_000);
+      const after = await vm.sh(
+        "wait; cat /run/by-hand.log; for i in $(seq 300); do " +
+          '[ "$(systemctl show -P ActiveState systemd-suspend.service)" != activating ] && break; sleep 1; done; ' +
+          "sleep 20; systemctl show -P Result systemd-suspend.service; " +
+          "journalctl -b -u systemd-suspend.service --no-pager | tail -n 5; cat /sys/power/suspend_stats/success",
+        { timeoutMs: 600_000 },
+      );
+      console.error(`logind's request during a cycle by hand:\n${after.out}`);
+      assert.match(after.out, /another cryptsleep suspend is running|merged into it/, "the service's run is refused");
+      assert.match(after.out, /^exit-code$/m, "systemd-suspend.service failed: logind's sleep did not happen");
+      assert.equal(Number(after.out.trim().split("\n").at(-1)), Number(before.out.trim()) + 1, "one S3, no second");
+      assert.equal(vm.eventsSinceClear("SUSPEND").length, 1, "one S3 since the request");
+    });
+
+    await t.step("installed without --console, the prompt is on a VT of its own, typed on the keyboard", async () => {
+      const r = await vm.sh(
+        "cryptsleep uninstall && cryptsleep install && systemctl cat --no-pager systemd-suspend.service",
+        { timeoutMs: 300_000 },
+      );
+      assert.match(r.out, /^ExecStart=\/usr\/sbin\/cryptsleep suspend --from-systemd$/m, r.out);
+      const from = vm.console.length;
+      vm.clearEvents();
+      const s = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
+      assert.equal(s.code, 0, s.out);
+      await vm.waitForEvent("SUSPEND", 600_000);
+      await vm.wake();
+      // the screen cannot be read after wake (QEMU resets the VGA card), and keys typed before the prompt are
+      // flushed by it: type until the serial shell answers again, which it does only after the thaw
+      let thawed = false;
+      for (let attempt = 0; attempt < 8 && !thawed; attempt++) {
+        await new Promise((res) => setTimeout(res, 10_000));
+        await vm.sendKeys(vm.guest.passphrase + "\n");
+        thawed = await vm.waitForShell(30_000).then(() => true, () => false);
+      }
+      assert.ok(thawed, `unlocked from the keyboard: ${vm.console.slice(from)}`);
+      assert.doesNotMatch(vm.console.slice(from), /Passphrase to unlock/, "the prompt was not on the serial console");
+      const status = await vm.sh(
+        'for i in $(seq 300); do [ "$(systemctl show -P ActiveState systemd-suspend.service)" = inactive ] && ' +
+          "break; sleep 1; done; /usr/sbin/cryptsleep status --json",
+        { timeoutMs: 400_000 },
+      );
+      const report = JSON.parse(status.out.slice(status.out.indexOf("{"), status.out.lastIndexOf("}") + 1));
+      assert.equal(report.ok, true, status.out);
+      assert.equal(report.facts.trigger, "systemd-suspend.service", status.out);
+    });
 
     await t.step("cryptsleep uninstall gives systemd back its plain suspend: the keys stay in RAM", async () => {
       const r = await vm.sh(

@@ -64,6 +64,8 @@ export interface BootOptions {
    * and the PS/2 keyboard ({@linkcode VM.sendKeys}) types into the active one.
    */
   vga?: boolean;
+  /** Extra QEMU `-device` specs, e.g. "i6300esb" (a PCI hardware watchdog). */
+  devices?: string[];
 }
 
 export interface ShResult {
@@ -152,6 +154,7 @@ export class VM implements AsyncDisposable {
   cursor = 0;
   events: QmpEvent[] = [];
   private eventCursor = 0;
+  private clearedAt = 0;
   private proc: Deno.ChildProcess | null = null;
   private qmpConn: Deno.Conn | null = null;
   private serialConn: Deno.Conn | null = null;
@@ -237,6 +240,7 @@ export class VM implements AsyncDisposable {
       "1",
       "-nodefaults",
       ...(this.opts.vga ? ["-vga", "std"] : []),
+      ...(this.opts.devices ?? []).flatMap((d) => ["-device", d]),
       "-display",
       "none",
       "-no-reboot",
@@ -444,6 +448,12 @@ export class VM implements AsyncDisposable {
   /** Forgets events received so far (waitForEvent only sees later ones). */
   clearEvents(): void {
     this.eventCursor = this.events.length;
+    this.clearedAt = this.events.length;
+  }
+
+  /** The events of one kind received since the last {@linkcode VM.clearEvents} (`events` keeps them all). */
+  eventsSinceClear(name: string): QmpEvent[] {
+    return this.events.slice(this.clearedAt).filter((e) => e.event === name);
   }
 
   /**
