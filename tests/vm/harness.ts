@@ -64,8 +64,6 @@ export interface BootOptions {
    * and the PS/2 keyboard ({@linkcode VM.sendKeys}) types into the active one.
    */
   vga?: boolean;
-  /** Extra QEMU `-device` specs, e.g. "i6300esb" (a PCI hardware watchdog). */
-  devices?: string[];
 }
 
 export interface ShResult {
@@ -240,7 +238,6 @@ export class VM implements AsyncDisposable {
       "1",
       "-nodefaults",
       ...(this.opts.vga ? ["-vga", "std"] : []),
-      ...(this.opts.devices ?? []).flatMap((d) => ["-device", d]),
       "-display",
       "none",
       "-no-reboot",
