@@ -5,8 +5,14 @@
  * `cryptsleep status --json` in the guest), ramfs bytes, peak RSS and cgroup peak, time to S3 and from wake to
  * the prompt. Writes a bar chart of the median phase times to dist/bench.svg. No assertions on speed.
  *
+ * `--guest debian` compares instead, in one boot of the Debian trixie guest with systemd: a plain
+ * `systemctl suspend`, Debian's cryptsetup-suspend and cryptsleep through its drop-in, alternating, N idle and N
+ * loaded cycles each (default 5): medians, ratios to plain and to Debian, cryptsleep's phases, RAM during and
+ * between cycles, dist/bench-debian.svg (scripts/bench_debian.ts says what each line measures).
+ *
  * ```sh
  * deno task bench                 # or: deno run -A scripts/bench.ts --cycles 5 [--kernel 6.1]
+ * deno task bench --guest debian  # or: deno run -A scripts/bench.ts --guest debian --cycles 5
  * ```
  */
 
@@ -15,6 +21,7 @@ import { ensureGuest, REPO_ROOT } from "./guest/build.ts";
 import { boot, openDataDisk } from "../tests/vm/harness.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { bundle, type CycleRun, lastReport, option, runCycle, step } from "./demo.ts";
+import { benchDebian } from "./bench_debian.ts";
 import { beforeSleepMs, formatInt, median, phaseMs, phaseNames, ramfsBytes, svgBars } from "./bench_lib.ts";
 
 interface Sample {
@@ -74,8 +81,11 @@ function svgChart(samples: Sample[], title: string): string {
 }
 
 async function bench(): Promise<boolean> {
-  const cycles = Number(option("--cycles", "3"));
+  const guestType = option("--guest", "busybox");
+  if (guestType !== "busybox" && guestType !== "debian") throw new Error(`--guest ${guestType}: busybox or debian`);
+  const cycles = Number(option("--cycles", guestType === "debian" ? "5" : "3"));
   if (!Number.isInteger(cycles) || cycles < 1) throw new Error(`--cycles ${option("--cycles", "")}: want a count ≥ 1`);
+  if (guestType === "debian") return await benchDebian(cycles);
   const kernel = option("--kernel", Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1");
   step("deno bundle → dist/cryptsleep.js");
   await bundle();
