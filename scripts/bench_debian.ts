@@ -297,7 +297,8 @@ export async function benchDebian(perTool: number): Promise<boolean> {
         cycles.push(c);
         step(
           `${tool}: S3 after ${c.toSuspendMs} ms, ${c.s3 ? "S3 counted" : "NO S3 counted"}, ` +
-            `prompt ${c.wakeToPromptMs ?? "–"} ms after wake, shell ${c.wakeToShellMs} ms after wake`,
+            `prompt ${c.wakeToPromptMs ?? "–"} ms after wake, shell ${c.wakeToShellMs} ms after wake, unit peak ` +
+            `${c.serviceMemoryPeakBytes ?? "–"} B, ramfs ${c.ramfsBytes ?? "–"} B`,
         );
       }
       if (load === "loaded") await must(vm, "kill $(cat /run/bench-writer.pid); rm -f /run/bench-writer.pid");
