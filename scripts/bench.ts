@@ -85,7 +85,7 @@ async function bench(): Promise<boolean> {
   if (guestType !== "busybox" && guestType !== "debian") throw new Error(`--guest ${guestType}: busybox or debian`);
   const cycles = Number(option("--cycles", guestType === "debian" ? "5" : "3"));
   if (!Number.isInteger(cycles) || cycles < 1) throw new Error(`--cycles ${option("--cycles", "")}: want a count ≥ 1`);
-  if (guestType === "debian") return await benchDebian(cycles);
+  if (guestType === "debian") return await benchDebian(cycles, option("--replay", ""));
   const kernel = option("--kernel", Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1");
   step("deno bundle → dist/cryptsleep.js");
   await bundle();

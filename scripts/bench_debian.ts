@@ -13,7 +13,7 @@
  * unmounts the ramfs; cryptsleep: its report). RAM between cycles: guest RAM in use and tmpfs + ramfs bytes,
  * after − before the cycle; the tool's mounts and processes left. Prints one Markdown table of medians with ratios to plain and to Debian, cryptsleep's phases
  * from its report, a sentence on where cryptsleep is behind Debian; writes dist/bench-debian.svg and the raw
- * cycles to dist/bench-debian.json. No assertions on speed.
+ * cycles to dist/bench-debian.json (`--replay` that file prints both again). No assertions on speed.
  *
  * Both tools prompt on the serial console: cryptsleep is installed with `--console /dev/ttyS0`, and Debian's
  * drop-in, which runs its wrapper on VT8 through openvt, is overridden in /run by the same drop-in with the
@@ -22,6 +22,7 @@
  *
  * ```sh
  * deno task bench --guest debian              # or: deno run -A scripts/bench.ts --guest debian --cycles 5
+ * deno task bench --guest debian --replay dist/bench-debian.json   # the table and plot again, no guest
  * ```
  */
 
@@ -267,8 +268,40 @@ function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVer
   ].join("\n");
 }
 
-/** The bench; true when every cycle reached S3 and every cryptsleep report is ok. */
-export async function benchDebian(perTool: number): Promise<boolean> {
+/** What a run saved to dist/bench-debian.json: enough to print the table and the plot again. */
+export interface BenchRun {
+  perTool: number;
+  kernel: string;
+  suspendVersion: string;
+  cycles: ToolCycle[];
+}
+
+/** Prints the table and writes the plot and the run's JSON to dist/. */
+async function render(run: BenchRun): Promise<void> {
+  console.log(output(run.cycles, run.perTool, run.kernel, run.suspendVersion));
+  const dist = join(REPO_ROOT, "dist");
+  await Deno.mkdir(dist, { recursive: true });
+  await Deno.writeTextFile(join(dist, "bench-debian.json"), JSON.stringify(run, null, 1) + "\n");
+  const series = TOOLS.map((t, i) => ({ name: TOOL_NAMES[t], color: ["#9a9a9a", "#c8902a", "#4a7fb5"][i] }));
+  const svg = svgBars(
+    `plain / Debian cryptsetup-suspend / cryptsleep: medians, ${run.perTool} + ${run.perTool} cycles each, QEMU TCG`,
+    series,
+    plotRows(comparisonRows(run.cycles)),
+  );
+  await Deno.writeTextFile(join(dist, "bench-debian.svg"), svg);
+  console.log(`\nPlot: ${join(dist, "bench-debian.svg")}; every cycle: ${join(dist, "bench-debian.json")}`);
+}
+
+/**
+ * The bench; true when every cycle reached S3 and every cryptsleep report is ok. With `replay` (a saved
+ * dist/bench-debian.json) it only prints the table and writes the plot again, with no guest.
+ */
+export async function benchDebian(perTool: number, replay = ""): Promise<boolean> {
+  if (replay) {
+    const run = JSON.parse(await Deno.readTextFile(replay)) as BenchRun;
+    await render(run);
+    return run.cycles.every((c) => c.s3 && (c.report?.ok ?? true));
+  }
   step("deno bundle → dist/cryptsleep.js, the .deb (zstd)");
   await bundle();
   const debDir = await Deno.makeTempDir({ prefix: "cryptsleep-deb-" });
@@ -308,18 +341,12 @@ export async function benchDebian(perTool: number): Promise<boolean> {
   }
 
   const guest = vm.guest as DebianGuest;
-  const suspendVersion = guest.manifest.packages.find((p) => p.name === "cryptsetup-suspend")?.version ?? "?";
-  console.log(output(cycles, perTool, guest.manifest.kernel.release, suspendVersion));
-  const dist = join(REPO_ROOT, "dist");
-  await Deno.writeTextFile(join(dist, "bench-debian.json"), JSON.stringify(cycles, null, 1) + "\n");
-  const series = TOOLS.map((t, i) => ({ name: TOOL_NAMES[t], color: ["#9a9a9a", "#c8902a", "#4a7fb5"][i] }));
-  const svg = svgBars(
-    `plain / Debian cryptsetup-suspend / cryptsleep: medians, ${perTool} + ${perTool} cycles each, QEMU TCG`,
-    series,
-    plotRows(comparisonRows(cycles)),
-  );
-  await Deno.writeTextFile(join(dist, "bench-debian.svg"), svg);
-  console.log(`\nPlot: ${join(dist, "bench-debian.svg")}; every cycle: ${join(dist, "bench-debian.json")}`);
+  await render({
+    perTool,
+    kernel: guest.manifest.kernel.release,
+    suspendVersion: guest.manifest.packages.find((p) => p.name === "cryptsetup-suspend")?.version ?? "?",
+    cycles,
+  });
   if (failure) {
     console.log(`\nSTOPPED after ${cycles.length} cycle(s):`);
     throw failure;

@@ -359,19 +359,21 @@ export function behindDebian(rows: ComparisonRow[]): string {
   ].join("\n");
 }
 
+/** The measures in the plot, with their short names there. */
+const PLOTTED: Record<string, string> = {
+  [LABEL.toSuspend]: "request → S3",
+  [LABEL.wakeToPrompt]: "wake → prompt",
+  [LABEL.enterToShell]: "Enter → unlocked",
+  [LABEL.wakeToShell]: "wake → shell answers",
+  [LABEL.servicePeak]: "RAM: unit's memory.peak",
+  [LABEL.ramTotal]: "RAM: unit + own cgroup peaks",
+  [LABEL.ramfs]: "RAM: ramfs",
+};
+
 /** The plot's rows: the measures all three (or both tools) share, a row per load. */
 export function plotRows(rows: ComparisonRow[]): BarRow[] {
-  const shared: string[] = [
-    LABEL.toSuspend,
-    LABEL.wakeToPrompt,
-    LABEL.enterToShell,
-    LABEL.wakeToShell,
-    LABEL.servicePeak,
-    LABEL.ramTotal,
-    LABEL.ramfs,
-  ];
-  return rows.filter((r) => shared.includes(r.label) && r.unit !== "count").map((r) => ({
-    label: `${r.label.split(":")[0]} (${r.load})`,
+  return rows.filter((r) => r.label in PLOTTED).map((r) => ({
+    label: `${PLOTTED[r.label]} (${r.load})`,
     unit: r.unit === "bytes" ? "bytes" : "ms",
     values: TOOLS.map((t) => r.medians[t]),
   }));

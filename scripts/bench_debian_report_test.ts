@@ -103,7 +103,16 @@ Deno.test("plotRows: the shared measures, a row per load, values in the order pl
   const plot = plotRows(comparisonRows(CYCLES));
   assert.deepEqual(plot[0], { label: "request → S3 (idle)", unit: "ms", values: [788, 11860, 16500] });
   assert.ok(plot.every((r) => r.values.length === 3));
-  assert.ok(plot.some((r) => r.unit === "bytes" && r.label === "RAM during (idle)"));
+  assert.deepEqual(plot.map((r) => r.label).filter((l) => l.endsWith("(loaded)")), [
+    "request → S3 (loaded)",
+    "wake → prompt (loaded)",
+    "Enter → unlocked (loaded)",
+    "wake → shell answers (loaded)",
+    "RAM: unit's memory.peak (loaded)",
+    "RAM: unit + own cgroup peaks (loaded)",
+    "RAM: ramfs (loaded)",
+  ]);
+  assert.deepEqual(plot.find((r) => r.label === "RAM: ramfs (idle)")?.values, [null, 69504911, 115570875]);
   assert.ok(!plot.some((r) => r.label.startsWith("phase")), "phases are cryptsleep's only: not in the plot");
 });
 
