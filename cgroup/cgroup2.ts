@@ -162,6 +162,15 @@ export async function readOr(path: string, fallback: string): Promise<string> {
   }
 }
 
+/**
+ * `dir/memory.peak` in bytes: the most memory ever charged to the cgroup at once (its processes' anonymous
+ * memory and the page cache they brought in). Null without the memory controller or where the file is absent.
+ */
+export async function memoryPeakBytes(dir: string): Promise<number | null> {
+  const text = await readOr(join(dir, "memory.peak"), "");
+  return /^\d+$/.test(text) ? Number(text) : null;
+}
+
 /** Whether the cgroup at `dir` reports `frozen 1` in cgroup.events. */
 export async function isFrozen(dir: string): Promise<boolean> {
   return /^frozen 1$/m.test(await readOr(join(dir, "cgroup.events"), ""));

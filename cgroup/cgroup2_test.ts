@@ -1,7 +1,7 @@
 // Real kernel freezer tests: a throw-away sub-hierarchy of the host's cgroup2 mount plays the cgroup root.
 // Needs root and a cgroup2 mount (here /sys/fs/cgroup/unified, hybrid layout).
 import assert from "node:assert/strict";
-import { resolveCgroup2 } from "./cgroup2.ts";
+import { memoryPeakBytes, resolveCgroup2 } from "./cgroup2.ts";
 import { ignore, mount } from "./testing.ts";
 
 Deno.test({
@@ -15,4 +15,17 @@ Deno.test({
     const ok = await resolveCgroup2(mount!);
     assert.equal(ok.isRealRoot, true);
   },
+});
+
+Deno.test("memoryPeakBytes reads memory.peak; null where it is absent or not a byte count", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    assert.equal(await memoryPeakBytes(dir), null, "no memory controller: no memory.peak");
+    await Deno.writeTextFile(`${dir}/memory.peak`, "185454592\n");
+    assert.equal(await memoryPeakBytes(dir), 185454592);
+    await Deno.writeTextFile(`${dir}/memory.peak`, "max\n");
+    assert.equal(await memoryPeakBytes(dir), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -16,6 +16,7 @@ import { setpriority, setsid } from "../ffi/libc.ts";
 import type { AgentContext } from "./context.ts";
 import { messages } from "./errors.ts";
 import { joinOwnCgroup } from "../cgroup/own.ts";
+import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import { readJob, REPORT_PATH } from "./job.ts";
 import { failed, OK, type Outcome } from "./outcome.ts";
 import { AGENT_PHASES } from "./phases.ts";
@@ -70,6 +71,8 @@ export async function supervise(): Promise<Outcome> {
     const left = await leftOf(AGENT_PHASES, ctx);
     if (left.length === 0) {
       await addFact(REPORT_PATH, "supervisorPeakRssKiB", await peakRssKiB());
+      // read before leave() removes the cgroup: the RAM the supervisor and the agent charged to it
+      await addFact(REPORT_PATH, "ownCgroupMemoryPeakBytes", await memoryPeakBytes(own.path));
       return status.success ? OK : failed([`the agent exited with ${how}`]);
     }
     // the agent died (or gave up) with volumes locked or cgroups frozen: the undos, by what they see

@@ -501,17 +501,19 @@ export class VM implements AsyncDisposable {
   /**
    * Types `send` as the answer to a prompt that ended at console position `after`. Password prompts switch echo
    * off and flush pending input (TCSAFLUSH) just after printing: input that arrives in between is echoed and lost.
-   * So: wait a moment, type, and retype while the answer shows up echoed.
+   * So: wait a moment, type, and retype while the answer shows up echoed. Returns the host time (ms since epoch)
+   * at which the answer that was taken had been typed.
    */
-  async answerPrompt(after: number, send: string | Uint8Array): Promise<void> {
+  async answerPrompt(after: number, send: string | Uint8Array): Promise<number> {
     const text = typeof send === "string" ? send.replace(/\n$/, "") : null;
     for (let attempt = 0; attempt < 6; attempt++) {
       await sleep(300 + attempt * 500);
       const mark = this.console.length;
       await this.type(send);
-      if (!text) return;
+      const typedAt = Date.now();
+      if (!text) return typedAt;
       await sleep(1500);
-      if (!this.console.slice(Math.max(after, mark)).includes(text)) return;
+      if (!this.console.slice(Math.max(after, mark)).includes(text)) return typedAt;
     }
     throw new Error("answerPrompt: the answer was echoed (and flushed) six times; the prompt never took input");
   }

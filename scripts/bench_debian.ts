@@ -1,0 +1,355 @@
+/**
+ * @module
+ * `deno task bench --guest debian [--cycles N]`: cryptsleep side by side with Debian's cryptsetup-suspend and a
+ * plain suspend, in ONE boot of the Debian trixie guest (systemd, LUKS2 root, LVM-on-LUKS /home). Every cycle is
+ * `systemctl suspend`, the path the lid and the menu take. Rounds run plain → Debian → cryptsleep, idle rounds
+ * alternating with loaded ones (a writer appending and syncing on /home every 0.2 s), N rounds of each (default
+ * 5), so host load moves the three alike and the ratios stay fair where absolute times do not.
+ *
+ * Per cycle, on the host clock: request → QMP SUSPEND; wake → prompt; Enter → the serial shell answers (volumes
+ * unlocked, userspace thawed); S3 reached (the kernel's suspend_stats). RAM during the cycle: memory.peak of
+ * systemd-suspend.service's cgroup (read by a system-sleep post hook all three run), cryptsleep's own cgroup's
+ * memory.peak and peak RSS (its report), the ramfs (Debian: `du` from that hook, which its wrapper runs before it
+ * unmounts the ramfs; cryptsleep: its report). RAM between cycles: guest RAM in use and tmpfs + ramfs bytes,
+ * after − before the cycle; the tool's mounts and processes left. Prints one Markdown table of medians with ratios to plain and to Debian, cryptsleep's phases
+ * from its report, a sentence on where cryptsleep is behind Debian; writes dist/bench-debian.svg and the raw
+ * cycles to dist/bench-debian.json (`--replay` that file prints both again). No assertions on speed.
+ *
+ * Both tools prompt on the serial console: cryptsleep is installed with `--console /dev/ttyS0`, and Debian's
+ * drop-in, which runs its wrapper on VT8 through openvt, is overridden in /run by the same drop-in with the
+ * wrapper's terminal on /dev/ttyS0 ({@linkcode serialDropin}): the bed cannot read a VT after S3 resume (the
+ * guest draws its VTs with bochs-drm, so the VGA text buffer the harness reads stays empty).
+ *
+ * ```sh
+ * deno task bench --guest debian              # or: deno run -A scripts/bench.ts --guest debian --cycles 5
+ * deno task bench --guest debian --replay dist/bench-debian.json   # the table and plot again, no guest
+ * ```
+ */
+
+import { join } from "node:path";
+import { REPO_ROOT } from "./guest/build.ts";
+import type { DebianGuest } from "./guest/debian.ts";
+import { boot, type VM } from "../tests/vm/harness.ts";
+import { buildDeb } from "./deb.ts";
+import { VERSION } from "../cli/version.ts";
+import { bundle, lastReport, step } from "./demo.ts";
+import { ramfsBytes, svgBars } from "./bench_lib.ts";
+import {
+  behindDebian,
+  comparisonRows,
+  type Load,
+  markdownTable,
+  parseProbe,
+  plotRows,
+  serialDropin,
+  type Tool,
+  TOOL_NAMES,
+  type ToolCycle,
+  TOOLS,
+} from "./bench_debian_report.ts";
+
+const DROPIN_DIR = "/run/systemd/system/systemd-suspend.service.d";
+const DEBIAN_SHIPPED = "/usr/lib/systemd/system/systemd-suspend.service.d/cryptsetup-suspend.conf";
+const SERIAL_COPY = "/run/bench/debian-serial.conf";
+const PROMPT: Partial<Record<Tool, RegExp>> = {
+  debian: /Please unlock disk \S+: /,
+  cryptsleep: /Passphrase to unlock \S+[^\n]*?: /,
+};
+const LONG = 600_000;
+
+/**
+ * system-sleep post hook, run by all three from systemd-suspend.service's cgroup: that cgroup's memory.peak, and
+ * Debian's ramfs as during S3 (its wrapper runs the post hooks before it unmounts the ramfs).
+ */
+const BENCH_HOOK = `#!/bin/sh
+[ "$1" = post ] || exit 0
+c=$(sed -n 's/^0:://p' /proc/self/cgroup)
+echo "CGROUP=$c PEAK=$(cat "/sys/fs/cgroup$c/memory.peak")" > /run/bench-hook.log
+d=/run/cryptsetup/cryptsetup-suspend-initramfs
+mountpoint -q "$d" && echo "RAMFS=$(du -sbx "$d" | cut -f1)" >> /run/bench-hook.log
+exit 0
+`;
+/** Exiting processes free their memory for seconds after: both RAM samples wait this long first. */
+const SETTLE = "sleep 10; ";
+
+/** Prints USED= (MemTotal − MemAvailable) and SHM= (tmpfs used + ramfs files), in bytes. */
+const MEMORY_PROBE = "awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print \"USED=\" (t-a)*1024}' /proc/meminfo; " +
+  'r=0; for m in $(findmnt -rn -t ramfs -o TARGET); do r=$((r + $(du -sbx "$m" | cut -f1))); done; ' +
+  "echo SHM=$(( $(df -B1 --output=used -t tmpfs | tail -n +2 | awk '{s+=$1} END{print s+0}') + r ))";
+
+function intOrNull(s: string | undefined): number | null {
+  return s !== undefined && /^-?\d+$/.test(s) ? Number(s) : null;
+}
+
+async function must(vm: VM, cmd: string, timeoutMs = 120_000): Promise<string> {
+  const r = await vm.sh(cmd, { timeoutMs });
+  if (r.code !== 0) throw new Error(`guest: ${cmd.slice(0, 200)} exited ${r.code}:\n${r.out}`);
+  return r.out;
+}
+
+/** Writes `text` to `path` in the guest (base64: no quoting to get wrong); a symlink there is replaced. */
+async function writeGuestFile(vm: VM, path: string, text: string, mode = "644"): Promise<void> {
+  const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+  await must(vm, `rm -f ${path} && echo ${b64} | base64 -d > ${path} && chmod ${mode} ${path}`);
+}
+
+/** Puts `tool` in systemd-suspend.service and checks the ExecStart systemd ended with. */
+async function selectTool(vm: VM, tool: Tool): Promise<void> {
+  const conf = `${DROPIN_DIR}/cryptsetup-suspend.conf`;
+  // the mask is a symlink to /dev/null: rm first, or cp writes through it
+  const debian = tool === "debian" ? `cp ${SERIAL_COPY} ${conf}` : `ln -s /dev/null ${conf}`;
+  const install = tool === "cryptsleep" ? " && /usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null" : "";
+  const out = await must(
+    vm,
+    `rm -f ${conf} && ${debian} && systemctl daemon-reload${install} && systemctl show -P ExecStart systemd-suspend.service`,
+  );
+  const want = {
+    plain: "systemd-sleep suspend",
+    debian: "cryptsetup-suspend-wrapper",
+    cryptsleep: "cryptsleep suspend",
+  };
+  if (!out.includes(want[tool])) throw new Error(`${tool}: systemd-suspend.service runs something else:\n${out}`);
+}
+
+/** Host time the serial shell answers again: probes with short timeouts, Ctrl-C dropping a half-read line. */
+async function shellAnswersAt(vm: VM, timeoutMs = LONG): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  for (let attempt = 0;; attempt++) {
+    if (attempt > 0) await vm.type("\x03");
+    try {
+      const r = await vm.sh("echo shell-ok", { timeoutMs: 3000 });
+      if (r.out.includes("shell-ok")) return Date.now();
+    } catch (err) {
+      if (Date.now() > end) throw err;
+    }
+  }
+}
+
+/** Host time `re` shows on the console after `from`, or null. */
+function seenAt(vm: VM, re: RegExp, from: number): Promise<number | null> {
+  return vm.waitForConsole(re, LONG, from).then(() => Date.now(), () => null);
+}
+
+async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<ToolCycle> {
+  const before = parseProbe(
+    await must(
+      vm,
+      "rm -f /run/bench-hook.log; " + SETTLE + "echo S3=$(cat /sys/power/suspend_stats/success); " + MEMORY_PROBE,
+    ),
+  );
+  vm.clearEvents();
+  const from = vm.console.length;
+  const t0 = Date.now();
+  const alloc = tool === "debian" ? seenAt(vm, /Allocating and mlocking memory/, from) : null;
+  const sleeping = tool === "debian" ? seenAt(vm, /Sleeping\.\.\./, from) : null;
+  await must(vm, "systemctl suspend");
+  const suspended = await vm.waitForEvent("SUSPEND", LONG);
+  // both lines come before the kernel suspends; a second for the serial line to drain
+  const marks = await Promise.race([
+    Promise.all([alloc, sleeping]),
+    new Promise<null[]>((r) => setTimeout(() => r([null, null]), 1000)),
+  ]);
+
+  const atWake = vm.console.length;
+  const woke = Date.now();
+  await vm.wake();
+  let wakeToPromptMs: number | null = null;
+  let enterToShellMs: number | null = null;
+  const prompt = PROMPT[tool];
+  let shellAt: number;
+  if (prompt) {
+    const m = await vm.waitForConsole(prompt, LONG, atWake);
+    wakeToPromptMs = Date.now() - woke;
+    const enterAt = await vm.answerPrompt(m.index + m[0].length, vm.guest.passphrase + "\n");
+    shellAt = await shellAnswersAt(vm);
+    enterToShellMs = shellAt - enterAt;
+  } else {
+    shellAt = await shellAnswersAt(vm);
+  }
+
+  // the unit ends after the post hooks and the cleanup: what is left is measured after it
+  const after = parseProbe(
+    await must(
+      vm,
+      'for i in $(seq 600); do [ "$(systemctl show -P ActiveState systemd-suspend.service)" = inactive ] && ' +
+        "break; sleep 0.5; done; echo RESULT=$(systemctl show -P Result systemd-suspend.service); " +
+        "echo S3=$(cat /sys/power/suspend_stats/success); sed 's/ /\\n/g' /run/bench-hook.log; " + SETTLE +
+        MEMORY_PROBE + "; " +
+        "echo MOUNTS=$(findmnt -rn -o TARGET | grep -cE '[c]ryptsleep|[c]ryptsetup-suspend'); n=0; " +
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | " +
+        "grep -qE '[c]ryptsleep[^ ]* (suspend|supervise|agent)|[c]ryptsetup-suspend' && n=$((n+1)); done; " +
+        "echo PROCS=$n" +
+        (load === "loaded"
+          ? "; a=$(wc -l < /home/writer.log); sleep 2; echo WRITER=$(( $(wc -l < /home/writer.log) - a ))"
+          : ""),
+      LONG,
+    ),
+  );
+  if (after.RESULT !== "success") step(`${tool}: systemd-suspend.service ended with ${after.RESULT}`);
+  const report = tool === "cryptsleep" ? await lastReport(vm) : null;
+  const diff = (k: string) => {
+    const [a, b] = [intOrNull(after[k]), intOrNull(before[k])];
+    return a === null || b === null ? null : a - b;
+  };
+  const [used, shm, mounts, procs] = [diff("USED"), diff("SHM"), intOrNull(after.MOUNTS), intOrNull(after.PROCS)];
+  return {
+    tool,
+    load,
+    round,
+    toSuspendMs: suspended.at - t0,
+    s3: diff("S3") === 1,
+    debianMarks: marks[0] !== null && marks[1] !== null ? { allocMs: marks[0] - t0, sleepingMs: marks[1] - t0 } : null,
+    wakeToPromptMs,
+    enterToShellMs,
+    wakeToShellMs: shellAt - woke,
+    // the hook ran in the unit's cgroup, or its number is not the unit's
+    serviceMemoryPeakBytes: after.CGROUP?.endsWith("/systemd-suspend.service") ? intOrNull(after.PEAK) : null,
+    ramfsBytes: tool === "cryptsleep" ? (report ? ramfsBytes(report) : null) : intOrNull(after.RAMFS),
+    between: used !== null && shm !== null && mounts !== null && procs !== null
+      ? { usedBytes: used, tmpfsRamfsBytes: shm, leftovers: mounts + procs }
+      : null,
+    writerGoesOn: load === "loaded" ? (intOrNull(after.WRITER) ?? 0) > 0 : null,
+    report,
+  };
+}
+
+/** Installs the .deb, the ramfs hook and the serial copy of Debian's drop-in; nothing in the suspend path yet. */
+async function prepare(vm: VM): Promise<void> {
+  const state = await vm.sh("systemctl is-system-running --wait", { timeoutMs: LONG });
+  if (!/^(running|degraded)$/m.test(state.out)) throw new Error(`systemd did not finish booting: ${state.out}`);
+  const shipped = await must(
+    vm,
+    `dpkg -i /usr/local/lib/cryptsleep/cryptsleep.deb >/dev/null && ` +
+      `mkdir -p ${DROPIN_DIR} /usr/lib/systemd/system-sleep /run/bench && cat ${DEBIAN_SHIPPED}`,
+    300_000,
+  );
+  await writeGuestFile(vm, SERIAL_COPY, serialDropin(shipped) + "\n");
+  await writeGuestFile(vm, "/usr/lib/systemd/system-sleep/zz-bench", BENCH_HOOK, "755");
+}
+
+function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVersion: string): string {
+  const rows = comparisonRows(cycles);
+  const failed = cycles.filter((c) => c.report && !c.report.ok).length;
+  return [
+    `## cryptsleep ${VERSION} beside Debian's cryptsetup-suspend ${suspendVersion} and a plain suspend`,
+    "",
+    `Debian trixie guest, kernel ${kernel}, one boot, QEMU TCG without KVM on 1 vCPU (times ~28× native); ` +
+    `${cycles.length} cycles: ${perTool} idle and ${perTool} loaded per tool, rounds plain → Debian → cryptsleep, ` +
+    `idle and loaded rounds alternating. Medians.${failed ? ` ${failed} cryptsleep report(s) not ok.` : ""}`,
+    "",
+    markdownTable(rows),
+    "",
+    behindDebian(rows),
+    "",
+    "What the lines measure:",
+    "- Times: host wall clock. request → S3 runs from typing `systemctl suspend` on the serial shell to QEMU's " +
+    "SUSPEND event. Debian's steps come from the lines its cryptsetup-suspend prints on its terminal (“Allocating " +
+    "and mlocking memory”, “Sleeping...”). wake → prompt runs from QMP system_wakeup to the prompt on the serial " +
+    "console; Enter → unlocked from the typed passphrase to the serial shell's first answer, which comes only once " +
+    "the volumes are open and userspace is thawed (probes every 3 s at most; the harness types the passphrase ~0.3 s " +
+    "after the prompt). cryptsleep's phases are its report's, on the guest's clock.",
+    "- RAM during: memory.peak of systemd-suspend.service's cgroup, read by a system-sleep post hook that all " +
+    "three run in that cgroup: the RSS of the unit's processes plus the page cache and ramfs pages they brought in " +
+    "(Debian: all of its work, the hook running after the unlock and before its ramfs is unmounted; cryptsleep: " +
+    "the outer process and the ramfs it fills; plain: systemd-sleep). Page cache is charged to the cgroup that " +
+    "first reads a file, so a tool's first cycle pays for reading its files and later ones mostly not. " +
+    "cryptsleep's supervisor and agent run in its own cgroup: that memory.peak is in its report, and the total " +
+    "adds the two peaks (a page is charged to one cgroup only; the sum of two peaks bounds their peak together " +
+    "from above). ramfs: Debian's by du from the same hook; cryptsleep's from its report. Peak RSS (VmHWM) of " +
+    "the agent and supervisor counts the deno binary mapped from the ramfs again. Debian's processes' peak RSS: " +
+    "not measured (short-lived shell children; their RAM is in the service's peak).",
+    "- RAM between: 10 s after the unit ended (exiting processes free their memory for seconds), minus 10 s after " +
+    "the tool was put in place: MemTotal − MemAvailable guest-wide (noisy: the journal, the writer's page cache), " +
+    "and tmpfs used + ramfs files (the volatile journal in /run grows in steps); mounts and processes named " +
+    "cryptsleep or cryptsetup-suspend left afterwards.",
+    "- Prompts: both on the serial console. cryptsleep: `install --console /dev/ttyS0`. Debian: its drop-in " +
+    "copied to /run with `openvt -ws -c8` (VT8) replaced by the wrapper's stdio on /dev/ttyS0; the bed cannot " +
+    "read a VT after S3 resume (bochs-drm draws the VTs).",
+  ].join("\n");
+}
+
+/** What a run saved to dist/bench-debian.json: enough to print the table and the plot again. */
+export interface BenchRun {
+  perTool: number;
+  kernel: string;
+  suspendVersion: string;
+  cycles: ToolCycle[];
+}
+
+/** Prints the table and writes the plot and the run's JSON to dist/. */
+async function render(run: BenchRun): Promise<void> {
+  console.log(output(run.cycles, run.perTool, run.kernel, run.suspendVersion));
+  const dist = join(REPO_ROOT, "dist");
+  await Deno.mkdir(dist, { recursive: true });
+  await Deno.writeTextFile(join(dist, "bench-debian.json"), JSON.stringify(run, null, 1) + "\n");
+  const series = TOOLS.map((t, i) => ({ name: TOOL_NAMES[t], color: ["#9a9a9a", "#c8902a", "#4a7fb5"][i] }));
+  const svg = svgBars(
+    `plain / Debian cryptsetup-suspend / cryptsleep: medians, ${run.perTool} + ${run.perTool} cycles each, QEMU TCG`,
+    series,
+    plotRows(comparisonRows(run.cycles)),
+  );
+  await Deno.writeTextFile(join(dist, "bench-debian.svg"), svg);
+  console.log(`\nPlot: ${join(dist, "bench-debian.svg")}; every cycle: ${join(dist, "bench-debian.json")}`);
+}
+
+/**
+ * The bench; true when every cycle reached S3 and every cryptsleep report is ok. With `replay` (a saved
+ * dist/bench-debian.json) it only prints the table and writes the plot again, with no guest.
+ */
+export async function benchDebian(perTool: number, replay = ""): Promise<boolean> {
+  if (replay) {
+    const run = JSON.parse(await Deno.readTextFile(replay)) as BenchRun;
+    await render(run);
+    return run.cycles.every((c) => c.s3 && (c.report?.ok ?? true));
+  }
+  step("deno bundle → dist/cryptsleep.js, the .deb (zstd)");
+  await bundle();
+  const debDir = await Deno.makeTempDir({ prefix: "cryptsleep-deb-" });
+  const deb = await buildDeb({ bundle: join(REPO_ROOT, "dist", "cryptsleep.js"), outDir: debDir, compression: "zstd" });
+  step("boot the Debian guest (LUKS2 root, LVM-on-LUKS /home)");
+  await using vm = await boot({ guest: "debian", dataDisk: true, toolFiles: { "cryptsleep.deb": deb } });
+  await Deno.remove(debDir, { recursive: true });
+  await prepare(vm);
+  const cycles: ToolCycle[] = [];
+  let failure: unknown = null;
+  try {
+    for (let round = 1; round <= 2 * perTool; round++) {
+      const load: Load = round % 2 ? "idle" : "loaded";
+      if (load === "loaded") {
+        await must(
+          vm,
+          "(while :; do echo x >> /home/writer.log; sync; sleep 0.2; done) >/dev/null 2>&1 & " +
+            "echo $! > /run/bench-writer.pid; sleep 1",
+        );
+      }
+      for (const tool of TOOLS) {
+        step(`round ${round}/${2 * perTool} (${load}): ${tool}`);
+        await selectTool(vm, tool);
+        const c = await cycle(vm, tool, load, round);
+        if (tool === "cryptsleep") await must(vm, "/usr/sbin/cryptsleep uninstall >/dev/null");
+        cycles.push(c);
+        step(
+          `${tool}: S3 after ${c.toSuspendMs} ms, ${c.s3 ? "S3 counted" : "NO S3 counted"}, ` +
+            `prompt ${c.wakeToPromptMs ?? "–"} ms after wake, shell ${c.wakeToShellMs} ms after wake, unit peak ` +
+            `${c.serviceMemoryPeakBytes ?? "–"} B, ramfs ${c.ramfsBytes ?? "–"} B`,
+        );
+      }
+      if (load === "loaded") await must(vm, "kill $(cat /run/bench-writer.pid); rm -f /run/bench-writer.pid");
+    }
+  } catch (err) {
+    failure = err;
+  }
+
+  const guest = vm.guest as DebianGuest;
+  await render({
+    perTool,
+    kernel: guest.manifest.kernel.release,
+    suspendVersion: guest.manifest.packages.find((p) => p.name === "cryptsetup-suspend")?.version ?? "?",
+    cycles,
+  });
+  if (failure) {
+    console.log(`\nSTOPPED after ${cycles.length} cycle(s):`);
+    throw failure;
+  }
+  return cycles.every((c) => c.s3 && (c.report?.ok ?? true));
+}

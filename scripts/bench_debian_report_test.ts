@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import {
+  behindDebian,
+  type ComparisonRow,
+  comparisonRows,
+  LABEL,
+  markdownTable,
+  parseProbe,
+  plotRows,
+  serialDropin,
+  type ToolCycle,
+} from "./bench_debian_report.ts";
+
+// six real cycles (one idle, one loaded per tool) from `deno task bench --guest debian --cycles 1`
+const CYCLES: ToolCycle[] = JSON.parse(
+  await Deno.readTextFile(new URL("../tests/fixtures/bench/debian-cycles.json", import.meta.url)),
+);
+
+function row(rows: ComparisonRow[], label: string, load = "idle"): ComparisonRow {
+  const r = rows.find((x) => x.label === label && x.load === load);
+  assert.ok(r, `no row ${label} (${load})`);
+  return r;
+}
+
+Deno.test("comparisonRows: medians per tool and load, ratios to plain and to Debian, dashes where none apply", () => {
+  const rows = comparisonRows(CYCLES);
+  const s3 = row(rows, LABEL.toSuspend);
+  assert.deepEqual(s3.medians, { plain: 788, debian: 11860, cryptsleep: 16500 });
+  assert.deepEqual(s3.cells, { plain: "788", debian: "11,860", cryptsleep: "16,500" });
+  assert.equal(s3.vsPlain, 16500 / 788);
+  assert.equal(s3.vsDebian, 16500 / 11860);
+  assert.equal(row(rows, LABEL.toSuspend, "loaded").medians.cryptsleep, 22584);
+
+  const prompt = row(rows, LABEL.wakeToPrompt, "loaded");
+  assert.deepEqual(prompt.cells, { plain: "–", debian: "390", cryptsleep: "351" });
+  assert.equal(prompt.vsPlain, null, "no prompt in a plain suspend: no ratio");
+  assert.equal(prompt.vsDebian, 351 / 390);
+
+  // Debian's steps from its own lines: request → “Allocating…” → “Sleeping...” → SUSPEND
+  const steps = rows.filter((r) => r.load === "idle" && r.label.startsWith("… Debian"));
+  assert.deepEqual(steps.map((r) => r.medians.debian), [11658, 11791 - 11658, 11860 - 11791]);
+  assert.ok(steps.every((r) => r.vsDebian === null && r.cells.cryptsleep === "–"));
+
+  // cryptsleep's phases come from its report, those before S3 marked
+  const idleReport = CYCLES.find((c) => c.tool === "cryptsleep" && c.load === "idle")!.report!;
+  const ramfs = row(rows, "phase ramfs (before S3)");
+  assert.equal(ramfs.medians.cryptsleep, idleReport.phases.find((p) => p.name === "ramfs")!.durationMs);
+  assert.ok(rows.some((r) => r.label === "phase unlock"), "after S3: not marked");
+
+  // plain's peak was not in the journal in that run: said, not made up
+  const peak = row(rows, LABEL.servicePeak);
+  assert.equal(peak.cells.plain, "not measured");
+  assert.equal(peak.vsPlain, null);
+  assert.equal(peak.cells.debian, "177.1 MiB");
+  const total = row(rows, LABEL.ramTotal);
+  assert.equal(total.medians.cryptsleep, 173903872 + (idleReport.facts.ownCgroupMemoryPeakBytes as number));
+
+  // tallies: yes-count/cycles; the writer only on loaded rounds
+  assert.deepEqual(row(rows, "S3 reached (suspend_stats/success + 1)").cells, {
+    plain: "1/1",
+    debian: "1/1",
+    cryptsleep: "1/1",
+  });
+  const writer = rows.filter((r) => r.label.startsWith("the writer"));
+  assert.deepEqual(writer.map((r) => r.load), ["loaded"]);
+});
+
+Deno.test("markdownTable: one header, a bold line per section, a line per measure and load", () => {
+  const rows = comparisonRows(CYCLES);
+  const table = markdownTable(rows).split("\n");
+  assert.equal(table[0], "| measure | load | plain | Debian | cryptsleep | cryptsleep / plain | cryptsleep / Debian |");
+  assert.equal(table.length, 2 + rows.length + rows.filter((r) => r.section).length);
+  assert.ok(table.includes(`| ${LABEL.toSuspend} | idle | 788 | 11,860 | 16,500 | 20.94× | 1.39× |`), table[3]);
+  assert.ok(table.includes("| **RAM between cycles** | | | | | | |"));
+  assert.ok(table.every((l) => l.split("|").length === 9), "7 columns on every line");
+});
+
+Deno.test("behindDebian: names each measure cryptsleep loses, by how much, and its phases there", () => {
+  const text = behindDebian(comparisonRows(CYCLES));
+  assert.match(text, /^cryptsleep is behind Debian on:\n/);
+  assert.ok(text.includes(`${LABEL.toSuspend} (idle): 16,500 ms against 11,860 ms, 4,640 ms more (1.39×)`), text);
+  // the phases before S3, largest first, then what is outside them, then Debian's steps
+  assert.match(text, /phases before S3 \(median, guest clock\): ramfs 2,994 ms, preflight 1,382 ms, syncfs/);
+  assert.match(text, /and 10,010 ms outside them; Debian's steps \(host clock\): 11,658 ms to its ramfs/);
+  assert.ok(text.includes(`${LABEL.ramfs} (idle): 110.2 MiB against 66.3 MiB, 43.9 MiB more (1.66×)`), text);
+  assert.doesNotMatch(text, /wake → prompt/, "cryptsleep prompted sooner in both loads");
+  assert.doesNotMatch(text, /Enter → unlocked/);
+
+  // a slower prompt is named with the phases between S3 and the prompt
+  const slow = CYCLES.map((c) => c.tool === "cryptsleep" ? { ...c, wakeToPromptMs: 900 } : c);
+  assert.match(
+    behindDebian(comparisonRows(slow)),
+    /wake → prompt[^\n]*\(loaded\): 900 ms against 390 ms, 510 ms more \(2\.31×\); cryptsleep's phases there: sleep 712 ms, restore 49 ms/,
+  );
+
+  const ahead = CYCLES.filter((c) => c.tool !== "cryptsleep").concat(
+    CYCLES.filter((c) => c.tool === "debian").map((c) => ({ ...c, tool: "cryptsleep" as const, report: null })),
+  );
+  assert.match(behindDebian(comparisonRows(ahead)), /^cryptsleep is behind Debian on none of/);
+});
+
+Deno.test("plotRows: the shared measures, a row per load, values in the order plain, Debian, cryptsleep", () => {
+  const plot = plotRows(comparisonRows(CYCLES));
+  assert.deepEqual(plot[0], { label: "request → S3 (idle)", unit: "ms", values: [788, 11860, 16500] });
+  assert.ok(plot.every((r) => r.values.length === 3));
+  assert.deepEqual(plot.map((r) => r.label).filter((l) => l.endsWith("(loaded)")), [
+    "request → S3 (loaded)",
+    "wake → prompt (loaded)",
+    "Enter → unlocked (loaded)",
+    "wake → shell answers (loaded)",
+    "RAM: unit's memory.peak (loaded)",
+    "RAM: unit + own cgroup peaks (loaded)",
+    "RAM: ramfs (loaded)",
+  ]);
+  assert.deepEqual(plot.find((r) => r.label === "RAM: ramfs (idle)")?.values, [null, 69504911, 115570875]);
+  assert.ok(!plot.some((r) => r.label.startsWith("phase")), "phases are cryptsleep's only: not in the plot");
+});
+
+Deno.test("serialDropin: the wrapper's terminal moves from openvt's VT to the tty, the rest stays", () => {
+  // the shape of Debian's drop-in: settings, a reset, then openvt with the wrapper on a continued line
+  const shipped = "[Service]\nOOMScoreAdjust=-1000\nNice=-10\nExecStart=\n" +
+    "ExecStart=/bin/openvt -ws -c8 \\\n    /lib/cryptsetup/scripts/suspend/cryptsetup-suspend-wrapper\n";
+  const out = serialDropin(shipped);
+  assert.match(out, /^OOMScoreAdjust=-1000$/m);
+  assert.match(out, /^Nice=-10$/m);
+  assert.match(out, /^ExecStart=$/m, "the reset stays: only one ExecStart runs");
+  assert.match(
+    out,
+    /^ExecStart=\/bin\/sh -c 'exec \/lib\/cryptsetup\/scripts\/suspend\/cryptsetup-suspend-wrapper <\/dev\/ttyS0 >\/dev\/ttyS0 2>&1'$/m,
+  );
+  assert.doesNotMatch(out, /openvt/);
+  assert.match(serialDropin(shipped, "/dev/ttyS1"), /<\/dev\/ttyS1 >\/dev\/ttyS1 /);
+  assert.throws(() => serialDropin("[Service]\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n"), /openvt/);
+});
+
+Deno.test("parseProbe: KEY=VALUE lines, empty values kept, the rest ignored", () => {
+  const out = "RESULT=success\nS3=7\nCURSOR=s=f25;i=2f5;b=54f\nPEAK=\n-- No entries --\nUSED=31150080\n";
+  assert.deepEqual(parseProbe(out), {
+    RESULT: "success",
+    S3: "7",
+    CURSOR: "s=f25;i=2f5;b=54f",
+    PEAK: "",
+    USED: "31150080",
+  });
+});
