@@ -61,6 +61,11 @@ Deno.test("comparisonRows: medians per tool and load, ratios to plain and to Deb
     debian: "1/1",
     cryptsleep: "1/1",
   });
+  // differences around zero: no ratio; the absolute RAM in use was not sampled by that run's bench
+  const between = rows.filter((r) => r.label.startsWith("RAM between") && r.label.includes("after − before"));
+  assert.equal(between.length, 4);
+  assert.ok(between.every((r) => r.vsPlain === null && r.vsDebian === null));
+  assert.equal(row(rows, LABEL.usedAfter).cells.cryptsleep, "not measured");
   const writer = rows.filter((r) => r.label.startsWith("the writer"));
   assert.deepEqual(writer.map((r) => r.load), ["loaded"]);
 });
