@@ -233,15 +233,16 @@ async function prepare(vm: VM): Promise<void> {
   const state = await vm.sh("systemctl is-system-running --wait", { timeoutMs: LONG });
   if (!/^(running|degraded)$/m.test(state.out)) throw new Error(`systemd did not finish booting: ${state.out}`);
   // installed once, Debian's drop-in masked; its drop-in is then kept aside and copied in for its cycles
-  const shipped = await must(
+  await must(
     vm,
     `dpkg -i /usr/local/lib/cryptsleep/cryptsleep.deb >/dev/null && ` +
       `mkdir -p ${DROPIN_DIR} /usr/lib/systemd/system-sleep /run/bench && ` +
       `ln -sf /dev/null ${DROPIN_DIR}/cryptsetup-suspend.conf && ` +
-      `/usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null && mv ${CS_DROPIN} ${CS_COPY} && ` +
-      `cat ${DEBIAN_SHIPPED}`,
+      `/usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null 2>&1 && mv ${CS_DROPIN} ${CS_COPY}`,
     300_000,
   );
+  // read alone: deno's terminal codes on the line before would glue onto "[Service]"
+  const shipped = await must(vm, `cat ${DEBIAN_SHIPPED}`);
   await writeGuestFile(vm, SERIAL_COPY, serialDropin(shipped) + "\n");
   await writeGuestFile(vm, "/usr/lib/systemd/system-sleep/zz-bench", BENCH_HOOK, "755");
 }

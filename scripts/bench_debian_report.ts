@@ -411,6 +411,9 @@ export function serialDropin(shipped: string, tty = "/dev/ttyS0"): string {
     found = true;
     return `ExecStart=/bin/sh -c 'exec ${m[1].trim()} <${tty} >${tty} 2>&1'`;
   });
-  if (!found) throw new Error(`no ExecStart=…openvt… in Debian's drop-in:\n${shipped}`);
+  // systemd ignores settings outside a section: a mangled header would leave an empty override
+  if (!found || !lines.some((l) => l.trim() === "[Service]")) {
+    throw new Error(`no [Service] with ExecStart=…openvt… in Debian's drop-in:\n${shipped}`);
+  }
   return [`# bench: Debian's drop-in, its wrapper's terminal on ${tty} instead of a VT`, ...out].join("\n");
 }

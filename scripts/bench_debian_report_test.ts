@@ -136,6 +136,8 @@ Deno.test("serialDropin: the wrapper's terminal moves from openvt's VT to the tt
   assert.doesNotMatch(out, /openvt/);
   assert.match(serialDropin(shipped, "/dev/ttyS1"), /<\/dev\/ttyS1 >\/dev\/ttyS1 /);
   assert.throws(() => serialDropin("[Service]\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n"), /openvt/);
+  // terminal codes glued onto the header (as once read back from the guest): systemd would drop the section
+  assert.throws(() => serialDropin(`\x1b[0G\x1b[2K\x1b[J${shipped}`), /no \[Service\]/);
 });
 
 Deno.test("parseProbe: KEY=VALUE lines, empty values kept, the rest ignored", () => {
