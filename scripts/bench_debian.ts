@@ -15,6 +15,9 @@
  * from its report, a sentence on where cryptsleep is behind Debian; writes dist/bench-debian.svg and the raw
  * cycles to dist/bench-debian.json (`--replay` that file prints both again). No assertions on speed.
  *
+ * cryptsleep is installed once (`cryptsleep install --console /dev/ttyS0`); its drop-in is kept aside and copied
+ * in for its cycles, so every switch between the three is a file copy and a daemon-reload.
+ *
  * Both tools prompt on the serial console: cryptsleep is installed with `--console /dev/ttyS0`, and Debian's
  * drop-in, which runs its wrapper on VT8 through openvt, is overridden in /run by the same drop-in with the
  * wrapper's terminal on /dev/ttyS0 ({@linkcode serialDropin}): the bed cannot read a VT after S3 resume (the
@@ -51,6 +54,9 @@ import {
 const DROPIN_DIR = "/run/systemd/system/systemd-suspend.service.d";
 const DEBIAN_SHIPPED = "/usr/lib/systemd/system/systemd-suspend.service.d/cryptsetup-suspend.conf";
 const SERIAL_COPY = "/run/bench/debian-serial.conf";
+/** Where `cryptsleep install` puts its drop-in, and where the bench keeps it between cryptsleep's cycles. */
+const CS_DROPIN = "/etc/systemd/system/systemd-suspend.service.d/cryptsleep.conf";
+const CS_COPY = "/run/bench/cryptsleep.conf";
 const PROMPT: Partial<Record<Tool, RegExp>> = {
   debian: /Please unlock disk \S+: /,
   cryptsleep: /Passphrase to unlock \S+[^\n]*?: /,
@@ -72,10 +78,15 @@ exit 0
 /** Exiting processes free their memory for seconds after: both RAM samples wait this long first. */
 const SETTLE = "sleep 10; ";
 
-/** Prints USED= (MemTotal − MemAvailable) and SHM= (tmpfs used + ramfs files), in bytes. */
-const MEMORY_PROBE = "awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print \"USED=\" (t-a)*1024}' /proc/meminfo; " +
+/**
+ * Prints USED= (MemTotal − MemAvailable − the free pages kept on the per-CPU lists) and SHM= (tmpfs used + ramfs
+ * files), in bytes. The per-CPU lists hold tens of MiB for a while after big processes exit (deno's do);
+ * MemAvailable counts them as used.
+ */
+const MEMORY_PROBE = "awk -v pg=$(getconf PAGESIZE) '/^MemTotal:/{t=$2*1024} /^MemAvailable:/{a=$2*1024} " +
+  '/^ +count:/{p+=$2} END{printf "USED=%.0f\\n", t-a-p*pg}\' /proc/meminfo /proc/zoneinfo; ' +
   'r=0; for m in $(findmnt -rn -t ramfs -o TARGET); do r=$((r + $(du -sbx "$m" | cut -f1))); done; ' +
-  "echo SHM=$(( $(df -B1 --output=used -t tmpfs | tail -n +2 | awk '{s+=$1} END{print s+0}') + r ))";
+  "echo SHM=$(( $(df -B1 --output=used -t tmpfs | tail -n +2 | awk '{s+=$1} END{printf \"%.0f\", s}') + r ))";
 
 function intOrNull(s: string | undefined): number | null {
   return s !== undefined && /^-?\d+$/.test(s) ? Number(s) : null;
@@ -93,15 +104,19 @@ async function writeGuestFile(vm: VM, path: string, text: string, mode = "644"):
   await must(vm, `rm -f ${path} && echo ${b64} | base64 -d > ${path} && chmod ${mode} ${path}`);
 }
 
-/** Puts `tool` in systemd-suspend.service and checks the ExecStart systemd ended with. */
+/**
+ * Puts `tool` in systemd-suspend.service and checks the ExecStart systemd ended with. Every switch is the same
+ * file copy and daemon-reload: nothing else runs just before a cycle and muddles the RAM samples around it.
+ */
 async function selectTool(vm: VM, tool: Tool): Promise<void> {
   const conf = `${DROPIN_DIR}/cryptsetup-suspend.conf`;
   // the mask is a symlink to /dev/null: rm first, or cp writes through it
   const debian = tool === "debian" ? `cp ${SERIAL_COPY} ${conf}` : `ln -s /dev/null ${conf}`;
-  const install = tool === "cryptsleep" ? " && /usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null" : "";
+  const cryptsleep = tool === "cryptsleep" ? ` && cp ${CS_COPY} ${CS_DROPIN}` : "";
   const out = await must(
     vm,
-    `rm -f ${conf} && ${debian} && systemctl daemon-reload${install} && systemctl show -P ExecStart systemd-suspend.service`,
+    `rm -f ${conf} ${CS_DROPIN} && ${debian}${cryptsleep} && systemctl daemon-reload && ` +
+      "systemctl show -P ExecStart systemd-suspend.service",
   );
   const want = {
     plain: "systemd-sleep suspend",
@@ -206,23 +221,28 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
     serviceMemoryPeakBytes: after.CGROUP?.endsWith("/systemd-suspend.service") ? intOrNull(after.PEAK) : null,
     ramfsBytes: tool === "cryptsleep" ? (report ? ramfsBytes(report) : null) : intOrNull(after.RAMFS),
     between: used !== null && shm !== null && mounts !== null && procs !== null
-      ? { usedBytes: used, tmpfsRamfsBytes: shm, leftovers: mounts + procs }
+      ? { usedBytes: used, usedAfterBytes: intOrNull(after.USED)!, tmpfsRamfsBytes: shm, leftovers: mounts + procs }
       : null,
     writerGoesOn: load === "loaded" ? (intOrNull(after.WRITER) ?? 0) > 0 : null,
     report,
   };
 }
 
-/** Installs the .deb, the ramfs hook and the serial copy of Debian's drop-in; nothing in the suspend path yet. */
+/** Installs the .deb and cryptsleep's drop-in (kept aside), the hook and the serial copy of Debian's drop-in. */
 async function prepare(vm: VM): Promise<void> {
   const state = await vm.sh("systemctl is-system-running --wait", { timeoutMs: LONG });
   if (!/^(running|degraded)$/m.test(state.out)) throw new Error(`systemd did not finish booting: ${state.out}`);
-  const shipped = await must(
+  // installed once, Debian's drop-in masked; its drop-in is then kept aside and copied in for its cycles
+  await must(
     vm,
     `dpkg -i /usr/local/lib/cryptsleep/cryptsleep.deb >/dev/null && ` +
-      `mkdir -p ${DROPIN_DIR} /usr/lib/systemd/system-sleep /run/bench && cat ${DEBIAN_SHIPPED}`,
+      `mkdir -p ${DROPIN_DIR} /usr/lib/systemd/system-sleep /run/bench && ` +
+      `ln -sf /dev/null ${DROPIN_DIR}/cryptsetup-suspend.conf && ` +
+      `/usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null 2>&1 && mv ${CS_DROPIN} ${CS_COPY}`,
     300_000,
   );
+  // read alone: deno's terminal codes on the line before would glue onto "[Service]"
+  const shipped = await must(vm, `cat ${DEBIAN_SHIPPED}`);
   await writeGuestFile(vm, SERIAL_COPY, serialDropin(shipped) + "\n");
   await writeGuestFile(vm, "/usr/lib/systemd/system-sleep/zz-bench", BENCH_HOOK, "755");
 }
@@ -258,10 +278,12 @@ function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVer
     "from above). ramfs: Debian's by du from the same hook; cryptsleep's from its report. Peak RSS (VmHWM) of " +
     "the agent and supervisor counts the deno binary mapped from the ramfs again. Debian's processes' peak RSS: " +
     "not measured (short-lived shell children; their RAM is in the service's peak).",
-    "- RAM between: 10 s after the unit ended (exiting processes free their memory for seconds), minus 10 s after " +
-    "the tool was put in place: MemTotal − MemAvailable guest-wide (noisy: the journal, the writer's page cache), " +
-    "and tmpfs used + ramfs files (the volatile journal in /run grows in steps); mounts and processes named " +
-    "cryptsleep or cryptsetup-suspend left afterwards.",
+    "- RAM between: sampled 10 s after the unit ended (exiting processes free their memory for seconds) and 10 s " +
+    "after the tool was put in place: MemTotal − MemAvailable guest-wide, less the free pages the kernel keeps on " +
+    "its per-CPU lists (MemAvailable counts them as used; they hold ~25 MiB for a while after deno's processes " +
+    "exit), absolute after the cycle and after − before it; tmpfs used + ramfs files, after − before (the " +
+    "volatile journal in /run grows in steps); mounts and processes named cryptsleep or cryptsetup-suspend left " +
+    "afterwards. Differences around zero get no ratio.",
     "- Prompts: both on the serial console. cryptsleep: `install --console /dev/ttyS0`. Debian: its drop-in " +
     "copied to /run with `openvt -ws -c8` (VT8) replaced by the wrapper's stdio on /dev/ttyS0; the bed cannot " +
     "read a VT after S3 resume (bochs-drm draws the VTs).",
@@ -326,12 +348,12 @@ export async function benchDebian(perTool: number, replay = ""): Promise<boolean
         step(`round ${round}/${2 * perTool} (${load}): ${tool}`);
         await selectTool(vm, tool);
         const c = await cycle(vm, tool, load, round);
-        if (tool === "cryptsleep") await must(vm, "/usr/sbin/cryptsleep uninstall >/dev/null");
         cycles.push(c);
         step(
           `${tool}: S3 after ${c.toSuspendMs} ms, ${c.s3 ? "S3 counted" : "NO S3 counted"}, ` +
             `prompt ${c.wakeToPromptMs ?? "–"} ms after wake, shell ${c.wakeToShellMs} ms after wake, unit peak ` +
-            `${c.serviceMemoryPeakBytes ?? "–"} B, ramfs ${c.ramfsBytes ?? "–"} B`,
+            `${c.serviceMemoryPeakBytes ?? "–"} B, ramfs ${c.ramfsBytes ?? "–"} B, in use after ` +
+            `${c.between?.usedAfterBytes ?? "–"} B (${c.between?.usedBytes ?? "–"} B more than before)`,
         );
       }
       if (load === "loaded") await must(vm, "kill $(cat /run/bench-writer.pid); rm -f /run/bench-writer.pid");

@@ -56,7 +56,7 @@ export interface ToolCycle {
   /** Bytes of the files in the tool's ramfs (Debian: du in a post hook; cryptsleep: its report). */
   ramfsBytes: number | null;
   /** What the cycle left: after − before it, guest-wide, each sampled once exiting processes settled. */
-  between: { usedBytes: number; tmpfsRamfsBytes: number; leftovers: number } | null;
+  between: { usedBytes: number; usedAfterBytes?: number; tmpfsRamfsBytes: number; leftovers: number } | null;
   /** Loaded cycles: the writer's log grew after wake. */
   writerGoesOn: boolean | null;
   /** cryptsleep's report (`cryptsleep status --json`). */
@@ -74,7 +74,7 @@ interface Measure {
   tally?: boolean;
   /** Only these loads (default both). */
   loads?: readonly Load[];
-  /** Ratios make no sense on it (a sub-step of one tool). */
+  /** Ratios make no sense on it (a sub-step of one tool, or a difference around zero). */
   noRatio?: boolean;
   /** The section it starts, if any. */
   section?: string;
@@ -106,7 +106,7 @@ export const LABEL = {
   ramTotal: "RAM during: service peak + own cgroup peak",
   servicePeak: "RAM during: systemd-suspend.service memory.peak",
   ramfs: "RAM during: ramfs contents",
-  usedAfter: "RAM between: in use, after − before the cycle",
+  usedAfter: "RAM between: in use 10 s after the cycle, guest-wide",
 } as const;
 
 function measures(phases: string[]): Measure[] {
@@ -200,12 +200,20 @@ function measures(phases: string[]): Measure[] {
       label: LABEL.usedAfter,
       unit: "bytes",
       tools: all,
+      value: (c) => c.between?.usedAfterBytes ?? null,
+    },
+    {
+      label: "RAM between: in use, after − before the cycle",
+      unit: "bytes",
+      tools: all,
+      noRatio: true,
       value: (c) => c.between?.usedBytes ?? null,
     },
     {
       label: "RAM between: tmpfs + ramfs in use, after − before",
       unit: "bytes",
       tools: all,
+      noRatio: true,
       value: (c) => c.between?.tmpfsRamfsBytes ?? null,
     },
     {
@@ -403,6 +411,9 @@ export function serialDropin(shipped: string, tty = "/dev/ttyS0"): string {
     found = true;
     return `ExecStart=/bin/sh -c 'exec ${m[1].trim()} <${tty} >${tty} 2>&1'`;
   });
-  if (!found) throw new Error(`no ExecStart=…openvt… in Debian's drop-in:\n${shipped}`);
+  // systemd ignores settings outside a section: a mangled header would leave an empty override
+  if (!found || !lines.some((l) => l.trim() === "[Service]")) {
+    throw new Error(`no [Service] with ExecStart=…openvt… in Debian's drop-in:\n${shipped}`);
+  }
   return [`# bench: Debian's drop-in, its wrapper's terminal on ${tty} instead of a VT`, ...out].join("\n");
 }
