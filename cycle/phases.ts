@@ -27,7 +27,14 @@ import { OWN_NAME as OWN_CGROUP } from "../cgroup/cgroup2.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
 import { KNOBS, readKnob } from "../host/sysfs.ts";
 import { type HookResult, listSleepHooks, runSleepHooks } from "../systemd/hooks.ts";
-import { type HandedOver, handOver, rearm, runtimeWatchdogUSec, watchdogDevices } from "../systemd/watchdog.ts";
+import {
+  type HandedOver,
+  handOver,
+  readRecord,
+  rearm,
+  runtimeWatchdogUSec,
+  watchdogDevices,
+} from "../systemd/watchdog.ts";
 import { unlockAll } from "./unlock.ts";
 import * as dm from "../ffi/devmapper.ts";
 
@@ -161,7 +168,11 @@ const watchdogPhase: CyclePhase<OuterContext, HandedOver | null> = {
   undo: {
     name: "re-arm",
     summary: "systemd's watchdog set back",
-    run: async (_ctx, held) => void (held && await rearm(held)),
+    // cut short (the hand-over half done), it goes by the record the hand-over wrote first
+    run: async (_ctx, held) => {
+      const previousUSec = held?.previousUSec ?? await readRecord();
+      if (previousUSec !== null) await rearm({ previousUSec, devices: held?.devices ?? [] });
+    },
   },
 };
 

@@ -13,16 +13,10 @@
  * ```
  */
 
-/** What a terminal sends its foreground process group (Ctrl-C, Ctrl-\\, Ctrl-Z, background I/O, hangup), and a polite kill. */
-export const STOP_SIGNALS: readonly Deno.Signal[] = [
-  "SIGINT",
-  "SIGQUIT",
-  "SIGTSTP",
-  "SIGTTIN",
-  "SIGTTOU",
-  "SIGHUP",
-  "SIGTERM",
-];
+// Not SIGTTIN/SIGTTOU: caught rather than ignored, the kernel would send them again on every retry of a
+// background read or write (a livelock); the supervisor and agent are out of their reach by setsid.
+/** What a terminal sends its foreground process group (Ctrl-C, Ctrl-\\, Ctrl-Z, hangup), and a polite kill. */
+export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGQUIT", "SIGTSTP", "SIGHUP", "SIGTERM"];
 
 /**
  * Until disposed, the {@linkcode STOP_SIGNALS} neither kill nor stop this process: each calls `onSignal`

@@ -146,15 +146,24 @@ export function refusalOf(devices: WatchdogDevice[], systemdUSec: string | null 
  * {@linkcode WatchdogError} (with nothing changed) when a device would keep counting.
  */
 export async function handOver(opts: { stopTimeoutMs?: number } = {}): Promise<HandedOver | null> {
-  const usec = await runtimeWatchdogUSec();
   const devices = await watchdogDevices();
+  // no device counts: nothing to hand over, and no need for D-Bus (a host may run without a system bus)
+  if (!devices.some((d) => d.active)) return null;
+  const usec = await runtimeWatchdogUSec();
   const refusal = refusalOf(devices, usec);
   if (refusal) throw new WatchdogError(`${refusal.seen}: ${refusal.fix}`);
   if (usec === null || usec === "0") return null;
   const running = devices.filter((d) => d.active).map((d) => d.name);
   await Deno.mkdir(dirname(RECORD_PATH), { recursive: true, mode: 0o700 });
   await Deno.writeTextFile(RECORD_PATH, `${usec}\n`);
-  await setUSec("0");
+  try {
+    await setUSec("0");
+  } catch (err) {
+    // whether or not PID 1 took it, put the old value back and leave no record that would fail every next claim
+    await setUSec(usec).catch(() => {});
+    await Deno.remove(RECORD_PATH).catch(() => {});
+    throw err;
+  }
   // systemd closes the device with the magic character; the driver stops it
   const deadline = Date.now() + (opts.stopTimeoutMs ?? 5_000);
   for (;;) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { refusalOf, watchdogDevices } from "./watchdog.ts";
+import { handOver, refusalOf, watchdogDevices } from "./watchdog.ts";
 import { checkWatchdog } from "../cycle/requirements.ts";
 
 /** A scratch root with watchdog devices as sysfs shows them. */
@@ -53,4 +53,15 @@ Deno.test("the watchdog requirement fails on a device that can never be stopped,
   assert.equal(fine.status, "ok");
   assert.match(fine.seen, /systemd lets go of it for the cycle/);
   assert.equal((await checkWatchdog(join(ok.root, "nowhere"), null)).seen, "no watchdog device");
+});
+
+Deno.test("handOver: with no device counting there is nothing to hand over, and D-Bus is not asked", async () => {
+  if ((await watchdogDevices()).some((d) => d.active)) return; // a host with a running watchdog: not this case
+  const path = Deno.env.get("PATH");
+  Deno.env.set("PATH", "/nonexistent"); // no busctl to run: asking D-Bus would throw
+  try {
+    assert.equal(await handOver(), null);
+  } finally {
+    Deno.env.set("PATH", path ?? "");
+  }
 });
