@@ -1,7 +1,7 @@
 /**
  * cryptsleep locks every LUKS volume before suspend-to-RAM and unlocks them after wake: userspace is
  * frozen with the cgroup v2 freezer, each volume is suspended with libcryptsetup (luksSuspend semantics,
- * the volume key wiped from the kernel), and after wake an agent running chrooted from a ramfs asks for the
+ * the volume key wiped from the kernel), and after wake the same process, its code locked in RAM and chrooted into an empty root, asks for the
  * passphrases and resumes the volumes bottom-up before userspace is thawed.
  *
  * This module re-exports the library API: discovery (which volumes, in which order, what depends on them)

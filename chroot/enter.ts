@@ -1,89 +1,69 @@
 /**
  * @module
- * Starts the agent inside the ramfs: `chroot <ramfs> /bin/deno run … /cryptsleep.js <args>` with a minimal
- * environment. Deno.Command cannot chroot a child itself, so the `chroot` program copied into the ramfs by
- * buildRamfs does it. That copy is started with the ramfs's own dynamic loader and libraries
- * (`ld.so --inhibit-cache --library-path … chroot …`), or directly when static (busybox): starting the agent
- * reads nothing from the (possibly already locked) disks.
+ * Entering the cycle's root (chroot/root.ts) and leaving it again, for the whole process: chroot(2) there with a
+ * directory fd of the real root kept open, and back with fchdir(fd) + chroot("."). While inside,
+ * {@linkcode hostPath} reaches a path of the real root through that fd (`/proc/self/fd/N/...`): the mount points to
+ * syncfs, a detached header, a loop file.
  *
  * @example
  * ```ts
- * import { buildRamfs } from "./ramfs.ts";
- * import { spawnChrooted } from "./enter.ts";
- * await using ramfs = await buildRamfs({ dir: "/run/cryptsleep/root", script: "dist/cryptsleep.js" });
- * const agent = spawnChrooted(ramfs, ["agent"], { stdin: "null" });
- * console.log((await agent.status).code);
+ * import { enterRoot, hostPath } from "./enter.ts";
+ * using inside = enterRoot("/run/cryptsleep/root"); // as root, with the root mounted
+ * console.log(hostPath("/home")); // "/proc/self/fd/7/home"
+ * inside.leave();
  * ```
  */
-import { DENO_DIR, DENO_PATH, type Ramfs } from "./ramfs.ts";
+import { chroot, chrootToFd, closeFd, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openFd } from "../ffi/libc.ts";
+import { type MountEntry, readMountinfoSync } from "../host/mountinfo.ts";
 
-/** How the chrooted child is started. */
-export interface SpawnChrootedOptions {
-  /** Default "null": the agent opens its console itself. */
-  stdin?: "piped" | "inherit" | "null";
-  /** Default "inherit". */
-  stdout?: "piped" | "inherit" | "null";
-  /** Default "inherit". */
-  stderr?: "piped" | "inherit" | "null";
-  /** Added to (and overriding) the minimal environment. */
-  env?: Record<string, string>;
-  /** Deno flags before the script (default: -A --no-config --no-lock). */
-  denoFlags?: string[];
-  /** Run a different script inside the chroot (inside path) instead of ramfs.script; tests use it. */
-  script?: string;
+let realRootFd: number | null = null;
+// inside, /proc/self/mountinfo shows only the mounts below the root: the real root's, read on the way in
+let realMounts: MountEntry[] | null = null;
+
+/** Inside the root; dispose (or leave) to go back to the real one. */
+export interface Inside extends Disposable {
+  /** Where we are chrooted, as a path of the real root. */
+  dir: string;
+  /** Back to the real root. Idempotent. */
+  leave(): void;
 }
 
-/** The environment inside the chroot: nothing from the caller leaks in. */
-export function chrootEnv(extra: Record<string, string> = {}): Record<string, string> {
+/** chroot(2) into `dir` (a mounted root) for the whole process; see the module doc. */
+export function enterRoot(dir: string): Inside {
+  if (realRootFd !== null) throw new Error(`already chrooted (entering ${dir}): leave first`);
+  const mounts = readMountinfoSync();
+  const fd = openFd("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  try {
+    chroot(dir);
+  } catch (err) {
+    closeFd(fd);
+    throw err;
+  }
+  realRootFd = fd;
+  realMounts = mounts;
+  let left = false;
   return {
-    PATH: "/bin",
-    HOME: "/tmp",
-    TMPDIR: "/tmp",
-    DENO_DIR,
-    DENO_NO_UPDATE_CHECK: "1",
-    DENO_NO_PROMPT: "1",
-    NO_COLOR: "1",
-    ...extra,
+    dir,
+    leave() {
+      if (left) return;
+      chrootToFd(fd);
+      left = true;
+      realRootFd = null;
+      realMounts = null;
+      closeFd(fd);
+    },
+    [Symbol.dispose]() {
+      this.leave();
+    },
   };
 }
 
-/** The command line (program + args) that enters the chroot and runs /bin/deno there. */
-export function chrootCommand(ramfs: Ramfs, args: string[], opts: SpawnChrootedOptions = {}): [string, string[]] {
-  const ch = ramfs.chroot;
-  if (!ch) {
-    throw new Error(
-      `no chroot program in the ramfs at ${ramfs.root}: install coreutils or busybox and rebuild it (buildRamfs chrootBin)`,
-    );
-  }
-  const script = opts.script ?? ramfs.script;
-  const inner = script === null
-    ? [DENO_PATH, ...args] // compiled binary: the script is embedded
-    : [DENO_PATH, "run", ...(opts.denoFlags ?? ["-A", "--no-config", "--no-lock"]), script, ...args];
-  const chrootArgs = [...(ch.busybox ? ["chroot"] : []), ramfs.root, ...inner];
-  if (ch.static) return [ramfs.root + ch.path, chrootArgs];
-  if (!ramfs.loader) throw new Error(`${ch.path} is dynamically linked but the ramfs has no loader`);
-  return [
-    ramfs.root + ramfs.loader,
-    [
-      "--inhibit-cache",
-      "--library-path",
-      ch.libraryDirs.map((d) => ramfs.root + d).join(":"),
-      ramfs.root + ch.path,
-      ...chrootArgs,
-    ],
-  ];
+/** A path of the real root as this process reaches it now: itself outside the root, through the kept fd inside. */
+export function hostPath(path: string): string {
+  return realRootFd === null ? path : `/proc/self/fd/${realRootFd}${path}`;
 }
 
-/** Spawns /bin/deno inside the chroot. The agent opens its console itself. */
-export function spawnChrooted(ramfs: Ramfs, args: string[], opts: SpawnChrootedOptions = {}): Deno.ChildProcess {
-  const [program, argv] = chrootCommand(ramfs, args, opts);
-  return new Deno.Command(program, {
-    args: argv,
-    env: chrootEnv(opts.env),
-    clearEnv: true,
-    cwd: "/",
-    stdin: opts.stdin ?? "null",
-    stdout: opts.stdout ?? "inherit",
-    stderr: opts.stderr ?? "inherit",
-  }).spawn();
+/** The real root's mounts (mount points as paths of the real root): read now outside, as on the way in inside. */
+export function hostMountinfo(): MountEntry[] {
+  return realMounts ?? readMountinfoSync();
 }

@@ -40,6 +40,8 @@ import { ExitCode } from "./exit_codes.ts";
 import { discoverOrExplain } from "./plan.ts";
 import { checkSystemd } from "./doctor_systemd.ts";
 import { liveWatchdogUSec } from "../systemd/watchdog.ts";
+import { writableFilesOn } from "../host/open_files.ts";
+import { lockedMountpoints } from "../cycle/requirements.ts";
 
 /** A check's verdict: `fail` makes doctor exit non-zero, `warn` only informs. */
 export type CheckStatus = "ok" | "warn" | "fail";
@@ -277,7 +279,7 @@ async function checkConsole(root: string): Promise<Check> {
 
 /**
  * Runs every check; never throws for a finding, only for a bug. The lines named like cycle/requirements.ts
- * (root, cgroup root, sleep states, sync_on_suspend, libcryptsetup, memory, watchdog) are the requirements preflight
+ * (root, cgroup root, sleep states, sync_on_suspend, libcryptsetup, memory, watchdog, open files) are the requirements preflight
  * enforces, evaluated the same way; the others only inform.
  */
 export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
@@ -291,13 +293,15 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
     sysfs.push({ status: "fail", name: "sysfs", detail: (e as Error).message });
   }
   const lib = opts.lib !== undefined ? opts.lib : live ? probeLibcryptsetup() : null;
-  const [rootCheck, cgroupRoot, , syncOnSuspend, libcryptsetup, , watchdog] = await checkRequirements({
+  const [rootCheck, cgroupRoot, , syncOnSuspend, libcryptsetup, , watchdog, openFiles] = await checkRequirements({
     root,
     uid: opts.uid === undefined ? Deno.uid() : opts.uid,
     state: opts.state ?? "mem",
     lib,
     argon2MemoryKiB: plan?.maxArgon2MemoryKiB,
     watchdogUSec: live ? await liveWatchdogUSec() : undefined,
+    // doctor runs as the cycle would (the same wrapper, the same DENO_DIR): what it holds, the cycle would
+    writableOnLocked: live && plan ? writableFilesOn(lockedMountpoints(plan)) : undefined,
   });
   const checks: Check[] = [fromVerdict(rootCheck), ...sysfs];
   checks.push(
@@ -316,7 +320,7 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
   if (plan) checks.push(...(await checkVolumes(root, plan)));
   // a recorded tree has no library to load: not probed is not a finding
   checks.push(lib === null ? { ...fromVerdict(libcryptsetup), status: "ok" } : fromVerdict(libcryptsetup));
-  checks.push(await checkConsole(root), fromVerdict(watchdog));
+  checks.push(await checkConsole(root), fromVerdict(watchdog), fromVerdict(openFiles));
   // last: they only inform (cryptsleep suspend by hand needs none of it)
   checks.push(...(await checkSystemd(root)));
   return checks;

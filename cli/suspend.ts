@@ -1,7 +1,7 @@
 /**
  * @module
- * `cryptsleep suspend`: the whole cycle (see cycle/phases.ts), and the two internal commands the cycle
- * starts inside the ramfs: `supervise` and `agent`. Each returns an outcome; this maps it to an exit code.
+ * `cryptsleep suspend`: the whole cycle (see cycle/phases.ts), and the internal command it starts beside itself,
+ * `supervise`. Each returns an outcome; this maps it to an exit code.
  *
  * @example
  * ```sh
@@ -10,7 +10,6 @@
  * ```
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { agent } from "../cycle/agent.ts";
 import { defaultOptions, type SuspendOptions } from "../cycle/job.ts";
 import type { Outcome } from "../cycle/outcome.ts";
 import { suspend } from "../cycle/outer.ts";
@@ -72,7 +71,7 @@ export function register(program: Command, exit: (code: number) => never): void 
     )
     .option(
       "--max-tries <n>",
-      "passphrase tries per volume before the supervisor takes over",
+      "passphrase tries per volume before the cycle gives up on it",
       positiveInt,
       defaults.maxTries,
     )
@@ -93,7 +92,6 @@ export function register(program: Command, exit: (code: number) => never): void 
       };
       exit(exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) })));
     });
-  // started by the cycle inside the ramfs; not for hands: what they have to say went to the console
+  // started by the cycle beside itself; not for hands: what it has to say went to the console
   program.command("supervise", { hidden: true }).action(async () => exit(exitCodeOf(await supervise(), false)));
-  program.command("agent", { hidden: true }).action(async () => exit(exitCodeOf(await agent(), false)));
 }

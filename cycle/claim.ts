@@ -17,7 +17,7 @@
  * ```
  */
 import { dirname, join } from "node:path";
-import { mountsUnder } from "../chroot/ramfs.ts";
+import { mountsUnder } from "../chroot/root.ts";
 import { DEFAULT_CGROUP_ROOT, FROZEN_NAME, OWN_NAME, readProcs, removeCgroup } from "../cgroup/cgroup2.ts";
 import { exists } from "../host/paths.ts";
 import { releaseFrozenCgroup } from "../cgroup/freezer.ts";

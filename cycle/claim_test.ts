@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Bed, frozenFlag, ignore, write } from "../cgroup/testing.ts";
-import { mountsUnder } from "../chroot/ramfs.ts";
+import { mountsUnder } from "../chroot/root.ts";
 import { mount, umount2 } from "../ffi/libc.ts";
 import { claim } from "./claim.ts";
 import { RefusedError } from "./errors.ts";

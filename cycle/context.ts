@@ -1,8 +1,8 @@
 /**
  * @module
- * What the phases are handed. The outer process (`cryptsleep suspend`, on the real root) runs the outer phases with
- * an {@linkcode OuterContext}; the agent (chrooted in the ramfs) runs the rest with an {@linkcode AgentContext},
- * and the supervisor undoes them with one of its own if the agent dies.
+ * What the phases are handed. `cryptsleep suspend` runs the outer phases with an {@linkcode OuterContext}; its
+ * `agent` phase runs the rest, pinned and chrooted, with an {@linkcode AgentContext}; the supervisor undoes those
+ * with one of its own if `cryptsleep suspend` dies.
  *
  * @example
  * ```ts
@@ -15,7 +15,8 @@
  */
 import type { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import type { Console } from "../ffi/tty.ts";
-import type { Ramfs } from "../chroot/ramfs.ts";
+import type { Root } from "../chroot/root.ts";
+import type { Supervisor } from "./start.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import type { Secrets } from "./secrets.ts";
 import type { Timeline } from "./timeline.ts";
@@ -24,7 +25,7 @@ import type { Timeline } from "./timeline.ts";
 export interface AgentContext {
   /** The plan and options, computed by preflight before anything was frozen. */
   job: Job;
-  /** libcryptsetup, loaded from the ramfs. */
+  /** libcryptsetup, loaded (and pinned) before the freeze. */
   lib: Libcryptsetup;
   /** Where prompts and warnings go; opened before the freeze. */
   console: Console;
@@ -41,21 +42,25 @@ export interface AgentContext {
   recovery: boolean;
 }
 
-/** The outer process's phases: preflight, ramfs, agent. Each fills in what the next one needs. */
+/** The outer phases: preflight … agent. Each fills in what the next one needs. */
 export interface OuterContext {
   /** As given to `cryptsleep suspend`. */
   options: SuspendOptions;
-  /** Loaded first: mapping it maps every library the agent will need, so the ramfs can copy them. */
+  /** Loaded first: mapping it maps every library the agent's phases will need, so the pin locks them. */
   lib: Libcryptsetup;
-  /** Preflight and ramfs go in here; the agent carries it on. */
+  /** Every phase and undo goes in here, the agent's too. */
   timeline: Timeline;
-  /** The file the ramfs runs: the bundle, or null for a compiled binary that embeds it. */
+  /** The file the supervisor runs: the bundle, or null for a compiled binary that embeds it. */
   script: string | null;
   /** Set by preflight. */
   job?: Job;
-  /** Set by the ramfs phase. */
-  ramfs?: Ramfs;
-  /** Set by the agent phase: whether the supervisor ended with everything unlocked and thawed. */
+  /** Set by the root phase. */
+  root?: Root;
+  /** Set by the supervisor phase. */
+  supervisor?: Supervisor;
+  /** Set by the pin phase: the console the supervisor opened, opened here too. */
+  console?: Console;
+  /** Set by the agent phase: whether its phases and their undos all went well. */
   ok?: boolean;
 }
 

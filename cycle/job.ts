@@ -1,8 +1,7 @@
 /**
  * @module
- * The job: everything the outer `cryptsleep suspend` hands to the supervisor and the agent inside the ramfs,
- * as one JSON file (`/job.json` in the chroot). The plan is computed once, before anything is frozen, so the
- * agent never has to read the locked disk to know what to do.
+ * The job: what `cryptsleep suspend` computed before anything is frozen, and hands to its supervisor as one JSON
+ * line: the plan, so neither process has to read the locked disk to know what to do.
  *
  * @example
  * ```ts
@@ -31,7 +30,7 @@ export interface SuspendOptions {
   releaseAt: "lock" | "unlock";
   /** Suspend without locking when nothing is lockable. */
   allowPlain: boolean;
-  /** Passphrase prompts before the agent gives up on a volume and the supervisor takes over. */
+  /** Passphrase prompts per volume before the unlock says so and prompts again, as a recovery. */
   maxTries: number;
   /** Run as systemd-suspend.service's ExecStart (`--from-systemd`): logind and systemd already asked to sleep. */
   fromSystemd: boolean;
@@ -55,7 +54,7 @@ export function defaultOptions(): SuspendOptions {
 /** sysfs knob values read before the cycle, so any process (agent or supervisor) can restore them. */
 export type Knobs = Record<string, string>;
 
-/** What the outer process hands the supervisor and the agent. */
+/** What preflight computed: the agent's phases go by it, and the supervisor gets it on its stdin. */
 export interface Job {
   /** What to lock and unlock, in which order. */
   plan: Plan;
@@ -65,23 +64,6 @@ export interface Job {
   knobs: Knobs;
   /** Volumes whose key preflight found pinned in a kernel keyring (dm names). */
   pinned: string[];
-  /** Where the ramfs is mounted in the real root (for messages only). */
+  /** Where the cycle's root (chroot/root.ts) is mounted, which both processes chroot into. */
   ramfsRoot: string;
-  /** The outer process: `/proc/<hostPid>/root` reaches the real root from inside the chroot. */
-  hostPid: number;
-}
-
-/** A path of the real root as seen from inside the chroot (through the outer process's root link). */
-export function hostPath(job: Job, path: string): string {
-  return `/proc/${job.hostPid}/root${path}`;
-}
-
-/** Where the job is, inside the chroot. */
-export const JOB_PATH = "/job.json";
-/** Where the agent (or the supervisor) writes the report, inside the chroot. */
-export const REPORT_PATH = "/last.json";
-
-/** Reads the job the outer process wrote. */
-export async function readJob(path = JOB_PATH): Promise<Job> {
-  return JSON.parse(await Deno.readTextFile(path)) as Job;
 }

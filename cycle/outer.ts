@@ -1,7 +1,7 @@
 /**
  * @module
- * The outer process, `cryptsleep suspend`: runs the outer phases of the list (preflight, claim, hooks, ramfs, agent) on the real
- * root. It is frozen with everything else while the agent works; when the supervisor exits, the ramfs goes.
+ * `cryptsleep suspend`: runs the list (cycle/phases.ts) from preflight to the agent's phases and back, then writes
+ * the report. One process does the whole cycle; the supervisor it starts only watches.
  *
  * @example
  * ```ts
@@ -18,13 +18,14 @@ import { ignoreStopSignals } from "./signals.ts";
 import type { SuspendOptions } from "./job.ts";
 import { failed, OK, type Outcome, refused } from "./outcome.ts";
 import { describeCycle, OUTER_PHASES } from "./phases.ts";
+import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { runPhases } from "./runner.ts";
 import { bundlePath } from "./start.ts";
 import { Timeline } from "./timeline.ts";
 
 /** The whole cycle, from this process's side; `dryRun` runs only what changes nothing and describes the rest. */
 export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }): Promise<Outcome> {
-  // loaded first: it maps every library the agent will need, so the ramfs can copy them
+  // loaded first: it maps every library the agent's phases will need, so the pin locks them
   const ctx: OuterContext = { options, lib: Libcryptsetup.open(), timeline: new Timeline(), script: null };
   // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand
   if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
@@ -46,11 +47,26 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
       await runPhases(OUTER_PHASES.filter((p) => p.changesNothing), ctx, ctx.timeline);
       return { kind: "ok", dryRun: await describeCycle(ctx.job!, { script: ctx.script }) };
     }
-    await runPhases(OUTER_PHASES, ctx, ctx.timeline, { checkpoint });
+    try {
+      await runPhases(OUTER_PHASES, ctx, ctx.timeline, { checkpoint });
+    } finally {
+      // a cycle that began (the lock taken) is reported, however it ended; not timed: it cannot contain its own end
+      if (ctx.supervisor) await report(ctx);
+    }
   } catch (err) {
     if (err instanceof RefusedError) return refused(err.reasons);
     if (err instanceof InterruptedError) return failed(messages(err));
     throw err;
   }
-  return ctx.ok ? OK : failed(["the cycle failed: cryptsleep status shows where"]);
+  return ctx.ok ? OK : failed([`the cycle failed: ${ctx.timeline.facts.error ?? "cryptsleep status shows where"}`]);
+}
+
+async function report(ctx: OuterContext): Promise<void> {
+  const ok = ctx.ok && ctx.timeline.phases.every((p) => p.ok);
+  try {
+    await Deno.mkdir("/run/cryptsleep", { recursive: true });
+    await writeReport(ctx.timeline.toJSON(ok ? "ok" : "failed"), LAST_REPORT);
+  } catch (err) {
+    kmsg(`report: ${messages(err).join("; ")}`);
+  }
 }

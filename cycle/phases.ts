@@ -1,18 +1,31 @@
 /**
  * @module
- * The suspend cycle as one list. The outer phases run in `cryptsleep suspend`, the agent phases in the agent; the runner
- * (runner.ts) does them in order and then their undos in reverse — after sleep returns, or at the first failure.
- * If the agent dies, the supervisor runs the same undos, each going by what it sees. `cryptsleep suspend
- * --dry-run` and the README's table are made from this list ({@linkcode describeCycle}, {@linkcode phaseTable}).
+ * The suspend cycle as one list, run by one process, `cryptsleep suspend`: the outer phases prepare (the last of them,
+ * `pin`, locks the process's code in RAM and chroots it into an empty root), then the `agent` phase runs the agent's
+ * phases. The runner (runner.ts) does them in order and then their undos in reverse — after sleep returns, or at the
+ * first failure. If the process dies mid-cycle, the supervisor runs the agent's undos, each going by what it sees.
+ * `cryptsleep suspend --dry-run` and the README's table are made from this list ({@linkcode describeCycle},
+ * {@linkcode phaseTable}).
  *
  * @example
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // preflight → claim → hooks → ramfs → watchdog → agent → sync → freeze → syncfs → lock → sleep
+ * // preflight → claim → root → supervisor → hooks → watchdog → pin → agent → sync → freeze → syncfs → lock → sleep
  * ```
  */
-import { buildRamfs, planRamfs, type Ramfs } from "../chroot/ramfs.ts";
+import { mountRoot, type Root } from "../chroot/root.ts";
+import { enterRoot, type Inside } from "../chroot/enter.ts";
+import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
+import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
+import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
+import { setpriority } from "../ffi/libc.ts";
+import { Console } from "../ffi/tty.ts";
+import { footprint } from "../host/maps.ts";
+import { messages } from "./errors.ts";
+import { kmsg, peakRssKiB } from "./report.ts";
+import { leftOf, runPhases, undoPhases } from "./runner.ts";
+import { Secrets } from "./secrets.ts";
 import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "../cgroup/mod.ts";
 import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
 import type { AgentContext, OuterContext } from "./context.ts";
@@ -22,7 +35,7 @@ import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned
 import { preflight, sleepConfOptions } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
-import { RAMFS_DIR, startSupervisor } from "./start.ts";
+import { RAMFS_DIR, startSupervisor, type Supervisor } from "./start.ts";
 import { OWN_NAME as OWN_CGROUP } from "../cgroup/cgroup2.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
 import { KNOBS, readKnob } from "../host/sysfs.ts";
@@ -40,7 +53,7 @@ import * as dm from "../ffi/devmapper.ts";
 
 /** What a dry run is told besides the job. */
 export interface DescribeEnv {
-  /** The file the ramfs would run, or null for a compiled binary. */
+  /** The file the supervisor would run, or null for a compiled binary. */
   script: string | null;
 }
 
@@ -60,12 +73,16 @@ export interface CyclePhase<C, T = unknown> extends Phase<C, T> {
 
 const lines = (...l: string[]) => Promise.resolve(l);
 
+/** Who runs a phase (the README table): one process, before the pin and after. */
+const OUTER = "cryptsleep suspend";
+const AGENT = "cryptsleep suspend, pinned";
+
 // ---------------------------------------------------------------------------------------------------------
 // the outer process
 
 const preflightPhase: CyclePhase<OuterContext, Job> = {
   name: "preflight",
-  where: "outer process",
+  where: OUTER,
   changesNothing: true,
   run: async (ctx) => {
     // as systemd-sleep would: sleep.conf picks the state and the mem_sleep mode
@@ -81,7 +98,7 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
 
 const claimPhase: CyclePhase<OuterContext, Claim> = {
   name: "claim",
-  where: "outer process",
+  where: OUTER,
   run: async (ctx) => {
     // when this process started: the request a cycle ending later already answered
     const held = await claim({ ramfsDir: RAMFS_DIR, requestedAt: performance.timeOrigin });
@@ -108,7 +125,7 @@ const claimPhase: CyclePhase<OuterContext, Claim> = {
 
 const hooksPhase: CyclePhase<OuterContext, HookResult[]> = {
   name: "hooks",
-  where: "outer process",
+  where: OUTER,
   // what systemd-sleep runs around a suspend, and cryptsleep stands in for it; failures are logged, not fatal
   run: () => runSleepHooks("pre"),
   detail: (r) => ({ ran: r.map((h) => h.name), failed: r.filter((h) => !h.ok).map((h) => h.name) }),
@@ -123,35 +140,9 @@ const hooksPhase: CyclePhase<OuterContext, HookResult[]> = {
   },
 };
 
-const ramfsPhase: CyclePhase<OuterContext, Ramfs> = {
-  name: "ramfs",
-  where: "outer process",
-  run: async (ctx) => {
-    ctx.ramfs = await buildRamfs({ dir: RAMFS_DIR, script: ctx.script });
-    ctx.timeline.facts.ramfsBytes = ctx.ramfs.bytes;
-    ctx.timeline.facts.volumes = ctx.job?.plan.lock.map((v) => v.dmName);
-    return ctx.ramfs;
-  },
-  detail: (r) => ({ bytes: r.bytes, files: r.files.length }),
-  describe: (job, { script }) => {
-    const ramfs = planRamfs({ dir: job.ramfsRoot, script });
-    return lines(
-      `would mount a ramfs (mode 0700) at ${job.ramfsRoot} and copy ${ramfs.files.length} files, ${
-        (ramfs.bytes / 1048576).toFixed(1)
-      } MiB: the runtime, ${script ?? "the compiled binary"}, the mapped shared objects`,
-    );
-  },
-  undo: {
-    name: "unmount",
-    summary: "unmount (after the supervisor exits)",
-    // a ramfs cut short was unmounted by buildRamfs itself
-    run: async (_ctx, ramfs) => await ramfs?.dispose(),
-  },
-};
-
 const watchdogPhase: CyclePhase<OuterContext, HandedOver | null> = {
   name: "watchdog",
-  where: "outer process",
+  where: OUTER,
   // PID 1 is frozen from the freeze to the thaw and cannot ping a hardware watchdog: systemd lets go of it
   run: () => handOver(),
   detail: (held) => held ? { previousUSec: held.previousUSec, devices: held.devices } : { handedOver: false },
@@ -176,26 +167,138 @@ const watchdogPhase: CyclePhase<OuterContext, HandedOver | null> = {
   },
 };
 
-const agentPhase: CyclePhase<OuterContext, boolean> = {
-  name: "agent",
-  where: "outer → supervisor + agent",
-  undoneBy: "the supervisor runs the undos of the agent's phases if it dies",
-  run: async (ctx) => ctx.ok = await startSupervisor(ctx),
+const rootPhase: CyclePhase<OuterContext, Root> = {
+  name: "root",
+  where: OUTER,
+  run: async (ctx) => ctx.root = await mountRoot({ dir: ctx.job!.ramfsRoot }),
+  detail: (r) => ({ mounts: r.mounts }),
   describe: (job) =>
-    lines(
-      "would start the supervisor and the agent chrooted in the ramfs, in cgroup cryptsleep " +
-        "(memory.swap.max=0, oom_score_adj -1000), prompting on " + (job.options.console ?? "a newly allocated VT"),
-      "if the agent dies, the supervisor runs the undos of its phases by what it sees",
-    ),
+    lines(`would mount an empty ramfs at ${job.ramfsRoot} with /dev, /sys, /proc and /run/cryptsetup inside`),
+  undo: {
+    name: "unmount",
+    summary: "unmount",
+    // a root cut short was unmounted by mountRoot itself
+    run: async (_ctx, root) => await root?.dispose(),
+  },
 };
 
-/** The outer process's phases. */
+const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
+  name: "supervisor",
+  where: OUTER,
+  // started now, it gets ready while the hooks run; the pin phase waits for it
+  run: async (ctx) => ctx.supervisor = await startSupervisor(ctx.job!, ctx.script),
+  detail: (s) => ({ pid: s.pid }),
+  describe: (job) =>
+    lines(
+      `would start the supervisor (the same program): it opens ${job.options.console ?? "a newly allocated VT"}, ` +
+        "pins itself in RAM, chroots into the root and waits; if cryptsleep suspend dies it unlocks and thaws",
+    ),
+  undo: {
+    name: "dismiss",
+    summary: "tell the supervisor the cycle ended; wait for it",
+    run: async (ctx, supervisor) => {
+      if (supervisor && !await supervisor.dismiss()) ctx.timeline.warn("the supervisor exited with an error");
+    },
+  },
+};
+
+/** What the pin phase holds until its undo. */
+interface Held {
+  own: OwnCgroup;
+  console: Console;
+  pinned: Pinned;
+  inside: Inside;
+}
+
+const pinPhase: CyclePhase<OuterContext, Held> = {
+  name: "pin",
+  where: OUTER,
+  run: async (ctx) => {
+    const supervisor = ctx.supervisor!;
+    const consolePath = await supervisor.ready();
+    // each step undone here if a later one fails: the undo below only sees a finished pin
+    await using stack = new AsyncDisposableStack();
+    const own = stack.use(await joinOwnCgroup({ pids: [Deno.pid, supervisor.pid] }));
+    setpriority(0, -10);
+    const console = stack.use(Console.open(consolePath));
+    const pinned = stack.use(pinMappings());
+    const inside = stack.use(enterRoot(ctx.job!.ramfsRoot));
+    stack.move();
+    ctx.console = console;
+    ctx.timeline.facts.pinnedBytes = pinned.bytes;
+    return { own, console, pinned, inside };
+  },
+  detail: (h) => ({ bytes: h.pinned.bytes, files: h.pinned.files.length, swapDisabled: h.own.swapDisabled }),
+  describe: (job) =>
+    lines(
+      "would move itself and the supervisor into cgroup cryptsleep (never frozen; memory.swap.max=0, " +
+        "oom_score_adj -1000), mlock every file it maps (the runtime and its libraries, " +
+        `${(planPin().bytes / 1048576).toFixed(1)} MiB now) and chroot into ${job.ramfsRoot}`,
+    ),
+  undo: {
+    name: "unpin",
+    summary: "back on the real root, unlocked from RAM, out of the cgroup",
+    run: async (ctx, held) => {
+      if (!held) return;
+      // what the cycle held, read while it still holds it
+      const fp = footprint([Deno.pid, ctx.supervisor?.pid ?? Deno.pid]);
+      ctx.timeline.facts.ramHeldBytes = fp.fileBytes + fp.anonBytes;
+      ctx.timeline.facts.ramHeld = fp;
+      ctx.timeline.facts.peakRssKiB = await peakRssKiB();
+      ctx.timeline.facts.ownCgroupMemoryPeakBytes = await memoryPeakBytes(held.own.path);
+      held.inside.leave();
+      held.pinned.release();
+      held.console[Symbol.dispose]();
+      await held.own.leave();
+    },
+  },
+};
+
+const agentPhase: CyclePhase<OuterContext, boolean> = {
+  name: "agent",
+  where: OUTER,
+  undoneBy: "by its phases' undos",
+  run: async (ctx) => {
+    using secrets = new Secrets(ctx.console!);
+    const agent: AgentContext = {
+      job: ctx.job!,
+      lib: ctx.lib,
+      console: ctx.console!,
+      secrets,
+      timeline: ctx.timeline,
+      log: kmsg,
+      recovery: false,
+    };
+    try {
+      await runPhases(AGENT_PHASES, agent, ctx.timeline);
+      return ctx.ok = true;
+    } catch (err) {
+      // said where the user looks; the outer undos still run, and the outcome fails
+      const why = messages(err);
+      for (const m of why) ctx.console!.write(`cryptsleep: ${m}\n`);
+      ctx.timeline.facts.error = why.join("; ");
+      // a volume still locked (tries used up) or a cgroup still frozen: the undos again as the supervisor does
+      // them, prompting until it is unlocked
+      const left = await leftOf(AGENT_PHASES, agent);
+      if (left.length) {
+        ctx.timeline.warn(`after the undos: ${left.join(", ")}; undone again, prompting until unlocked`);
+        await undoPhases(AGENT_PHASES, { ...agent, recovery: true }, ctx.timeline);
+      }
+      return ctx.ok = false;
+    }
+  },
+  describe: () => lines("runs the phases below, then their undos in reverse"),
+};
+
+/** The outer phases, run by `cryptsleep suspend`; the last one runs the agent's phases. */
 export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
   preflightPhase,
   claimPhase,
+  rootPhase,
+  supervisorPhase,
   hooksPhase,
-  ramfsPhase,
   watchdogPhase,
+  pinPhase,
   agentPhase,
 ];
 
@@ -204,7 +307,7 @@ export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
 
 const syncPhase: CyclePhase<AgentContext, void> = {
   name: "sync",
-  where: "agent",
+  where: AGENT,
   // everything still runs, so nothing can block it on a frozen writer
   run: () => syncAll(),
   describe: () => lines("would call sync()"),
@@ -212,7 +315,7 @@ const syncPhase: CyclePhase<AgentContext, void> = {
 
 const freezePhase: CyclePhase<AgentContext, Frozen> = {
   name: "freeze",
-  where: "agent",
+  where: AGENT,
   run: (ctx) => freezeUserspace({ own: OWN_CGROUP, timeoutMs: ctx.job.options.freezeTimeoutMs }),
   detail: (f) => ({ cgroups: f.cgroups, moved: f.movedPids.length }),
   describe: async (job) => {
@@ -240,7 +343,7 @@ const freezePhase: CyclePhase<AgentContext, Frozen> = {
 
 const syncfsPhase: CyclePhase<AgentContext, string[]> = {
   name: "syncfs",
-  where: "agent",
+  where: AGENT,
   // only the filesystems on volumes to lock: a global sync could hang on a frozen FUSE daemon
   run: (ctx) => syncVolumeFilesystems(ctx.job),
   describe: (job) => {
@@ -251,7 +354,7 @@ const syncfsPhase: CyclePhase<AgentContext, string[]> = {
 
 const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
   name: "lock",
-  where: "agent",
+  where: AGENT,
   run: (ctx) => lockVolumes(ctx),
   detail: (results) => ({ volumes: results }),
   describe: async (job) => {
@@ -301,7 +404,7 @@ const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
 
 const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
   name: "sleep",
-  where: "agent",
+  where: AGENT,
   // returns after wake, or throws the kernel's refusal: either way the runner unlocks and thaws
   run: (ctx) => enterSleep(ctx.job.options.state, ctx.job.options.memSleep),
   detail: (s) => ({ ...s }),
@@ -344,7 +447,7 @@ export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
 /** After the undos: not a phase, since the report cannot contain its own end. */
 export const REPORT_STEP = {
   name: "report",
-  where: "agent",
+  where: OUTER,
   describe: () => lines("would write the timeline to /dev/kmsg and /run/cryptsleep/last.json"),
 };
 
@@ -368,20 +471,20 @@ export interface Step {
 /** The cycle in the order it runs, numbered. */
 export function steps(): Step[] {
   const phases: CyclePhase<never>[] = [...OUTER_PHASES, ...AGENT_PHASES];
-  const undos = phases.filter((p) => p.undo && p.where === "agent").reverse();
+  const undos = phases.filter((p) => p.undo).reverse();
   const undoNumber = (p: CyclePhase<never>) => phases.length + 1 + undos.indexOf(p);
   const out: Step[] = phases.map((p, i) => ({
     number: i + 1,
     name: p.name,
     where: p.where,
-    undo: !p.undo ? p.undoneBy ?? "none" : p.where === "agent" ? `${undoNumber(p)} ${p.undo.summary}` : p.undo.summary,
+    undo: p.undo ? `${undoNumber(p)} ${p.undo.summary}` : p.undoneBy ?? "none",
     describe: p.describe,
   }));
   for (const p of undos) {
     out.push({
       number: undoNumber(p),
       name: p.undo!.name,
-      where: "agent; supervisor if the agent died",
+      where: p.where === AGENT ? `${AGENT}; the supervisor if it died` : p.where,
       undo: `(undoes ${phases.indexOf(p) + 1})`,
       describe: (job) => p.undo?.describe?.(job) ?? lines(),
     });

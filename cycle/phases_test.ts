@@ -8,23 +8,31 @@ Deno.test("phases: the README's table is the one generated from the list", async
   assert.equal(m[1].trim(), phaseTable(), "README's table differs from cycle/phases.ts: paste phaseTable()'s output");
 });
 
-Deno.test("phases: the phases in order, then the agent's undos in reverse, then the report", () => {
+Deno.test("phases: the phases in order, then their undos in reverse, then the report", () => {
   assert.deepEqual(steps().map((s) => `${s.number} ${s.name}`), [
     "1 preflight",
     "2 claim",
-    "3 hooks",
-    "4 ramfs",
-    "5 watchdog",
-    "6 agent",
-    "7 sync",
-    "8 freeze",
-    "9 syncfs",
-    "10 lock",
-    "11 sleep",
-    "12 restore",
-    "13 unlock",
-    "14 thaw",
-    "15 report",
+    "3 root",
+    "4 supervisor",
+    "5 hooks",
+    "6 watchdog",
+    "7 pin",
+    "8 agent",
+    "9 sync",
+    "10 freeze",
+    "11 syncfs",
+    "12 lock",
+    "13 sleep",
+    "14 restore",
+    "15 unlock",
+    "16 thaw",
+    "17 unpin",
+    "18 re-arm",
+    "19 post-hooks",
+    "20 dismiss",
+    "21 unmount",
+    "22 release",
+    "23 report",
   ]);
   // the dry run runs preflight alone: it must be first and the only phase that changes nothing
   assert.deepEqual(OUTER_PHASES.filter((p) => p.changesNothing).map((p) => p.name), ["preflight"]);

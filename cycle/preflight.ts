@@ -22,13 +22,14 @@
  */
 import { discover, type Plan } from "../discovery/mod.ts";
 import type { LibcryptsetupInfo } from "../ffi/libcryptsetup.ts";
+import { writableFilesOn } from "../host/open_files.ts";
 import { saveKnobs } from "../host/sysfs.ts";
 import { resolveSleep } from "../systemd/sleep_conf.ts";
 import { liveWatchdogUSec } from "../systemd/watchdog.ts";
 import { RefusedError } from "./errors.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import { pinnedKeys } from "./pinned/mod.ts";
-import { checkRequirements, type LibProbe, refusals, type Verdict } from "./requirements.ts";
+import { checkRequirements, type LibProbe, lockedMountpoints, refusals, type Verdict } from "./requirements.ts";
 
 /** Where preflight evaluates the requirements: the live system, or (tests) a recorded tree and a uid. */
 export interface PreflightHost {
@@ -54,6 +55,7 @@ export async function requirementsFor(
     lib,
     argon2MemoryKiB: plan.maxArgon2MemoryKiB,
     watchdogUSec,
+    writableOnLocked: host.root === "/" ? writableFilesOn(lockedMountpoints(plan)) : undefined,
   });
 }
 
@@ -96,5 +98,5 @@ export async function preflight(
     );
   }
   if (reasons.length) throw new RefusedError(reasons);
-  return { plan, options, knobs: await saveKnobs(), pinned, ramfsRoot, hostPid: Deno.pid };
+  return { plan, options, knobs: await saveKnobs(), pinned, ramfsRoot };
 }

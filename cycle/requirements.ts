@@ -22,6 +22,7 @@
 import { mib } from "../cli/plan.ts";
 import { cgroup2At, DEFAULT_CGROUP_ROOT } from "../cgroup/cgroup2.ts";
 import type { LibcryptsetupInfo, LibcryptsetupSymbol } from "../ffi/libcryptsetup.ts";
+import type { Plan } from "../discovery/mod.ts";
 import { readTrimmed } from "../host/paths.ts";
 import { readMeminfo } from "../host/proc.ts";
 import { KNOBS } from "../host/sysfs.ts";
@@ -83,6 +84,11 @@ export interface HostInputs {
    * only a device that can never be stopped fails.
    */
   watchdogUSec?: string | null;
+  /**
+   * Files this process could write on filesystems of the volumes to lock (host/open_files.ts); undefined when not
+   * asked (a recorded tree, no plan).
+   */
+  writableOnLocked?: string[];
 }
 
 /** One requirement's verdict: "unknown" when it was not evaluated (library not probed, no plan). */
@@ -106,6 +112,7 @@ export const REQUIREMENTS = [
   "libcryptsetup",
   "memory",
   "watchdog",
+  "open files",
 ] as const;
 /** One of {@linkcode REQUIREMENTS}. */
 export type RequirementName = typeof REQUIREMENTS[number];
@@ -238,6 +245,28 @@ export async function checkWatchdog(root: string, systemdUSec: string | null | u
   return { name, status: "ok", seen };
 }
 
+/** The mount points of the filesystems the lock freezes: on the volumes to lock, or on what is stacked above. */
+export function lockedMountpoints(plan: Pick<Plan, "lock">): string[] {
+  return [...new Set(plan.lock.flatMap((v) => v.mounts.map((m) => m.mountpoint)))];
+}
+
+/** Whether this process holds a file it could write on a filesystem that the lock will freeze. */
+export function checkOpenFiles(files: string[] | undefined): Verdict {
+  const name = "open files";
+  if (files === undefined) return { name, status: "ok", seen: "not asked (no live plan)" };
+  if (!files.length) return { name, status: "ok", seen: "nothing open for writing on the volumes to lock" };
+  return {
+    name,
+    status: "fail",
+    seen: `cryptsleep holds ${files.join(", ")} open for writing on a volume to lock: a write after the lock ` +
+      "would block the cycle for good",
+    fix: /\/deno\/|_cache_v\d/.test(files.join(" "))
+      ? "these are deno's caches: run cryptsleep through its wrapper (/usr/sbin/cryptsleep keeps DENO_DIR in " +
+        "/run/cryptsleep/deno), or set DENO_DIR=/run/cryptsleep/deno"
+      : "close them, or run cryptsleep from a process that does not hold them",
+  };
+}
+
 /** Evaluates every requirement, in {@linkcode REQUIREMENTS} order. */
 export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
   return [
@@ -248,6 +277,7 @@ export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
     checkLibcryptsetup(host.lib),
     await checkMemory(host.root, host.argon2MemoryKiB),
     await checkWatchdog(host.root, host.watchdogUSec),
+    checkOpenFiles(host.writableOnLocked),
   ];
 }
 

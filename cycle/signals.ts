@@ -1,10 +1,10 @@
 /**
  * @module
  * The terminal's signals during a cycle. Ctrl-C, Ctrl-\ or Ctrl-Z typed on the terminal that started
- * `cryptsleep suspend` (often the very console the prompt is on) go to its whole process group: the supervisor
- * and the agent too. Killed or stopped there, they leave the machine frozen and locked with nobody to prompt.
- * So the supervisor and the agent ignore them for their whole life, and the outer process turns one (or a
- * SIGTERM) into a clean stop before the agent starts — the phases that ran are undone — and ignores it after.
+ * `cryptsleep suspend` (often the very console the prompt is on) go to its whole process group. Killed or stopped
+ * mid-cycle, it would leave the machine frozen and locked. So `cryptsleep suspend` turns one (or a SIGTERM) into a
+ * clean stop before its agent phase — the phases that ran are undone — and ignores it from then on; the supervisor,
+ * in a session of its own, ignores them for its whole life.
  *
  * @example
  * ```ts
@@ -14,7 +14,8 @@
  */
 
 // Not SIGTTIN/SIGTTOU: caught rather than ignored, the kernel would send them again on every retry of a
-// background read or write (a livelock); the supervisor and agent are out of their reach by setsid.
+// background read or write (a livelock). The supervisor is out of their reach by setsid; `cryptsleep suspend`
+// started in the background of the very terminal it prompts on is not (a prompt there cannot be answered anyway).
 /** What a terminal sends its foreground process group (Ctrl-C, Ctrl-\\, Ctrl-Z, hangup), and a polite kill. */
 export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGQUIT", "SIGTSTP", "SIGHUP", "SIGTERM"];
 

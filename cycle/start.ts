@@ -1,50 +1,127 @@
 /**
  * @module
- * How the cycle's three processes start one another. The outer `cryptsleep suspend` (on the real root, frozen
- * with everything else) writes the job into the ramfs and starts the supervisor there, chrooted; the supervisor
- * joins the tool's own cgroup (never frozen), opens the console and starts the agent, which runs the phases.
+ * The supervisor, from `cryptsleep suspend`'s side. It is started before anything is frozen, on the real root, as
+ * the same program with `supervise`; the job goes to it as one JSON line on its stdin. It opens the console (a VT
+ * it allocates, or --console), loads what a recovery needs, pins itself (chroot/pin.ts), chroots into the cycle's
+ * root and says `ready <console>` on its stdout. From then on its stdin is its watch: `done` lets it go; the end
+ * of the pipe without `done` means `cryptsleep suspend` died, and the supervisor undoes the agent's phases.
  *
  * @example
  * ```ts
- * import { agentArgs, RAMFS_DIR } from "./start.ts";
- * console.log(RAMFS_DIR, agentArgs());
+ * import { startSupervisor } from "./start.ts";
+ * declare const job: import("./job.ts").Job; // from preflight
+ * const supervisor = await startSupervisor(job, "/usr/lib/cryptsleep/cryptsleep.js");
+ * console.log(supervisor.pid, await supervisor.ready()); // e.g. 4242 /dev/tty8
+ * await supervisor.dismiss();
  * ```
  */
-import { join } from "node:path";
-import { spawnChrooted } from "../chroot/enter.ts";
 import { Console } from "../ffi/tty.ts";
-import { messages, RefusedError } from "./errors.ts";
-import { type Job, JOB_PATH, REPORT_PATH } from "./job.ts";
-import { LAST_REPORT } from "./report.ts";
-import type { OuterContext } from "./context.ts";
+import { RefusedError } from "./errors.ts";
+import type { Job } from "./job.ts";
 
-/** Where the ramfs is mounted. */
+/** Where the cycle's root is mounted (an empty ramfs both processes chroot into). */
 export const RAMFS_DIR = "/run/cryptsleep/root";
-/** The supervisor tells the agent which terminal it opened (a VT it allocated, or --console). */
-export const CONSOLE_ENV = "CRYPTSLEEP_CONSOLE";
 
-/**
- * Hands the job to the supervisor in the ramfs and waits for it; then copies the agent's report out before the
- * ramfs goes. Returns whether the supervisor ended with everything unlocked and thawed.
- */
-export async function startSupervisor(ctx: OuterContext): Promise<boolean> {
-  const { job, ramfs, timeline } = ctx;
-  if (!job || !ramfs) throw new Error("the agent phase needs preflight's job and the ramfs");
-  await Deno.writeTextFile(join(ramfs.root, JOB_PATH), JSON.stringify({ ...job, earlier: timeline.toJSON() }));
-  const supervisor = spawnChrooted(ramfs, ["supervise"], { stdin: "inherit", stdout: "inherit", stderr: "inherit" });
-  const { success } = await supervisor.status;
-  try {
-    await Deno.mkdir("/run/cryptsleep", { recursive: true });
-    await Deno.copyFile(join(ramfs.root, REPORT_PATH), LAST_REPORT);
-  } catch (err) {
-    console.error(`cryptsleep: no report from the agent (${messages(err).join("; ")})`);
-  }
-  return success;
+/** What the supervisor says on its stdout once it is pinned and chrooted. */
+export const READY = "ready";
+/** What `cryptsleep suspend` says on the supervisor's stdin when the cycle ended well. */
+export const DONE = "done";
+
+/** The running supervisor. */
+export interface Supervisor {
+  /** Its process id (the pin moves it into the tool's cgroup). */
+  pid: number;
+  /** Waits until it is pinned and chrooted; the console it opened, where the prompts go. */
+  ready(): Promise<string>;
+  /** Tells it the cycle ended well and waits for it to exit; false when it had died or exits with an error. */
+  dismiss(): Promise<boolean>;
 }
 
-/** How the supervisor starts the agent: the same bundle with `agent`, or the compiled binary itself. */
-export function agentArgs(): string[] {
-  return Deno.mainModule.endsWith(".js") ? ["run", "-A", new URL(Deno.mainModule).pathname, "agent"] : ["agent"];
+/** Reads lines from a byte stream; null at its end. */
+export function lineReader(stream: ReadableStream<Uint8Array>): () => Promise<string | null> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return async () => {
+    for (;;) {
+      const nl = buffer.indexOf("\n");
+      if (nl >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        return line;
+      }
+      const { value, done } = await reader.read();
+      if (done) {
+        const rest = buffer;
+        buffer = "";
+        return rest || null;
+      }
+      buffer += value;
+    }
+  };
+}
+
+/** How to run this program again with other arguments: the bundle under the same deno, or the compiled binary. */
+export function selfArgs(script: string | null, args: string[]): string[] {
+  return script === null ? args : ["run", "-A", "--no-config", "--no-lock", script, ...args];
+}
+
+/**
+ * Starts the supervisor and hands it the job; see the module doc. It gets ready while `cryptsleep suspend` goes on
+ * with its phases; {@linkcode Supervisor.ready} waits for it.
+ */
+export async function startSupervisor(job: Job, script: string | null): Promise<Supervisor> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: selfArgs(script, ["supervise"]),
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const readLine = lineReader(child.stdout);
+  const say = (line: string) => writer.write(new TextEncoder().encode(line + "\n"));
+  const kill = async () => {
+    await writer.close().catch(() => {});
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await child.status;
+  };
+  try {
+    await say(JSON.stringify(job));
+  } catch (err) {
+    await kill();
+    throw err;
+  }
+  let console: Promise<string> | null = null;
+  let dismissed = false;
+  return {
+    pid: child.pid,
+    ready() {
+      console ??= (async () => {
+        const line = await readLine();
+        if (line !== null && line.startsWith(`${READY} `)) return line.slice(READY.length + 1);
+        await kill();
+        const status = await child.status;
+        throw new Error(
+          `the supervisor (pid ${child.pid}) exited before it was ready (${status.signal ?? `code ${status.code}`}): ` +
+            "what it said is above",
+        );
+      })();
+      return console;
+    },
+    async dismiss() {
+      if (dismissed) return (await child.status).success;
+      dismissed = true;
+      await say(DONE).catch(() => {});
+      await writer.close().catch(() => {});
+      // drained, so a late line cannot block it
+      while (await readLine().catch(() => null) !== null);
+      return (await child.status).success;
+    },
+  };
 }
 
 /** The console the prompts go to: `--console`, or a newly allocated VT. */
@@ -52,13 +129,13 @@ export function openConsole(job: Job): Console {
   return job.options.console ? Console.open(job.options.console) : Console.allocateVt();
 }
 
-/** The file the ramfs runs: this bundle, or null for a `deno compile` binary (it embeds the script). */
+/** The file the supervisor runs: this bundle, or null for a `deno compile` binary (it embeds the script). */
 export function bundlePath(): string | null {
   const here = new URL(import.meta.url);
   if (here.pathname.includes("/deno-compile-")) return null;
   if (here.pathname.endsWith(".js")) return here.pathname;
   throw new RefusedError([
-    "suspend must run from the bundle or a compiled binary (the agent is one file in a ramfs): " +
+    "suspend must run from the bundle or a compiled binary (the supervisor is the same program): " +
     "deno task bundle, then deno run -A dist/cryptsleep.js suspend",
   ]);
 }

@@ -11,7 +11,8 @@
  * ```
  */
 import { syncAsync, syncfs } from "../ffi/libc.ts";
-import { hostPath, type Job } from "./job.ts";
+import { hostPath } from "../chroot/enter.ts";
+import type { Job } from "./job.ts";
 
 /** Non-blocking: with much dirty data it takes seconds, and the timeline's clock keeps running. */
 export async function syncAll(): Promise<void> {
@@ -19,15 +20,15 @@ export async function syncAll(): Promise<void> {
 }
 
 /**
- * syncfs on each filesystem mounted from a volume to lock; returns the mount points flushed. The agent is
- * chrooted in the ramfs, so it reaches each mount point through the outer process's root.
+ * syncfs on each filesystem mounted from a volume to lock; returns the mount points flushed. The process is
+ * chrooted in the cycle's root, so it reaches each mount point through the real root it kept (chroot/enter.ts).
  */
 export async function syncVolumeFilesystems(job: Job): Promise<string[]> {
   const done: string[] = [];
   for (const volume of job.plan.lock) {
     for (const mount of volume.mounts) {
       if (done.includes(mount.mountpoint)) continue;
-      await syncfs(hostPath(job, mount.mountpoint));
+      await syncfs(hostPath(mount.mountpoint));
       done.push(mount.mountpoint);
     }
   }

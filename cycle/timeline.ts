@@ -1,6 +1,6 @@
 /**
  * @module
- * The cycle's timeline: each phase with its duration and outcome, plus facts gathered on the way (ramfs
+ * The cycle's timeline: each phase with its duration and outcome, plus facts gathered on the way (pinned
  * bytes, devices, key checks). It is what `report` writes to `/dev/kmsg` and `last.json`, and what
  * `cryptsleep status` prints.
  *
@@ -49,7 +49,7 @@ export interface TimelineJSON {
   phases: PhaseRecord[];
   /** What the user must know (a key left in RAM, a volume not unlocked). */
   warnings: string[];
-  /** Facts gathered on the way (ramfs size, released keys, peak RSS). */
+  /** Facts gathered on the way (pinned bytes, released keys, RAM held). */
   facts: Record<string, unknown>;
 }
 

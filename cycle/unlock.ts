@@ -28,7 +28,8 @@ import { readBlockDirect } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
 import { type AgentContext, warnUser } from "./context.ts";
-import { hostPath, type Job } from "./job.ts";
+import { hostPath } from "../chroot/enter.ts";
+import type { Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
 import {
   finishInterruptedReopen,
@@ -165,6 +166,6 @@ async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): P
 }
 
 /** The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. */
-export function detachedHeader(job: Job, volume: Volume): string | undefined {
-  return volume.header.detached ? hostPath(job, volume.header.path) : undefined;
+export function detachedHeader(_job: Job, volume: Volume): string | undefined {
+  return volume.header.detached ? hostPath(volume.header.path) : undefined;
 }

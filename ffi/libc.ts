@@ -4,7 +4,7 @@
  *
  * Calls that may block for long (`syncfs`, a write to `/sys/power/state`, an O_DIRECT read) run in a short-lived
  * Worker thread that makes the call synchronously and reads its own errno: a `nonblocking` FFI call would run on a
- * pool thread whose errno is lost. `mlockall` is deliberately absent (it breaks V8).
+ * pool thread whose errno is lost. `mlockall` is deliberately absent (it breaks V8): chroot/pin.ts locks ranges.
  *
  * @example
  * ```ts
@@ -33,7 +33,8 @@ const O_WRONLY = 1;
 export const O_RDWR = 2;
 /** open(2): a terminal opened with it does not become the controlling tty. */
 export const O_NOCTTY = 0o400;
-const O_DIRECTORY = arm ? 0o40000 : 0o200000;
+/** open(2): fail unless the path is a directory. */
+export const O_DIRECTORY = arm ? 0o40000 : 0o200000;
 /** open(2): close the fd in exec'd children. */
 export const O_CLOEXEC = 0o2000000;
 
@@ -67,6 +68,11 @@ const SYMBOLS = {
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   setsid: { parameters: [], result: "i32" },
+  mlock: { parameters: ["usize", "usize"], result: "i32" },
+  munlock: { parameters: ["usize", "usize"], result: "i32" },
+  chroot: { parameters: ["buffer"], result: "i32" },
+  chdir: { parameters: ["buffer"], result: "i32" },
+  fchdir: { parameters: ["i32"], result: "i32" },
   tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
   tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   strchr: { parameters: ["pointer", "i32"], result: "pointer" },
@@ -203,6 +209,29 @@ export function setpriority(pid: number, prio: number): void {
 /** setsid(2): a new session and process group, with no controlling terminal; returns the session id. */
 export function setsid(): number {
   return check("setsid", libcSymbols().setsid(), `pid ${Deno.pid}`);
+}
+
+/** mlock(2) `length` bytes at address `start` (a range of /proc/self/maps): resident until unlocked or unmapped. */
+export function mlock(start: bigint, length: bigint, subject: string): void {
+  check("mlock", libcSymbols().mlock(start, length), subject);
+}
+
+/** munlock(2): the undo of {@linkcode mlock}. */
+export function munlock(start: bigint, length: bigint, subject: string): void {
+  check("munlock", libcSymbols().munlock(start, length), subject);
+}
+
+/** chroot(2) to `path`, then chdir("/") so no path resolves outside it by accident. For the whole process. */
+export function chroot(path: string): void {
+  check("chroot", libcSymbols().chroot(cstr(path)), path);
+  check("chdir", libcSymbols().chdir(cstr("/")), `/ in ${path}`);
+}
+
+/** Back to the root that `rootFd` (a directory opened before chroot) is: fchdir, chroot("."), chdir("/"). */
+export function chrootToFd(rootFd: number): void {
+  check("fchdir", libcSymbols().fchdir(rootFd), `fd ${rootFd}`);
+  check("chroot", libcSymbols().chroot(cstr(".")), `fd ${rootFd}`);
+  check("chdir", libcSymbols().chdir(cstr("/")), `fd ${rootFd}`);
 }
 
 // ---- long calls in a worker thread (exact errno, event loop keeps running) ----------------------------------------

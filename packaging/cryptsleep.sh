@@ -4,8 +4,9 @@
 # (/usr/sbin → /usr/lib/cryptsleep), so an unpacked tree runs too.
 self=$(readlink -f "$0")
 lib=${self%/sbin/*}/lib/cryptsleep
-if [ -w /var/cache/cryptsleep ]; then
-  DENO_DIR=/var/cache/cryptsleep/deno
+# deno's caches (sqlite, written late) must not sit on a disk the cycle locks: as root they live in /run (tmpfs)
+if [ -w /run ]; then
+  DENO_DIR=/run/cryptsleep/deno
 else
   DENO_DIR="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/cryptsleep/deno"
 fi

@@ -54,10 +54,14 @@ export function phaseMs(reports: TimelineJSON[], name: string): number[] {
   return reports.flatMap((r) => r.phases.filter((p) => p.name === name).map((p) => p.durationMs));
 }
 
-/** Sum of the phases that ran before `sleep`: what of the time to S3 the report accounts for. */
+/**
+ * Sum of the phases that ran before `sleep`: what of the time to S3 the report accounts for. A phase that holds
+ * sleep (`agent` runs the agent's phases inside it) is not counted: its inner phases are.
+ */
 export function beforeSleepMs(report: TimelineJSON): number {
   const i = report.phases.findIndex((p) => p.name === "sleep");
-  return report.phases.slice(0, i < 0 ? report.phases.length : i).reduce((sum, p) => sum + p.durationMs, 0);
+  return report.phases.slice(0, i < 0 ? report.phases.length : i).filter((p) => p.name !== "agent")
+    .reduce((sum, p) => sum + p.durationMs, 0);
 }
 
 /** ramfs bytes: the report's fact, else the ramfs phase's detail (the outer process's facts may not reach it). */

@@ -83,3 +83,16 @@ Deno.test("svgBars: one scale per unit, a bar per series, a dash for a missing v
   const single = svgBars("one", [{ name: "median", color: "#4a7fb5" }], [{ label: "lock", unit: "ms", values: [1] }]);
   assert.doesNotMatch(single, />median<\/text>/, "no legend for one series");
 });
+
+Deno.test("beforeSleepMs: the agent phase, which holds sleep, is not counted beside its own phases", () => {
+  const phase = (name: string, startMs: number, durationMs: number) => ({ name, startMs, durationMs, ok: true });
+  const report = {
+    version: 1 as const,
+    startedAt: "",
+    ok: true,
+    phases: [phase("pin", 0, 300), phase("agent", 300, 9000), phase("freeze", 300, 100), phase("sleep", 400, 8000)],
+    warnings: [],
+    facts: {},
+  };
+  assert.equal(beforeSleepMs(report), 400);
+});

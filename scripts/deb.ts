@@ -107,7 +107,6 @@ export async function buildDeb(opts: DebOptions): Promise<string> {
       "cryptsleep\nLicense: GPL-2.0-or-later (/usr/share/common-licenses/GPL-2)\n" +
         "The pinned Deno runtime (/usr/lib/cryptsleep/deno) is MIT-licensed, https://github.com/denoland/deno\n",
     );
-    await Deno.mkdir(join(stage, "var/cache/cryptsleep"), { recursive: true });
     const kib = Number(new TextDecoder().decode(await sh("du", ["-sk", stage], "piped")).split(/\s/)[0]);
     await put("DEBIAN/control", control(version, kib));
     for (const s of ["prerm", "postrm"]) await put(`DEBIAN/${s}`, await text(s), 0o755);

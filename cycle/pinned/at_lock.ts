@@ -17,7 +17,8 @@
  * The unlock cannot luksResume a table that is gone, so it rebuilds the stack: the passphrase opens a keyslot
  * (`crypt_volume_key_get`), the crypt table is loaded into the placeholder and resumed (waiting I/O flows), then
  * into the volume, and the placeholder is removed; the filesystem is thawed. What the unlock needs is kept in a
- * record on the ramfs, so the supervisor can do the same if the agent dies.
+ * record in the cycle's root (a ramfs both processes are chrooted into), so the supervisor can do the same if
+ * cryptsleep suspend dies.
  *
  * @example
  * ```ts
@@ -37,10 +38,9 @@ import { attachLoop, type LoopSettings } from "../../ffi/loop.ts";
 import { CryptDevice } from "../../ffi/libcryptsetup.ts";
 import { SysError } from "../../ffi/errors.ts";
 import type { SafeBuffer } from "../../ffi/safe_buffer.ts";
-import { readMountinfoOf } from "../../host/mountinfo.ts";
 import type { Volume } from "../../discovery/mod.ts";
 import type { AgentContext } from "../context.ts";
-import { hostPath } from "../job.ts";
+import { hostMountinfo, hostPath } from "../../chroot/enter.ts";
 import type { Secret } from "../secrets.ts";
 import { cryptsetupLoop } from "./keys.ts";
 
@@ -56,11 +56,11 @@ export interface SwapRecord {
   rest: string;
   /** The mapping is read-only. */
   readOnly: boolean;
-  /** Where the LUKS header is read from, as seen from the chroot. */
+  /** Where the LUKS header is read from (a path of the real root, or a /dev node). */
   header: string;
   /** A loop device cryptsetup attached (it detaches itself): the unlock attaches the file again. */
   loop: (LoopSettings & { file: string }) | null;
-  /** Mountpoints frozen with FIFREEZE (as seen from the chroot). */
+  /** Mountpoints frozen with FIFREEZE (paths of the real root: each process reaches them by hostPath). */
   frozen: string[];
 }
 
@@ -73,7 +73,7 @@ function recordPath(dmName: string): string {
   return `/hold-${dmName}.json`;
 }
 
-/** The record of a swapped volume, or null (the agent's ramfs is the supervisor's too). */
+/** The record of a swapped volume, or null (the cycle's root is the supervisor's too). */
 export async function readSwapRecord(dmName: string): Promise<SwapRecord | null> {
   try {
     return JSON.parse(await Deno.readTextFile(recordPath(dmName))) as SwapRecord;
@@ -98,26 +98,26 @@ export async function releaseAtLock(ctx: AgentContext, volume: Volume): Promise<
     const { cipher, rest } = dm.cryptTemplate(crypt.params);
     const loop = await cryptsetupLoop(volume, dm.cryptDevice(crypt.params));
     if (loop && (loop.settings.offset !== 0 || loop.settings.sizeLimit !== 0)) return false;
-    const file = loop ? hostPath(ctx.job, loop.settings.backingFile) : null;
+    const file = loop ? loop.settings.backingFile : null;
     record = {
       dmName: name,
       length: String(crypt.length),
       cipher,
       rest,
       readOnly: live.readOnly,
-      header: volume.header.detached ? hostPath(ctx.job, volume.header.path) : file ?? volume.header.path,
+      header: volume.header.detached ? volume.header.path : file ?? volume.header.path,
       loop: loop && file ? { ...loop.settings, file } : null,
       frozen: [],
     };
   }
   // the filesystem mounted on the volume itself (those above are frozen by their own dm suspend); bind mounts
   // share the superblock, so one mountpoint is enough
-  const own = (await readMountinfoOf(ctx.job.hostPid)).find((m) => m.devno === volume.devno);
-  if (own) record.frozen.push(hostPath(ctx.job, own.mountpoint));
+  const own = hostMountinfo().find((m) => m.devno === volume.devno);
+  if (own) record.frozen.push(own.mountpoint);
   await Deno.writeTextFile(recordPath(name), JSON.stringify(record));
 
   try {
-    for (const m of record.frozen) fsFreeze(m);
+    for (const m of record.frozen) fsFreeze(hostPath(m));
   } catch (err) {
     // a filesystem without FIFREEZE: lock it the usual way (the unlock re-opens it); nothing was frozen
     ctx.log(`lock ${name}: no table swap, cannot freeze ${record.frozen}: ${(err as Error).message}`);
@@ -162,7 +162,7 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
   if (!record) throw new Error(`unlock ${volume.dmName}: swapped, but its record ${recordPath(volume.dmName)} is gone`);
   let unlocked: { key: SafeBuffer; size: number };
   {
-    using device = CryptDevice.init(ctx.lib, record.header);
+    using device = CryptDevice.init(ctx.lib, hostPath(record.header));
     device.load();
     try {
       unlocked = await device.volumeKeyGet(-1, secret.buffer, secret.length);
@@ -175,7 +175,7 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
   using stack = new DisposableStack();
   let rest = record.rest;
   if (record.loop) {
-    const fresh = stack.use(attachLoop(record.loop.file, { ...record.loop }));
+    const fresh = stack.use(attachLoop(hostPath(record.loop.file), { ...record.loop }));
     const fields = rest.split(/\s+/);
     fields[1] = fresh.devno;
     rest = fields.join(" ");
@@ -192,7 +192,7 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
   // suspend inside this resume must not freeze it a second time (before 6.8 that is EBUSY)
   dm.resume(volume.dmName, { lockfs: false });
   dm.remove(hold);
-  for (const m of record.frozen) fsThaw(m);
+  for (const m of record.frozen) fsThaw(hostPath(m));
   await Deno.remove(recordPath(volume.dmName)).catch(() => {});
   return true;
 }
@@ -203,7 +203,7 @@ export async function thawAfterFailedSwap(volume: Volume): Promise<void> {
   if (!record) return;
   for (const m of record.frozen) {
     try {
-      fsThaw(m);
+      fsThaw(hostPath(m));
     } catch (err) {
       // EINVAL: not frozen (the freeze itself failed)
       if (!(err instanceof SysError && err.code === "EINVAL")) throw err;

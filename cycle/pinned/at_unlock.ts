@@ -29,7 +29,7 @@ import * as dm from "../../ffi/devmapper.ts";
 import { attachLoop } from "../../ffi/loop.ts";
 import type { Volume } from "../../discovery/mod.ts";
 import type { AgentContext } from "../context.ts";
-import { hostPath } from "../job.ts";
+import { hostPath } from "../../chroot/enter.ts";
 import { cryptsetupLoop, pinnedKeys, waitUnpinned } from "./keys.ts";
 
 /** The helper mapping's name for a volume (dm names are at most 127 bytes). */
@@ -63,7 +63,7 @@ export async function releaseAtUnlock(ctx: AgentContext, volume: Volume): Promis
   let params: Deno.PointerObject = crypt.params;
   const loop = await cryptsetupLoop(volume, dm.cryptDevice(crypt.params));
   if (loop) {
-    const fresh = stack.use(attachLoop(hostPath(ctx.job, loop.settings.backingFile), { ...loop.settings }));
+    const fresh = stack.use(attachLoop(hostPath(loop.settings.backingFile), { ...loop.settings }));
     params = stack.use(dm.cryptParamsOnDevice(crypt.params, fresh.devno)).pointer;
     ctx.log(`re-open ${name}: ${loop.name} → ${basename(fresh.path)} (same file, attached by cryptsleep)`);
   }

@@ -76,9 +76,9 @@ export async function lineCount(vm: VM, file: string): Promise<number> {
 }
 
 /**
- * Arms a killer that SIGKILLs the agent once it waits at its prompt (after the lock and the sleep). It runs from
- * tmpfs in the tool's cgroup, so neither freezer stops it and it never reads the locked disk. Writes "killed" to
- * /run/killer/done.
+ * Arms a killer that SIGKILLs `cryptsleep suspend` once it waits at its prompt (after the lock and the sleep), as the
+ * agent it is then. It runs from tmpfs in the tool's cgroup, so neither freezer stops it and it never reads the locked
+ * disk. Writes "killed" to /run/killer/done.
  */
 export async function armAgentKiller(vm: VM): Promise<void> {
   const killer = await vm.sh(
@@ -86,7 +86,7 @@ export async function armAgentKiller(vm: VM): Promise<void> {
       "cat > /run/killer/kill.sh <<'EOF'\n" +
       "while :; do\n" +
       "  for p in /proc/[0-9]*; do\n" +
-      "    tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'cryptsleep.js agent' || continue\n" +
+      "    tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'cryptsleep.js suspend' || continue\n" +
       "    grep -qsE 'n_tty_read|wait_woken|poll_schedule_timeout|do_sys_poll' $p/task/*/wchan && { kill -9 ${p#/proc/}; echo killed > /run/killer/done; exit; }\n" +
       "  done\n" +
       "  sleep 0.2\n" +

@@ -70,7 +70,20 @@ Deno.test({
     await t.step("status shows the timeline", async () => {
       const r = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
       assert.equal(r.code, 0, r.out);
-      for (const phase of ["preflight", "ramfs", "sync", "freeze", "syncfs", "lock", "sleep", "unlock", "thaw"]) {
+      const phases = [
+        "preflight",
+        "root",
+        "supervisor",
+        "pin",
+        "sync",
+        "freeze",
+        "syncfs",
+        "lock",
+        "sleep",
+        "unlock",
+        "thaw",
+      ];
+      for (const phase of [...phases, "unpin", "dismiss", "unmount", "release"]) {
         assert.match(r.out, new RegExp(`^\\s+${phase}\\s+\\d+ ms\\s+ok$`, "m"), `phase ${phase} in:\n${r.out}`);
       }
       const kmsg = await vm.sh("dmesg | grep -c 'cryptsleep: '");
@@ -97,7 +110,7 @@ async function releaseStuckReader(vm: VM): Promise<void> {
 }
 
 Deno.test({
-  name: "failures unwind: a process that won't freeze, a kernel that refuses, an agent killed",
+  name: "failures unwind: a process that won't freeze, a kernel that refuses, cryptsleep killed mid-cycle",
   ...SLOW,
   fn: async (t) => {
     await using vm = await boot({});
@@ -129,22 +142,26 @@ Deno.test({
       assert.equal(await systemState(vm), before);
     });
 
-    await t.step("the agent killed with SIGKILL after the lock: the supervisor prompts, unlocks, thaws", async () => {
-      await armAgentKiller(vm);
-      await startSuspend(vm);
-      await vm.waitForEvent("SUSPEND", 300_000);
-      await vm.wake();
-      // the agent prompts first; it is killed while it waits; the supervisor prompts again
-      await vm.waitForConsole(/Passphrase to unlock/, 300_000);
-      await vm.waitForConsole(/the agent exited \(SIGKILL\); the supervisor unlocks/, 300_000);
-      await answerPrompt(vm);
-      assert.equal(await suspendExit(vm), 1);
-      const done = await vm.sh("cat /run/killer/done");
-      assert.equal(done.out.trim(), "killed");
-      await vm.sh("rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true");
-      assert.equal(await systemState(vm), before);
-      const status = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
-      assert.match(status.out, /supervisor unlocked and thawed/);
-    });
+    await t.step(
+      "cryptsleep suspend killed with SIGKILL after the lock: the supervisor prompts, unlocks, thaws",
+      async () => {
+        await armAgentKiller(vm);
+        await startSuspend(vm);
+        await vm.waitForEvent("SUSPEND", 300_000);
+        await vm.wake();
+        // cryptsleep prompts first; it is killed while it waits; the supervisor prompts again
+        await vm.waitForConsole(/Passphrase to unlock/, 300_000);
+        await vm.waitForConsole(/the cycle's process died; the supervisor unlocks/, 300_000);
+        await answerPrompt(vm);
+        // the shell was frozen with everything else: it sees the kill only after the supervisor's thaw
+        assert.equal(await suspendExit(vm), 137);
+        const done = await vm.sh("cat /run/killer/done");
+        assert.equal(done.out.trim(), "killed");
+        await vm.sh("rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true");
+        assert.equal(await systemState(vm), before);
+        const status = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
+        assert.match(status.out, /supervisor unlocked and thawed/);
+      },
+    );
   },
 });

@@ -105,7 +105,7 @@ Deno.test({
       assert.doesNotMatch(second.text, /stays in RAM during this suspend|re-opened/);
     });
 
-    await t.step("the agent killed after a table-swap lock: the supervisor rebuilds the mapping", async () => {
+    await t.step("cryptsleep killed after a table-swap lock: the supervisor rebuilds the mapping", async () => {
       const again = await vm.sh(
         `cryptsetup close img && printf %s '${pass}' | cryptsetup open --key-file - /run/img.luks img && ` +
           "grep -c 'logon.*cryptsetup:' /proc/keys",
@@ -118,9 +118,9 @@ Deno.test({
       await vm.waitForEvent("SUSPEND", 300_000);
       assert.deepEqual(await vm.searchRam(imgNeedles), [0, 0], "held: the image volume's key is out of RAM");
       await vm.wake();
-      await vm.waitForConsole(/the agent exited \(SIGKILL\); the supervisor unlocks/, 300_000);
+      await vm.waitForConsole(/the cycle's process died; the supervisor unlocks/, 300_000);
       await answerPrompt(vm);
-      assert.equal(await suspendExit(vm), 1, vm.console.slice(from));
+      assert.equal(await suspendExit(vm), 137, vm.console.slice(from));
       const after = await vm.sh(
         "cat /run/killer/done; dmsetup table img | cut -d' ' -f3; dmsetup ls | grep -c cryptsleep-; " +
           "dd if=/dev/mapper/img bs=512 count=1 iflag=direct 2>/dev/null | head -c 4; echo; " +
