@@ -1,6 +1,6 @@
 /**
- * The tool's own cgroup, `<root>/cryptsleep`: the supervisor and the agent join it before anything is
- * frozen, and it is never frozen. Where the memory controller allows, `memory.swap.max=0` keeps their
+ * The tool's own cgroup, `<root>/cryptsleep`: `cryptsleep suspend` joins it early in the cycle (so what it
+ * allocates from then on is charged here) and moves its supervisor in as it starts; it is never frozen. Where the memory controller allows, `memory.swap.max=0` keeps their
  * memory out of swap (swap may sit on a volume being locked); their `oom_score_adj` is set to -1000.
  *
  * @example
@@ -43,6 +43,8 @@ export interface OwnCgroup extends AsyncDisposable {
   oomProtected: number[];
   /** What did not go as planned but did not stop the join (e.g. oom_score_adj refused). */
   warnings: string[];
+  /** Moves one more process in (a child just started), as the join moved the first ones. */
+  add(pid: number): Promise<void>;
   /** Moves the pids back, restores oom_score_adj, removes the cgroup. Idempotent; throws CleanupError at the end. */
   leave(): Promise<void>;
 }
@@ -118,6 +120,36 @@ export async function joinOwnCgroup(
     [Symbol.asyncDispose]() {
       return this.leave();
     },
+    async add(pid: number) {
+      await moveIn([pid]);
+      own.pids.push(pid);
+    },
+  };
+
+  const moveIn = async (pids: number[]) => {
+    for (const pid of pids) {
+      const from = await procCgroup(pid);
+      if (from === null) {
+        throw new Error(`pid ${pid}: no such process (ESRCH) or no cgroup2 line in /proc/${pid}/cgroup`);
+      }
+      const fromDir = cgroupDir(root, from);
+      try {
+        await writeFile(join(path, "cgroup.procs"), String(pid));
+      } catch (err) {
+        throw new Error(`${describe(`move pid ${pid} into ${path}/cgroup.procs`, err)}: run as root`);
+      }
+      if (fromDir !== path) origins.set(pid, fromDir);
+    }
+    for (const pid of pids) {
+      const before = await readOr(`/proc/${pid}/oom_score_adj`, "0");
+      try {
+        await writeFile(`/proc/${pid}/oom_score_adj`, "-1000");
+        oomBefore.set(pid, before);
+        own.oomProtected.push(pid);
+      } catch (err) {
+        warnings.push(describe(`write -1000 to /proc/${pid}/oom_score_adj`, err));
+      }
+    }
   };
 
   try {
@@ -159,30 +191,7 @@ export async function joinOwnCgroup(
       }
     }
 
-    for (const pid of opts.pids) {
-      const from = await procCgroup(pid);
-      if (from === null) {
-        throw new Error(`pid ${pid}: no such process (ESRCH) or no cgroup2 line in /proc/${pid}/cgroup`);
-      }
-      const fromDir = cgroupDir(root, from);
-      try {
-        await writeFile(join(path, "cgroup.procs"), String(pid));
-      } catch (err) {
-        throw new Error(`${describe(`move pid ${pid} into ${path}/cgroup.procs`, err)}: run as root`);
-      }
-      if (fromDir !== path) origins.set(pid, fromDir);
-    }
-
-    for (const pid of opts.pids) {
-      const before = await readOr(`/proc/${pid}/oom_score_adj`, "0");
-      try {
-        await writeFile(`/proc/${pid}/oom_score_adj`, "-1000");
-        oomBefore.set(pid, before);
-        own.oomProtected.push(pid);
-      } catch (err) {
-        warnings.push(describe(`write -1000 to /proc/${pid}/oom_score_adj`, err));
-      }
-    }
+    await moveIn(opts.pids);
   } catch (err) {
     try {
       await own.leave();

@@ -3,8 +3,9 @@
  * One cycle at a time. The outer process takes an exclusive lock on `/run/cryptsleep/lock` (flock: the kernel
  * drops it when the process dies, so a crash leaves no stale lock) and holds it until the cycle is over; a second
  * `cryptsleep suspend` is refused, naming the first. Holding the lock, it cleans what a crashed run left — its
- * ramfs still mounted, its own cgroup, processes left in `cryptsleep-frozen` — and refuses where cleaning could
- * hurt: a process in the tool's own cgroup that is chrooted into the ramfs is a supervisor or agent that still runs.
+ * root still mounted, its own cgroup, processes left in `cryptsleep-frozen` — and refuses where cleaning could
+ * hurt: a process in the tool's own cgroup that is chrooted into the root is a cycle or its supervisor that still
+ * runs.
  * Other processes someone put in that cgroup are left there and said: they stay unfrozen through the cycle.
  * A request made while a cycle ran (a second `systemctl suspend`, the lid again) that gets the lock only after
  * that cycle ended is merged into it, not run as a second cycle right after the wake.
@@ -115,7 +116,7 @@ export async function claim(opts: ClaimOptions): Promise<Claim> {
   }
 }
 
-/** Whether `pid` runs chrooted at or below `dir` (the supervisor and the agent run chrooted in the ramfs). */
+/** Whether `pid` runs chrooted at or below `dir` (a cycle and its supervisor, once pinned, run chrooted there). */
 async function chrootedUnder(pid: number, dir: string): Promise<boolean> {
   const root = await Deno.readLink(`/proc/${pid}/root`).catch(() => "/");
   return root === dir || root.startsWith(dir + "/");
@@ -144,8 +145,8 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
     if (running.length) {
       found.push({
         what: `cgroup ${own} exists`,
-        refuse: `pids ${running.join(" ")} are in it, chrooted into ${opts.ramfsDir}: a cycle's supervisor or ` +
-          `agent still runs; let it finish, or kill them`,
+        refuse: `pids ${running.join(" ")} are in it, chrooted into ${opts.ramfsDir}: a cycle or its ` +
+          `supervisor still runs; let it finish, or kill them`,
       });
     } else if (procs.length) {
       found.push({ what: `cgroup ${own} holds pids ${procs.join(" ")}, not cryptsleep's: they stay unfrozen` });

@@ -16,6 +16,7 @@
 import type { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import type { Console } from "../ffi/tty.ts";
 import type { Root } from "../chroot/root.ts";
+import type { OwnCgroup } from "../cgroup/own.ts";
 import type { Supervisor } from "./start.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import type { Secrets } from "./secrets.ts";
@@ -40,6 +41,8 @@ export interface AgentContext {
    * times, since nobody would be left to prompt after it.
    */
   recovery: boolean;
+  /** Waits until the supervisor is ready to take over; absent in the supervisor itself. */
+  supervisorReady?: () => Promise<unknown>;
 }
 
 /** The outer phases: preflight … agent. Each fills in what the next one needs. */
@@ -54,11 +57,13 @@ export interface OuterContext {
   script: string | null;
   /** Set by preflight. */
   job?: Job;
+  /** Set by the own phase: the tool's cgroup, never frozen, never swapped. */
+  own?: OwnCgroup;
   /** Set by the root phase. */
   root?: Root;
   /** Set by the supervisor phase. */
   supervisor?: Supervisor;
-  /** Set by the pin phase: the console the supervisor opened, opened here too. */
+  /** Set by the supervisor phase: where the prompts go; the supervisor opens the same one. */
   console?: Console;
   /** Set by the agent phase: whether its phases and their undos all went well. */
   ok?: boolean;

@@ -12,6 +12,7 @@
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
+import { ignoreJobControlSignals } from "../ffi/libc.ts";
 import type { OuterContext } from "./context.ts";
 import { InterruptedError, messages, RefusedError } from "./errors.ts";
 import { ignoreStopSignals } from "./signals.ts";
@@ -31,6 +32,8 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
   if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
   // Ctrl-C (or SIGTERM) before the agent starts stops the list and undoes what ran; once the agent runs it is
   // the agent's cycle, and the signal is only said
+  // started in the background of the terminal it prompts on, it must not be stopped by job control mid-cycle
+  ignoreJobControlSignals();
   let caught: Deno.Signal | null = null;
   using _signals = ignoreStopSignals((signal) => {
     caught ??= signal;
@@ -51,7 +54,7 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
       await runPhases(OUTER_PHASES, ctx, ctx.timeline, { checkpoint });
     } finally {
       // a cycle that began (the lock taken) is reported, however it ended; not timed: it cannot contain its own end
-      if (ctx.supervisor) await report(ctx);
+      if (ctx.timeline.phases.some((p) => p.name === "claim" && p.ok)) await report(ctx);
     }
   } catch (err) {
     if (err instanceof RefusedError) return refused(err.reasons);

@@ -20,7 +20,6 @@ import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import { setpriority } from "../ffi/libc.ts";
-import { Console } from "../ffi/tty.ts";
 import { footprint } from "../host/maps.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
@@ -35,7 +34,7 @@ import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned
 import { preflight, sleepConfOptions } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
-import { RAMFS_DIR, startSupervisor, type Supervisor } from "./start.ts";
+import { openConsole, RAMFS_DIR, startSupervisor, type Supervisor } from "./start.ts";
 import { OWN_NAME as OWN_CGROUP } from "../cgroup/cgroup2.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
 import { KNOBS, readKnob } from "../host/sysfs.ts";
@@ -167,6 +166,25 @@ const watchdogPhase: CyclePhase<OuterContext, HandedOver | null> = {
   },
 };
 
+const ownPhase: CyclePhase<OuterContext, OwnCgroup> = {
+  name: "own",
+  where: OUTER,
+  // early: what this process allocates from here on is charged to a cgroup whose memory never goes to swap (a
+  // swap on a volume to lock could not give it back); the supervisor is moved in as it starts
+  run: async (ctx) => ctx.own = await joinOwnCgroup({ pids: [Deno.pid] }),
+  detail: (own) => ({ path: own.path, swapDisabled: own.swapDisabled, warnings: own.warnings }),
+  describe: () =>
+    lines(
+      "would move itself into cgroup cryptsleep (never frozen; memory.swap.max=0, oom_score_adj -1000); " +
+        "the supervisor follows as it starts",
+    ),
+  undo: {
+    name: "leave",
+    summary: "out of the cgroup, which is removed",
+    run: async (_ctx, own) => await own?.leave(),
+  },
+};
+
 const rootPhase: CyclePhase<OuterContext, Root> = {
   name: "root",
   where: OUTER,
@@ -185,8 +203,23 @@ const rootPhase: CyclePhase<OuterContext, Root> = {
 const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
   name: "supervisor",
   where: OUTER,
-  // started now, it gets ready while the hooks run; the pin phase waits for it
-  run: async (ctx) => ctx.supervisor = await startSupervisor(ctx.job!, ctx.script),
+  // started now, it gets ready while the cycle goes on; the guard phase waits for it before the lock
+  run: async (ctx) => {
+    // the console first: the supervisor opens the same one, and the phases before it is ready may write to it
+    const console = ctx.console = openConsole(ctx.job!);
+    let supervisor: Supervisor | undefined;
+    try {
+      supervisor = ctx.supervisor = await startSupervisor(ctx.job!, ctx.script, console.path);
+      // at once, before its start-up allocates much: charged to the cgroup without swap
+      await ctx.own!.add(supervisor.pid);
+      return supervisor;
+    } catch (err) {
+      await supervisor?.dismiss();
+      console[Symbol.dispose]();
+      ctx.console = ctx.supervisor = undefined;
+      throw err;
+    }
+  },
   detail: (s) => ({ pid: s.pid }),
   describe: (job) =>
     lines(
@@ -198,14 +231,13 @@ const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
     summary: "tell the supervisor the cycle ended; wait for it",
     run: async (ctx, supervisor) => {
       if (supervisor && !await supervisor.dismiss()) ctx.timeline.warn("the supervisor exited with an error");
+      ctx.console?.[Symbol.dispose]();
     },
   },
 };
 
 /** What the pin phase holds until its undo. */
 interface Held {
-  own: OwnCgroup;
-  console: Console;
   pinned: Pinned;
   inside: Inside;
 }
@@ -214,30 +246,24 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
   name: "pin",
   where: OUTER,
   run: async (ctx) => {
-    const supervisor = ctx.supervisor!;
-    const consolePath = await supervisor.ready();
     // each step undone here if a later one fails: the undo below only sees a finished pin
-    await using stack = new AsyncDisposableStack();
-    const own = stack.use(await joinOwnCgroup({ pids: [Deno.pid, supervisor.pid] }));
+    using stack = new DisposableStack();
     setpriority(0, -10);
-    const console = stack.use(Console.open(consolePath));
     const pinned = stack.use(pinMappings());
     const inside = stack.use(enterRoot(ctx.job!.ramfsRoot));
     stack.move();
-    ctx.console = console;
     ctx.timeline.facts.pinnedBytes = pinned.bytes;
-    return { own, console, pinned, inside };
+    return { pinned, inside };
   },
-  detail: (h) => ({ bytes: h.pinned.bytes, files: h.pinned.files.length, swapDisabled: h.own.swapDisabled }),
+  detail: (h) => ({ bytes: h.pinned.bytes, files: h.pinned.files.length }),
   describe: (job) =>
     lines(
-      "would move itself and the supervisor into cgroup cryptsleep (never frozen; memory.swap.max=0, " +
-        "oom_score_adj -1000), mlock every file it maps (the runtime and its libraries, " +
+      "would mlock every file it maps (the runtime and its libraries, " +
         `${(planPin().bytes / 1048576).toFixed(1)} MiB now) and chroot into ${job.ramfsRoot}`,
     ),
   undo: {
     name: "unpin",
-    summary: "back on the real root, unlocked from RAM, out of the cgroup",
+    summary: "back on the real root, unlocked from RAM",
     run: async (ctx, held) => {
       if (!held) return;
       // what the cycle held, read while it still holds it
@@ -245,11 +271,11 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
       ctx.timeline.facts.ramHeldBytes = fp.fileBytes + fp.anonBytes;
       ctx.timeline.facts.ramHeld = fp;
       ctx.timeline.facts.peakRssKiB = await peakRssKiB();
-      ctx.timeline.facts.ownCgroupMemoryPeakBytes = await memoryPeakBytes(held.own.path);
+      if (ctx.own) ctx.timeline.facts.ownCgroupMemoryPeakBytes = await memoryPeakBytes(ctx.own.path);
+      // the release whatever the leave did
+      using stack = new DisposableStack();
+      stack.defer(() => held.pinned.release());
       held.inside.leave();
-      held.pinned.release();
-      held.console[Symbol.dispose]();
-      await held.own.leave();
     },
   },
 };
@@ -268,6 +294,7 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
       timeline: ctx.timeline,
       log: kmsg,
       recovery: false,
+      supervisorReady: () => ctx.supervisor!.ready(),
     };
     try {
       await runPhases(AGENT_PHASES, agent, ctx.timeline);
@@ -278,11 +305,12 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
       for (const m of why) ctx.console!.write(`cryptsleep: ${m}\n`);
       ctx.timeline.facts.error = why.join("; ");
       // a volume still locked (tries used up) or a cgroup still frozen: the undos again as the supervisor does
-      // them, prompting until it is unlocked
-      const left = await leftOf(AGENT_PHASES, agent);
-      if (left.length) {
+      // them, prompting, until nothing is left — the outer undos after this one leave the chroot and the pin
+      for (let left = await leftOf(AGENT_PHASES, agent); left.length; left = await leftOf(AGENT_PHASES, agent)) {
         ctx.timeline.warn(`after the undos: ${left.join(", ")}; undone again, prompting until unlocked`);
-        await undoPhases(AGENT_PHASES, { ...agent, recovery: true }, ctx.timeline);
+        await undoPhases(AGENT_PHASES, { ...agent, recovery: true }, ctx.timeline).catch((e) => {
+          for (const m of messages(e)) ctx.console!.write(`cryptsleep: ${m}\n`);
+        });
       }
       return ctx.ok = false;
     }
@@ -294,6 +322,7 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
 export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
   preflightPhase,
   claimPhase,
+  ownPhase,
   rootPhase,
   supervisorPhase,
   hooksPhase,
@@ -350,6 +379,14 @@ const syncfsPhase: CyclePhase<AgentContext, string[]> = {
     const mounts = [...new Set(job.plan.lock.flatMap((v) => v.mounts.map((m) => m.mountpoint)))];
     return lines(mounts.length ? `would syncfs ${mounts.join(", ")}` : "no filesystem on the volumes");
   },
+};
+
+const guardPhase: CyclePhase<AgentContext, void> = {
+  name: "guard",
+  where: AGENT,
+  // it started while this process pinned itself, synced and froze: nothing is locked before it can take over
+  run: async (ctx) => void await ctx.supervisorReady?.(),
+  describe: () => lines("would wait until the supervisor is pinned and chrooted (started by the supervisor phase)"),
 };
 
 const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
@@ -440,6 +477,7 @@ export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
   syncPhase,
   freezePhase,
   syncfsPhase,
+  guardPhase,
   lockPhase,
   sleepPhase,
 ];

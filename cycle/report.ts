@@ -49,14 +49,3 @@ export async function peakRssKiB(): Promise<number | null> {
   const m = /^VmHWM:\s+(\d+) kB/m.exec(await Deno.readTextFile("/proc/self/status"));
   return m ? Number(m[1]) : null;
 }
-
-/** Adds one fact to a written report; a missing report stays missing. */
-export async function addFact(path: string, key: string, value: unknown): Promise<void> {
-  try {
-    const report = JSON.parse(await Deno.readTextFile(path)) as TimelineJSON;
-    report.facts[key] = value;
-    await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
-  } catch (err) {
-    kmsg(`report: cannot add ${key}: ${err instanceof Error ? err.message : err}`);
-  }
-}

@@ -262,7 +262,7 @@ export function checkOpenFiles(files: string[] | undefined): Verdict {
       "would block the cycle for good",
     fix: /\/deno\/|_cache_v\d/.test(files.join(" "))
       ? "these are deno's caches: run cryptsleep through its wrapper (/usr/sbin/cryptsleep keeps DENO_DIR in " +
-        "/run/cryptsleep/deno), or set DENO_DIR=/run/cryptsleep/deno"
+        "/run/cryptsleep-deno), or set DENO_DIR=/run/cryptsleep-deno"
       : "close them, or run cryptsleep from a process that does not hold them",
   };
 }

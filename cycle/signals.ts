@@ -14,8 +14,8 @@
  */
 
 // Not SIGTTIN/SIGTTOU: caught rather than ignored, the kernel would send them again on every retry of a
-// background read or write (a livelock). The supervisor is out of their reach by setsid; `cryptsleep suspend`
-// started in the background of the very terminal it prompts on is not (a prompt there cannot be answered anyway).
+// background read or write (a livelock). The supervisor is out of their reach by setsid; `cryptsleep suspend` sets
+// them to SIG_IGN (ffi/libc.ts ignoreJobControlSignals): a background read then fails with EIO instead.
 /** What a terminal sends its foreground process group (Ctrl-C, Ctrl-\\, Ctrl-Z, hangup), and a polite kill. */
 export const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGQUIT", "SIGTSTP", "SIGHUP", "SIGTERM"];
 

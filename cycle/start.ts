@@ -1,17 +1,18 @@
 /**
  * @module
  * The supervisor, from `cryptsleep suspend`'s side. It is started before anything is frozen, on the real root, as
- * the same program with `supervise`; the job goes to it as one JSON line on its stdin. It opens the console (a VT
- * it allocates, or --console), loads what a recovery needs, pins itself (chroot/pin.ts), chroots into the cycle's
- * root and says `ready <console>` on its stdout. From then on its stdin is its watch: `done` lets it go; the end
+ * the same program with `supervise`; the job goes to it as one JSON line on its stdin, then the console's path
+ * (opened by `cryptsleep suspend`). It opens that console too, loads what a recovery needs, pins itself
+ * (chroot/pin.ts), chroots into the cycle's root and says `ready` on its stdout. From then on its stdin is its watch: `done` lets it go; the end
  * of the pipe without `done` means `cryptsleep suspend` died, and the supervisor undoes the agent's phases.
  *
  * @example
  * ```ts
  * import { startSupervisor } from "./start.ts";
  * declare const job: import("./job.ts").Job; // from preflight
- * const supervisor = await startSupervisor(job, "/usr/lib/cryptsleep/cryptsleep.js");
- * console.log(supervisor.pid, await supervisor.ready()); // e.g. 4242 /dev/tty8
+ * const supervisor = await startSupervisor(job, "/usr/lib/cryptsleep/cryptsleep.js", "/dev/tty8");
+ * await supervisor.ready();
+ * console.log(supervisor.pid);
  * await supervisor.dismiss();
  * ```
  */
@@ -31,8 +32,8 @@ export const DONE = "done";
 export interface Supervisor {
   /** Its process id (the pin moves it into the tool's cgroup). */
   pid: number;
-  /** Waits until it is pinned and chrooted; the console it opened, where the prompts go. */
-  ready(): Promise<string>;
+  /** Waits until it is pinned and chrooted. */
+  ready(): Promise<void>;
   /** Tells it the cycle ended well and waits for it to exit; false when it had died or exits with an error. */
   dismiss(): Promise<boolean>;
 }
@@ -69,7 +70,7 @@ export function selfArgs(script: string | null, args: string[]): string[] {
  * Starts the supervisor and hands it the job; see the module doc. It gets ready while `cryptsleep suspend` goes on
  * with its phases; {@linkcode Supervisor.ready} waits for it.
  */
-export async function startSupervisor(job: Job, script: string | null): Promise<Supervisor> {
+export async function startSupervisor(job: Job, script: string | null, console: string): Promise<Supervisor> {
   const child = new Deno.Command(Deno.execPath(), {
     args: selfArgs(script, ["supervise"]),
     env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
@@ -91,18 +92,19 @@ export async function startSupervisor(job: Job, script: string | null): Promise<
   };
   try {
     await say(JSON.stringify(job));
+    await say(console);
   } catch (err) {
     await kill();
     throw err;
   }
-  let console: Promise<string> | null = null;
+  let ready: Promise<void> | null = null;
   let dismissed = false;
   return {
     pid: child.pid,
     ready() {
-      console ??= (async () => {
+      ready ??= (async () => {
         const line = await readLine();
-        if (line !== null && line.startsWith(`${READY} `)) return line.slice(READY.length + 1);
+        if (line === READY) return;
         await kill();
         const status = await child.status;
         throw new Error(
@@ -110,7 +112,7 @@ export async function startSupervisor(job: Job, script: string | null): Promise<
             "what it said is above",
         );
       })();
-      return console;
+      return ready;
     },
     async dismiss() {
       if (dismissed) return (await child.status).success;

@@ -25,9 +25,11 @@ import { AGENT_PHASES } from "./phases.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { leftOf, undoPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
-import { DONE, lineReader, openConsole, READY } from "./start.ts";
+import { DONE, lineReader, READY } from "./start.ts";
+import { Console } from "../ffi/tty.ts";
 import { ignoreStopSignals } from "./signals.ts";
 import { Timeline } from "./timeline.ts";
+import { readRecord, rearm } from "../systemd/watchdog.ts";
 
 /** Gets ready, then waits for `done` or the end of its stdin; see the module doc. */
 export async function supervise(): Promise<Outcome> {
@@ -44,38 +46,53 @@ export async function supervise(): Promise<Outcome> {
   const first = await readLine();
   if (first === null) return failed(["supervise: no job on stdin (it is started by cryptsleep suspend)"]);
   const job = JSON.parse(first) as Job;
+  const consolePath = await readLine();
+  if (consolePath === null) return failed(["supervise: no console path on stdin"]);
   setpriority(0, -10);
   // loaded now: after the pin nothing more is mapped, and inside the root there is nothing to load from
   const lib = Libcryptsetup.open();
   // opened before anything is frozen, and kept: its saved termios is what a recovery restores
-  using console = openConsole(job);
+  using console = Console.open(consolePath);
   using pinned = pinMappings();
   const inside = enterRoot(job.ramfsRoot);
-  await Deno.stdout.write(new TextEncoder().encode(`${READY} ${console.path}\n`));
+  await Deno.stdout.write(new TextEncoder().encode(`${READY}\n`));
 
   const word = await readLine().catch(() => null);
-  if (word === DONE) {
-    inside.leave();
-    return OK;
-  }
   using secrets = new Secrets(console);
   const ctx: AgentContext = { job, lib, console, secrets, timeline: new Timeline(), log: kmsg, recovery: true };
+  // by looking, even after `done`: nothing may stay locked or frozen when the supervisor goes
   const left = await leftOf(AGENT_PHASES, ctx);
   if (left.length === 0) {
     inside.leave();
-    return failed(["cryptsleep suspend ended without saying done; nothing was left locked or frozen"]);
+    return word === DONE
+      ? OK
+      : failed(["cryptsleep suspend ended without saying done; nothing was left locked or frozen"]);
   }
-  // it died with volumes locked or cgroups frozen: the undos, by what they see
-  kmsg(`cryptsleep suspend died; supervisor recovers: ${left.join(", ")}`);
+  // it died (or let go) with volumes locked or cgroups frozen: the undos, by what they see
+  kmsg(`cryptsleep suspend ${word === DONE ? "let go" : "died"}; supervisor recovers: ${left.join(", ")}`);
   console.write(`\ncryptsleep: the cycle's process died; the supervisor unlocks\n`);
   ctx.timeline.warn(`cryptsleep suspend died mid-cycle; the supervisor unlocked and thawed (${pinned.bytes} B pinned)`);
   const errors: string[] = [];
-  await undoPhases(AGENT_PHASES, ctx, ctx.timeline).catch((err) => errors.push(...messages(err)));
-  for (const e of errors) ctx.timeline.warn(`the supervisor could not undo: ${e}`);
-  // unlocked (or as far as it got): back on the real root to leave the report where status reads it
+  // until nothing is left: a frozen, locked machine without a prompt is the one outcome not allowed
+  for (let still = left; still.length; still = await leftOf(AGENT_PHASES, ctx)) {
+    await undoPhases(AGENT_PHASES, ctx, ctx.timeline).catch((err) => {
+      for (const m of messages(err)) {
+        errors.push(m);
+        console.write(`cryptsleep: ${m}\n`);
+      }
+    });
+  }
+  for (const e of errors) ctx.timeline.warn(`the supervisor could not undo at first: ${e}`);
+  // unlocked: back on the real root for what the dead process's undos would have done there
   inside.leave();
+  const usec = await readRecord().catch(() => null);
+  if (usec !== null) {
+    await rearm({ previousUSec: usec, devices: [] }).catch((err) =>
+      ctx.timeline.warn(`re-arming systemd's watchdog: ${messages(err).join("; ")}`)
+    );
+  }
   await writeReport(ctx.timeline.toJSON("failed"), LAST_REPORT).catch((err) =>
     kmsg(`report: ${messages(err).join("; ")}`)
   );
-  return failed(errors.length ? errors : ["cryptsleep suspend died mid-cycle; the supervisor unlocked and thawed"]);
+  return failed(["cryptsleep suspend died mid-cycle; the supervisor unlocked and thawed"]);
 }

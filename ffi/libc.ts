@@ -73,6 +73,7 @@ const SYMBOLS = {
   chroot: { parameters: ["buffer"], result: "i32" },
   chdir: { parameters: ["buffer"], result: "i32" },
   fchdir: { parameters: ["i32"], result: "i32" },
+  signal: { parameters: ["i32", "usize"], result: "usize" },
   tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
   tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   strchr: { parameters: ["pointer", "i32"], result: "pointer" },
@@ -219,6 +220,17 @@ export function mlock(start: bigint, length: bigint, subject: string): void {
 /** munlock(2): the undo of {@linkcode mlock}. */
 export function munlock(start: bigint, length: bigint, subject: string): void {
   check("munlock", libcSymbols().munlock(start, length), subject);
+}
+
+/**
+ * SIGTTIN and SIGTTOU set to SIG_IGN for the whole process: a background process then gets EIO from a read of its
+ * terminal and may write and set its modes, instead of being stopped (mid-cycle, a stop would hold the machine).
+ */
+export function ignoreJobControlSignals(): void {
+  const SIG_ERR = 0xffffffffffffffffn;
+  for (const [name, signo] of [["SIGTTIN", 21], ["SIGTTOU", 22]] as const) {
+    if (libcSymbols().signal(signo, 1n) === SIG_ERR) throw new SysError("signal", errno(), { subject: name });
+  }
 }
 
 /** chroot(2) to `path`, then chdir("/") so no path resolves outside it by accident. For the whole process. */

@@ -6,7 +6,7 @@ self=$(readlink -f "$0")
 lib=${self%/sbin/*}/lib/cryptsleep
 # deno's caches (sqlite, written late) must not sit on a disk the cycle locks: as root they live in /run (tmpfs)
 if [ -w /run ]; then
-  DENO_DIR=/run/cryptsleep/deno
+  DENO_DIR=/run/cryptsleep-deno
 else
   DENO_DIR="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/cryptsleep/deno"
 fi

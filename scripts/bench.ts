@@ -2,7 +2,7 @@
  * @module
  * Bench on the QEMU bed: boots the guest once (LUKS2 root and LUKS2 data disk open), runs N full
  * `cryptsleep suspend` cycles and prints a Markdown table: per phase min/median/max ms (from
- * `cryptsleep status --json` in the guest), ramfs bytes, peak RSS and cgroup peak, time to S3 and from wake to
+ * `cryptsleep status --json` in the guest), pinned bytes and RAM held, time to S3 and from wake to
  * the prompt. Writes a bar chart of the median phase times to dist/bench.svg. No assertions on speed.
  *
  * `--guest debian` compares instead, in one boot of the Debian trixie guest with systemd: a plain
@@ -22,7 +22,7 @@ import { boot, openDataDisk } from "../tests/vm/harness.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { bundle, type CycleRun, lastReport, option, runCycle, step } from "./demo.ts";
 import { benchDebian } from "./bench_debian.ts";
-import { beforeSleepMs, formatInt, median, phaseMs, phaseNames, ramfsBytes, svgBars } from "./bench_lib.ts";
+import { beforeSleepMs, formatInt, median, phaseMs, phaseNames, svgBars } from "./bench_lib.ts";
 
 interface Sample {
   run: CycleRun;
@@ -55,8 +55,9 @@ function table(samples: Sample[], title: string): string {
     samples.map((s) => s.run.toSuspendMs - beforeSleepMs(s.report)),
   ));
   lines.push(row("wake → passphrase prompt (host)", samples.map((s) => s.run.wakeToPromptMs)));
-  const ramfs = samples.map((s) => ramfsBytes(s.report)).filter((b): b is number => b !== null);
-  lines.push(row("ramfs size", ramfs, "bytes"));
+  const fact = (k: string) => samples.map((s) => s.report.facts[k]).filter((b): b is number => typeof b === "number");
+  lines.push(row("locked by the pin", fact("pinnedBytes"), "bytes"));
+  lines.push(row("RAM held (files once + anonymous)", fact("ramHeldBytes"), "bytes"));
   // RSS and cgroup peaks are shown only if the report carries them: the agent and supervisor exit with the cycle
   const memKeys = (s: Sample) => Object.keys(s.report.facts).filter((k) => /rss|hwm|memorypeak/i.test(k));
   const rssKeys = [...new Set(samples.flatMap(memKeys))];

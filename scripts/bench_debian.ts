@@ -271,13 +271,14 @@ function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVer
     "- RAM during: memory.peak of systemd-suspend.service's cgroup, read by a system-sleep post hook that all " +
     "three run in that cgroup: the RSS of the unit's processes plus the page cache and ramfs pages they brought in " +
     "(Debian: all of its work, the hook running after the unlock and before its ramfs is unmounted; cryptsleep: " +
-    "the outer process and the ramfs it fills; plain: systemd-sleep). Page cache is charged to the cgroup that " +
-    "first reads a file, so a tool's first cycle pays for reading its files and later ones mostly not. " +
-    "cryptsleep's supervisor and agent run in its own cgroup: that memory.peak is in its report, and the total " +
-    "adds the two peaks (a page is charged to one cgroup only; the sum of two peaks bounds their peak together " +
-    "from above). ramfs: Debian's by du from the same hook; cryptsleep's from its report. Peak RSS (VmHWM) of " +
-    "the agent and supervisor counts the deno binary mapped from the ramfs again. Debian's processes' peak RSS: " +
-    "not measured (short-lived shell children; their RAM is in the service's peak).",
+    "the start of cryptsleep suspend, before it moves into its own cgroup; plain: systemd-sleep). Page cache is " +
+    "charged to the cgroup that first reads a file, so a tool's first cycle pays for reading its files and later " +
+    "ones mostly not. cryptsleep copies nothing: the total for it is what its two processes hold at the end of " +
+    "the cycle, from its report (`ramHeldBytes`: the resident pages of the files they map — locked by its pin — " +
+    "counted once, plus the anonymous memory of each), whether or not the page cache held those files before. " +
+    "Its own cgroup's memory.peak and the bytes its pin locked are lines of their own. ramfs: Debian's by du " +
+    "from the same hook. Debian's processes' peak RSS: not measured (short-lived shell children; their RAM is " +
+    "in the service's peak).",
     "- RAM between: sampled 10 s after the unit ended (exiting processes free their memory for seconds) and 10 s " +
     "after the tool was put in place: MemTotal − MemAvailable guest-wide, less the free pages the kernel keeps on " +
     "its per-CPU lists (MemAvailable counts them as used; they hold ~25 MiB for a while after deno's processes " +

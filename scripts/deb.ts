@@ -71,7 +71,7 @@ export function control(version: string, installedKiB: number): string {
     "Description: lock every LUKS volume around suspend-to-RAM",
     " cryptsleep freezes userspace with the cgroup v2 freezer, locks every LUKS volume",
     " (crypt_suspend wipes the key), suspends, prompts for the passphrases after wake",
-    " from a ramfs, unlocks and thaws. `cryptsleep install` makes systemd's suspend",
+    " with its code locked in RAM, unlocks and thaws. `cryptsleep install` makes systemd's suspend",
     " (lid, menu, systemctl suspend, idle) run it; hibernation is not protected.",
     "",
   ].join("\n");

@@ -3,7 +3,7 @@
  * systemd's hardware watchdog (`RuntimeWatchdogSec=`) during a cycle. PID 1 pings the watchdog device; the cycle
  * freezes PID 1 from the freeze to the thaw, and after wake the prompt may wait for minutes, so a watchdog left
  * armed resets the machine while the person types (a laptop's iTCO_wdt, like the kernel's softdog, counts on after
- * resume). Before the agent starts, the outer process hands the watchdog over: it sets PID 1's
+ * resume). Before the pin, `cryptsleep suspend` hands the watchdog over: it sets PID 1's
  * `RuntimeWatchdogUSec` to 0 through D-Bus (systemd disarms the device with the magic close), checks that every
  * device stopped, and sets the old value back after the thaw. A device that cannot be stopped (`nowayout`) or
  * that someone else holds open is refused before anything is frozen.

@@ -466,7 +466,7 @@ done
 /** `/usr/local/bin/cryptsleep` of the guests: the bundle from the tool disk, run by the guest's deno. */
 export const CRYPTSLEEP_WRAPPER = `#!/bin/sh
 # deno's caches in tmpfs, as packaging/cryptsleep.sh keeps them: never on a disk the cycle locks
-export DENO_DIR=/run/cryptsleep/deno
+export DENO_DIR=/run/cryptsleep-deno
 exec deno run -A /usr/local/lib/cryptsleep/cryptsleep.js "$@"
 `;
 

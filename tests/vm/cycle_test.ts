@@ -83,7 +83,7 @@ Deno.test({
         "unlock",
         "thaw",
       ];
-      for (const phase of [...phases, "unpin", "dismiss", "unmount", "release"]) {
+      for (const phase of [...phases, "unlock", "thaw", "unpin", "dismiss", "unmount", "leave", "release"]) {
         assert.match(r.out, new RegExp(`^\\s+${phase}\\s+\\d+ ms\\s+ok$`, "m"), `phase ${phase} in:\n${r.out}`);
       }
       const kmsg = await vm.sh("dmesg | grep -c 'cryptsleep: '");
