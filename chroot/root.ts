@@ -60,6 +60,18 @@ function lstatOrNull(p: string): Deno.FileInfo | null {
   }
 }
 
+/**
+ * Unmounts whatever is mounted at or below `dir`, deepest first and detached (a process may still be chrooted there),
+ * then removes the directory: for a root whose process died before its own dispose (a crashed run, or the
+ * supervisor finishing a cycle). Returns the mount points it detached.
+ */
+export async function detachRoot(dir: string): Promise<string[]> {
+  const mounts = mountsUnder(dir);
+  for (const m of mounts) umount2(m, MNT_DETACH);
+  await Deno.remove(dir).catch(() => {});
+  return mounts;
+}
+
 /** Mounts the empty root at `dir`; see the module doc. */
 export async function mountRoot(opts: { dir: string }): Promise<Root> {
   const dir = normalize(opts.dir).replace(/\/$/, "");

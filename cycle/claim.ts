@@ -18,11 +18,10 @@
  * ```
  */
 import { dirname, join } from "node:path";
-import { mountsUnder } from "../chroot/root.ts";
+import { detachRoot, mountsUnder } from "../chroot/root.ts";
 import { DEFAULT_CGROUP_ROOT, FROZEN_NAME, OWN_NAME, readProcs, removeCgroup } from "../cgroup/cgroup2.ts";
 import { exists } from "../host/paths.ts";
 import { releaseFrozenCgroup } from "../cgroup/freezer.ts";
-import { MNT_DETACH, umount2 } from "../ffi/libc.ts";
 import { RefusedError } from "./errors.ts";
 import { readRecord as readWatchdogRecord, rearm as rearmWatchdog } from "../systemd/watchdog.ts";
 
@@ -129,11 +128,7 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
   if (mounts.length) {
     found.push({
       what: `${opts.ramfsDir} is still mounted (a crashed run's ramfs)`,
-      clean: async () => {
-        // deepest first; detached, as a process of the crashed run may still hold a file open there
-        for (const m of mounts) umount2(m, MNT_DETACH);
-        await Deno.remove(opts.ramfsDir).catch(() => {});
-      },
+      clean: async () => void await detachRoot(opts.ramfsDir),
     });
   }
   const root = opts.cgroupRoot ?? DEFAULT_CGROUP_ROOT;

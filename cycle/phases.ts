@@ -19,7 +19,7 @@ import { enterRoot, type Inside } from "../chroot/enter.ts";
 import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
-import { setpriority } from "../ffi/libc.ts";
+import { dropControllingTerminal, setpriority } from "../ffi/libc.ts";
 import { footprint } from "../host/maps.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
@@ -245,15 +245,18 @@ interface Held {
 const pinPhase: CyclePhase<OuterContext, Held> = {
   name: "pin",
   where: OUTER,
-  run: async (ctx) => {
+  run: (ctx) => {
     // each step undone here if a later one fails: the undo below only sees a finished pin
     using stack = new DisposableStack();
     setpriority(0, -10);
+    // from here on the terminal it was started from must not stop it (a background read of the prompt) nor
+    // interrupt it: it lets go of it, as the supervisor did with setsid
+    if (dropControllingTerminal()) ctx.timeline.facts.droppedTerminal = true;
     const pinned = stack.use(pinMappings());
     const inside = stack.use(enterRoot(ctx.job!.ramfsRoot));
     stack.move();
     ctx.timeline.facts.pinnedBytes = pinned.bytes;
-    return { pinned, inside };
+    return Promise.resolve({ pinned, inside });
   },
   detail: (h) => ({ bytes: h.pinned.bytes, files: h.pinned.files.length }),
   describe: (job) =>

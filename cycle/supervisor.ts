@@ -14,6 +14,7 @@
  * ```
  */
 import { enterRoot } from "../chroot/enter.ts";
+import { detachRoot } from "../chroot/root.ts";
 import { pinMappings } from "../chroot/pin.ts";
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import { setpriority, setsid } from "../ffi/libc.ts";
@@ -85,6 +86,7 @@ export async function supervise(): Promise<Outcome> {
   for (const e of errors) ctx.timeline.warn(`the supervisor could not undo at first: ${e}`);
   // unlocked: back on the real root for what the dead process's undos would have done there
   inside.leave();
+  await detachRoot(job.ramfsRoot).catch((err) => ctx.timeline.warn(`unmounting ${job.ramfsRoot}: ${messages(err)}`));
   const usec = await readRecord().catch(() => null);
   if (usec !== null) {
     await rearm({ previousUSec: usec, devices: [] }).catch((err) =>

@@ -233,6 +233,28 @@ export function ignoreJobControlSignals(): void {
   }
 }
 
+/**
+ * Gives up the controlling terminal (TIOCNOTTY on /dev/tty), for this process only when it is not the session
+ * leader: the terminal's job control (a background read stopped or refused) and its Ctrl-C no longer reach it,
+ * while an fd it opened on that terminal still reads and writes. Returns false when it had none.
+ */
+export function dropControllingTerminal(): boolean {
+  const TIOCNOTTY = 0x5422;
+  let fd: number;
+  try {
+    fd = openFd("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  } catch (err) {
+    if (err instanceof SysError && err.errno === 6) return false; // ENXIO: no controlling terminal
+    throw err;
+  }
+  try {
+    ioctlInt(fd, TIOCNOTTY, 0, "TIOCNOTTY");
+    return true;
+  } finally {
+    closeFd(fd);
+  }
+}
+
 /** chroot(2) to `path`, then chdir("/") so no path resolves outside it by accident. For the whole process. */
 export function chroot(path: string): void {
   check("chroot", libcSymbols().chroot(cstr(path)), path);
