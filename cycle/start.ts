@@ -32,7 +32,7 @@ export const DONE = "done";
 export interface Supervisor {
   /** Its process id (the pin moves it into the tool's cgroup). */
   pid: number;
-  /** Waits until it is pinned and chrooted. */
+  /** Waits until it is pinned and chrooted; throws if it has exited since. */
   ready(): Promise<void>;
   /** Tells it the cycle ended well and waits for it to exit; false when it had died or exits with an error. */
   dismiss(): Promise<boolean>;
@@ -63,7 +63,7 @@ export function lineReader(stream: ReadableStream<Uint8Array>): () => Promise<st
 
 /** How to run this program again with other arguments: the bundle under the same deno, or the compiled binary. */
 export function selfArgs(script: string | null, args: string[]): string[] {
-  return script === null ? args : ["run", "-A", "--no-config", "--no-lock", script, ...args];
+  return script === null ? args : ["run", "-A", "--no-config", "--no-lock", "--no-remote", "--no-npm", script, ...args];
 }
 
 /**
@@ -99,6 +99,8 @@ export async function startSupervisor(job: Job, script: string | null, console: 
   }
   let ready: Promise<void> | null = null;
   let dismissed = false;
+  let exited = false;
+  child.status.then(() => exited = true);
   return {
     pid: child.pid,
     ready() {
@@ -112,7 +114,11 @@ export async function startSupervisor(job: Job, script: string | null, console: 
             "what it said is above",
         );
       })();
-      return ready;
+      return ready.then(() => {
+        if (exited) {
+          throw new Error(`the supervisor (pid ${child.pid}) exited after it was ready: its messages are above`);
+        }
+      });
     },
     async dismiss() {
       if (dismissed) return (await child.status).success;
