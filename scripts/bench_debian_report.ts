@@ -175,15 +175,15 @@ function measures(phases: string[]): Measure[] {
       unit: "bytes",
       tools: all,
       value: (c) => {
-        if (c.serviceMemoryPeakBytes === null) return null;
         if (c.tool !== "cryptsleep") return c.serviceMemoryPeakBytes;
         // its two processes' footprint at the end of the cycle (host/maps.ts footprint): the files they map
-        // (locked by the pin) counted once, plus each one's anonymous memory
+        // (locked by the pin) counted once, plus each one's anonymous memory. Its hooks run in its own cgroup,
+        // so the service's peak is not read for it
         const held = num(fact(c, "ramHeldBytes"));
         if (held !== null) return held;
         // a report from before the pin (a --replay): its ramfs was charged to the service, its processes to its own
         const own = num(fact(c, "ownCgroupMemoryPeakBytes"));
-        return own === null ? null : c.serviceMemoryPeakBytes + own;
+        return own === null || c.serviceMemoryPeakBytes === null ? null : c.serviceMemoryPeakBytes + own;
       },
     },
     { label: LABEL.ramfs, unit: "bytes", tools: BOTH, value: (c) => c.ramfsBytes },
@@ -347,6 +347,11 @@ function breakdown(rows: ComparisonRow[], r: ComparisonRow): string {
   }
   if (r.label === LABEL.ramTotal) {
     const ramfs = find(LABEL.ramfs);
+    const pinned = find("RAM during: cryptsleep's file mappings locked");
+    if (pinned?.medians.cryptsleep != null) {
+      return `of it ${show(pinned, "cryptsleep")} of files its pin locked (the runtime and its libraries; Debian's ` +
+        `ramfs ${show(ramfs, "debian")}), the rest its two processes' anonymous memory`;
+    }
     return `of it ${show(find(LABEL.servicePeak), "cryptsleep")} in systemd-suspend.service (its ramfs ` +
       `${show(ramfs, "cryptsleep")}, Debian's ${show(ramfs, "debian")}) and ` +
       `${show(find("RAM during: cryptsleep's own"), "cryptsleep")} in its own cgroup`;

@@ -150,3 +150,18 @@ Deno.test("parseProbe: KEY=VALUE lines, empty values kept, the rest ignored", ()
     USED: "31150080",
   });
 });
+
+Deno.test("RAM during, for a cycle that pins instead of copying: its report's footprint, the service peak not needed", () => {
+  // as a pinned cycle reports it: its hooks ran in its own cgroup, so the service's peak is not read
+  const pinned = CYCLES.map((c) =>
+    c.tool !== "cryptsleep" ? c : {
+      ...c,
+      serviceMemoryPeakBytes: null,
+      report: { ...c.report!, facts: { ...c.report!.facts, ramHeldBytes: 160 * 2 ** 20, pinnedBytes: 104 * 2 ** 20 } },
+    }
+  );
+  const rows = comparisonRows(pinned);
+  const total = row(rows, LABEL.ramTotal);
+  assert.equal(total.medians.cryptsleep, 160 * 2 ** 20);
+  assert.match(behindDebian(rows), /of it 104\.0 MiB of files its pin locked/);
+});
