@@ -2,12 +2,13 @@
  * Ctrl-C, Ctrl-\ and Ctrl-Z typed on the console: the serial console here is both the terminal that started
  * `cryptsleep suspend` and the one it prompts on, so each reaches the cycle's whole process group. Before the
  * agent starts, Ctrl-C stops the cycle and undoes what ran (the post hooks run, the lock is released, nothing is
- * left); at the prompt they do not reach the agent (a session of its own), and the passphrase still unlocks.
+ * left); at the prompt they are ignored, and the passphrase still unlocks. Started in the background of that
+ * terminal, the cycle is not stopped by job control at its prompt.
  * (Before the fix, a Ctrl-C at the prompt killed the agent and the supervisor alike: frozen and locked, with
  * nobody left to prompt.)
  */
 import assert from "node:assert/strict";
-import { CONSOLE, SLOW, startSuspend, suspendExit, systemState } from "./cycle_helpers.ts";
+import { answerPrompt, CONSOLE, SLOW, startSuspend, suspendExit, systemState } from "./cycle_helpers.ts";
 import { boot, keyHalves, volumeKey } from "./harness.ts";
 
 const HOOK = "/usr/lib/systemd/system-sleep/zz-signals-test";
@@ -66,6 +67,22 @@ Deno.test({
       assert.match(r.out, /^awake$/m, r.out);
       const report = JSON.parse(r.out.slice(r.out.indexOf("{"), r.out.lastIndexOf("}") + 1));
       assert.equal(report.ok, true, r.out);
+    });
+
+    await t.step("started in the background of the terminal it prompts on: not stopped at the prompt", async () => {
+      // job control stops a background process that reads its controlling terminal (SIGTTIN): at the prompt,
+      // frozen and locked, that would hold the machine. The cycle lets go of the terminal before it locks
+      const needles = keyHalves(await volumeKey(vm, "/dev/vda"));
+      vm.clearEvents();
+      const started = await vm.sh(`cryptsleep suspend ${CONSOLE} >/run/bg.log 2>&1 & echo $! > /run/bg.pid`);
+      assert.equal(started.code, 0, started.out);
+      await vm.waitForEvent("SUSPEND", 300_000);
+      assert.deepEqual(await vm.searchRam(needles), [0, 0], "asleep with the root locked");
+      await vm.wake();
+      await answerPrompt(vm, 300_000);
+      await vm.waitForShell(300_000);
+      const r = await vm.sh("wait $(cat /run/bg.pid); echo rc=$?; cat /run/bg.log", { timeoutMs: 300_000 });
+      assert.match(r.out, /^rc=0$/m, r.out);
     });
   },
 });
