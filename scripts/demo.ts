@@ -71,7 +71,7 @@ export async function runCycle(vm: VM, whileAsleep: () => Promise<void> = async 
   let prompts = 0;
   // the prompt or the exit marker of startSuspend, whichever comes: one passphrase usually opens every volume
   for (;;) {
-    const m = await vm.waitForConsole(/Passphrase to unlock \S+[^\n]*?: |CS-EXIT-(\d+)/, 300_000);
+    const m = await vm.waitForConsole(/Passphrase to unlock \S+[^\n]*?: |CS-EXIT-(\d+)\r?\n/, 300_000);
     if (m[1] !== undefined) return { exitCode: Number(m[1]), toSuspendMs, asleepMs, wakeToPromptMs, prompts };
     if (wakeToPromptMs < 0) wakeToPromptMs = Date.now() - woke;
     prompts++;

@@ -33,7 +33,8 @@ export async function startSuspend(vm: VM, args = "", console = CONSOLE): Promis
 }
 
 export async function suspendExit(vm: VM, timeoutMs = 300_000): Promise<number> {
-  const m = await vm.waitForConsole(/CS-EXIT-(\d+)/, timeoutMs);
+  // up to the line's end: the serial console may hand over "CS-EXIT-1" before the "37" of 137
+  const m = await vm.waitForConsole(/CS-EXIT-(\d+)\r?\n/, timeoutMs);
   return Number(m[1]);
 }
 
