@@ -11,7 +11,8 @@
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // preflight → claim → root → supervisor → hooks → watchdog → pin → agent → sync → freeze → syncfs → lock → sleep
+ * // preflight → claim → own → root → supervisor → hooks → watchdog → pin → agent → sync → freeze → syncfs → guard →
+ * // lock → sleep
  * ```
  */
 import { mountRoot, type Root } from "../chroot/root.ts";
@@ -270,7 +271,7 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
     run: async (ctx, held) => {
       if (!held) return;
       // what the cycle held, read while it still holds it
-      const fp = footprint([Deno.pid, ctx.supervisor?.pid ?? Deno.pid]);
+      const fp = footprint(ctx.supervisor ? [Deno.pid, ctx.supervisor.pid] : [Deno.pid]);
       ctx.timeline.facts.ramHeldBytes = fp.fileBytes + fp.anonBytes;
       ctx.timeline.facts.ramHeld = fp;
       ctx.timeline.facts.peakRssKiB = await peakRssKiB();
@@ -308,12 +309,11 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
       for (const m of why) ctx.console!.write(`cryptsleep: ${m}\n`);
       ctx.timeline.facts.error = why.join("; ");
       // a volume still locked (tries used up) or a cgroup still frozen: the undos again as the supervisor does
-      // them, prompting, until nothing is left — the outer undos after this one leave the chroot and the pin
-      for (let left = await leftOf(AGENT_PHASES, agent); left.length; left = await leftOf(AGENT_PHASES, agent)) {
+      // them — the outer undos after this one leave the chroot and the pin
+      const left = await leftOf(AGENT_PHASES, agent);
+      if (left.length) {
         ctx.timeline.warn(`after the undos: ${left.join(", ")}; undone again, prompting until unlocked`);
-        await undoPhases(AGENT_PHASES, { ...agent, recovery: true }, ctx.timeline).catch((e) => {
-          for (const m of messages(e)) ctx.console!.write(`cryptsleep: ${m}\n`);
-        });
+        await recover({ ...agent, recovery: true });
       }
       return ctx.ok = false;
     }
@@ -484,6 +484,24 @@ export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
   lockPhase,
   sleepPhase,
 ];
+
+/**
+ * The agent's undos, by what they see, again and again until nothing is left locked or frozen (a frozen, locked
+ * machine without a prompt is the one outcome not allowed): the recovery of the supervisor, and of the agent when
+ * its own undos left something. Each failure is said on the console; returns them all.
+ */
+export async function recover(ctx: AgentContext): Promise<string[]> {
+  const errors: string[] = [];
+  while ((await leftOf(AGENT_PHASES, ctx)).length) {
+    await undoPhases(AGENT_PHASES, ctx, ctx.timeline).catch((err) => {
+      for (const m of messages(err)) {
+        errors.push(m);
+        ctx.console.write(`cryptsleep: ${m}\n`);
+      }
+    });
+  }
+  return errors;
+}
 
 /** After the undos: not a phase, since the report cannot contain its own end. */
 export const REPORT_STEP = {

@@ -22,9 +22,9 @@ import type { AgentContext } from "./context.ts";
 import { messages } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { failed, OK, type Outcome } from "./outcome.ts";
-import { AGENT_PHASES } from "./phases.ts";
+import { AGENT_PHASES, recover } from "./phases.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
-import { leftOf, undoPhases } from "./runner.ts";
+import { leftOf } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { DONE, lineReader, READY } from "./start.ts";
 import { Console } from "../ffi/tty.ts";
@@ -73,16 +73,7 @@ export async function supervise(): Promise<Outcome> {
   kmsg(`cryptsleep suspend ${word === DONE ? "let go" : "died"}; supervisor recovers: ${left.join(", ")}`);
   console.write(`\ncryptsleep: the cycle's process died; the supervisor unlocks\n`);
   ctx.timeline.warn(`cryptsleep suspend died mid-cycle; the supervisor unlocked and thawed (${pinned.bytes} B pinned)`);
-  const errors: string[] = [];
-  // until nothing is left: a frozen, locked machine without a prompt is the one outcome not allowed
-  for (let still = left; still.length; still = await leftOf(AGENT_PHASES, ctx)) {
-    await undoPhases(AGENT_PHASES, ctx, ctx.timeline).catch((err) => {
-      for (const m of messages(err)) {
-        errors.push(m);
-        console.write(`cryptsleep: ${m}\n`);
-      }
-    });
-  }
+  const errors = await recover(ctx);
   for (const e of errors) ctx.timeline.warn(`the supervisor could not undo at first: ${e}`);
   // unlocked: back on the real root for what the dead process's undos would have done there
   inside.leave();
