@@ -98,3 +98,10 @@ export async function armAgentKiller(vm: VM): Promise<void> {
   );
   assert.equal(killer.code, 0, killer.out);
 }
+
+/**
+ * Once the supervisor that finished a dead cycle has exited (the shell thaws before it unmounts, re-arms and
+ * reports), removes the tool's cgroup it leaves for the next run's claim: the state a later check compares.
+ */
+export const AFTER_SUPERVISOR = "for i in $(seq 300); do [ -s /sys/fs/cgroup/cryptsleep/cgroup.procs ] || break; " +
+  "sleep 0.2; done; rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true";

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { boot, keyHalves, openDataDisk, type VM, volumeKey } from "./harness.ts";
 import { steps } from "../../cycle/phases.ts";
 import {
+  AFTER_SUPERVISOR,
   answerPrompt,
   armAgentKiller,
   CONSOLE,
@@ -157,7 +158,7 @@ Deno.test({
         assert.equal(await suspendExit(vm), 137);
         const done = await vm.sh("cat /run/killer/done");
         assert.equal(done.out.trim(), "killed");
-        await vm.sh("rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true");
+        await vm.sh(AFTER_SUPERVISOR, { timeoutMs: 120_000 });
         assert.equal(await systemState(vm), before);
         const status = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
         assert.match(status.out, /supervisor unlocked and thawed/);

@@ -7,7 +7,16 @@
  * unlock (that suspend warns, truly; the next one is clean). Either way the volume stays the same LUKS mapping.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, armAgentKiller, CONSOLE, fullCycle, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import {
+  AFTER_SUPERVISOR,
+  answerPrompt,
+  armAgentKiller,
+  CONSOLE,
+  fullCycle,
+  SLOW,
+  startSuspend,
+  suspendExit,
+} from "./cycle_helpers.ts";
 import { boot, keyHalves, volumeKey } from "./harness.ts";
 
 Deno.test({
@@ -124,7 +133,8 @@ Deno.test({
       const after = await vm.sh(
         "cat /run/killer/done; dmsetup table img | cut -d' ' -f3; dmsetup ls | grep -c cryptsleep-; " +
           "dd if=/dev/mapper/img bs=512 count=1 iflag=direct 2>/dev/null | head -c 4; echo; " +
-          "rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true",
+          AFTER_SUPERVISOR,
+        { timeoutMs: 120_000 },
       );
       assert.deepEqual(after.out.trim().split(/\s+/), ["killed", "crypt", "0", "kept"], after.out);
     });
