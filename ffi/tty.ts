@@ -43,15 +43,25 @@ const VT_DISALLOCATE = 0x5608;
 
 // <termios.h> (glibc, Linux x86_64/aarch64): struct termios is 60 bytes.
 const TERMIOS_SIZE = 60;
+const IFLAG_OFFSET = 0;
 const LFLAG_OFFSET = 12;
 const CC_OFFSET = 17;
-const VTIME = 5;
-const VMIN = 6;
+// c_cc slots; 0 (_POSIX_VDISABLE) turns one off
+const VINTR = 0, VQUIT = 1, VERASE = 2, VKILL = 3, VEOF = 4, VSWTC = 7, VSUSP = 10, VEOL = 11, VREPRINT = 12;
+const VDISCARD = 13, VWERASE = 14, VLNEXT = 15, VEOL2 = 16;
+// c_iflag
+const INLCR = 0o100;
+const IGNCR = 0o200;
+const ICRNL = 0o400;
+const ISTRIP = 0o40;
+// c_lflag
+const ISIG = 0o1;
 const ICANON = 0o2;
 const ECHO = 0o10;
 const ECHOE = 0o20;
 const ECHOK = 0o40;
 const ECHONL = 0o100;
+const IEXTEN = 0o100000;
 const TCSANOW = 0;
 const TCSAFLUSH = 2;
 const POLLIN = 1;
@@ -66,6 +76,13 @@ class Termios {
   /** A snapshot over `bytes` (zeroed by default, for tcgetattr to fill). */
   constructor(bytes: Uint8Array<ArrayBuffer> = new Uint8Array(TERMIOS_SIZE)) {
     this.bytes = bytes;
+  }
+  /** c_iflag. */
+  get iflag(): number {
+    return new DataView(this.bytes.buffer).getUint32(IFLAG_OFFSET, true);
+  }
+  set iflag(v: number) {
+    new DataView(this.bytes.buffer).setUint32(IFLAG_OFFSET, v >>> 0, true);
   }
   /** c_lflag. */
   get lflag(): number {
@@ -197,74 +214,52 @@ export class Console implements Disposable {
   }
 
   /**
-   * Read a line into `buf` with echo off (non-canonical, byte by byte with read(2) straight into the buffer);
-   * backspace/DEL erase, ^U clears, '\n' or '\r' ends. Returns the length. Termios is restored afterwards, also on
-   * error. A line longer than the buffer is consumed, wiped and rejected with a RangeError.
+   * Read a line into `buf` with echo off; backspace/DEL erase, ^U (or ^C) clears, Enter ends. Returns the length.
+   * Termios is restored afterwards, also on error. A line longer than the buffer is consumed, wiped and rejected
+   * with a RangeError. Input typed before the prompt is dropped.
+   *
+   * The line is read in canonical mode with echo off: the only mode in which the kernel's line discipline zeroes
+   * what a reader copies out of its read buffer (and keeps it from the tty audit log). Its own line editing is
+   * turned off, so every byte reaches the buffer once, in order, and is zeroed there; the editing keys are applied
+   * here, in `buf`. read(2) goes straight into `buf`: no JS string or array copy.
    */
   async readSecret(buf: SafeBuffer, opts: ReadSecretOptions = {}): Promise<number> {
     if (this.#reading) throw new Error("Console.readSecret: already reading");
     this.#reading = true;
-    const raw = this.#saved.clone();
-    raw.lflag = raw.lflag & ~(ECHO | ECHOE | ECHOK | ECHONL | ICANON);
-    raw.setCc(VMIN, 1);
-    raw.setCc(VTIME, 0);
     let len = 0;
     let overflow = false;
     try {
-      setTermios(this.fd, raw, true);
+      const line = secretLineMode(this.#saved);
+      setTermios(this.fd, line);
+      this.#discardTypedAhead(buf);
+      setTermios(this.fd, line, true); // a partial line typed ahead goes too
       if (opts.prompt) this.write(opts.prompt);
-      const pfd = new Uint8Array(8);
-      const pv = new DataView(pfd.buffer);
-      const pollMs = opts.pollMs ?? 200;
-      for (;;) {
-        opts.signal?.throwIfAborted();
-        pv.setInt32(0, this.fd, true);
-        pv.setInt16(4, POLLIN, true);
-        pv.setInt16(6, 0, true);
-        const ready = await libcSymbols().poll_nb(pfd, 1n, pollMs);
-        if (ready === 0) continue;
-        if (ready < 0) {
-          // errno stayed on the pool thread: repeat the poll here without waiting to learn it.
-          if (libcSymbols().poll(pfd, 1n, 0) >= 0) continue;
-          const e = errno();
-          if (e === 4) continue; // EINTR
-          throw new SysError("poll", e, { subject: this.path });
-        }
-        const revents = pv.getInt16(6, true);
-        if (revents & POLLNVAL) {
-          throw new SysError("poll", 9, { subject: this.path, hint: "the terminal fd was closed" });
-        }
-        if (!(revents & POLLIN) && revents & (POLLHUP | POLLERR)) {
-          throw new SysError("poll", 5, { subject: this.path, hint: "the terminal hung up" });
-        }
-        const at = overflow ? buf.pointerAt(0) : buf.pointerAt(len);
-        const r = Number(libcSymbols().read(this.fd, at, 1n));
-        if (r < 0) {
-          const e = errno();
-          if (e === 4 || e === 11) continue; // EINTR, EAGAIN
-          throw new SysError("read", e, { subject: this.path });
-        }
+      const bytes = buf.view();
+      for (let ended = false; !ended;) {
+        if (!await this.#waitReadable(opts)) continue;
+        // up to the buffer's end: a line that does not fit shows as one byte too many
+        const start = overflow ? 0 : len;
+        const r = this.#readInto(buf, start, buf.size - start);
         if (r === 0) throw new SysError("read", 5, { subject: this.path, hint: "end of input before a newline" });
-        const c = new Deno.UnsafePointerView(at).getUint8();
-        if (c === 0x0a || c === 0x0d) {
-          zeroByte(at);
-          break;
+        let w = start;
+        for (let i = start; i < start + r; i++) {
+          const c = bytes[i];
+          bytes[i] = 0;
+          if (c === 0x0a) ended = true;
+          else if (overflow) continue;
+          else if (c === 0x7f || c === 0x08) {
+            if (w > 0) bytes[--w] = 0;
+          } else if (c === 0x15 || c === 0x03) {
+            bytes.fill(0, 0, w);
+            w = 0;
+          } else if (w + 1 >= buf.size) {
+            // one byte stays free so a trailing NUL always fits; the rest of the line is drained and dropped
+            bytes.fill(0, 0, w);
+            overflow = true;
+          } else bytes[w++] = c;
         }
-        if (overflow) {
-          zeroByte(at);
-          continue;
-        }
-        if (c === 0x7f || c === 0x08) {
-          zeroByte(at);
-          if (len > 0) zeroByte(buf.pointerAt(--len));
-        } else if (c === 0x15) {
-          buf.zero();
-          len = 0;
-        } else if (len + 1 >= buf.size) {
-          // Keep one byte free so a trailing NUL always fits; the rest of the line is drained and dropped.
-          buf.zero();
-          overflow = true;
-        } else len++;
+        if (overflow) buf.zero();
+        len = overflow ? 0 : w;
       }
       if (overflow) {
         buf.zero();
@@ -285,6 +280,48 @@ export class Console implements Disposable {
           } catch { /* the terminal went away */ }
         }
       }
+    }
+  }
+
+  /** Whole lines typed before the prompt: read (so the kernel zeroes its copy) into `buf`, then wiped. */
+  #discardTypedAhead(buf: SafeBuffer): void {
+    const pfd = pollFd(this.fd);
+    for (let n = 0; n < 64 && libcSymbols().poll(pfd, 1n, 0) > 0 && pollRevents(pfd) & POLLIN; n++) {
+      if (this.#readInto(buf, 0, buf.size) <= 0) break;
+    }
+    buf.zero();
+  }
+
+  /** Waits up to `pollMs` for a line; false on timeout. Throws on abort, hangup or a closed fd. */
+  async #waitReadable(opts: ReadSecretOptions): Promise<boolean> {
+    opts.signal?.throwIfAborted();
+    const pfd = pollFd(this.fd);
+    const ready = await libcSymbols().poll_nb(pfd, 1n, opts.pollMs ?? 200);
+    if (ready === 0) return false;
+    if (ready < 0) {
+      // errno stayed on the pool thread: repeat the poll here without waiting to learn it.
+      if (libcSymbols().poll(pfd, 1n, 0) >= 0) return false;
+      const e = errno();
+      if (e === 4) return false; // EINTR
+      throw new SysError("poll", e, { subject: this.path });
+    }
+    const revents = pollRevents(pfd);
+    if (revents & POLLNVAL) throw new SysError("poll", 9, { subject: this.path, hint: "the terminal fd was closed" });
+    if (!(revents & POLLIN) && revents & (POLLHUP | POLLERR)) {
+      throw new SysError("poll", 5, { subject: this.path, hint: "the terminal hung up" });
+    }
+    return (revents & POLLIN) !== 0;
+  }
+
+  /** read(2) of at most `max` bytes into `buf` at `offset`, again on EINTR; -1 on EAGAIN (nothing there). */
+  #readInto(buf: SafeBuffer, offset: number, max: number): number {
+    for (;;) {
+      const r = Number(libcSymbols().read(this.fd, buf.pointerAt(offset), BigInt(max)));
+      if (r >= 0) return r;
+      const e = errno();
+      if (e === 4) continue; // EINTR
+      if (e === 11) return -1; // EAGAIN: nothing after all
+      throw new SysError("read", e, { subject: this.path });
     }
   }
 
@@ -313,8 +350,33 @@ export class Console implements Disposable {
   }
 }
 
-function zeroByte(p: Deno.PointerObject): void {
-  new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, 1))[0] = 0;
+/**
+ * The termios for typing a secret: canonical, echo off, no signals. The kernel's erase, kill, word-erase, EOF,
+ * reprint and literal-next keys are off, so each byte reaches the reader once; CR ends the line as LF does.
+ */
+function secretLineMode(saved: Termios): Termios {
+  const t = saved.clone();
+  t.lflag = (t.lflag | ICANON) & ~(ECHO | ECHOE | ECHOK | ECHONL | ISIG | IEXTEN);
+  t.iflag = (t.iflag | ICRNL) & ~(INLCR | IGNCR | ISTRIP);
+  for (
+    const cc of [VINTR, VQUIT, VERASE, VKILL, VEOF, VSWTC, VSUSP, VEOL, VREPRINT, VDISCARD, VWERASE, VLNEXT, VEOL2]
+  ) {
+    t.setCc(cc, 0);
+  }
+  return t;
+}
+
+/** A one-entry `struct pollfd` array for `fd`, waiting for input. */
+function pollFd(fd: number): Uint8Array<ArrayBuffer> {
+  const pfd = new Uint8Array(8);
+  const v = new DataView(pfd.buffer);
+  v.setInt32(0, fd, true);
+  v.setInt16(4, POLLIN, true);
+  return pfd;
+}
+
+function pollRevents(pfd: Uint8Array<ArrayBuffer>): number {
+  return new DataView(pfd.buffer).getInt16(6, true);
 }
 
 function activeVt(cfd: number): number {

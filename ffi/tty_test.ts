@@ -20,6 +20,7 @@ const pt = Deno.dlopen("libc.so.6", {
 globalThis.addEventListener("unload", () => pt.close());
 
 // <termios.h> c_lflag bits; struct termios is 60 bytes, c_lflag at offset 12 (glibc, x86_64/aarch64).
+const ISIG = 0o1;
 const ICANON = 0o2;
 const ECHO = 0o10;
 
@@ -79,7 +80,8 @@ Deno.test("readSecret: bytes go into the SafeBuffer with echo off; termios resto
   const reading = con.readSecret(buf);
   const during = lflag(con.fd);
   assert.equal(during & ECHO, 0, "echo is off while reading");
-  assert.equal(during & ICANON, 0, "non-canonical while reading");
+  assert.ok(during & ICANON, "canonical while reading: the kernel zeroes its copy of the line as it is read");
+  assert.equal(during & ISIG, 0, "no signals from the keyboard while reading");
   writeFdSync(pty.master, enc.encode("secret\n"));
   const len = await reading;
   assert.equal(len, 6);
@@ -99,6 +101,29 @@ Deno.test("readSecret: backspace, DEL, ^U and a carriage return", async () => {
   assert.equal(len, 6);
   assert.deepEqual([...buf.view().subarray(0, 8)], [...enc.encode("secret"), 0, 0]);
   assert.equal(drain(t.pty.master).length, 0, "nothing echoed, no newline when newline: false");
+});
+
+Deno.test("readSecret: ^C clears like ^U; the kernel's own erase keys are off, so each byte arrives once", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(64);
+  const reading = t.con.readSecret(buf, { newline: false });
+  // ^W (word erase) and ^V (literal next) are plain bytes here; ^C clears what came before
+  writeFdSync(t.pty.master, enc.encode("ab\x17\x16\x03ok\x04!\n"));
+  const len = await reading;
+  assert.equal(len, 4);
+  assert.deepEqual([...buf.view().subarray(0, 5)], [...enc.encode("ok\x04!"), 0]);
+});
+
+Deno.test("readSecret: a line typed before the prompt is dropped; a line of exactly the room fits", async () => {
+  using t = ptyConsole();
+  writeFdSync(t.pty.master, enc.encode("typed ahead\n"));
+  // a pty hands input to the line discipline from a work queue: let it arrive first
+  await new Promise((r) => setTimeout(r, 100));
+  using buf = SafeBuffer.alloc(8);
+  const reading = t.con.readSecret(buf, { newline: false });
+  writeFdSync(t.pty.master, enc.encode("1234567\n"));
+  assert.equal(await reading, 7);
+  assert.deepEqual([...buf.view()], [...enc.encode("1234567"), 0]);
 });
 
 Deno.test("readSecret: a line longer than the buffer is consumed, wiped and rejected", async () => {

@@ -105,3 +105,17 @@ export async function armAgentKiller(vm: VM): Promise<void> {
  */
 export const AFTER_SUPERVISOR = "for i in $(seq 300); do [ -s /sys/fs/cgroup/cryptsleep/cgroup.procs ] || break; " +
   "sleep 0.2; done; rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true";
+
+/**
+ * Types the passphrase on the PS/2 keyboard until the cycle ends; its exit code, or null. The screen cannot be read
+ * after wake, and keys typed before the prompt are flushed by it, so the passphrase is typed again every so often.
+ */
+export async function typeUntilExit(vm: VM): Promise<number | null> {
+  for (let attempt = 0; attempt < 4; attempt++) {
+    await new Promise((r) => setTimeout(r, 10_000));
+    await vm.sendKeys(vm.guest.passphrase + "\n");
+    const code = await suspendExit(vm, 40_000).catch(() => null);
+    if (code !== null) return code;
+  }
+  return null;
+}

@@ -11,19 +11,8 @@
  * command: the test sees the lock in RAM, waits, and presses a key.
  */
 import assert from "node:assert/strict";
-import { SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
-import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
-
-/** Types the passphrase on the keyboard until the cycle ends (keys typed before the prompt are flushed). */
-async function typeUntilExit(vm: VM): Promise<number | null> {
-  for (let attempt = 0; attempt < 4; attempt++) {
-    await new Promise((r) => setTimeout(r, 10_000));
-    await vm.sendKeys(vm.guest.passphrase + "\n");
-    const code = await suspendExit(vm, 40_000).catch(() => null);
-    if (code !== null) return code;
-  }
-  return null;
-}
+import { SLOW, startSuspend, typeUntilExit } from "./cycle_helpers.ts";
+import { boot, keyHalves, volumeKey } from "./harness.ts";
 
 Deno.test({
   name: "default console: the prompt is on a VT of its own, typed on the keyboard, and the old VT comes back",
