@@ -38,6 +38,14 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError("expected a whole number of seconds, 0 or more");
+  }
+  return n;
+}
+
 /** Registers `suspend` and the two internal commands on the program. */
 export function register(program: Command, exit: (code: number) => never): void {
   const defaults = defaultOptions();
@@ -71,9 +79,23 @@ export function register(program: Command, exit: (code: number) => never): void 
     )
     .option(
       "--max-tries <n>",
-      "passphrase tries per volume before the cycle gives up on it",
+      "wrong passphrases in a row for a volume before --after-tries is done",
       positiveInt,
       defaults.maxTries,
+    )
+    .addOption(
+      new Option(
+        "--after-tries <action>",
+        "after --max-tries wrong passphrases: ask again, suspend again, or power off (the volume stays locked " +
+          "and the machine frozen whichever it is)",
+      ).choices(["ask", "suspend", "poweroff"]).default(defaults.afterTries),
+    )
+    .option(
+      "--idle-suspend <seconds>",
+      "suspend again, still locked, when nothing is typed at the prompt for this long (0: never; Esc at the " +
+        "prompt suspends again at once)",
+      nonNegativeInt,
+      defaults.idleSuspendS,
     )
     .action(async (o) => {
       requireRoot("cryptsleep suspend");
@@ -88,6 +110,8 @@ export function register(program: Command, exit: (code: number) => never): void 
         // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
         allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
         maxTries: o.maxTries,
+        afterTries: o.afterTries,
+        idleSuspendS: o.idleSuspend,
         fromSystemd: Boolean(o.fromSystemd),
       };
       exit(exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) })));

@@ -30,8 +30,15 @@ export interface SuspendOptions {
   releaseAt: "lock" | "unlock";
   /** Suspend without locking when nothing is lockable. */
   allowPlain: boolean;
-  /** Passphrase prompts per volume before the unlock says so and prompts again, as a recovery. */
+  /** Wrong passphrases in a row, per volume, before `afterTries` is done. */
   maxTries: number;
+  /**
+   * What `maxTries` wrong passphrases lead to; the volume stays locked and the machine frozen whichever it is:
+   * "ask" again, "suspend" again, or "poweroff".
+   */
+  afterTries: "ask" | "suspend" | "poweroff";
+  /** Seconds at the prompt with no line typed before it suspends again, still locked (0: never). */
+  idleSuspendS: number;
   /** Run as systemd-suspend.service's ExecStart (`--from-systemd`): logind and systemd already asked to sleep. */
   fromSystemd: boolean;
 }
@@ -47,6 +54,8 @@ export function defaultOptions(): SuspendOptions {
     releaseAt: "lock",
     allowPlain: false,
     maxTries: 5,
+    afterTries: "ask",
+    idleSuspendS: 300,
     fromSystemd: false,
   };
 }

@@ -363,8 +363,11 @@ const freezePhase: CyclePhase<AgentContext, Frozen> = {
   undo: {
     name: "thaw",
     summary: "thaw",
-    // exactly what this freeze froze; by looking, every cgroup left frozen (a thawed machine is the lesser harm)
-    run: async (_ctx, frozen) => {
+    // exactly what this freeze froze; by looking, every cgroup left frozen. Never while a volume is locked: a
+    // thawed task would block on it in D state, and the unlock could no longer freeze it back
+    run: async (ctx, frozen) => {
+      const locked = await lockPhase.undo!.left!(ctx);
+      if (locked.length) throw new Error(`not thawed: ${locked.join(", ")}; it stays frozen until the unlock`);
       if (frozen) await frozen.thaw();
       else await thawLeftovers({ own: OWN_CGROUP, dryRun: false });
     },

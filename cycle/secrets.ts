@@ -38,12 +38,15 @@ export class Secrets implements Disposable {
   /** `console`: where {@linkcode Secrets.ask} prompts. */
   constructor(readonly console: Console) {}
 
-  /** Prompts on the console; the typed bytes go straight into safe memory. */
-  async ask(prompt: string): Promise<Secret> {
+  /**
+   * Prompts on the console; the typed bytes go straight into safe memory. Esc, or nothing typed within `idleMs`,
+   * throws `PromptLeft` (ffi/tty.ts).
+   */
+  async ask(prompt: string, idleMs?: number): Promise<Secret> {
     const buffer = SafeBuffer.alloc(MAX_PASSPHRASE);
     try {
       // the prompt is written once echo is off and old input flushed: what is typed after it is kept
-      const length = await this.console.readSecret(buffer, { prompt });
+      const length = await this.console.readSecret(buffer, { prompt, idleMs });
       const secret = { buffer, length };
       this.entered.push(secret);
       return secret;

@@ -24,7 +24,10 @@
  */
 import * as dm from "../ffi/devmapper.ts";
 import { CryptDevice } from "../ffi/libcryptsetup.ts";
-import { readBlockDirect } from "../ffi/libc.ts";
+import { powerOff, readBlockDirect } from "../ffi/libc.ts";
+import { SafeBuffer } from "../ffi/safe_buffer.ts";
+import { PromptLeft } from "../ffi/tty.ts";
+import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
 import { type AgentContext, warnUser } from "./context.ts";
@@ -43,15 +46,6 @@ import { messages } from "./errors.ts";
 
 /** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
 const RECOVERY_TRIES = 5;
-
-/** No passphrase typed fitted within the tries: the caller may prompt again, nothing else is wrong. */
-export class NoPassphraseFitted extends Error {
-  /** `tries`: how many were typed for `dmName`. */
-  constructor(dmName: string, tries: number) {
-    super(`unlock ${dmName}: no passphrase fitted after ${tries} tries`);
-    this.name = "NoPassphraseFitted";
-  }
-}
 
 /**
  * Unlocks every volume of the plan, bottom-up, then forgets the passphrases. One that cannot be unlocked does not
@@ -74,8 +68,9 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
 }
 
 /**
- * Recovery: a frozen machine without a prompt is the one outcome not allowed, so a wrong passphrase only prompts
- * again; any other error is retried a few times, then thrown.
+ * Recovery: a frozen machine without a prompt is the one outcome not allowed, so an unlock that fails for another
+ * reason than the passphrase is tried a few times, then waits for Enter on the console to try again; it never
+ * gives up while the volume is locked (the machine stays frozen meanwhile: the thaw waits for the unlock).
  */
 async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<void> {
   for (let errors = 0;;) {
@@ -83,9 +78,15 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
       return await unlockVolume(ctx, volume);
     } catch (err) {
       ctx.console.write(`cryptsleep: ${messages(err).join("; ")}\n`);
-      if (err instanceof NoPassphraseFitted) continue;
-      if (++errors >= RECOVERY_TRIES) throw err;
-      await new Promise((r) => setTimeout(r, 1000));
+      if (++errors < RECOVERY_TRIES) {
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      errors = 0;
+      await waitForEnter(
+        ctx,
+        `cryptsleep: ${volume.dmName} stays locked and the machine frozen. Press Enter to try again: `,
+      );
     }
   }
 }
@@ -136,7 +137,11 @@ async function releasePinned(ctx: AgentContext, volume: Volume): Promise<void> {
   }
 }
 
-/** Tries the passphrases typed so far, then prompts until one fits or the tries run out. */
+/**
+ * Tries the passphrases typed so far, then prompts until one fits. It never gives up while the volume is locked:
+ * after `maxTries` wrong ones in a row it does `afterTries` (ask again, suspend again, power off); Esc or no line
+ * within `idleSuspendS` suspends again. Whichever, the volume stays locked and the machine frozen.
+ */
 async function untilPassphraseFits(
   ctx: AgentContext,
   volume: Volume,
@@ -145,13 +150,79 @@ async function untilPassphraseFits(
   for (const secret of ctx.secrets.entered) {
     if (await fits(secret)) return secret;
   }
-  const max = ctx.job.options.maxTries;
-  for (let attempt = 1; attempt <= max; attempt++) {
-    const secret = await ctx.secrets.ask(`Passphrase to unlock ${volume.dmName} (${volume.uuid}): `);
+  const { maxTries } = ctx.job.options;
+  for (let wrong = 0;;) {
+    const secret = await askOrSleep(ctx, `Passphrase to unlock ${volume.dmName} (${volume.uuid}): `);
     if (await fits(secret)) return secret;
-    ctx.console.write(`No key available with this passphrase (${attempt}/${max}).\n`);
+    wrong = wrong % maxTries + 1;
+    ctx.console.write(`No key available with this passphrase (${wrong}/${maxTries}).\n`);
+    if (wrong === maxTries) await afterTriesUsedUp(ctx, volume);
   }
-  throw new NoPassphraseFitted(volume.dmName, max);
+}
+
+/** Prompts; Esc or an idle prompt suspends again, still locked, and prompts after the wake. */
+async function askOrSleep(ctx: AgentContext, prompt: string): Promise<Secret> {
+  const idle = ctx.job.options.idleSuspendS;
+  for (;;) {
+    try {
+      return await ctx.secrets.ask(prompt, idle ? idle * 1000 : undefined);
+    } catch (err) {
+      if (!(err instanceof PromptLeft)) throw err;
+      await sleepAgain(ctx, err.why === "escape" ? "Esc" : `nothing typed for ${idle} s`, err.why);
+    }
+  }
+}
+
+/** Reads a line only to go on (nothing of it is kept); Esc or an idle prompt suspends again first. */
+async function waitForEnter(ctx: AgentContext, prompt: string): Promise<void> {
+  const idle = ctx.job.options.idleSuspendS;
+  for (;;) {
+    using line = SafeBuffer.alloc(64);
+    try {
+      await ctx.console.readSecret(line, { prompt, idleMs: idle ? idle * 1000 : undefined });
+      return;
+    } catch (err) {
+      if (err instanceof PromptLeft) {
+        await sleepAgain(ctx, err.why === "escape" ? "Esc" : `nothing typed for ${idle} s`, err.why);
+      } else if (err instanceof RangeError) return; // a long line is an Enter too
+      else throw err;
+    }
+  }
+}
+
+async function afterTriesUsedUp(ctx: AgentContext, volume: Volume): Promise<void> {
+  const { maxTries, afterTries } = ctx.job.options;
+  const why = `${maxTries} wrong passphrase${maxTries === 1 ? "" : "s"} for ${volume.dmName}`;
+  if (afterTries === "suspend") return await sleepAgain(ctx, why, "tries");
+  if (afterTries === "poweroff") {
+    ctx.console.write(`cryptsleep: ${why}: powering off, still locked (everything was synced before the lock).\n`);
+    ctx.log(`${why}: powering off, still locked`);
+    try {
+      powerOff();
+    } catch (err) {
+      ctx.console.write(`cryptsleep: ${messages(err).join("; ")}; asking again.\n`);
+    }
+    return;
+  }
+  ctx.console.write(`cryptsleep: ${why}: it stays locked and the machine frozen; asking again.\n`);
+}
+
+/**
+ * Suspends again with everything still locked and frozen, as the sleep phase does; back after the next wake. A
+ * kernel that refuses is said on the console: the prompt comes again either way.
+ */
+async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise<void> {
+  ctx.console.write(`cryptsleep: ${said}: suspending again, still locked.\n`);
+  ctx.log(`${said}: suspending again, still locked`);
+  try {
+    const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
+    ctx.timeline.appendFact("sleptAgain", { why, sleptMs: slept.sleptMs });
+  } catch (err) {
+    ctx.console.write(`cryptsleep: ${messages(err).join("; ")}\n`);
+    ctx.timeline.appendFact("sleptAgain", { why, error: messages(err).join("; ") });
+  } finally {
+    await restoreSleepKnobs(ctx.job.knobs).catch((err) => ctx.timeline.warn(messages(err).join("; ")));
+  }
 }
 
 async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): Promise<boolean> {

@@ -68,6 +68,7 @@ const SYMBOLS = {
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   setsid: { parameters: [], result: "i32" },
+  reboot: { parameters: ["i32"], result: "i32" },
   mlock: { parameters: ["usize", "usize"], result: "i32" },
   munlock: { parameters: ["usize", "usize"], result: "i32" },
   chroot: { parameters: ["buffer"], result: "i32" },
@@ -210,6 +211,15 @@ export function setpriority(pid: number, prio: number): void {
 /** setsid(2): a new session and process group, with no controlling terminal; returns the session id. */
 export function setsid(): number {
   return check("setsid", libcSymbols().setsid(), `pid ${Deno.pid}`);
+}
+
+/**
+ * reboot(2) with RB_POWER_OFF: the machine powers off now, without a sync (a sync would wait forever on a locked
+ * volume). Returns only when the kernel refuses.
+ */
+export function powerOff(): never {
+  check("reboot", libcSymbols().reboot(0x4321fedc), "RB_POWER_OFF");
+  throw new SysError("reboot", 0, { subject: "RB_POWER_OFF", hint: "returned without powering off" });
 }
 
 /** mlock(2) `length` bytes at address `start` (a range of /proc/self/maps): resident until unlocked or unmapped. */

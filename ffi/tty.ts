@@ -129,6 +129,17 @@ export interface ReadSecretOptions {
   newline?: boolean;
   /** Written after echo is off and pending input flushed, so nothing typed after it is lost. */
   prompt?: string;
+  /** Give up with {@linkcode PromptLeft} ("idle") when no line came this long after the prompt. */
+  idleMs?: number;
+}
+
+/** The prompt was left without a line: Esc was pressed, or nothing came within `idleMs`. */
+export class PromptLeft extends Error {
+  /** `why`: "escape" or "idle". */
+  constructor(readonly why: "escape" | "idle") {
+    super(why === "escape" ? "Esc at the prompt" : "nothing typed at the prompt");
+    this.name = "PromptLeft";
+  }
 }
 
 /** A terminal for prompts. Dispose restores its termios, unlocks VT switching and returns to the previous VT. */
@@ -141,6 +152,8 @@ export class Console implements Disposable {
   readonly vt: number | null;
   /** The VT that was active before {@linkcode allocateVt}. */
   readonly previousVt: number | null;
+  /** For {@linkcode allocateVt}: whether the VT came to the front within the wait (VT switching may be locked). */
+  switched = true;
   #consoleFd: number | null;
   #saved: Termios;
   #reading = false;
@@ -200,6 +213,7 @@ export class Console implements Disposable {
       ioctlInt(cfd, VT_ACTIVATE, n, "VT_ACTIVATE");
       const until = Date.now() + (opts.waitMs ?? 2000);
       while (activeVt(cfd) !== n && Date.now() < until) sleepSync(10);
+      con.switched = activeVt(cfd) === n;
       return con;
     } catch (e) {
       if (fd >= 0) closeFd(fd);
@@ -215,8 +229,9 @@ export class Console implements Disposable {
 
   /**
    * Read a line into `buf` with echo off; backspace/DEL erase, ^U (or ^C) clears, Enter ends. Returns the length.
-   * Termios is restored afterwards, also on error. A line longer than the buffer is consumed, wiped and rejected
-   * with a RangeError. Input typed before the prompt is dropped.
+   * Esc, or no line within `idleMs`, throws {@linkcode PromptLeft} with `buf` wiped. Termios is restored
+   * afterwards, also on error. A line longer than the buffer is consumed, wiped and rejected with a RangeError.
+   * Input typed before the prompt is dropped.
    *
    * The line is read in canonical mode with echo off: the only mode in which the kernel's line discipline zeroes
    * what a reader copies out of its read buffer (and keeps it from the tty audit log). Its own line editing is
@@ -235,8 +250,13 @@ export class Console implements Disposable {
       setTermios(this.fd, line, true); // a partial line typed ahead goes too
       if (opts.prompt) this.write(opts.prompt);
       const bytes = buf.view();
+      const idleUntil = opts.idleMs ? Date.now() + opts.idleMs : Infinity;
+      let escaped = false;
       for (let ended = false; !ended;) {
-        if (!await this.#waitReadable(opts)) continue;
+        if (!await this.#waitReadable(opts)) {
+          if (Date.now() >= idleUntil) throw new PromptLeft("idle");
+          continue;
+        }
         // up to the buffer's end: a line that does not fit shows as one byte too many
         const start = overflow ? 0 : len;
         const r = this.#readInto(buf, start, buf.size - start);
@@ -246,6 +266,7 @@ export class Console implements Disposable {
           const c = bytes[i];
           bytes[i] = 0;
           if (c === 0x0a) ended = true;
+          else if (c === 0x1b) ended = escaped = true; // Esc ends the line too (VEOL)
           else if (overflow) continue;
           else if (c === 0x7f || c === 0x08) {
             if (w > 0) bytes[--w] = 0;
@@ -260,6 +281,10 @@ export class Console implements Disposable {
         }
         if (overflow) buf.zero();
         len = overflow ? 0 : w;
+      }
+      if (escaped) {
+        buf.zero();
+        throw new PromptLeft("escape");
       }
       if (overflow) {
         buf.zero();
@@ -352,17 +377,17 @@ export class Console implements Disposable {
 
 /**
  * The termios for typing a secret: canonical, echo off, no signals. The kernel's erase, kill, word-erase, EOF,
- * reprint and literal-next keys are off, so each byte reaches the reader once; CR ends the line as LF does.
+ * reprint and literal-next keys are off, so each byte reaches the reader once; CR ends the line as LF does, and Esc
+ * ends it at once (an arrow key's sequence starts with Esc too, and counts as one).
  */
 function secretLineMode(saved: Termios): Termios {
   const t = saved.clone();
   t.lflag = (t.lflag | ICANON) & ~(ECHO | ECHOE | ECHOK | ECHONL | ISIG | IEXTEN);
   t.iflag = (t.iflag | ICRNL) & ~(INLCR | IGNCR | ISTRIP);
-  for (
-    const cc of [VINTR, VQUIT, VERASE, VKILL, VEOF, VSWTC, VSUSP, VEOL, VREPRINT, VDISCARD, VWERASE, VLNEXT, VEOL2]
-  ) {
+  for (const cc of [VINTR, VQUIT, VERASE, VKILL, VEOF, VSWTC, VSUSP, VREPRINT, VDISCARD, VWERASE, VLNEXT, VEOL2]) {
     t.setCc(cc, 0);
   }
+  t.setCc(VEOL, 0x1b); // Esc hands the line over at once: it means "not now"
   return t;
 }
 

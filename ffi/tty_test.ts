@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { SysError } from "./errors.ts";
 import { closeFd, ioctlPtr, O_CLOEXEC, O_NOCTTY, O_RDWR, openFd, writeFdSync } from "./libc.ts";
 import { SafeBuffer } from "./safe_buffer.ts";
-import { Console } from "./tty.ts";
+import { Console, PromptLeft } from "./tty.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -112,6 +112,22 @@ Deno.test("readSecret: ^C clears like ^U; the kernel's own erase keys are off, s
   const len = await reading;
   assert.equal(len, 4);
   assert.deepEqual([...buf.view().subarray(0, 5)], [...enc.encode("ok\x04!"), 0]);
+});
+
+Deno.test("readSecret: Esc leaves the prompt at once, and so does no line within idleMs; the buffer is wiped", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(16);
+  const escaped = t.con.readSecret(buf, { newline: false });
+  writeFdSync(t.pty.master, enc.encode("half\x1b"));
+  await assert.rejects(escaped, (e: unknown) => e instanceof PromptLeft && e.why === "escape");
+  assert.ok(buf.view().every((b) => b === 0), "what was typed before Esc is wiped");
+  assert.ok(lflag(t.con.fd) & ECHO, "termios restored");
+
+  const started = Date.now();
+  const idle = t.con.readSecret(buf, { newline: false, idleMs: 150, pollMs: 20 });
+  writeFdSync(t.pty.master, enc.encode("no newline"));
+  await assert.rejects(idle, (e: unknown) => e instanceof PromptLeft && e.why === "idle");
+  assert.ok(Date.now() - started >= 150, "not before idleMs");
 });
 
 Deno.test("readSecret: a line typed before the prompt is dropped; a line of exactly the room fits", async () => {
