@@ -132,9 +132,40 @@ export async function startSupervisor(job: Job, script: string | null, console: 
   };
 }
 
-/** The console the prompts go to: `--console`, or a newly allocated VT. */
+/**
+ * The console the prompts go to: `--console`, or a newly allocated VT. Refused (before anything is locked) where
+ * nobody could answer after wake: a pseudo-terminal, whose other end (a terminal emulator, sshd) is frozen with
+ * userspace, or a VT that did not come to the front.
+ */
 export function openConsole(job: Job): Console {
-  return job.options.console ? Console.open(job.options.console) : Console.allocateVt();
+  const path = job.options.console;
+  if (path) {
+    if (isPty(path)) {
+      throw new RefusedError([
+        `--console ${path} is a pseudo-terminal: its other end (a terminal emulator, ssh) is frozen with the rest ` +
+        "of userspace, so nobody could type the passphrase there; give a VT (/dev/tty8) or a serial console " +
+        "(/dev/ttyS0), or leave --console out for a VT of its own",
+      ]);
+    }
+    return Console.open(path);
+  }
+  const con = Console.allocateVt();
+  if (!con.switched) {
+    con[Symbol.dispose]();
+    throw new RefusedError([
+      `the prompt's VT (${con.path}) did not come to the front: VT switching is locked (VT_LOCKSWITCH, held by ` +
+      "a screen locker or a kiosk) or the VT in front is held by a program that does not let go (VT_PROCESS). " +
+      "The prompt would be invisible after wake; release the lock, or give --console a terminal that shows",
+    ]);
+  }
+  return con;
+}
+
+/** Whether `path` is a pseudo-terminal's slave end (Unix 98 ptys: majors 136–143). */
+export function isPty(path: string): boolean {
+  const rdev = Deno.statSync(path).rdev ?? 0;
+  const major = Number((BigInt(rdev) >> 8n) & 0xfffn) | Number((BigInt(rdev) >> 32n) & ~0xfffn);
+  return major >= 136 && major <= 143;
 }
 
 /** The file the supervisor runs: this bundle, or null for a `deno compile` binary (it embeds the script). */

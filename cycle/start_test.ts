@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { Job } from "./job.ts";
-import { lineReader, startSupervisor } from "./start.ts";
+import { isPty, lineReader, openConsole, startSupervisor } from "./start.ts";
+import { RefusedError } from "./errors.ts";
 
 const JOB = { ramfsRoot: "/run/x" } as unknown as Job;
 
@@ -50,4 +51,31 @@ Deno.test("startSupervisor: one that dies before it is ready fails ready(), nami
   const s = await startSupervisor(JOB, script, "/dev/tty9");
   await assert.rejects(s.ready(), /exited before it was ready \(code 3\)/);
   assert.equal(await s.dismiss(), false);
+});
+
+Deno.test("openConsole: a pseudo-terminal is refused (its other end is frozen with userspace); a tty is not a pty", () => {
+  const pt = Deno.dlopen("libc.so.6", {
+    posix_openpt: { parameters: ["i32"], result: "i32" },
+    grantpt: { parameters: ["i32"], result: "i32" },
+    unlockpt: { parameters: ["i32"], result: "i32" },
+    ptsname: { parameters: ["i32"], result: "pointer" },
+    close: { parameters: ["i32"], result: "i32" },
+  });
+  const master = pt.symbols.posix_openpt(0o2 | 0o400 | 0o2000000); // O_RDWR | O_NOCTTY | O_CLOEXEC
+  try {
+    assert.ok(master >= 0, "posix_openpt");
+    assert.equal(pt.symbols.grantpt(master), 0);
+    assert.equal(pt.symbols.unlockpt(master), 0);
+    const slave = Deno.UnsafePointerView.getCString(pt.symbols.ptsname(master)!);
+    assert.equal(isPty(slave), true);
+    const job = { options: { console: slave } } as unknown as Job;
+    assert.throws(
+      () => openConsole(job),
+      (e: unknown) => e instanceof RefusedError && /is a pseudo-terminal.*\/dev\/ttyS0/s.test(e.reasons[0]),
+    );
+    assert.equal(isPty("/dev/null"), false);
+  } finally {
+    pt.symbols.close(master);
+    pt.close();
+  }
 });

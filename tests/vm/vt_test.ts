@@ -11,7 +11,7 @@
  * command: the test sees the lock in RAM, waits, and presses a key.
  */
 import assert from "node:assert/strict";
-import { SLOW, startSuspend, typeUntilExit } from "./cycle_helpers.ts";
+import { SLOW, startSuspend, suspendExit, systemState, typeUntilExit } from "./cycle_helpers.ts";
 import { boot, keyHalves, volumeKey } from "./harness.ts";
 
 Deno.test({
@@ -73,5 +73,42 @@ Deno.test({
     assert.equal(sleep.detail.state, "freeze");
     assert.ok(sleep.detail.sleptMs >= 10_000, `slept until the key press: ${sleep.detail.sleptMs} ms`);
     assert.equal(Number(r.out.trim().split("\n").at(-1)), successBefore + 1, "the kernel counts one suspend");
+  },
+});
+
+// holds or releases VT switching (VT_LOCKSWITCH / VT_UNLOCKSWITCH on /dev/tty0), as a screen locker does
+const LOCKSWITCH = `
+const libc = Deno.dlopen("libc.so.6", {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
+});
+const fd = libc.symbols.open(new TextEncoder().encode("/dev/tty0\\0"), 2);
+const r = libc.symbols.ioctl(fd, Deno.args[0] === "unlock" ? 0x560cn : 0x560bn, 0n);
+console.log(fd >= 0 && r === 0 ? "VT-SWITCH-" + Deno.args[0] : "VT-SWITCH-FAILED");
+`;
+
+Deno.test({
+  name: "VT switching locked (VT_LOCKSWITCH): refused before anything is locked, exit 3, the VT in front stays",
+  ...SLOW,
+  fn: async () => {
+    await using vm = await boot({ vga: true, toolFiles: { "lockswitch.js": new TextEncoder().encode(LOCKSWITCH) } });
+    const hold = (what: string) =>
+      vm.sh(`DENO_DIR=/run/lockswitch-deno deno run -A /usr/local/lib/cryptsleep/lockswitch.js ${what}`, {
+        timeoutMs: 120_000,
+      });
+    const before = (await vm.sh("cat /sys/class/tty/tty0/active")).out.trim();
+    assert.match((await hold("lock")).out, /VT-SWITCH-lock/);
+    const state = await systemState(vm);
+    const from = vm.console.length;
+
+    await startSuspend(vm, "", "");
+    assert.equal(await suspendExit(vm), 3, vm.console.slice(from));
+    const out = vm.console.slice(from);
+    assert.match(out, /refused: the prompt's VT \(\/dev\/tty\d+\) did not come to the front: VT switching is locked/);
+    assert.deepEqual(vm.eventsSinceClear("SUSPEND"), [], "no S3");
+    assert.equal(await systemState(vm), state, "nothing left locked, frozen or mounted");
+    assert.equal((await vm.sh("cat /sys/class/tty/tty0/active")).out.trim(), before, "the VT in front stays");
+
+    assert.match((await hold("unlock")).out, /VT-SWITCH-unlock/);
   },
 });
