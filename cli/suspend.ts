@@ -63,6 +63,13 @@ export function register(program: Command, exit: (code: number) => never): void 
       positiveInt,
       defaults.freezeTimeoutMs,
     )
+    .option(
+      "--sync-timeout <seconds>",
+      "give up (nothing frozen or locked) when sync() makes no writeback progress for this long: a hung NFS, FUSE " +
+        "or disk",
+      positiveInt,
+      defaults.syncTimeoutS,
+    )
     .addOption(
       new Option(
         "--release-at <when>",
@@ -105,6 +112,7 @@ export function register(program: Command, exit: (code: number) => never): void 
         memSleep: null,
         console: o.console ?? null,
         freezeTimeoutMs: o.freezeTimeout,
+        syncTimeoutS: o.syncTimeout,
         refuseLeak: Boolean(o.refuseLeak),
         releaseAt: o.releaseAt,
         // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake

@@ -61,7 +61,7 @@ export interface OuterContext {
   own?: OwnCgroup;
   /** Set by the root phase. */
   root?: Root;
-  /** Set by the supervisor phase. */
+  /** Set by the spawn phase; handed the job by the supervisor phase. */
   supervisor?: Supervisor;
   /** Set by the supervisor phase: where the prompts go; the supervisor opens the same one. */
   console?: Console;

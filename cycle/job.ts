@@ -21,6 +21,8 @@ export interface SuspendOptions {
   console: string | null;
   /** How long userspace may take to freeze before the cycle gives up, thawed and unlocked. */
   freezeTimeoutMs: number;
+  /** How long sync() may go without writeback progress before the cycle gives up (a hung filesystem). */
+  syncTimeoutS: number;
   /** Refuse (nothing touched) when a volume key would stay in RAM through the suspend. */
   refuseLeak: boolean;
   /**
@@ -50,6 +52,7 @@ export function defaultOptions(): SuspendOptions {
     memSleep: null,
     console: null,
     freezeTimeoutMs: 10_000,
+    syncTimeoutS: 30,
     refuseLeak: false,
     releaseAt: "lock",
     allowPlain: false,

@@ -11,8 +11,8 @@
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // preflight → claim → own → root → supervisor → hooks → watchdog → pin → agent → sync → freeze → syncfs → guard →
- * // lock → sleep
+ * // spawn → preflight → claim → own → root → supervisor → hooks → watchdog → sync → pin → agent → freeze → syncfs →
+ * // guard → lock → sleep
  * ```
  */
 import { mountRoot, type Root } from "../chroot/root.ts";
@@ -35,7 +35,7 @@ import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned
 import { preflight, sleepConfOptions } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
-import { openConsole, RAMFS_DIR, startSupervisor, type Supervisor } from "./start.ts";
+import { openConsole, RAMFS_DIR, spawnSupervisor, type Supervisor } from "./start.ts";
 import { OWN_NAME as OWN_CGROUP } from "../cgroup/cgroup2.ts";
 import { syncAll, syncVolumeFilesystems } from "./sync.ts";
 import { KNOBS, readKnob } from "../host/sysfs.ts";
@@ -79,6 +79,23 @@ const AGENT = "cryptsleep suspend, pinned";
 
 // ---------------------------------------------------------------------------------------------------------
 // the outer process
+
+const spawnPhase: CyclePhase<OuterContext, Supervisor> = {
+  name: "spawn",
+  where: OUTER,
+  // first: its runtime starts while this process runs preflight; the supervisor phase hands it the job
+  run: (ctx) => Promise.resolve(ctx.supervisor = spawnSupervisor(ctx.script)),
+  detail: (s) => ({ pid: s.pid }),
+  describe: () => lines("would start the supervisor (the same program) with no job yet, to start while preflight runs"),
+  undo: {
+    name: "reap",
+    summary: "cancel it if it never got the job; wait for it",
+    // after a hand-over the dismiss undo already let it go, and this only reports
+    run: async (ctx, supervisor) => {
+      if (supervisor && !await supervisor.dismiss()) ctx.timeline.warn("the supervisor exited with an error");
+    },
+  },
+};
 
 const preflightPhase: CyclePhase<OuterContext, Job> = {
   name: "preflight",
@@ -170,14 +187,15 @@ const watchdogPhase: CyclePhase<OuterContext, HandedOver | null> = {
 const ownPhase: CyclePhase<OuterContext, OwnCgroup> = {
   name: "own",
   where: OUTER,
-  // early: what this process allocates from here on is charged to a cgroup whose memory never goes to swap (a
-  // swap on a volume to lock could not give it back); the supervisor is moved in as it starts
-  run: async (ctx) => ctx.own = await joinOwnCgroup({ pids: [Deno.pid] }),
+  // early: what both processes allocate from here on is charged to a cgroup whose memory never goes to swap (a
+  // swap on a volume to lock could not give it back)
+  run: async (ctx) =>
+    ctx.own = await joinOwnCgroup({ pids: [Deno.pid, ...ctx.supervisor ? [ctx.supervisor.pid] : []] }),
   detail: (own) => ({ path: own.path, swapDisabled: own.swapDisabled, warnings: own.warnings }),
   describe: () =>
     lines(
-      "would move itself into cgroup cryptsleep (never frozen; memory.swap.max=0, oom_score_adj -1000); " +
-        "the supervisor follows as it starts",
+      "would move itself and the supervisor into cgroup cryptsleep (never frozen; memory.swap.max=0, " +
+        "oom_score_adj -1000)",
     ),
   undo: {
     name: "leave",
@@ -204,28 +222,25 @@ const rootPhase: CyclePhase<OuterContext, Root> = {
 const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
   name: "supervisor",
   where: OUTER,
-  // started now, it gets ready while the cycle goes on; the guard phase waits for it before the lock
+  // it started with the spawn phase and gets ready while the cycle goes on; the guard phase waits for it
   run: async (ctx) => {
     // the console first: the supervisor opens the same one, and the phases before it is ready may write to it
     const console = ctx.console = openConsole(ctx.job!);
-    let supervisor: Supervisor | undefined;
     try {
-      supervisor = ctx.supervisor = await startSupervisor(ctx.job!, ctx.script, console.path);
-      // at once, before its start-up allocates much: charged to the cgroup without swap
-      await ctx.own!.add(supervisor.pid);
-      return supervisor;
+      await ctx.supervisor!.handOver(ctx.job!, console.path);
+      return ctx.supervisor!;
     } catch (err) {
-      await supervisor?.dismiss();
       console[Symbol.dispose]();
-      ctx.console = ctx.supervisor = undefined;
+      ctx.console = undefined;
       throw err;
     }
   },
   detail: (s) => ({ pid: s.pid }),
   describe: (job) =>
     lines(
-      `would start the supervisor (the same program): it opens ${job.options.console ?? "a newly allocated VT"}, ` +
-        "pins itself in RAM, chroots into the root and waits; if cryptsleep suspend dies it unlocks and thaws",
+      `would open ${job.options.console ?? "a newly allocated VT"} and hand the supervisor the job: it opens the ` +
+        "same console, pins itself in RAM, chroots into the root and waits; if cryptsleep suspend dies it unlocks " +
+        "and thaws",
     ),
   undo: {
     name: "dismiss",
@@ -235,6 +250,16 @@ const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
       ctx.console?.[Symbol.dispose]();
     },
   },
+};
+
+const syncPhase: CyclePhase<OuterContext, number> = {
+  name: "sync",
+  where: OUTER,
+  // everything still runs, so nothing can block it on a frozen writer; a filesystem that cannot write back would
+  // block it forever, so it is watched for progress
+  run: (ctx) => syncAll({ stallMs: ctx.job!.options.syncTimeoutS * 1000 }),
+  describe: (job) =>
+    lines(`would run sync(1); gives up after ${job.options.syncTimeoutS} s without writeback progress`),
 };
 
 /** What the pin phase holds until its undo. */
@@ -323,6 +348,7 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
 
 /** The outer phases, run by `cryptsleep suspend`; the last one runs the agent's phases. */
 export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
+  spawnPhase,
   preflightPhase,
   claimPhase,
   ownPhase,
@@ -330,20 +356,13 @@ export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
   supervisorPhase,
   hooksPhase,
   watchdogPhase,
+  syncPhase,
   pinPhase,
   agentPhase,
 ];
 
 // ---------------------------------------------------------------------------------------------------------
 // the agent (and their undos, in reverse, also the supervisor's recovery)
-
-const syncPhase: CyclePhase<AgentContext, void> = {
-  name: "sync",
-  where: AGENT,
-  // everything still runs, so nothing can block it on a frozen writer
-  run: () => syncAll(),
-  describe: () => lines("would call sync()"),
-};
 
 const freezePhase: CyclePhase<AgentContext, Frozen> = {
   name: "freeze",
@@ -480,7 +499,6 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
 
 /** The agent's phases; their undos are the supervisor's recovery too. */
 export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
-  syncPhase,
   freezePhase,
   syncfsPhase,
   guardPhase,

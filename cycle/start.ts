@@ -1,16 +1,19 @@
 /**
  * @module
- * The supervisor, from `cryptsleep suspend`'s side. It is started before anything is frozen, on the real root, as
- * the same program with `supervise`; the job goes to it as one JSON line on its stdin, then the console's path
- * (opened by `cryptsleep suspend`). It opens that console too, loads what a recovery needs, pins itself
- * (chroot/pin.ts), chroots into the cycle's root and says `ready` on its stdout. From then on its stdin is its watch: `done` lets it go; the end
- * of the pipe without `done` means `cryptsleep suspend` died, and the supervisor undoes the agent's phases.
+ * The supervisor, from `cryptsleep suspend`'s side. It is started first, before preflight, as the same program
+ * with `supervise`, so its runtime starts while the cycle does its own first steps. Once preflight has a job, the job
+ * goes to it as one JSON line on its stdin, then the console's path (opened by `cryptsleep suspend`); a cycle that
+ * stops before (refused) says `cancel` instead, and it exits having done nothing. Handed a job, it opens that
+ * console too, pins itself (chroot/pin.ts), chroots into the cycle's root and says `ready` on its stdout. From then
+ * on its stdin is its watch: `done` lets it go; the end of the pipe without `done` means `cryptsleep suspend` died,
+ * and the supervisor undoes the agent's phases.
  *
  * @example
  * ```ts
- * import { startSupervisor } from "./start.ts";
+ * import { spawnSupervisor } from "./start.ts";
  * declare const job: import("./job.ts").Job; // from preflight
- * const supervisor = await startSupervisor(job, "/usr/lib/cryptsleep/cryptsleep.js", "/dev/tty8");
+ * const supervisor = spawnSupervisor("/usr/lib/cryptsleep/cryptsleep.js"); // first, while preflight runs
+ * await supervisor.handOver(job, "/dev/tty8");
  * await supervisor.ready();
  * console.log(supervisor.pid);
  * await supervisor.dismiss();
@@ -27,14 +30,21 @@ export const RAMFS_DIR = "/run/cryptsleep/root";
 export const READY = "ready";
 /** What `cryptsleep suspend` says on the supervisor's stdin when the cycle ended well. */
 export const DONE = "done";
+/** What `cryptsleep suspend` says instead of a job when the cycle stopped before it had one (refused). */
+export const CANCEL = "cancel";
 
 /** The running supervisor. */
 export interface Supervisor {
-  /** Its process id (the pin moves it into the tool's cgroup). */
+  /** Its process id (the own phase moves it into the tool's cgroup). */
   pid: number;
+  /** Hands it the job and the console's path: from then on it gets ready to take over. */
+  handOver(job: Job, console: string): Promise<void>;
   /** Waits until it is pinned and chrooted; throws if it has exited since. */
   ready(): Promise<void>;
-  /** Tells it the cycle ended well and waits for it to exit; false when it had died or exits with an error. */
+  /**
+   * Lets it go and waits for it to exit: `done` after a hand-over (it still checks what is left), else `cancel`
+   * (it exits having done nothing). False when it had died or exits with an error. Idempotent.
+   */
   dismiss(): Promise<boolean>;
 }
 
@@ -67,10 +77,10 @@ export function selfArgs(script: string | null, args: string[]): string[] {
 }
 
 /**
- * Starts the supervisor and hands it the job; see the module doc. It gets ready while `cryptsleep suspend` goes on
- * with its phases; {@linkcode Supervisor.ready} waits for it.
+ * Starts the supervisor with nothing to do yet: its runtime starts, and it loads libcryptsetup, while
+ * `cryptsleep suspend` runs preflight. {@linkcode Supervisor.handOver} gives it the job; see the module doc.
  */
-export async function startSupervisor(job: Job, script: string | null, console: string): Promise<Supervisor> {
+export function spawnSupervisor(script: string | null): Supervisor {
   const child = new Deno.Command(Deno.execPath(), {
     args: selfArgs(script, ["supervise"]),
     env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
@@ -90,19 +100,23 @@ export async function startSupervisor(job: Job, script: string | null, console: 
     }
     await child.status;
   };
-  try {
-    await say(JSON.stringify(job));
-    await say(console);
-  } catch (err) {
-    await kill();
-    throw err;
-  }
+  let handedOver = false;
   let ready: Promise<void> | null = null;
-  let dismissed = false;
+  let dismissed: Promise<boolean> | null = null;
   let exited = false;
   child.status.then(() => exited = true);
   return {
     pid: child.pid,
+    async handOver(job, console) {
+      try {
+        await say(JSON.stringify(job));
+        await say(console);
+        handedOver = true;
+      } catch (err) {
+        await kill();
+        throw err;
+      }
+    },
     ready() {
       ready ??= (async () => {
         const line = await readLine();
@@ -120,16 +134,24 @@ export async function startSupervisor(job: Job, script: string | null, console: 
         }
       });
     },
-    async dismiss() {
-      if (dismissed) return (await child.status).success;
-      dismissed = true;
-      await say(DONE).catch(() => {});
-      await writer.close().catch(() => {});
-      // drained, so a late line cannot block it
-      while (await readLine().catch(() => null) !== null);
-      return (await child.status).success;
+    dismiss() {
+      dismissed ??= (async () => {
+        await say(handedOver ? DONE : CANCEL).catch(() => {});
+        await writer.close().catch(() => {});
+        // drained, so a late line cannot block it
+        while (await readLine().catch(() => null) !== null);
+        return (await child.status).success;
+      })();
+      return dismissed;
     },
   };
+}
+
+/** {@linkcode spawnSupervisor} and {@linkcode Supervisor.handOver} at once. */
+export async function startSupervisor(job: Job, script: string | null, console: string): Promise<Supervisor> {
+  const supervisor = spawnSupervisor(script);
+  await supervisor.handOver(job, console);
+  return supervisor;
 }
 
 /**

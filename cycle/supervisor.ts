@@ -1,9 +1,9 @@
 /**
  * @module
  * The supervisor: a second process that can finish the cycle if `cryptsleep suspend` dies while it holds the
- * machine frozen and locked. Started on the real root before anything is frozen (cycle/start.ts), it reads the job
- * from its stdin, opens the console, loads libcryptsetup, pins itself in RAM and chroots into the cycle's root, says
- * ready — and then only watches its stdin. `done` ends it. If the pipe ends without `done`, it runs the undos of the
+ * machine frozen and locked. Started on the real root first, before preflight (cycle/start.ts), it loads
+ * libcryptsetup, reads the job from its stdin (or `cancel`: it exits), opens the console, pins itself in RAM and
+ * chroots into the cycle's root, says ready — and then only watches its stdin. `done` ends it. If the pipe ends without `done`, it runs the undos of the
  * agent's phases (the same list, each going by what it sees): it prompts until the volumes are unlocked, then
  * thaws. The machine is never left frozen without a prompt.
  *
@@ -26,7 +26,7 @@ import { AGENT_PHASES, recover } from "./phases.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { leftOf } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
-import { DONE, lineReader, READY } from "./start.ts";
+import { CANCEL, DONE, lineReader, READY } from "./start.ts";
 import { Console } from "../ffi/tty.ts";
 import { ignoreStopSignals } from "./signals.ts";
 import { Timeline } from "./timeline.ts";
@@ -43,15 +43,20 @@ export async function supervise(): Promise<Outcome> {
   } catch (err) {
     kmsg(`supervisor: ${messages(err).join("; ")}: stays in the caller's session`);
   }
+  setpriority(0, -10);
+  // loaded first, while cryptsleep suspend runs preflight: after the pin nothing more is mapped, and inside the
+  // root there is nothing to load from
+  const lib = Libcryptsetup.open();
   const readLine = lineReader(Deno.stdin.readable);
   const first = await readLine();
-  if (first === null) return failed(["supervise: no job on stdin (it is started by cryptsleep suspend)"]);
+  // the cycle stopped before it had a job (refused): nothing to do
+  if (first === CANCEL) return OK;
+  if (first === null) {
+    return failed(["supervise: no job on stdin: cryptsleep suspend starts it, and ended before it handed one over"]);
+  }
   const job = JSON.parse(first) as Job;
   const consolePath = await readLine();
   if (consolePath === null) return failed(["supervise: no console path on stdin"]);
-  setpriority(0, -10);
-  // loaded now: after the pin nothing more is mapped, and inside the root there is nothing to load from
-  const lib = Libcryptsetup.open();
   // opened before anything is frozen, and kept: its saved termios is what a recovery restores
   using console = Console.open(consolePath);
   using pinned = pinMappings();

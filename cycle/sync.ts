@@ -1,22 +1,97 @@
 /**
  * @module
- * Phases 4 and 6. `sync()` flushes everything while all processes still run (a global sync later would hang
- * on frozen FUSE daemons). After the freeze, `syncfs()` flushes only the filesystems on the volumes about to
- * be locked, so the lock finds nothing dirty. Neither has an undo: flushing changes no state to restore.
+ * `sync()` flushes everything while all processes still run (a global sync later would hang on frozen FUSE
+ * daemons). It runs as a child process (`sync`, coreutils or busybox) watched for progress: a filesystem that cannot
+ * write back (a dead NFS server, a stalled FUSE daemon, a hung disk) would hold it forever, and the kernel's freezer
+ * could not suspend past it either. When writeback makes no progress for the given time, the cycle gives up with
+ * nothing frozen or locked, and leaves the child behind (it is in the kernel's hands; it finishes when the device
+ * does). After the freeze, `syncfs()` flushes only the filesystems on the volumes about to be locked, so the lock
+ * finds nothing dirty. Neither has an undo: flushing changes no state to restore.
  *
  * @example
  * ```ts
  * import { syncAll } from "./sync.ts";
- * await syncAll();
+ * const ms = await syncAll({ stallMs: 30_000 }); // throws SyncStalled after 30 s without writeback progress
+ * console.log(`synced in ${ms} ms`);
  * ```
  */
 import { syncAsync, syncfs } from "../ffi/libc.ts";
 import { hostPath } from "../chroot/enter.ts";
 import type { Job } from "./job.ts";
 
-/** Non-blocking: with much dirty data it takes seconds, and the timeline's clock keeps running. */
-export async function syncAll(): Promise<void> {
-  await syncAsync();
+/** Where `sync(1)` is looked for. */
+const SYNC_BINARIES = ["/usr/bin/sync", "/bin/sync"];
+
+/** The longest a sync may take, progress or not. */
+export const SYNC_LIMIT_MS = 10 * 60_000;
+
+/** sync() made no writeback progress for `stallMs`: a filesystem cannot write back. */
+export class SyncStalled extends Error {
+  /** `stallMs`: how long without progress; `totalMs`: since sync began. */
+  constructor(readonly stallMs: number, readonly totalMs: number) {
+    super(
+      `sync() made no progress for ${Math.round(stallMs / 1000)} s (${Math.round(totalMs / 1000)} s in all): a ` +
+        "filesystem cannot write back (a dead NFS server, a stalled FUSE daemon, a hung disk), and the kernel could " +
+        "not suspend past it either; nothing was frozen or locked. Find it with `grep -E 'nfs|fuse' /proc/mounts` " +
+        "and `dmesg`; unmount it (umount -f / -l) or bring it back, then suspend again",
+    );
+    this.name = "SyncStalled";
+  }
+}
+
+/** Pages written back so far and pages still dirty or under writeback (/proc/vmstat), or null when unreadable. */
+async function writeback(): Promise<{ written: number; pending: number } | null> {
+  try {
+    const v: Record<string, number> = {};
+    for (const line of (await Deno.readTextFile("/proc/vmstat")).split("\n")) {
+      const [k, n] = line.split(" ");
+      v[k] = Number(n);
+    }
+    return { written: v.nr_written ?? 0, pending: (v.nr_dirty ?? 0) + (v.nr_writeback ?? 0) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Runs `sync` and waits for it while writeback makes progress (pages written back, or fewer dirty); throws
+ * {@linkcode SyncStalled} after `stallMs` without progress or after {@linkcode SYNC_LIMIT_MS}. Returns the ms it took.
+ */
+export async function syncAll(opts: { stallMs: number; pollMs?: number }): Promise<number> {
+  const start = performance.now();
+  const bin = SYNC_BINARIES.find(isFile);
+  // no sync(1): the call itself, unwatched
+  if (!bin) return await syncAsync(), Math.round(performance.now() - start);
+  const child = new Deno.Command(bin, { stdin: "null", stdout: "null", stderr: "inherit" }).spawn();
+  let exited = false;
+  const status = child.status.finally(() => exited = true);
+  let seen = await writeback();
+  let progressAt = performance.now();
+  for (;;) {
+    const tick = new Promise<null>((r) => setTimeout(r, opts.pollMs ?? 500, null));
+    const done = await Promise.race([status, tick]);
+    if (done) {
+      if (!done.success) throw new Error(`${bin} exited with code ${done.code}`);
+      return Math.round(performance.now() - start);
+    }
+    const now = await writeback();
+    if (now && seen && (now.written > seen.written || now.pending < seen.pending)) progressAt = performance.now();
+    seen = now ?? seen;
+    const elapsed = performance.now() - start;
+    if (!exited && (performance.now() - progressAt >= opts.stallMs || elapsed >= SYNC_LIMIT_MS)) {
+      // left to the kernel: it exits when the filesystem can write again, and this process need not wait
+      child.unref();
+      throw new SyncStalled(performance.now() - progressAt, elapsed);
+    }
+  }
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -33,6 +33,10 @@ Deno.test({
         new RegExp(`refused: another cryptsleep suspend is running \\(pid ${holder} holds /run/cryptsleep/lock\\)`),
       );
       assert.equal(await systemState(vm), before);
+      // the supervisor it started first, before it knew it would be refused, was cancelled and is gone
+      assert.doesNotMatch(r.out, /supervise:/, "the cancelled supervisor said nothing");
+      const left = await vm.sh("ps -o args | grep -c '[c]ryptsleep.js supervise'");
+      assert.equal(left.out.trim(), "0", left.out);
       const kill = await vm.sh(`kill ${holder}; while kill -0 ${holder} 2>/dev/null; do sleep 0.2; done; echo gone`);
       assert.equal(kill.code, 0, kill.out);
     });

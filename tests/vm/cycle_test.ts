@@ -72,6 +72,7 @@ Deno.test({
       const r = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
       assert.equal(r.code, 0, r.out);
       const phases = [
+        "spawn",
         "preflight",
         "root",
         "supervisor",
@@ -84,7 +85,7 @@ Deno.test({
         "unlock",
         "thaw",
       ];
-      for (const phase of [...phases, "unlock", "thaw", "unpin", "dismiss", "unmount", "leave", "release"]) {
+      for (const phase of [...phases, "unlock", "thaw", "unpin", "dismiss", "unmount", "leave", "release", "reap"]) {
         assert.match(r.out, new RegExp(`^\\s+${phase}\\s+\\d+ ms\\s+ok$`, "m"), `phase ${phase} in:\n${r.out}`);
       }
       const kmsg = await vm.sh("dmesg | grep -c 'cryptsleep: '");
