@@ -62,15 +62,27 @@ export async function runPhases<C>(
   for (const phase of phases) {
     // throwing here stops the list before `phase`, and unwinds what ran (a signal, for the outer process)
     opts.checkpoint?.(phase.name);
+    dieHereIfAsked(phase.name);
     let done: unknown;
     try {
       done = await timeline.phase(phase.name, () => phase.run(ctx), phase.detail);
     } finally {
       // registered whether the phase finished or not: `done` stays undefined for one cut short
       const undo = phase.undo;
-      if (undo) stack.defer(() => timeline.phase(undo.name, () => undo.run(ctx, done)));
+      if (undo) stack.defer(() => (dieHereIfAsked(undo.name), timeline.phase(undo.name, () => undo.run(ctx, done))));
     }
   }
+}
+
+/** The environment variable of {@linkcode dieHereIfAsked}. */
+export const DIE_AT_ENV = "CRYPTSLEEP_TEST_DIE_AT";
+
+/**
+ * For the bed's death tests only: when `$CRYPTSLEEP_TEST_DIE_AT` names `point` (a phase or an undo, or a step of
+ * the supervisor), this process kills itself with SIGKILL there, as a crash or the OOM killer would.
+ */
+export function dieHereIfAsked(point: string): void {
+  if (Deno.env.get(DIE_AT_ENV) === point) Deno.kill(Deno.pid, "SIGKILL");
 }
 
 /**
@@ -80,7 +92,9 @@ export async function runPhases<C>(
 export async function undoPhases<C>(phases: readonly Phase<C>[], ctx: C, timeline: Timeline): Promise<void> {
   await using stack = new AsyncDisposableStack();
   for (const { undo } of phases) {
-    if (undo) stack.defer(() => timeline.phase(undo.name, () => undo.run(ctx, undefined)));
+    if (undo) {
+      stack.defer(() => (dieHereIfAsked(undo.name), timeline.phase(undo.name, () => undo.run(ctx, undefined))));
+    }
   }
 }
 

@@ -21,6 +21,7 @@
  */
 import { Console } from "../ffi/tty.ts";
 import { RefusedError } from "./errors.ts";
+import { DIE_AT_ENV } from "./runner.ts";
 import type { Job } from "./job.ts";
 
 /** Where the cycle's root is mounted (an empty ramfs both processes chroot into). */
@@ -83,7 +84,8 @@ export function selfArgs(script: string | null, args: string[]): string[] {
 export function spawnSupervisor(script: string | null): Supervisor {
   const child = new Deno.Command(Deno.execPath(), {
     args: selfArgs(script, ["supervise"]),
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    // the bed's death tests pick the supervisor's moment apart from this process's
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1", [DIE_AT_ENV]: Deno.env.get(`${DIE_AT_ENV}_SUPERVISOR`) ?? "" },
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",

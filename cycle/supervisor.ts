@@ -24,7 +24,7 @@ import type { Job } from "./job.ts";
 import { failed, OK, type Outcome } from "./outcome.ts";
 import { AGENT_PHASES, recover } from "./phases.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
-import { leftOf } from "./runner.ts";
+import { dieHereIfAsked, leftOf } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { CANCEL, DONE, lineReader, READY } from "./start.ts";
 import { Console } from "../ffi/tty.ts";
@@ -57,11 +57,14 @@ export async function supervise(): Promise<Outcome> {
   const job = JSON.parse(first) as Job;
   const consolePath = await readLine();
   if (consolePath === null) return failed(["supervise: no console path on stdin"]);
+  dieHereIfAsked("supervise:job");
   // opened before anything is frozen, and kept: its saved termios is what a recovery restores
   using console = Console.open(consolePath);
   using pinned = pinMappings();
   const inside = enterRoot(job.ramfsRoot);
-  await Deno.stdout.write(new TextEncoder().encode(`${READY}\n`));
+  // the cycle's process may have died meanwhile (the pipe is broken): the watch below sees it and recovers
+  await Deno.stdout.write(new TextEncoder().encode(`${READY}\n`)).catch(() => {});
+  dieHereIfAsked("supervise:ready");
 
   const word = await readLine().catch(() => null);
   using secrets = new Secrets(console);

@@ -86,13 +86,15 @@ async function bench(): Promise<boolean> {
   if (guestType !== "busybox" && guestType !== "debian") throw new Error(`--guest ${guestType}: busybox or debian`);
   const cycles = Number(option("--cycles", guestType === "debian" ? "5" : "3"));
   if (!Number.isInteger(cycles) || cycles < 1) throw new Error(`--cycles ${option("--cycles", "")}: want a count ≥ 1`);
-  if (guestType === "debian") return await benchDebian(cycles, option("--replay", ""));
+  const cpus = Number(option("--cpus", "1"));
+  if (!Number.isInteger(cpus) || cpus < 1) throw new Error(`--cpus ${option("--cpus", "")}: want a count ≥ 1`);
+  if (guestType === "debian") return await benchDebian(cycles, option("--replay", ""), cpus);
   const kernel = option("--kernel", Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1");
   step("deno bundle → dist/cryptsleep.js");
   await bundle();
   const guest = await ensureGuest({ kernel });
   step(`boot (kernel ${kernel}), open the data disk`);
-  await using vm = await boot({ kernel, dataDisk: true });
+  await using vm = await boot({ kernel, dataDisk: true, cpus });
   await openDataDisk(vm);
 
   const samples: Sample[] = [];
@@ -112,7 +114,8 @@ async function bench(): Promise<boolean> {
     `times are ~28× slower than native`;
   console.log(table(samples, title));
   console.log(
-    "\nRoot and data volumes open, idle guest, 1 vCPU. Phase times are the guest's monotonic clock (S3 not " +
+    `\nRoot and data volumes open, idle guest, ${cpus} vCPU.` +
+      " Phase times are the guest's monotonic clock (S3 not " +
       "counted); unlock includes the wait for the passphrase typed by the harness; host times are wall clock.",
   );
   const svg = join(REPO_ROOT, "dist", "bench.svg");

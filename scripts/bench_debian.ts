@@ -25,6 +25,7 @@
  *
  * ```sh
  * deno task bench --guest debian              # or: deno run -A scripts/bench.ts --guest debian --cycles 5
+ * deno task bench --guest debian --cpus 2     # a laptop has more than one core: what runs side by side gains
  * deno task bench --guest debian --replay dist/bench-debian.json   # the table and plot again, no guest
  * ```
  */
@@ -247,13 +248,14 @@ async function prepare(vm: VM): Promise<void> {
   await writeGuestFile(vm, "/usr/lib/systemd/system-sleep/zz-bench", BENCH_HOOK, "755");
 }
 
-function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVersion: string): string {
+function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVersion: string, cpus: number): string {
   const rows = comparisonRows(cycles);
   const failed = cycles.filter((c) => c.report && !c.report.ok).length;
   return [
     `## cryptsleep ${VERSION} beside Debian's cryptsetup-suspend ${suspendVersion} and a plain suspend`,
     "",
-    `Debian trixie guest, kernel ${kernel}, one boot, QEMU TCG without KVM on 1 vCPU (times ~28× native); ` +
+    `Debian trixie guest, kernel ${kernel}, one boot, QEMU TCG without KVM on ${cpus} vCPU${cpus === 1 ? "" : "s"} ` +
+    `(times ~28× native); ` +
     `${cycles.length} cycles: ${perTool} idle and ${perTool} loaded per tool, rounds plain → Debian → cryptsleep, ` +
     `idle and loaded rounds alternating. Medians.${failed ? ` ${failed} cryptsleep report(s) not ok.` : ""}`,
     "",
@@ -294,6 +296,8 @@ function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVer
 /** What a run saved to dist/bench-debian.json: enough to print the table and the plot again. */
 export interface BenchRun {
   perTool: number;
+  /** vCPUs of the guest (absent in runs saved before it was a choice: 1). */
+  cpus?: number;
   kernel: string;
   suspendVersion: string;
   cycles: ToolCycle[];
@@ -301,7 +305,7 @@ export interface BenchRun {
 
 /** Prints the table and writes the plot and the run's JSON to dist/. */
 async function render(run: BenchRun): Promise<void> {
-  console.log(output(run.cycles, run.perTool, run.kernel, run.suspendVersion));
+  console.log(output(run.cycles, run.perTool, run.kernel, run.suspendVersion, run.cpus ?? 1));
   const dist = join(REPO_ROOT, "dist");
   await Deno.mkdir(dist, { recursive: true });
   await Deno.writeTextFile(join(dist, "bench-debian.json"), JSON.stringify(run, null, 1) + "\n");
@@ -319,7 +323,7 @@ async function render(run: BenchRun): Promise<void> {
  * The bench; true when every cycle reached S3 and every cryptsleep report is ok. With `replay` (a saved
  * dist/bench-debian.json) it only prints the table and writes the plot again, with no guest.
  */
-export async function benchDebian(perTool: number, replay = ""): Promise<boolean> {
+export async function benchDebian(perTool: number, replay = "", cpus = 1): Promise<boolean> {
   if (replay) {
     const run = JSON.parse(await Deno.readTextFile(replay)) as BenchRun;
     await render(run);
@@ -330,7 +334,7 @@ export async function benchDebian(perTool: number, replay = ""): Promise<boolean
   const debDir = await Deno.makeTempDir({ prefix: "cryptsleep-deb-" });
   const deb = await buildDeb({ bundle: join(REPO_ROOT, "dist", "cryptsleep.js"), outDir: debDir, compression: "zstd" });
   step("boot the Debian guest (LUKS2 root, LVM-on-LUKS /home)");
-  await using vm = await boot({ guest: "debian", dataDisk: true, toolFiles: { "cryptsleep.deb": deb } });
+  await using vm = await boot({ guest: "debian", dataDisk: true, cpus, toolFiles: { "cryptsleep.deb": deb } });
   await Deno.remove(debDir, { recursive: true });
   await prepare(vm);
   const cycles: ToolCycle[] = [];
@@ -366,6 +370,7 @@ export async function benchDebian(perTool: number, replay = ""): Promise<boolean
   const guest = vm.guest as DebianGuest;
   await render({
     perTool,
+    cpus,
     kernel: guest.manifest.kernel.release,
     suspendVersion: guest.manifest.packages.find((p) => p.name === "cryptsetup-suspend")?.version ?? "?",
     cycles,

@@ -42,6 +42,8 @@ export interface BootOptions {
   kernel?: string;
   /** Guest RAM in MiB (1024 default). */
   ramMiB?: number;
+  /** Virtual CPUs (default 1; TCG runs them on host threads of their own). */
+  cpus?: number;
   /** Attach the LUKS2 data disk as /dev/vdc (busybox: not opened; debian: opened and mounted at boot). */
   dataDisk?: boolean;
   /** Files for the tool disk (copied into /usr/local/lib/cryptsleep/ at boot): guest-relative name -> host path or bytes. */
@@ -235,7 +237,7 @@ export class VM implements AsyncDisposable {
       "-m",
       String(this.opts.ramMiB ?? 1024),
       "-smp",
-      "1",
+      String(this.opts.cpus ?? 1),
       "-nodefaults",
       ...(this.opts.vga ? ["-vga", "std"] : []),
       "-display",
