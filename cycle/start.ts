@@ -74,7 +74,10 @@ export function lineReader(stream: ReadableStream<Uint8Array>): () => Promise<st
 
 /** How to run this program again with other arguments: the bundle under the same deno, or the compiled binary. */
 export function selfArgs(script: string | null, args: string[]): string[] {
-  return script === null ? args : ["run", "-A", "--no-config", "--no-lock", "--no-remote", "--no-npm", script, ...args];
+  // the wrapper's flags (packaging/cryptsleep.sh); a compiled binary has them built in
+  return script === null
+    ? args
+    : ["run", "-A", "--no-config", "--no-lock", "--no-remote", "--no-npm", "--v8-flags=--lite-mode", script, ...args];
 }
 
 /**

@@ -46,6 +46,16 @@ if (denortBin ? !exists(denortBin) : !exists(cached)) {
   Deno.exit(1);
 }
 
-const args = ["compile", "-A", "--no-check", "--output", "dist/cryptsleep", "--target", target, "cli/main.ts"];
+const args = [
+  "compile",
+  "-A",
+  "--no-check",
+  "--v8-flags=--lite-mode",
+  "--output",
+  "dist/cryptsleep",
+  "--target",
+  target,
+  "cli/main.ts",
+];
 const { code } = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "inherit" }).output();
 Deno.exit(code);

@@ -465,9 +465,9 @@ done
 
 /** `/usr/local/bin/cryptsleep` of the guests: the bundle from the tool disk, run by the guest's deno. */
 export const CRYPTSLEEP_WRAPPER = `#!/bin/sh
-# deno's caches in tmpfs, as packaging/cryptsleep.sh keeps them: never on a disk the cycle locks
+# deno's caches in tmpfs and V8's lite mode, as packaging/cryptsleep.sh has them
 export DENO_DIR=/run/cryptsleep-deno
-exec deno run -A /usr/local/lib/cryptsleep/cryptsleep.js "$@"
+exec deno run -A --v8-flags=--lite-mode /usr/local/lib/cryptsleep/cryptsleep.js "$@"
 `;
 
 /** Version of the deno binary that goes into the guests. */
