@@ -227,7 +227,7 @@ const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
     // the console first: the supervisor opens the same one, and the phases before it is ready may write to it
     const console = ctx.console = openConsole(ctx.job!);
     try {
-      await ctx.supervisor!.handOver(ctx.job!, console.path);
+      await ctx.supervisor!.handOver(ctx.job!, console.path, console.previousVt);
       return ctx.supervisor!;
     } catch (err) {
       console[Symbol.dispose]();

@@ -38,8 +38,11 @@ export const CANCEL = "cancel";
 export interface Supervisor {
   /** Its process id (the own phase moves it into the tool's cgroup). */
   pid: number;
-  /** Hands it the job and the console's path: from then on it gets ready to take over. */
-  handOver(job: Job, console: string): Promise<void>;
+  /**
+   * Hands it the job and the console's path (with the VT to bring back, for a VT of its own): from then on it gets
+   * ready to take over.
+   */
+  handOver(job: Job, console: string, previousVt?: number | null): Promise<void>;
   /** Waits until it is pinned and chrooted; throws if it has exited since. */
   ready(): Promise<void>;
   /**
@@ -112,10 +115,10 @@ export function spawnSupervisor(script: string | null): Supervisor {
   child.status.then(() => exited = true);
   return {
     pid: child.pid,
-    async handOver(job, console) {
+    async handOver(job, console, previousVt) {
       try {
         await say(JSON.stringify(job));
-        await say(console);
+        await say(previousVt ? `${console}\t${previousVt}` : console);
         handedOver = true;
       } catch (err) {
         await kill();

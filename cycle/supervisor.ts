@@ -55,11 +55,13 @@ export async function supervise(): Promise<Outcome> {
     return failed(["supervise: no job on stdin: cryptsleep suspend starts it, and ended before it handed one over"]);
   }
   const job = JSON.parse(first) as Job;
-  const consolePath = await readLine();
-  if (consolePath === null) return failed(["supervise: no console path on stdin"]);
+  const consoleLine = await readLine();
+  if (consoleLine === null) return failed(["supervise: no console path on stdin"]);
+  // "path" or, for the VT cryptsleep suspend allocated, "path<TAB>the VT to bring back"
+  const [consolePath, previousVt] = consoleLine.split("\t");
   dieHereIfAsked("supervise:job");
   // opened before anything is frozen, and kept: its saved termios is what a recovery restores
-  using console = Console.open(consolePath);
+  using console = previousVt ? Console.openVt(consolePath, Number(previousVt)) : Console.open(consolePath);
   using pinned = pinMappings();
   const inside = enterRoot(job.ramfsRoot);
   // the cycle's process may have died meanwhile (the pipe is broken): the watch below sees it and recovers

@@ -148,15 +148,38 @@ async function untilPassphraseFits(
   fits: (secret: Secret) => Promise<boolean>,
 ): Promise<Secret> {
   for (const secret of ctx.secrets.entered) {
-    if (await fits(secret)) return secret;
+    if (await trying(ctx, volume, () => fits(secret))) return secret;
   }
   const { maxTries } = ctx.job.options;
   for (let wrong = 0;;) {
     const secret = await askOrSleep(ctx, `Passphrase to unlock ${volume.dmName} (${volume.uuid}): `);
-    if (await fits(secret)) return secret;
+    if (await trying(ctx, volume, () => fits(secret))) return secret;
     wrong = wrong % maxTries + 1;
     ctx.console.write(`No key available with this passphrase (${wrong}/${maxTries}).\n`);
     if (wrong === maxTries) await afterTriesUsedUp(ctx, volume);
+  }
+}
+
+/**
+ * Says on the console that the passphrase is being tried, with a dot a second while the key derivation runs
+ * (seconds, by design), and how it ended.
+ */
+async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boolean>): Promise<boolean> {
+  ctx.console.write(`Unlocking ${volume.dmName} `);
+  const dots = setInterval(() => {
+    try {
+      ctx.console.write(".");
+    } catch { /* the console went away: the unlock goes on */ }
+  }, 1000);
+  try {
+    const ok = await fits();
+    ctx.console.write(ok ? " unlocked.\n" : " no.\n");
+    return ok;
+  } catch (err) {
+    ctx.console.write(" failed.\n");
+    throw err;
+  } finally {
+    clearInterval(dots);
   }
 }
 

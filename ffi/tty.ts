@@ -40,6 +40,8 @@ const VT_OPENQRY = 0x5600;
 const VT_GETSTATE = 0x5603;
 const VT_ACTIVATE = 0x5606;
 const VT_DISALLOCATE = 0x5608;
+const VT_LOCKSWITCH = 0x560b;
+const VT_UNLOCKSWITCH = 0x560c;
 
 // <termios.h> (glibc, Linux x86_64/aarch64): struct termios is 60 bytes.
 const TERMIOS_SIZE = 60;
@@ -155,6 +157,10 @@ export class Console implements Disposable {
   /** For {@linkcode allocateVt}: whether the VT came to the front within the wait (VT switching may be locked). */
   switched = true;
   #consoleFd: number | null;
+  /** It holds VT switching (VT_LOCKSWITCH) while its VT is in front: it lets go at dispose. */
+  #holdsSwitch = false;
+  /** It allocated its VT (and deallocates it at dispose). */
+  #allocated = false;
   #saved: Termios;
   #reading = false;
   #closed = false;
@@ -179,6 +185,27 @@ export class Console implements Disposable {
     }
   }
 
+  /**
+   * Open the VT another process allocated and holds in front ({@linkcode allocateVt}): at dispose this one lets go of
+   * VT switching and brings `previousVt` back too, as the allocating process would (it may have died).
+   */
+  static openVt(path: string, previousVt: number, consolePath = "/dev/tty0"): Console {
+    const vt = Number(/^\/dev\/tty(\d+)$/.exec(path)?.[1]);
+    if (!vt) throw new SysError("open", 22, { subject: path, hint: "not a virtual console (/dev/ttyN)" });
+    const fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    let cfd = -1;
+    try {
+      cfd = openFd(consolePath, O_RDWR | O_NOCTTY | O_CLOEXEC);
+      const con = new Console(fd, path, cfd, vt, previousVt);
+      con.#holdsSwitch = true;
+      return con;
+    } catch (e) {
+      closeFd(fd);
+      if (cfd >= 0) closeFd(cfd);
+      throw e;
+    }
+  }
+
   /** The first free virtual console (VT_OPENQRY) without allocating or switching to it. */
   static queryFreeVt(consolePath = "/dev/tty0"): number | null {
     const cfd = openFd(consolePath, O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -193,7 +220,9 @@ export class Console implements Disposable {
 
   /**
    * Allocate a free virtual console and switch to it, remembering the active one. Waits up to `waitMs` (default
-   * 2000) for the switch.
+   * 2000) for the switch ({@linkcode Console.switched} says whether it came), then holds VT switching
+   * (VT_LOCKSWITCH) until dispose: a key like Alt+F7 must not take the prompt away to a frozen display server's VT,
+   * whose raw keyboard could not switch back.
    */
   static allocateVt(opts: { consolePath?: string; waitMs?: number } = {}): Console {
     const consolePath = opts.consolePath ?? "/dev/tty0";
@@ -213,7 +242,12 @@ export class Console implements Disposable {
       ioctlInt(cfd, VT_ACTIVATE, n, "VT_ACTIVATE");
       const until = Date.now() + (opts.waitMs ?? 2000);
       while (activeVt(cfd) !== n && Date.now() < until) sleepSync(10);
+      con.#allocated = true;
       con.switched = activeVt(cfd) === n;
+      if (con.switched) {
+        ioctlInt(cfd, VT_LOCKSWITCH, 0, "VT_LOCKSWITCH");
+        con.#holdsSwitch = true;
+      }
       return con;
     } catch (e) {
       if (fd >= 0) closeFd(fd);
@@ -361,15 +395,24 @@ export class Console implements Disposable {
     };
     tryIt(() => setTermios(this.fd, this.#saved));
     const cfd = this.#consoleFd;
-    if (cfd !== null && this.previousVt !== null && this.previousVt !== this.vt) {
+    if (cfd !== null && this.#holdsSwitch) tryIt(() => ioctlInt(cfd, VT_UNLOCKSWITCH, 0, "VT_UNLOCKSWITCH"));
+    const front = (): number | null => {
+      try {
+        return cfd === null ? null : activeVt(cfd);
+      } catch {
+        return null;
+      }
+    };
+    // only while its VT is still in front: the other process holding it may have switched back already
+    if (cfd !== null && this.previousVt !== null && this.previousVt !== this.vt && front() === this.vt) {
       tryIt(() => ioctlInt(cfd, VT_ACTIVATE, this.previousVt!, "VT_ACTIVATE"));
       // the switch completes asynchronously; an active VT cannot be deallocated, so wait a bounded time
       const until = Date.now() + 2000;
-      while (activeVt(cfd) === this.vt && Date.now() < until) sleepSync(10);
+      while (front() === this.vt && Date.now() < until) sleepSync(10);
     }
     tryIt(() => closeFd(this.fd));
     if (cfd !== null) {
-      if (this.vt !== null) tryIt(() => ioctlInt(cfd, VT_DISALLOCATE, this.vt!, "VT_DISALLOCATE"));
+      if (this.vt !== null && this.#allocated) tryIt(() => ioctlInt(cfd, VT_DISALLOCATE, this.vt!, "VT_DISALLOCATE"));
       tryIt(() => closeFd(cfd));
     }
   }

@@ -60,6 +60,12 @@ Deno.test({
       assert.doesNotMatch(waiting, /TICK-/, "frozen while the root is locked");
       await vm.type(vm.guest.passphrase + "\n");
       assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
+      // said while the key derivation runs, and how each try ended
+      assert.match(
+        vm.console.slice(from),
+        /Unlocking root \.* no\.\r?\nNo key available with this passphrase \(1\/2\)/,
+      );
+      assert.match(vm.console.slice(usedUp), /Unlocking root \.* unlocked\./);
       await vm.waitForConsole(/TICK-\d+/, 60_000);
       const stop = await vm.sh("kill $(cat /run/ticker)");
       assert.equal(stop.code, 0, stop.out);

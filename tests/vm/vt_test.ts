@@ -1,7 +1,8 @@
 /**
- * The default console: with no --console, cryptsleep prompts on a virtual terminal of its own. The guest gets a
- * VGA text screen and a PS/2 keyboard. Before sleeping the screen shows a fresh VT, not the shell's; after wake
- * the passphrase is typed on the keyboard, and the VT active before the cycle is active again.
+ * The default console: with no --console, cryptsleep prompts on a virtual terminal of its own, and holds VT
+ * switching while it is in front. The guest gets a VGA text screen and a PS/2 keyboard. Before sleeping the screen
+ * shows a fresh VT, not the shell's; after wake Alt+F1 does not take the prompt away, the passphrase is typed on
+ * the keyboard, and the VT active before the cycle is active again.
  *
  * The screen cannot be read after wake: QEMU resets the VGA card at S3 resume and vgacon does not set it up
  * again (acpi_sleep=s3_bios hangs the resume on this bed), so the prompt is not read off the screen. Keys typed
@@ -28,6 +29,10 @@ Deno.test({
     await vm.waitForEvent("SUSPEND", 300_000);
     assert.doesNotMatch(await vm.screenText(), /Booting from ROM/, "a fresh VT is in front while suspended");
     await vm.wake();
+    // Alt+F1 at the prompt: VT switching is held, so what is typed next still reaches the prompt (before, the
+    // switch went through, the passphrase went to tty1, and the cycle waited)
+    await new Promise((r) => setTimeout(r, 10_000));
+    await vm.qmp("send-key", { keys: [{ type: "qcode", data: "alt" }, { type: "qcode", data: "f1" }] });
     assert.equal(await typeUntilExit(vm), 0, vm.console.slice(from));
 
     assert.doesNotMatch(vm.console.slice(from), /Passphrase to unlock/, "the prompt was not on the serial console");
