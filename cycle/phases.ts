@@ -11,7 +11,7 @@
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // spawn → preflight → claim → own → root → supervisor → hooks → watchdog → sync → pin → agent → freeze → syncfs →
+ * // claim → own → spawn → preflight → root → supervisor → hooks → watchdog → sync → pin → agent → freeze → syncfs →
  * // guard → lock → sleep
  * ```
  */
@@ -83,7 +83,8 @@ const AGENT = "cryptsleep suspend, pinned";
 const spawnPhase: CyclePhase<OuterContext, Supervisor> = {
   name: "spawn",
   where: OUTER,
-  // first: its runtime starts while this process runs preflight; the supervisor phase hands it the job
+  // in the own cgroup from its first page, before preflight: its runtime starts while this process runs
+  // preflight; the supervisor phase hands it the job
   run: (ctx) => Promise.resolve(ctx.supervisor = spawnSupervisor(ctx.script)),
   detail: (s) => ({ pid: s.pid }),
   describe: () => lines("would start the supervisor (the same program) with no job yet, to start while preflight runs"),
@@ -187,15 +188,14 @@ const watchdogPhase: CyclePhase<OuterContext, HandedOver | null> = {
 const ownPhase: CyclePhase<OuterContext, OwnCgroup> = {
   name: "own",
   where: OUTER,
-  // early: what both processes allocate from here on is charged to a cgroup whose memory never goes to swap (a
-  // swap on a volume to lock could not give it back)
-  run: async (ctx) =>
-    ctx.own = await joinOwnCgroup({ pids: [Deno.pid, ...ctx.supervisor ? [ctx.supervisor.pid] : []] }),
+  // early: what this process allocates from here on, and all the supervisor does (started after, in it), is
+  // charged to a cgroup whose memory never goes to swap (a swap on a volume to lock could not give it back)
+  run: async (ctx) => ctx.own = await joinOwnCgroup({ pids: [Deno.pid] }),
   detail: (own) => ({ path: own.path, swapDisabled: own.swapDisabled, warnings: own.warnings }),
   describe: () =>
     lines(
-      "would move itself and the supervisor into cgroup cryptsleep (never frozen; memory.swap.max=0, " +
-        "oom_score_adj -1000)",
+      "would move itself into cgroup cryptsleep (never frozen; memory.swap.max=0, oom_score_adj -1000), where " +
+        "the supervisor is then started",
     ),
   undo: {
     name: "leave",
@@ -331,7 +331,7 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
     } catch (err) {
       // said where the user looks; the outer undos still run, and the outcome fails
       const why = messages(err);
-      for (const m of why) ctx.console!.write(`cryptsleep: ${m}\n`);
+      for (const m of why) sayOn(agent, `cryptsleep: ${m}\n`);
       ctx.timeline.facts.error = why.join("; ");
       // a volume still locked (tries used up) or a cgroup still frozen: the undos again as the supervisor does
       // them — the outer undos after this one leave the chroot and the pin
@@ -348,10 +348,10 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
 
 /** The outer phases, run by `cryptsleep suspend`; the last one runs the agent's phases. */
 export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
-  spawnPhase,
-  preflightPhase,
   claimPhase,
   ownPhase,
+  spawnPhase,
+  preflightPhase,
   rootPhase,
   supervisorPhase,
   hooksPhase,
@@ -367,7 +367,12 @@ export const OUTER_PHASES: readonly CyclePhase<OuterContext>[] = [
 const freezePhase: CyclePhase<AgentContext, Frozen> = {
   name: "freeze",
   where: AGENT,
-  run: (ctx) => freezeUserspace({ own: OWN_CGROUP, timeoutMs: ctx.job.options.freezeTimeoutMs }),
+  run: (ctx) => {
+    // from here to the thaw a key like Alt+F7 must not take the prompt's VT away to a frozen display server's,
+    // whose raw keyboard could not switch back; hooks before and after may switch VTs freely
+    ctx.console.holdSwitch();
+    return freezeUserspace({ own: OWN_CGROUP, timeoutMs: ctx.job.options.freezeTimeoutMs });
+  },
   detail: (f) => ({ cgroups: f.cgroups, moved: f.movedPids.length }),
   describe: async (job) => {
     const freezable = await listFreezable({ own: OWN_CGROUP });
@@ -387,6 +392,8 @@ const freezePhase: CyclePhase<AgentContext, Frozen> = {
     run: async (ctx, frozen) => {
       const locked = await lockPhase.undo!.left!(ctx);
       if (locked.length) throw new Error(`not thawed: ${locked.join(", ")}; it stays frozen until the unlock`);
+      // let go while still frozen: once userspace runs, a screen locker may take VT switching for itself
+      ctx.console.releaseSwitch();
       if (frozen) await frozen.thaw();
       else await thawLeftovers({ own: OWN_CGROUP, dryRun: false });
     },
@@ -513,15 +520,26 @@ export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
  */
 export async function recover(ctx: AgentContext): Promise<string[]> {
   const errors: string[] = [];
-  while ((await leftOf(AGENT_PHASES, ctx)).length) {
+  for (let round = 0; (await leftOf(AGENT_PHASES, ctx)).length; round++) {
+    // a round that leaves something for a reason no prompt fixes must not spin
+    if (round > 0) await new Promise((r) => setTimeout(r, Math.min(1000 * round, 10_000)));
     await undoPhases(AGENT_PHASES, ctx, ctx.timeline).catch((err) => {
       for (const m of messages(err)) {
-        errors.push(m);
-        ctx.console.write(`cryptsleep: ${m}\n`);
+        if (errors.length < 100) errors.push(m);
+        sayOn(ctx, `cryptsleep: ${m}\n`);
       }
     });
   }
   return errors;
+}
+
+/** Writes on the console; a console that went away must not stop a recovery. */
+function sayOn(ctx: AgentContext, text: string): void {
+  try {
+    ctx.console.write(text);
+  } catch (err) {
+    ctx.log(`console: ${messages(err).join("; ")}: ${text.trim()}`);
+  }
 }
 
 /** After the undos: not a phase, since the report cannot contain its own end. */

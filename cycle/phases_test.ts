@@ -10,10 +10,10 @@ Deno.test("phases: the README's table is the one generated from the list", async
 
 Deno.test("phases: the phases in order, then their undos in reverse, then the report", () => {
   assert.deepEqual(steps().map((s) => `${s.number} ${s.name}`), [
-    "1 spawn",
-    "2 preflight",
-    "3 claim",
-    "4 own",
+    "1 claim",
+    "2 own",
+    "3 spawn",
+    "4 preflight",
     "5 root",
     "6 supervisor",
     "7 hooks",
@@ -34,9 +34,9 @@ Deno.test("phases: the phases in order, then their undos in reverse, then the re
     "22 post-hooks",
     "23 dismiss",
     "24 unmount",
-    "25 leave",
-    "26 release",
-    "27 reap",
+    "25 reap",
+    "26 leave",
+    "27 release",
     "28 report",
   ]);
   // the dry run runs preflight alone: it must be the only phase that changes nothing

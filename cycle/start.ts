@@ -1,7 +1,8 @@
 /**
  * @module
- * The supervisor, from `cryptsleep suspend`'s side. It is started first, before preflight, as the same program
- * with `supervise`, so its runtime starts while the cycle does its own first steps. Once preflight has a job, the job
+ * The supervisor, from `cryptsleep suspend`'s side. It is started right after the claim, inside the cycle's own
+ * cgroup (no swap) and before preflight, as the same program with `supervise`, so its runtime starts while the cycle
+ * reads the plan. Once preflight has a job, the job
  * goes to it as one JSON line on its stdin, then the console's path (opened by `cryptsleep suspend`); a cycle that
  * stops before (refused) says `cancel` instead, and it exits having done nothing. Handed a job, it opens that
  * console too, pins itself (chroot/pin.ts), chroots into the cycle's root and says `ready` on its stdout. From then

@@ -30,7 +30,9 @@ export class SyncStalled extends Error {
   /** `stallMs`: how long without progress; `totalMs`: since sync began. */
   constructor(readonly stallMs: number, readonly totalMs: number) {
     super(
-      `sync() made no progress for ${Math.round(stallMs / 1000)} s (${Math.round(totalMs / 1000)} s in all): a ` +
+      (totalMs >= SYNC_LIMIT_MS && stallMs < totalMs
+        ? `sync() has not finished in ${Math.round(totalMs / 1000)} s, the most it may take: a `
+        : `sync() made no progress for ${Math.round(stallMs / 1000)} s (${Math.round(totalMs / 1000)} s in all): a `) +
         "filesystem cannot write back (a dead NFS server, a stalled FUSE daemon, a hung disk), and the kernel could " +
         "not suspend past it either; nothing was frozen or locked. Find it with `grep -E 'nfs|fuse' /proc/mounts` " +
         "and `dmesg`; unmount it (umount -f / -l) or bring it back, then suspend again",
@@ -47,7 +49,9 @@ async function writeback(): Promise<{ written: number; pending: number } | null>
       const [k, n] = line.split(" ");
       v[k] = Number(n);
     }
-    return { written: v.nr_written ?? 0, pending: (v.nr_dirty ?? 0) + (v.nr_writeback ?? 0) };
+    // FUSE writes back through temporary pages, counted apart
+    const pending = (v.nr_dirty ?? 0) + (v.nr_writeback ?? 0) + (v.nr_writeback_temp ?? 0);
+    return { written: v.nr_written ?? 0, pending };
   } catch {
     return null;
   }
@@ -75,7 +79,8 @@ export async function syncAll(opts: { stallMs: number; pollMs?: number }): Promi
       return Math.round(performance.now() - start);
     }
     const now = await writeback();
-    if (now && seen && (now.written > seen.written || now.pending < seen.pending)) progressAt = performance.now();
+    // no /proc/vmstat to judge by: progress is assumed, and only the limit ends the wait
+    if (!now || !seen || now.written > seen.written || now.pending < seen.pending) progressAt = performance.now();
     seen = now ?? seen;
     const elapsed = performance.now() - start;
     if (!exited && (performance.now() - progressAt >= opts.stallMs || elapsed >= SYNC_LIMIT_MS)) {

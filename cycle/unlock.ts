@@ -44,6 +44,15 @@ import {
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
 
+/** Writes on the console; one that went away (a hung-up serial line) must not end an unlock that can go on. */
+function say(ctx: AgentContext, text: string): void {
+  try {
+    ctx.console.write(text);
+  } catch (err) {
+    ctx.log(`console: ${messages(err).join("; ")}: ${text.trim()}`);
+  }
+}
+
 /** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
 const RECOVERY_TRIES = 5;
 
@@ -53,6 +62,13 @@ const RECOVERY_TRIES = 5;
  */
 export async function unlockAll(ctx: AgentContext): Promise<void> {
   const failed: Error[] = [];
+  // no echo from the first prompt to the last: what is typed while a passphrase is tried is not shown (and the
+  // next prompt drops it, zeroed)
+  try {
+    ctx.console.keepQuiet(true);
+  } catch (err) {
+    ctx.log(`console: ${messages(err).join("; ")}`);
+  }
   try {
     for (const volume of ctx.job.plan.unlock) {
       try {
@@ -63,6 +79,9 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
     }
   } finally {
     ctx.secrets.forget();
+    try {
+      ctx.console.keepQuiet(false);
+    } catch { /* the terminal went away */ }
   }
   if (failed.length) throw new AggregateError(failed, `could not unlock ${failed.length} volume(s)`);
 }
@@ -77,7 +96,7 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
     try {
       return await unlockVolume(ctx, volume);
     } catch (err) {
-      ctx.console.write(`cryptsleep: ${messages(err).join("; ")}\n`);
+      say(ctx, `cryptsleep: ${messages(err).join("; ")}\n`);
       if (++errors < RECOVERY_TRIES) {
         await new Promise((r) => setTimeout(r, 1000));
         continue;
@@ -86,7 +105,11 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
       await waitForEnter(
         ctx,
         `cryptsleep: ${volume.dmName} stays locked and the machine frozen. Press Enter to try again: `,
-      );
+      ).catch((err) => {
+        // no console to wait on: the pause is the only bound left
+        ctx.log(`console: ${messages(err).join("; ")}`);
+        return new Promise((r) => setTimeout(r, 10_000));
+      });
     }
   }
 }
@@ -131,7 +154,7 @@ async function releasePinned(ctx: AgentContext, volume: Volume): Promise<void> {
     if (!await releaseAtUnlock(ctx, volume)) return;
     await readBlockDirect(volume.device, 0, 4096);
     ctx.timeline.appendFact("releasedAtUnlock", { volume: volume.dmName, ms: Math.round(performance.now() - start) });
-    ctx.console.write(`cryptsleep: ${volume.dmName} re-opened: its key is out of the keyring; next suspend is clean\n`);
+    say(ctx, `cryptsleep: ${volume.dmName} re-opened: its key is out of the keyring; next suspend is clean\n`);
   } catch (err) {
     warnUser(ctx, `${volume.dmName}: the pinned keyring key could not be released: ${messages(err).join("; ")}`);
   }
@@ -155,7 +178,7 @@ async function untilPassphraseFits(
     const secret = await askOrSleep(ctx, `Passphrase to unlock ${volume.dmName} (${volume.uuid}): `);
     if (await trying(ctx, volume, () => fits(secret))) return secret;
     wrong = wrong % maxTries + 1;
-    ctx.console.write(`No key available with this passphrase (${wrong}/${maxTries}).\n`);
+    say(ctx, `No key available with this passphrase (${wrong}/${maxTries}).\n`);
     if (wrong === maxTries) await afterTriesUsedUp(ctx, volume);
   }
 }
@@ -165,18 +188,18 @@ async function untilPassphraseFits(
  * (seconds, by design), and how it ended.
  */
 async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boolean>): Promise<boolean> {
-  ctx.console.write(`Unlocking ${volume.dmName} `);
+  say(ctx, `Unlocking ${volume.dmName} `);
   const dots = setInterval(() => {
     try {
-      ctx.console.write(".");
+      say(ctx, ".");
     } catch { /* the console went away: the unlock goes on */ }
   }, 1000);
   try {
     const ok = await fits();
-    ctx.console.write(ok ? " unlocked.\n" : " no.\n");
+    say(ctx, ok ? " unlocked.\n" : " no.\n");
     return ok;
   } catch (err) {
-    ctx.console.write(" failed.\n");
+    say(ctx, " failed.\n");
     throw err;
   } finally {
     clearInterval(dots);
@@ -218,16 +241,16 @@ async function afterTriesUsedUp(ctx: AgentContext, volume: Volume): Promise<void
   const why = `${maxTries} wrong passphrase${maxTries === 1 ? "" : "s"} for ${volume.dmName}`;
   if (afterTries === "suspend") return await sleepAgain(ctx, why, "tries");
   if (afterTries === "poweroff") {
-    ctx.console.write(`cryptsleep: ${why}: powering off, still locked (everything was synced before the lock).\n`);
+    say(ctx, `cryptsleep: ${why}: powering off, still locked (everything was synced before the lock).\n`);
     ctx.log(`${why}: powering off, still locked`);
     try {
       powerOff();
     } catch (err) {
-      ctx.console.write(`cryptsleep: ${messages(err).join("; ")}; asking again.\n`);
+      say(ctx, `cryptsleep: ${messages(err).join("; ")}; asking again.\n`);
     }
     return;
   }
-  ctx.console.write(`cryptsleep: ${why}: it stays locked and the machine frozen; asking again.\n`);
+  say(ctx, `cryptsleep: ${why}: it stays locked and the machine frozen; asking again.\n`);
 }
 
 /**
@@ -235,13 +258,22 @@ async function afterTriesUsedUp(ctx: AgentContext, volume: Volume): Promise<void
  * kernel that refuses is said on the console: the prompt comes again either way.
  */
 async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise<void> {
-  ctx.console.write(`cryptsleep: ${said}: suspending again, still locked.\n`);
-  ctx.log(`${said}: suspending again, still locked`);
+  // the unlock goes bottom-up: volumes unlocked before this one keep their keys in RAM through this sleep
+  const open = ctx.job.plan.unlock.filter((v) => {
+    try {
+      return !dm.info(v.dmName).suspended && !isSwapped(v);
+    } catch {
+      return false;
+    }
+  }).map((v) => v.dmName);
+  const locked = open.length ? `still locked but for ${open.join(", ")} (its key stays in RAM)` : "still locked";
+  say(ctx, `cryptsleep: ${said}: suspending again, ${locked}.\n`);
+  ctx.log(`${said}: suspending again, ${locked}`);
   try {
     const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
     ctx.timeline.appendFact("sleptAgain", { why, sleptMs: slept.sleptMs });
   } catch (err) {
-    ctx.console.write(`cryptsleep: ${messages(err).join("; ")}\n`);
+    say(ctx, `cryptsleep: ${messages(err).join("; ")}\n`);
     ctx.timeline.appendFact("sleptAgain", { why, error: messages(err).join("; ") });
   } finally {
     await restoreSleepKnobs(ctx.job.knobs).catch((err) => ctx.timeline.warn(messages(err).join("; ")));

@@ -33,7 +33,7 @@ import {
   openFd,
   writeFdSync,
 } from "./libc.ts";
-import type { SafeBuffer } from "./safe_buffer.ts";
+import { SafeBuffer } from "./safe_buffer.ts";
 
 // <linux/vt.h>
 const VT_OPENQRY = 0x5600;
@@ -56,6 +56,7 @@ const INLCR = 0o100;
 const IGNCR = 0o200;
 const ICRNL = 0o400;
 const ISTRIP = 0o40;
+const IXON = 0o2000;
 // c_lflag
 const ISIG = 0o1;
 const ICANON = 0o2;
@@ -157,8 +158,10 @@ export class Console implements Disposable {
   /** For {@linkcode allocateVt}: whether the VT came to the front within the wait (VT switching may be locked). */
   switched = true;
   #consoleFd: number | null;
-  /** It holds VT switching (VT_LOCKSWITCH) while its VT is in front: it lets go at dispose. */
-  #holdsSwitch = false;
+  /** It took VT switching ({@linkcode holdSwitch}) and has not let go yet: dispose lets go. */
+  #holding = false;
+  /** Between reads the terminal stays in the secret line mode ({@linkcode keepQuiet}). */
+  #quiet = false;
   /** It allocated its VT (and deallocates it at dispose). */
   #allocated = false;
   #saved: Termios;
@@ -186,8 +189,8 @@ export class Console implements Disposable {
   }
 
   /**
-   * Open the VT another process allocated and holds in front ({@linkcode allocateVt}): at dispose this one lets go of
-   * VT switching and brings `previousVt` back too, as the allocating process would (it may have died).
+   * Open the VT another process allocated and keeps in front ({@linkcode allocateVt}): {@linkcode releaseSwitch}
+   * works on it, and dispose brings `previousVt` back, as the allocating process would (it may have died).
    */
   static openVt(path: string, previousVt: number, consolePath = "/dev/tty0"): Console {
     const vt = Number(/^\/dev\/tty(\d+)$/.exec(path)?.[1]);
@@ -196,9 +199,7 @@ export class Console implements Disposable {
     let cfd = -1;
     try {
       cfd = openFd(consolePath, O_RDWR | O_NOCTTY | O_CLOEXEC);
-      const con = new Console(fd, path, cfd, vt, previousVt);
-      con.#holdsSwitch = true;
-      return con;
+      return new Console(fd, path, cfd, vt, previousVt);
     } catch (e) {
       closeFd(fd);
       if (cfd >= 0) closeFd(cfd);
@@ -220,9 +221,7 @@ export class Console implements Disposable {
 
   /**
    * Allocate a free virtual console and switch to it, remembering the active one. Waits up to `waitMs` (default
-   * 2000) for the switch ({@linkcode Console.switched} says whether it came), then holds VT switching
-   * (VT_LOCKSWITCH) until dispose: a key like Alt+F7 must not take the prompt away to a frozen display server's VT,
-   * whose raw keyboard could not switch back.
+   * 2000) for the switch ({@linkcode Console.switched} says whether it came).
    */
   static allocateVt(opts: { consolePath?: string; waitMs?: number } = {}): Console {
     const consolePath = opts.consolePath ?? "/dev/tty0";
@@ -244,16 +243,45 @@ export class Console implements Disposable {
       while (activeVt(cfd) !== n && Date.now() < until) sleepSync(10);
       con.#allocated = true;
       con.switched = activeVt(cfd) === n;
-      if (con.switched) {
-        ioctlInt(cfd, VT_LOCKSWITCH, 0, "VT_LOCKSWITCH");
-        con.#holdsSwitch = true;
-      }
       return con;
     } catch (e) {
       if (fd >= 0) closeFd(fd);
       closeFd(cfd);
       throw e;
     }
+  }
+
+  /**
+   * Holds VT switching (VT_LOCKSWITCH) on a VT console: a key like Alt+F7 cannot take the prompt away (to a frozen
+   * display server's VT, whose raw keyboard could not switch back). Best effort; nothing on other terminals.
+   */
+  holdSwitch(): void {
+    const cfd = this.#consoleFd;
+    if (cfd === null) return;
+    try {
+      ioctlInt(cfd, VT_LOCKSWITCH, 0, "VT_LOCKSWITCH");
+      this.#holding = true;
+    } catch { /* the prompt still works; only Alt+Fn is not held */ }
+  }
+
+  /** Lets go of VT switching, whoever took it on this VT (the process that did may have died). */
+  releaseSwitch(): void {
+    const cfd = this.#consoleFd;
+    if (cfd === null) return;
+    try {
+      ioctlInt(cfd, VT_UNLOCKSWITCH, 0, "VT_UNLOCKSWITCH");
+      this.#holding = false;
+    } catch { /* nothing more to do */ }
+  }
+
+  /**
+   * `true`: between reads the terminal stays in the secret line mode (no echo), so what is typed while a passphrase
+   * is tried is neither shown nor kept (the next read drops it, zeroed); `false`: back to the saved modes now.
+   */
+  keepQuiet(on: boolean): void {
+    this.#quiet = on;
+    if (on) setTermios(this.fd, secretLineMode(this.#saved));
+    else setTermios(this.fd, this.#saved);
   }
 
   /** Write text (prompts, messages; never secrets). */
@@ -263,9 +291,10 @@ export class Console implements Disposable {
 
   /**
    * Read a line into `buf` with echo off; backspace/DEL erase, ^U (or ^C) clears, Enter ends. Returns the length.
-   * Esc, or no line within `idleMs`, throws {@linkcode PromptLeft} with `buf` wiped. Termios is restored
-   * afterwards, also on error. A line longer than the buffer is consumed, wiped and rejected with a RangeError.
-   * Input typed before the prompt is dropped.
+   * Esc, or no line within `idleMs` (counted again while something is typed), throws {@linkcode PromptLeft} with
+   * `buf` wiped. Termios is restored afterwards, also on error, unless {@linkcode keepQuiet} holds it. A line longer
+   * than the buffer is consumed, wiped and rejected with a RangeError. Input typed before the prompt, and what was
+   * typed of a line left unfinished, is dropped, zeroed in the kernel too.
    *
    * The line is read in canonical mode with echo off: the only mode in which the kernel's line discipline zeroes
    * what a reader copies out of its read buffer (and keeps it from the tty audit log). Its own line editing is
@@ -277,18 +306,24 @@ export class Console implements Disposable {
     this.#reading = true;
     let len = 0;
     let overflow = false;
+    const line = secretLineMode(this.#saved);
+    using scratch = SafeBuffer.alloc(256);
     try {
-      const line = secretLineMode(this.#saved);
-      setTermios(this.fd, line);
-      this.#discardTypedAhead(buf);
-      setTermios(this.fd, line, true); // a partial line typed ahead goes too
+      // typed before the prompt: read (the kernel zeroes its copy) and dropped, a partial line too
+      this.#dropPending(line, scratch);
+      setTermios(this.fd, line, true); // what raced in since
       if (opts.prompt) this.write(opts.prompt);
       const bytes = buf.view();
-      const idleUntil = opts.idleMs ? Date.now() + opts.idleMs : Infinity;
+      let idleUntil = opts.idleMs ? performance.now() + opts.idleMs : Infinity;
       let escaped = false;
       for (let ended = false; !ended;) {
         if (!await this.#waitReadable(opts)) {
-          if (Date.now() >= idleUntil) throw new PromptLeft("idle");
+          if (performance.now() >= idleUntil) {
+            // keystrokes show only at Enter: what is typed so far is handed over (and zeroed in the kernel)
+            this.#pushPartialLine(line);
+            if (!this.#readableNow()) throw new PromptLeft("idle");
+            idleUntil = performance.now() + opts.idleMs!; // somebody is typing
+          }
           continue;
         }
         // up to the buffer's end: a line that does not fit shows as one byte too many
@@ -327,11 +362,15 @@ export class Console implements Disposable {
       return len;
     } catch (e) {
       buf.zero();
+      // what was typed of a line not finished (Esc, idle, an abort) must not stay in the kernel's buffer
+      try {
+        this.#dropPending(line, scratch);
+      } catch { /* the terminal went away */ }
       throw e;
     } finally {
       this.#reading = false;
       try {
-        setTermios(this.fd, this.#saved);
+        if (!this.#quiet) setTermios(this.fd, this.#saved);
       } finally {
         if (opts.newline ?? true) {
           try {
@@ -342,13 +381,32 @@ export class Console implements Disposable {
     }
   }
 
-  /** Whole lines typed before the prompt: read (so the kernel zeroes its copy) into `buf`, then wiped. */
-  #discardTypedAhead(buf: SafeBuffer): void {
-    const pfd = pollFd(this.fd);
-    for (let n = 0; n < 64 && libcSymbols().poll(pfd, 1n, 0) > 0 && pollRevents(pfd) & POLLIN; n++) {
-      if (this.#readInto(buf, 0, buf.size) <= 0) break;
+  /**
+   * Everything pending, a partial line included: read in the secret line mode (so the kernel zeroes its copy) into
+   * `scratch`, then wiped.
+   */
+  #dropPending(line: Termios, scratch: SafeBuffer): void {
+    this.#pushPartialLine(line);
+    for (let n = 0; n < 64 && this.#readableNow(); n++) {
+      if (this.#readInto(scratch, 0, scratch.size) <= 0) break;
     }
-    buf.zero();
+    scratch.zero();
+  }
+
+  /**
+   * Leaves canonical mode and enters it again: the kernel then hands what is pending, a partial line too, to the
+   * next read as a line of its own (and zeroes it as it is read).
+   */
+  #pushPartialLine(line: Termios): void {
+    const raw = line.clone();
+    raw.lflag = raw.lflag & ~ICANON;
+    setTermios(this.fd, raw);
+    setTermios(this.fd, line);
+  }
+
+  #readableNow(): boolean {
+    const pfd = pollFd(this.fd);
+    return libcSymbols().poll(pfd, 1n, 0) > 0 && (pollRevents(pfd) & POLLIN) !== 0;
   }
 
   /** Waits up to `pollMs` for a line; false on timeout. Throws on abort, hangup or a closed fd. */
@@ -395,7 +453,7 @@ export class Console implements Disposable {
     };
     tryIt(() => setTermios(this.fd, this.#saved));
     const cfd = this.#consoleFd;
-    if (cfd !== null && this.#holdsSwitch) tryIt(() => ioctlInt(cfd, VT_UNLOCKSWITCH, 0, "VT_UNLOCKSWITCH"));
+    if (this.#holding) this.releaseSwitch();
     const front = (): number | null => {
       try {
         return cfd === null ? null : activeVt(cfd);
@@ -426,7 +484,7 @@ export class Console implements Disposable {
 function secretLineMode(saved: Termios): Termios {
   const t = saved.clone();
   t.lflag = (t.lflag | ICANON) & ~(ECHO | ECHOE | ECHOK | ECHONL | ISIG | IEXTEN);
-  t.iflag = (t.iflag | ICRNL) & ~(INLCR | IGNCR | ISTRIP);
+  t.iflag = (t.iflag | ICRNL) & ~(INLCR | IGNCR | ISTRIP | IXON);
   for (const cc of [VINTR, VQUIT, VERASE, VKILL, VEOF, VSWTC, VSUSP, VREPRINT, VDISCARD, VWERASE, VLNEXT, VEOL2]) {
     t.setCc(cc, 0);
   }

@@ -130,6 +130,43 @@ Deno.test("readSecret: Esc leaves the prompt at once, and so does no line within
   assert.ok(Date.now() - started >= 150, "not before idleMs");
 });
 
+Deno.test("readSecret: idle counts again while a line is being typed; what was typed is kept", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(16);
+  const reading = t.con.readSecret(buf, { newline: false, idleMs: 150, pollMs: 20 });
+  writeFdSync(t.pty.master, enc.encode("sec"));
+  await new Promise((r) => setTimeout(r, 220));
+  writeFdSync(t.pty.master, enc.encode("ret\n"));
+  assert.equal(await reading, 6, "not idle: somebody was typing");
+  assert.deepEqual([...buf.view().subarray(0, 7)], [...enc.encode("secret"), 0]);
+});
+
+Deno.test("keepQuiet: echo stays off between reads until it is let go", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(16);
+  t.con.keepQuiet(true);
+  const reading = t.con.readSecret(buf, { newline: false });
+  writeFdSync(t.pty.master, enc.encode("one\n"));
+  assert.equal(await reading, 3);
+  assert.equal(lflag(t.con.fd) & ECHO, 0, "still no echo after the read");
+  writeFdSync(t.pty.master, enc.encode("typed while a passphrase is tried\n"));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(drain(t.pty.master).length, 0, "nothing echoed between reads");
+  t.con.keepQuiet(false);
+  assert.ok(lflag(t.con.fd) & ECHO, "echo back");
+});
+
+Deno.test("readSecret: a partial line typed before the prompt is dropped, not put before the answer", async () => {
+  using t = ptyConsole();
+  writeFdSync(t.pty.master, enc.encode("stale"));
+  await new Promise((r) => setTimeout(r, 100));
+  using buf = SafeBuffer.alloc(16);
+  const reading = t.con.readSecret(buf, { newline: false });
+  writeFdSync(t.pty.master, enc.encode("ok\n"));
+  assert.equal(await reading, 2);
+  assert.deepEqual([...buf.view().subarray(0, 3)], [...enc.encode("ok"), 0]);
+});
+
 Deno.test("readSecret: a line typed before the prompt is dropped; a line of exactly the room fits", async () => {
   using t = ptyConsole();
   writeFdSync(t.pty.master, enc.encode("typed ahead\n"));

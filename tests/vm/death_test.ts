@@ -86,9 +86,18 @@ Deno.test({
     for (const point of [...POINTS, "supervise:job", "supervise:ready"]) {
       await t.step(`killed at ${point}`, async () => {
         const r = await dieAt(vm, point);
-        if (point.startsWith("supervise:")) {
-          // this process lives on: it finishes the cycle (or stops it before the lock) and says so
-          assert.ok([0, 1].includes(r.code), `exit ${r.code}:\n${r.text}`);
+        if (point === "supervise:job") {
+          // before it was ready: the guard stops the cycle before anything is locked
+          assert.equal(r.code, 1, r.text);
+          assert.match(r.text, /the supervisor \(pid \d+\) exited before it was ready/);
+        } else if (point === "supervise:ready") {
+          // this process lives on and finishes the cycle, or the guard saw the death first; either way it says so
+          const status = await vm.sh("cryptsleep status", { timeoutMs: 120_000 });
+          assert.ok(
+            (r.code === 0 && /the supervisor exited with an error/.test(status.out)) ||
+              (r.code === 1 && /exited after it was ready/.test(r.text)),
+            `exit ${r.code}:\n${r.text}\n${status.out}`,
+          );
         } else {
           assert.equal(r.code, 137, r.text);
         }

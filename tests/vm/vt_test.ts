@@ -1,6 +1,6 @@
 /**
  * The default console: with no --console, cryptsleep prompts on a virtual terminal of its own, and holds VT
- * switching while it is in front. The guest gets a VGA text screen and a PS/2 keyboard. Before sleeping the screen
+ * switching from the freeze to the thaw. The guest gets a VGA text screen and a PS/2 keyboard. Before sleeping the screen
  * shows a fresh VT, not the shell's; after wake Alt+F1 does not take the prompt away, the passphrase is typed on
  * the keyboard, and the VT active before the cycle is active again.
  *
@@ -115,5 +115,28 @@ Deno.test({
     assert.equal((await vm.sh("cat /sys/class/tty/tty0/active")).out.trim(), before, "the VT in front stays");
 
     assert.match((await hold("unlock")).out, /VT-SWITCH-unlock/);
+  },
+});
+
+Deno.test({
+  name: "VT prompt, cryptsleep killed at the unlock: the supervisor prompts there, then lets go of VT switching",
+  ...SLOW,
+  fn: async () => {
+    await using vm = await boot({ vga: true });
+    const before = (await vm.sh("cat /sys/class/tty/tty0/active")).out.trim();
+    const from = vm.console.length;
+    vm.clearEvents();
+    vm.cursor = vm.console.length;
+    await vm.type(`CRYPTSLEEP_TEST_DIE_AT=unlock cryptsleep suspend; echo "CS-EXIT-""$?"\n`);
+    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.wake();
+    assert.equal(await typeUntilExit(vm), 137, vm.console.slice(from));
+    const after = await vm.sh(
+      `for i in $(seq 300); do ps -o args | grep -q '[c]ryptsleep.js supervise' || break; sleep 0.2; done; ` +
+        "cat /sys/class/tty/tty0/active; chvt 3; sleep 1; cat /sys/class/tty/tty0/active; chvt " +
+        before.replace("tty", ""),
+      { timeoutMs: 120_000 },
+    );
+    assert.deepEqual(after.out.trim().split("\n"), [before, "tty3"], "the old VT is back, and VT switching works");
   },
 });
