@@ -21,6 +21,7 @@ import type { Supervisor } from "./start.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import type { Secrets } from "./secrets.ts";
 import type { Timeline } from "./timeline.ts";
+import { messages } from "./errors.ts";
 
 /** The agent's phases (sync … sleep) and their undos. */
 export interface AgentContext {
@@ -72,6 +73,15 @@ export interface OuterContext {
 /** A warning the user must see: in the report, on the console (before sleeping, where they look) and the log. */
 export function warnUser(ctx: AgentContext, warning: string): void {
   ctx.timeline.warn(warning);
-  ctx.console.write(`cryptsleep: warning: ${warning}\n`);
+  say(ctx, `cryptsleep: warning: ${warning}\n`);
   ctx.log(`warning: ${warning}`);
+}
+
+/** Writes on the console; one that went away (a hung-up serial line) must not end an unlock or a recovery. */
+export function say(ctx: AgentContext, text: string): void {
+  try {
+    ctx.console.write(text);
+  } catch (err) {
+    ctx.log(`console: ${messages(err).join("; ")}: ${text.trim()}`);
+  }
 }

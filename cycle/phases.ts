@@ -28,7 +28,7 @@ import { leftOf, runPhases, undoPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "../cgroup/mod.ts";
 import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
-import type { AgentContext, OuterContext } from "./context.ts";
+import { type AgentContext, type OuterContext, say } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";
 import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned/mod.ts";
@@ -245,8 +245,9 @@ const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
   undo: {
     name: "dismiss",
     summary: "tell the supervisor the cycle ended; wait for it",
+    // its outcome is said once, by the reap undo
     run: async (ctx, supervisor) => {
-      if (supervisor && !await supervisor.dismiss()) ctx.timeline.warn("the supervisor exited with an error");
+      await supervisor?.dismiss();
       ctx.console?.[Symbol.dispose]();
     },
   },
@@ -331,7 +332,7 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
     } catch (err) {
       // said where the user looks; the outer undos still run, and the outcome fails
       const why = messages(err);
-      for (const m of why) sayOn(agent, `cryptsleep: ${m}\n`);
+      for (const m of why) say(agent, `cryptsleep: ${m}\n`);
       ctx.timeline.facts.error = why.join("; ");
       // a volume still locked (tries used up) or a cgroup still frozen: the undos again as the supervisor does
       // them — the outer undos after this one leave the chroot and the pin
@@ -526,20 +527,11 @@ export async function recover(ctx: AgentContext): Promise<string[]> {
     await undoPhases(AGENT_PHASES, ctx, ctx.timeline).catch((err) => {
       for (const m of messages(err)) {
         if (errors.length < 100) errors.push(m);
-        sayOn(ctx, `cryptsleep: ${m}\n`);
+        say(ctx, `cryptsleep: ${m}\n`);
       }
     });
   }
   return errors;
-}
-
-/** Writes on the console; a console that went away must not stop a recovery. */
-function sayOn(ctx: AgentContext, text: string): void {
-  try {
-    ctx.console.write(text);
-  } catch (err) {
-    ctx.log(`console: ${messages(err).join("; ")}: ${text.trim()}`);
-  }
 }
 
 /** After the undos: not a phase, since the report cannot contain its own end. */

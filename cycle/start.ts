@@ -156,13 +156,6 @@ export function spawnSupervisor(script: string | null): Supervisor {
   };
 }
 
-/** {@linkcode spawnSupervisor} and {@linkcode Supervisor.handOver} at once. */
-export async function startSupervisor(job: Job, script: string | null, console: string): Promise<Supervisor> {
-  const supervisor = spawnSupervisor(script);
-  await supervisor.handOver(job, console);
-  return supervisor;
-}
-
 /**
  * The console the prompts go to: `--console`, or a newly allocated VT. Refused (before anything is locked) where
  * nobody could answer after wake: a pseudo-terminal, whose other end (a terminal emulator, sshd) is frozen with

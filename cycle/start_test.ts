@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { Job } from "./job.ts";
-import { isPty, lineReader, openConsole, startSupervisor } from "./start.ts";
+import { isPty, lineReader, openConsole, spawnSupervisor } from "./start.ts";
 import { RefusedError } from "./errors.ts";
 
 const JOB = { ramfsRoot: "/run/x" } as unknown as Job;
@@ -33,22 +33,24 @@ Deno.test("lineReader: lines in order, the last one without a newline, then null
   assert.deepEqual([await read(), await read(), await read(), await read()], ["a", "bc", "d", null]);
 });
 
-Deno.test("startSupervisor: the job and the console go in, ready comes out, done lets it go", async () => {
+Deno.test("spawnSupervisor: the job and the console go in, ready comes out, done lets it go", async () => {
   const script = await standIn(`
 const job = JSON.parse(await line());
 const console = await line();
 await Deno.stdout.write(new TextEncoder().encode("ready\\n"));
 const word = await line();
 Deno.exit(word === "done" && job.ramfsRoot === "/run/x" && console === "/dev/tty9" ? 0 : 7);`);
-  const s = await startSupervisor(JOB, script, "/dev/tty9");
+  const s = spawnSupervisor(script);
+  await s.handOver(JOB, "/dev/tty9");
   await s.ready();
   assert.equal(await s.dismiss(), true);
   assert.equal(await s.dismiss(), true, "a second dismiss only reports");
 });
 
-Deno.test("startSupervisor: one that dies before it is ready fails ready(), naming its exit", async () => {
+Deno.test("spawnSupervisor: one that dies before it is ready fails ready(), naming its exit", async () => {
   const script = await standIn(`await line(); Deno.exit(3);`);
-  const s = await startSupervisor(JOB, script, "/dev/tty9");
+  const s = spawnSupervisor(script);
+  await s.handOver(JOB, "/dev/tty9");
   await assert.rejects(s.ready(), /exited before it was ready \(code 3\)/);
   assert.equal(await s.dismiss(), false);
 });

@@ -30,7 +30,7 @@ import { PromptLeft } from "../ffi/tty.ts";
 import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
-import { type AgentContext, warnUser } from "./context.ts";
+import { type AgentContext, say, warnUser } from "./context.ts";
 import { hostPath } from "../chroot/enter.ts";
 import type { Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
@@ -43,15 +43,6 @@ import {
   unlockSwapped,
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
-
-/** Writes on the console; one that went away (a hung-up serial line) must not end an unlock that can go on. */
-function say(ctx: AgentContext, text: string): void {
-  try {
-    ctx.console.write(text);
-  } catch (err) {
-    ctx.log(`console: ${messages(err).join("; ")}: ${text.trim()}`);
-  }
-}
 
 /** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
 const RECOVERY_TRIES = 5;
@@ -189,11 +180,7 @@ async function untilPassphraseFits(
  */
 async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boolean>): Promise<boolean> {
   say(ctx, `Unlocking ${volume.dmName} `);
-  const dots = setInterval(() => {
-    try {
-      say(ctx, ".");
-    } catch { /* the console went away: the unlock goes on */ }
-  }, 1000);
+  const dots = setInterval(() => say(ctx, "."), 1000);
   try {
     const ok = await fits();
     say(ctx, ok ? " unlocked.\n" : " no.\n");
@@ -207,31 +194,29 @@ async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boo
 }
 
 /** Prompts; Esc or an idle prompt suspends again, still locked, and prompts after the wake. */
-async function askOrSleep(ctx: AgentContext, prompt: string): Promise<Secret> {
-  const idle = ctx.job.options.idleSuspendS;
-  for (;;) {
-    try {
-      return await ctx.secrets.ask(prompt, idle ? idle * 1000 : undefined);
-    } catch (err) {
-      if (!(err instanceof PromptLeft)) throw err;
-      await sleepAgain(ctx, err.why === "escape" ? "Esc" : `nothing typed for ${idle} s`, err.why);
-    }
-  }
+function askOrSleep(ctx: AgentContext, prompt: string): Promise<Secret> {
+  return promptOrSleep(ctx, (idleMs) => ctx.secrets.ask(prompt, idleMs));
 }
 
 /** Reads a line only to go on (nothing of it is kept); Esc or an idle prompt suspends again first. */
-async function waitForEnter(ctx: AgentContext, prompt: string): Promise<void> {
+function waitForEnter(ctx: AgentContext, prompt: string): Promise<void> {
+  return promptOrSleep(ctx, async (idleMs) => {
+    using line = SafeBuffer.alloc(64);
+    await ctx.console.readSecret(line, { prompt, idleMs }).catch((err) => {
+      if (!(err instanceof RangeError)) throw err; // a long line is an Enter too
+    });
+  });
+}
+
+/** Runs `read` until it gets a line; each time it is left (Esc, idle) the machine suspends again, still locked. */
+async function promptOrSleep<T>(ctx: AgentContext, read: (idleMs: number | undefined) => Promise<T>): Promise<T> {
   const idle = ctx.job.options.idleSuspendS;
   for (;;) {
-    using line = SafeBuffer.alloc(64);
     try {
-      await ctx.console.readSecret(line, { prompt, idleMs: idle ? idle * 1000 : undefined });
-      return;
+      return await read(idle ? idle * 1000 : undefined);
     } catch (err) {
-      if (err instanceof PromptLeft) {
-        await sleepAgain(ctx, err.why === "escape" ? "Esc" : `nothing typed for ${idle} s`, err.why);
-      } else if (err instanceof RangeError) return; // a long line is an Enter too
-      else throw err;
+      if (!(err instanceof PromptLeft)) throw err;
+      await sleepAgain(ctx, err.why === "escape" ? "Esc" : `nothing typed for ${idle} s`, err.why);
     }
   }
 }

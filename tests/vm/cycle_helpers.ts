@@ -103,6 +103,10 @@ export async function armAgentKiller(vm: VM): Promise<void> {
  * Once the supervisor that finished a dead cycle has exited (the shell thaws before it unmounts, re-arms and
  * reports), removes the tool's cgroup it leaves for the next run's claim: the state a later check compares.
  */
+/** Waits (a minute at most) until no supervisor runs, then prints how many do: "0" when it is gone. */
+export const SUPERVISOR_GONE = "for i in $(seq 300); do ps -o args | grep -q '[c]ryptsleep.js supervise' || break; " +
+  "sleep 0.2; done; ps -o args | grep -c '[c]ryptsleep.js supervise'";
+
 export const AFTER_SUPERVISOR = "for i in $(seq 300); do [ -s /sys/fs/cgroup/cryptsleep/cgroup.procs ] || break; " +
   "sleep 0.2; done; rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true";
 

@@ -9,7 +9,7 @@
  * CI's tier kills at a few moments (before the hand-over, frozen, locked, asleep, thawing); the full tier at all.
  */
 import assert from "node:assert/strict";
-import { CONSOLE, FULL_TIER, fullCycle, SLOW, systemState } from "./cycle_helpers.ts";
+import { CONSOLE, FULL_TIER, fullCycle, SLOW, SUPERVISOR_GONE, systemState } from "./cycle_helpers.ts";
 import { boot, type VM } from "./harness.ts";
 import { AGENT_PHASES, OUTER_PHASES } from "../../cycle/phases.ts";
 
@@ -66,11 +66,7 @@ async function dieAt(vm: VM, point: string): Promise<{ code: number; prompts: nu
   await vm.type(`${env}=${point} cryptsleep suspend ${CONSOLE}; echo "CS-EXIT-""$?"\n`);
   const r = await driveUntilExit(vm, from);
   // the supervisor may still be finishing (unmount, report) after the shell thawed
-  const gone = await vm.sh(
-    "for i in $(seq 300); do ps -o args | grep -q '[c]ryptsleep.js supervise' || break; sleep 0.2; done; " +
-      "ps -o args | grep -c '[c]ryptsleep.js supervise'",
-    { timeoutMs: 120_000 },
-  );
+  const gone = await vm.sh(SUPERVISOR_GONE, { timeoutMs: 120_000 });
   assert.equal(gone.out.trim(), "0", `the supervisor is gone after a death at ${point}`);
   return { ...r, text: vm.console.slice(from) };
 }

@@ -12,7 +12,7 @@
  * command: the test sees the lock in RAM, waits, and presses a key.
  */
 import assert from "node:assert/strict";
-import { SLOW, startSuspend, suspendExit, systemState, typeUntilExit } from "./cycle_helpers.ts";
+import { SLOW, startSuspend, SUPERVISOR_GONE, suspendExit, systemState, typeUntilExit } from "./cycle_helpers.ts";
 import { boot, keyHalves, volumeKey } from "./harness.ts";
 
 Deno.test({
@@ -131,9 +131,10 @@ Deno.test({
     await vm.waitForEvent("SUSPEND", 300_000);
     await vm.wake();
     assert.equal(await typeUntilExit(vm), 137, vm.console.slice(from));
+    const gone = await vm.sh(SUPERVISOR_GONE, { timeoutMs: 120_000 });
+    assert.equal(gone.out.trim(), "0", gone.out);
     const after = await vm.sh(
-      `for i in $(seq 300); do ps -o args | grep -q '[c]ryptsleep.js supervise' || break; sleep 0.2; done; ` +
-        "cat /sys/class/tty/tty0/active; chvt 3; sleep 1; cat /sys/class/tty/tty0/active; chvt " +
+      "cat /sys/class/tty/tty0/active; chvt 3; sleep 1; cat /sys/class/tty/tty0/active; chvt " +
         before.replace("tty", ""),
       { timeoutMs: 120_000 },
     );
