@@ -49,7 +49,8 @@ const IFLAG_OFFSET = 0;
 const LFLAG_OFFSET = 12;
 const CC_OFFSET = 17;
 // c_cc slots; 0 (_POSIX_VDISABLE) turns one off
-const VINTR = 0, VQUIT = 1, VERASE = 2, VKILL = 3, VEOF = 4, VSWTC = 7, VSUSP = 10, VEOL = 11, VREPRINT = 12;
+const VINTR = 0, VQUIT = 1, VERASE = 2, VKILL = 3, VEOF = 4, VTIME = 5, VMIN = 6, VSWTC = 7, VSUSP = 10, VEOL = 11;
+const VREPRINT = 12;
 const VDISCARD = 13, VWERASE = 14, VLNEXT = 15, VEOL2 = 16;
 // c_iflag
 const INLCR = 0o100;
@@ -71,6 +72,30 @@ const POLLIN = 1;
 const POLLERR = 8;
 const POLLHUP = 0x10;
 const POLLNVAL = 0x20;
+
+const ESC = 0x1b;
+// Where the prompt is in an escape sequence (ECMA-48; what arrows, Home, Delete, F-keys send): Esc, then "[" (CSI)
+// or "O" (SS3), then parameter (0x30-0x3F) and intermediate (0x20-0x2F) bytes, then one final byte (0x40-0x7E).
+/** Not in one. */
+const SEQ_NONE = 0;
+/** Esc read; nothing after it yet. Alone, it means "leave the prompt". */
+const SEQ_ESC = 1;
+/** Esc [. */
+const SEQ_CSI = 2;
+/** Esc O, or parameter or intermediate bytes read: more of them, or the final byte. */
+const SEQ_BODY = 3;
+/** Esc [ [: the Linux console's F1-F5 (Esc [ [ A .. E); one final byte. */
+const SEQ_FKEY = 4;
+/** How long the rest of an escape sequence may take after its Esc: a terminal sends a key's bytes together. */
+const ESCAPE_MS = 100;
+
+/** The state after byte `c` in escape-sequence state `seq`: SEQ_NONE when `c` ended it, -1 when `c` is not of it. */
+function sequenceStep(seq: number, c: number): number {
+  if (seq === SEQ_ESC) return c === 0x5b ? SEQ_CSI : c === 0x4f ? SEQ_BODY : -1;
+  if (seq === SEQ_CSI && c === 0x5b) return SEQ_FKEY;
+  if (seq !== SEQ_FKEY && c >= 0x20 && c <= 0x3f) return SEQ_BODY;
+  return c >= 0x40 && c <= 0x7e ? SEQ_NONE : -1;
+}
 
 /** A termios snapshot (opaque bytes) with the local-mode flags exposed. */
 class Termios {
@@ -134,6 +159,11 @@ export interface ReadSecretOptions {
   prompt?: string;
   /** Give up with {@linkcode PromptLeft} ("idle") when no line came this long after the prompt. */
   idleMs?: number;
+  /**
+   * How long the rest of an escape sequence (an arrow, Delete, Home, an F-key) may take to come after its Esc
+   * (default 100 ms): what comes is dropped and the line goes on; Esc with nothing after it leaves the prompt.
+   */
+  escapeMs?: number;
 }
 
 /** The prompt was left without a line: Esc was pressed, or nothing came within `idleMs`. */
@@ -292,14 +322,23 @@ export class Console implements Disposable {
   /**
    * Read a line into `buf` with echo off; backspace/DEL erase, ^U (or ^C) clears, Enter ends. Returns the length.
    * Esc, or no line within `idleMs` (counted again while something is typed), throws {@linkcode PromptLeft} with
-   * `buf` wiped. Termios is restored afterwards, also on error, unless {@linkcode keepQuiet} holds it. A line longer
-   * than the buffer is consumed, wiped and rejected with a RangeError. Input typed before the prompt, and what was
-   * typed of a line left unfinished, is dropped, zeroed in the kernel too.
+   * `buf` wiped. The escape sequence of a key like an arrow, Delete, Home or an F-key (Esc followed within
+   * `escapeMs` by the rest of a CSI or SS3 sequence) is dropped and the line goes on; Esc followed at once by
+   * anything else counts as Esc. Termios is restored afterwards, also on error, unless {@linkcode keepQuiet}
+   * holds it. A line longer than the buffer is consumed, wiped and rejected with a RangeError. Input typed before
+   * the prompt, what was typed of a line left unfinished, and what came after the line's end with it, is dropped,
+   * zeroed in the kernel too.
    *
    * The line is read in canonical mode with echo off: the only mode in which the kernel's line discipline zeroes
    * what a reader copies out of its read buffer (and keeps it from the tty audit log). Its own line editing is
-   * turned off, so every byte reaches the buffer once, in order, and is zeroed there; the editing keys are applied
-   * here, in `buf`. read(2) goes straight into `buf`: no JS string or array copy.
+   * turned off, so every byte reaches the buffer once, in order, and is zeroed there; the editing keys and escape
+   * sequences are applied here, in `buf`. read(2) goes straight into `buf`: no JS string or array copy.
+   *
+   * Esc ends the kernel's line (VEOL), so the rest of a sequence waits in the kernel as the start of the next
+   * line, which canonical mode hands over only at the next Enter or Esc. After a read that ended in the middle of
+   * a sequence, the terminal leaves canonical mode for up to `escapeMs`, until a byte is there, and enters it
+   * again: the kernel then hands what came over as a line of its own, read (and zeroed) in canonical mode like any
+   * other. A sequence split over several reads is followed from one to the next.
    */
   async readSecret(buf: SafeBuffer, opts: ReadSecretOptions = {}): Promise<number> {
     if (this.#reading) throw new Error("Console.readSecret: already reading");
@@ -316,8 +355,18 @@ export class Console implements Disposable {
       const bytes = buf.view();
       let idleUntil = opts.idleMs ? performance.now() + opts.idleMs : Infinity;
       let escaped = false;
+      // where the bytes read so far left an escape sequence; carried from one read to the next
+      let seq = SEQ_NONE;
       for (let ended = false; !ended;) {
-        if (!await this.#waitReadable(opts)) {
+        if (seq !== SEQ_NONE) {
+          opts.signal?.throwIfAborted();
+          if (!await this.#awaitMore(line, opts.escapeMs ?? ESCAPE_MS)) {
+            // nothing more came: Esc alone leaves; a sequence cut short (Alt+[ sends Esc [) is dropped
+            if (seq === SEQ_ESC) ended = escaped = true;
+            seq = SEQ_NONE;
+            continue;
+          }
+        } else if (!await this.#waitReadable(opts)) {
           if (performance.now() >= idleUntil) {
             // keystrokes show only at Enter: what is typed so far is handed over (and zeroed in the kernel)
             this.#pushPartialLine(line);
@@ -334,8 +383,23 @@ export class Console implements Disposable {
         for (let i = start; i < start + r; i++) {
           const c = bytes[i];
           bytes[i] = 0;
+          // typed after the line's end, handed over with it by a push: dropped, as typed-ahead input is
+          if (ended) continue;
+          if (seq !== SEQ_NONE) {
+            const next = sequenceStep(seq, c);
+            if (next >= 0) {
+              seq = next; // part of an escape sequence: dropped
+              continue;
+            }
+            // Esc, then at once something that starts no sequence: the Esc was meant
+            if (seq === SEQ_ESC) {
+              ended = escaped = true;
+              continue;
+            }
+            seq = SEQ_NONE; // a sequence cut short: what came of it is dropped, this byte is typed
+          }
           if (c === 0x0a) ended = true;
-          else if (c === 0x1b) ended = escaped = true; // Esc ends the line too (VEOL)
+          else if (c === ESC) seq = SEQ_ESC; // it ends the kernel's line (VEOL): what follows says what it was
           else if (overflow) continue;
           else if (c === 0x7f || c === 0x08) {
             if (w > 0) bytes[--w] = 0;
@@ -350,6 +414,7 @@ export class Console implements Disposable {
         }
         if (overflow) buf.zero();
         len = overflow ? 0 : w;
+        if (opts.idleMs) idleUntil = performance.now() + opts.idleMs; // somebody is typing
       }
       if (escaped) {
         buf.zero();
@@ -398,10 +463,25 @@ export class Console implements Disposable {
    * next read as a line of its own (and zeroes it as it is read).
    */
   #pushPartialLine(line: Termios): void {
-    const raw = line.clone();
-    raw.lflag = raw.lflag & ~ICANON;
-    setTermios(this.fd, raw);
+    setTermios(this.fd, nonCanonical(line));
     setTermios(this.fd, line);
+  }
+
+  /**
+   * Whether there is something to read within `ms`, a partial line included: if no line is there, waits out of
+   * canonical mode (where poll(2) sees each byte as it comes) until a byte is pending, then enters canonical mode
+   * again, which hands what came to the next read as a line of its own (as the idle path's push does). Nothing is
+   * read here, so every byte is still read in canonical mode and zeroed in the kernel as it is.
+   */
+  async #awaitMore(line: Termios, ms: number): Promise<boolean> {
+    if (this.#readableNow()) return true;
+    setTermios(this.fd, nonCanonical(line));
+    try {
+      await libcSymbols().poll_nb(pollFd(this.fd), 1n, ms);
+    } finally {
+      setTermios(this.fd, line);
+    }
+    return this.#readableNow();
   }
 
   #readableNow(): boolean {
@@ -479,7 +559,8 @@ export class Console implements Disposable {
 /**
  * The termios for typing a secret: canonical, echo off, no signals. The kernel's erase, kill, word-erase, EOF,
  * reprint and literal-next keys are off, so each byte reaches the reader once; CR ends the line as LF does, and Esc
- * ends it at once (an arrow key's sequence starts with Esc too, and counts as one).
+ * ends it at once. An arrow's or an F-key's sequence starts with Esc too: the reader looks at what follows the Esc
+ * (see {@linkcode Console.readSecret}) and drops the sequence.
  */
 function secretLineMode(saved: Termios): Termios {
   const t = saved.clone();
@@ -490,6 +571,15 @@ function secretLineMode(saved: Termios): Termios {
   }
   t.setCc(VEOL, 0x1b); // Esc hands the line over at once: it means "not now"
   return t;
+}
+
+/** `line` out of canonical mode (echo stays off): a read or poll(2) returns as soon as one byte is pending. */
+function nonCanonical(line: Termios): Termios {
+  const raw = line.clone();
+  raw.lflag = raw.lflag & ~ICANON;
+  raw.setCc(VMIN, 1);
+  raw.setCc(VTIME, 0);
+  return raw;
 }
 
 /** A one-entry `struct pollfd` array for `fd`, waiting for input. */

@@ -130,6 +130,76 @@ Deno.test("readSecret: Esc leaves the prompt at once, and so does no line within
   assert.ok(Date.now() - started >= 150, "not before idleMs");
 });
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Types `parts` one write each, `gapMs` apart, into a readSecret; resolves to what it read, as text. */
+async function typed(parts: string[], gapMs = 0, opts: { escapeMs?: number; size?: number } = {}): Promise<string> {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(opts.size ?? 32);
+  const reading = t.con.readSecret(buf, { newline: false, escapeMs: opts.escapeMs });
+  for (const [i, part] of parts.entries()) {
+    if (i > 0 && gapMs) await sleep(gapMs);
+    writeFdSync(t.pty.master, enc.encode(part));
+  }
+  const len = await reading;
+  assert.ok(buf.view().subarray(len).every((b) => b === 0), "nothing of a sequence left after the line");
+  const line = dec.decode(buf.view().slice(0, len));
+  assert.ok(lflag(t.con.fd) & ICANON && lflag(t.con.fd) & ECHO, "termios restored");
+  assert.equal(drain(t.pty.master).length, 0, "nothing echoed");
+  return line;
+}
+
+Deno.test("readSecret: a lone Esc leaves the prompt once nothing follows it; typed Esc after text too", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(16);
+  const started = performance.now();
+  const escaped = t.con.readSecret(buf, { newline: false, escapeMs: 60 });
+  writeFdSync(t.pty.master, enc.encode("\x1b"));
+  await assert.rejects(escaped, (e: unknown) => e instanceof PromptLeft && e.why === "escape");
+  assert.ok(performance.now() - started >= 60, "it waited for the rest of a sequence first");
+  assert.ok(lflag(t.con.fd) & ICANON && lflag(t.con.fd) & ECHO, "termios restored");
+  // Esc followed at once by a byte that starts no sequence (Alt+x) is Esc too; the rest is dropped
+  const alt = t.con.readSecret(buf, { newline: false });
+  writeFdSync(t.pty.master, enc.encode("ab\x1bxcd\n"));
+  await assert.rejects(alt, (e: unknown) => e instanceof PromptLeft && e.why === "escape");
+  assert.ok(buf.view().every((b) => b === 0), "buffer wiped");
+  // what came after it is not put before the next answer
+  const next = t.con.readSecret(buf, { newline: false });
+  writeFdSync(t.pty.master, enc.encode("ok\n"));
+  assert.equal(await next, 2);
+  assert.deepEqual([...buf.view().subarray(0, 3)], [...enc.encode("ok"), 0]);
+});
+
+Deno.test("readSecret: an arrow's sequence is dropped and the line goes on", async () => {
+  // one write: the kernel hands "abc<Esc>" and "[Adef\n" over as two lines
+  assert.equal(await typed(["abc\x1b[Adef\n"]), "abcdef");
+  // the key in a write of its own, as a terminal sends it: "[A" waits in the kernel for the next line's end
+  assert.equal(await typed(["abc", "\x1b[A", "def\n"], 30), "abcdef");
+  // and typing goes on at once, in the same write
+  assert.equal(await typed(["abc", "\x1b[Ade", "f\n"], 30), "abcdef");
+});
+
+Deno.test("readSecret: Delete, Home (SS3), F-keys and a held arrow key are dropped; editing keys still apply", async () => {
+  assert.equal(await typed(["sec", "\x1b[3~", "ret\n"], 20), "secret"); // Delete
+  assert.equal(await typed(["ab\x1bOHcd\n"]), "abcd"); // Home, SS3 form
+  assert.equal(await typed(["ab", "\x1bOH", "cd\n"], 20), "abcd");
+  assert.equal(await typed(["ab", "\x1b[[A", "cd\n"], 20), "abcd"); // F1 on the Linux console
+  assert.equal(await typed(["ab", "\x1b[15~", "\x1b[1;5C", "cd\n"], 20), "abcd"); // F5, Ctrl+Right
+  assert.equal(await typed(["ok", "\x1b[A\x1b[A\x1b[A\x1b[A", "\n"], 20), "ok"); // repeat
+  assert.equal(await typed(["abx", "\x1b[D", "\x7fcd\n"], 20), "abcd"); // DEL after an arrow erases
+});
+
+Deno.test("readSecret: a sequence split over several writes is followed from read to read", async () => {
+  assert.equal(await typed(["abc\x1b", "[", "1;5", "D", "def\n"], 15), "abcdef");
+  assert.equal(await typed(["abc\x1b", "O", "Hdef\n"], 15), "abcdef");
+  // Esc [ with nothing after it for escapeMs (Alt+[): dropped, the line goes on
+  assert.equal(await typed(["abc\x1b[", "def\n"], 250, { escapeMs: 40 }), "abcdef");
+});
+
+Deno.test("readSecret: a sequence at the buffer's end is not an overflow", async () => {
+  assert.equal(await typed(["1234567", "\x1b[C", "\n"], 20, { size: 8 }), "1234567");
+});
+
 Deno.test("readSecret: idle counts again while a line is being typed; what was typed is kept", async () => {
   using t = ptyConsole();
   using buf = SafeBuffer.alloc(16);
