@@ -168,3 +168,47 @@ Deno.test("install/uninstall on a scratch root: exit 0, the drop-in comes and go
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("install takes suspend's prompt options: into the ExecStart, status still sees it installed; bad ones exit 2 as suspend's do", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${root}/usr/sbin`, { recursive: true });
+    await Deno.writeTextFile(`${root}/usr/sbin/cryptsleep`, "#!/bin/sh\n", { mode: 0o755 });
+    const flags = ["--max-tries", "3", "--after-tries", "suspend", "--idle-suspend", "0"];
+    const i = await cli("install", "--root", root, ...flags);
+    assert.equal(i.code, 0, i.stderr);
+    const dropin = await Deno.readTextFile(`${root}/etc/systemd/system/systemd-suspend.service.d/cryptsleep.conf`);
+    assert.match(
+      dropin,
+      /^ExecStart=\/usr\/sbin\/cryptsleep suspend --from-systemd --max-tries 3 --after-tries suspend --idle-suspend 0$/m,
+    );
+    const st = await cli("status", "--root", root);
+    assert.match(st.stdout, /^systemd: installed: .*--from-systemd --max-tries 3 /m);
+    const again = await cli("install", "--root", root, ...flags);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /^already installed/);
+    for (const command of ["install", "suspend"]) {
+      for (
+        const [flag, value, says] of [
+          ["--max-tries", "0", /give a whole number of tries, 1 or more/],
+          ["--max-tries", "1e1", /give a whole number of tries/],
+          ["--after-tries", "reboot", /Allowed choices are ask, suspend, poweroff/],
+          ["--idle-suspend", "-5", /give a whole number of seconds, 0 \(never\) or more/],
+        ] as const
+      ) {
+        const bad = await cli(command, ...(command === "install" ? ["--root", root] : []), flag, value);
+        assert.equal(bad.code, ExitCode.USAGE, `${command} ${flag} ${value}: ${bad.stderr}`);
+        assert.equal(bad.stderr.trim().split("\n").length, 1);
+        assert.match(bad.stderr, new RegExp(`^cryptsleep: option '${flag} <\\w+>' argument '${value}' is invalid`));
+        assert.match(bad.stderr, says);
+      }
+    }
+    assert.match(
+      await Deno.readTextFile(`${root}/etc/systemd/system/systemd-suspend.service.d/cryptsleep.conf`),
+      /--max-tries 3 /,
+      "a refused install changed nothing",
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

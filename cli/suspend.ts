@@ -15,6 +15,7 @@ import type { Outcome } from "../cycle/outcome.ts";
 import { suspend } from "../cycle/outer.ts";
 import { supervise } from "../cycle/supervisor.ts";
 import { requireRoot } from "./errors.ts";
+import { promptOptions } from "./prompt_options.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 /** The exit code of an outcome; what it has to say goes to stdout (a dry run) or stderr. */
@@ -38,18 +39,10 @@ function positiveInt(value: string): number {
   return n;
 }
 
-function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
-    throw new InvalidArgumentError("expected a whole number of seconds, 0 or more");
-  }
-  return n;
-}
-
 /** Registers `suspend` and the two internal commands on the program. */
 export function register(program: Command, exit: (code: number) => never): void {
   const defaults = defaultOptions();
-  program.command("suspend")
+  const command = program.command("suspend")
     .description("freeze userspace, lock every LUKS volume, suspend; after wake prompt, unlock, thaw")
     .option("--dry-run", "run the phases that change nothing; print what the others would do")
     .addOption(
@@ -83,47 +76,30 @@ export function register(program: Command, exit: (code: number) => never): void 
       "--from-systemd",
       "run as systemd-suspend.service's ExecStart (cryptsleep install sets it): marks the report, and suspends " +
         "without locking when no LUKS volume is active, as systemd already decided to sleep",
-    )
-    .option(
-      "--max-tries <n>",
-      "wrong passphrases in a row for a volume before --after-tries is done",
-      positiveInt,
-      defaults.maxTries,
-    )
-    .addOption(
-      new Option(
-        "--after-tries <action>",
-        "after --max-tries wrong passphrases: ask again, suspend again, or power off (the volume stays locked " +
-          "and the machine frozen whichever it is)",
-      ).choices(["ask", "suspend", "poweroff"]).default(defaults.afterTries),
-    )
-    .option(
-      "--idle-suspend <seconds>",
-      "suspend again, still locked, when nothing is typed at the prompt for this long (0: never; Esc at the " +
-        "prompt suspends again at once)",
-      nonNegativeInt,
-      defaults.idleSuspendS,
-    )
-    .action(async (o) => {
-      requireRoot("cryptsleep suspend");
-      const options: SuspendOptions = {
-        state: o.state,
-        // --from-systemd reads it from sleep.conf, as systemd-sleep does
-        memSleep: null,
-        console: o.console ?? null,
-        freezeTimeoutMs: o.freezeTimeout,
-        syncTimeoutS: o.syncTimeout,
-        refuseLeak: Boolean(o.refuseLeak),
-        releaseAt: o.releaseAt,
-        // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
-        allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
-        maxTries: o.maxTries,
-        afterTries: o.afterTries,
-        idleSuspendS: o.idleSuspend,
-        fromSystemd: Boolean(o.fromSystemd),
-      };
-      exit(exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) })));
-    });
+    );
+  // shared with install, which passes them on to the cycles systemd starts
+  for (const option of promptOptions(defaults)) command.addOption(option);
+  command.action(async (o) => {
+    requireRoot("cryptsleep suspend");
+    const options: SuspendOptions = {
+      state: o.state,
+      // --from-systemd reads it from sleep.conf, as systemd-sleep does
+      memSleep: null,
+      console: o.console ?? null,
+      freezeTimeoutMs: o.freezeTimeout,
+      syncTimeoutS: o.syncTimeout,
+      refuseLeak: Boolean(o.refuseLeak),
+      releaseAt: o.releaseAt,
+      // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
+      allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
+      // promptOptions(defaults): each is set
+      maxTries: o.maxTries,
+      afterTries: o.afterTries,
+      idleSuspendS: o.idleSuspend,
+      fromSystemd: Boolean(o.fromSystemd),
+    };
+    exit(exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) })));
+  });
   // started by the cycle beside itself; not for hands: what it has to say went to the console
   program.command("supervise", { hidden: true }).action(async () => exit(exitCodeOf(await supervise(), false)));
 }

@@ -63,6 +63,30 @@ export function defaultOptions(): SuspendOptions {
   };
 }
 
+/** The passphrase prompt's options: `cryptsleep install` passes them on to the cycles systemd starts. */
+export type PromptOptions = Pick<SuspendOptions, "maxTries" | "afterTries" | "idleSuspendS">;
+
+/** What `afterTries` may be. */
+export const AFTER_TRIES: readonly SuspendOptions["afterTries"][] = ["ask", "suspend", "poweroff"];
+
+/**
+ * What is wrong with a value of one of the prompt's options, as what to give instead, or null when it is allowed:
+ * the one check behind `--max-tries`, `--after-tries` and `--idle-suspend` of `cryptsleep suspend` and
+ * `cryptsleep install`, and behind the values install writes into systemd's drop-in.
+ */
+export function promptOptionProblem(key: keyof PromptOptions, value: unknown): string | null {
+  switch (key) {
+    case "maxTries":
+      return Number.isSafeInteger(value) && (value as number) > 0 ? null : "give a whole number of tries, 1 or more";
+    case "afterTries":
+      return (AFTER_TRIES as readonly unknown[]).includes(value) ? null : `give one of ${AFTER_TRIES.join(", ")}`;
+    case "idleSuspendS":
+      return Number.isSafeInteger(value) && (value as number) >= 0
+        ? null
+        : "give a whole number of seconds, 0 (never) or more";
+  }
+}
+
 /** sysfs knob values read before the cycle, so any process (agent or supervisor) can restore them. */
 export type Knobs = Record<string, string>;
 

@@ -18,7 +18,18 @@
 import { dirname } from "node:path";
 import { describe } from "../host/errors.ts";
 import { existsUnder, underRoot } from "../host/paths.ts";
-import { DEBIAN_MASK, DEBIAN_MASK_TEXT, debianDropin, DROPIN, DROPIN_DIR, renderDropIn } from "./unit.ts";
+import { promptOptionProblem, type SuspendOptions } from "../cycle/job.ts";
+import {
+  DEBIAN_MASK,
+  DEBIAN_MASK_TEXT,
+  debianDropin,
+  DROPIN,
+  DROPIN_DIR,
+  renderDropIn,
+  SUSPEND_FLAGS,
+  type SuspendArgs,
+  suspendCommand,
+} from "./unit.ts";
 import {
   type Before,
   readRecord,
@@ -55,6 +66,12 @@ export interface InstallOptions {
   replaceDebian?: boolean;
   /** Where the cycle prompts after wake (a serial console, say); default: a VT of its own. */
   console?: string;
+  /** `--max-tries` for the cycles systemd starts (default: left out, suspend's default). */
+  maxTries?: number;
+  /** `--after-tries` for the cycles systemd starts (default: left out, suspend's default). */
+  afterTries?: SuspendOptions["afterTries"];
+  /** `--idle-suspend` for the cycles systemd starts (default: left out, suspend's default). */
+  idleSuspendS?: number;
   /** Reloads systemd after a change (default: `systemctl daemon-reload` on "/", nothing elsewhere). */
   reload?: () => Promise<void>;
 }
@@ -112,14 +129,26 @@ async function checkExec(root: string, exec: string): Promise<void> {
   }
 }
 
-/** Installs the drop-in (and the Debian mask when asked); a second run changes nothing. */
+/** What the ExecStart passes to `cryptsleep suspend`, checked: each value ends up in its command line. */
+function suspendArgs(opts: InstallOptions): SuspendArgs {
+  const { console, maxTries, afterTries, idleSuspendS } = opts;
+  if (console !== undefined && !/^\/dev\/[\w/.-]+$/.test(console)) {
+    throw new InstallError(`--console ${console}: give a terminal's /dev path, e.g. /dev/ttyS0`, "usage");
+  }
+  // the same rule as suspend's flags (a library caller's values have not been through them)
+  for (const key of ["maxTries", "afterTries", "idleSuspendS"] as const) {
+    const problem = opts[key] === undefined ? null : promptOptionProblem(key, opts[key]);
+    if (problem) throw new InstallError(`${SUSPEND_FLAGS[key]} ${opts[key]}: ${problem}`, "usage");
+  }
+  return { console, maxTries, afterTries, idleSuspendS };
+}
+
+/** Installs the drop-in (and the Debian mask when asked); run again with the same options, it changes nothing. */
 export async function install(opts: InstallOptions = {}): Promise<InstallResult> {
   const root = opts.root ?? "/";
   const exec = opts.exec ?? Deno.env.get("CRYPTSLEEP_EXEC") ?? DEFAULT_EXEC;
   await checkExec(root, exec);
-  if (opts.console !== undefined && !/^\/dev\/[\w/.-]+$/.test(opts.console)) {
-    throw new InstallError(`--console ${opts.console}: give a terminal's /dev path, e.g. /dev/ttyS0`, "usage");
-  }
+  const args = suspendArgs(opts);
   const debian = await debianDropin(root);
   const record = await readRecord(root);
   const recorded = new Map(record?.files.map((f) => [f.path, f.before]) ?? []);
@@ -152,8 +181,8 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     }
   }
   const files: RecordedFile[] = [];
-  const command = `${exec} suspend --from-systemd${opts.console ? ` --console ${opts.console}` : ""}`;
-  const want: [string, string, string][] = [[DROPIN, renderDropIn(exec, opts.console), `ExecStart=${command}`]];
+  const command = suspendCommand(exec, args);
+  const want: [string, string, string][] = [[DROPIN, renderDropIn(exec, args), `ExecStart=${command}`]];
   if (masking || recorded.has(DEBIAN_MASK)) want.push([DEBIAN_MASK, DEBIAN_MASK_TEXT, `masks ${debian.shipped}`]);
   let changed = false;
   const writes: Step[] = [];
@@ -163,7 +192,10 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     const now = await snapshot(root, path);
     if (now.kind === "file" && now.text === text) continue;
     changed = true;
-    writes.push(writeStep(root, path, text, `write ${path} (${why}; ${describeBefore(now)})`));
+    // installed before with other options: its own text goes, what it replaced stays recorded
+    const own = now.kind === "file" && record?.files.some((f) => f.path === path && f.wrote === now.text);
+    const what = own ? "replaces what cryptsleep install wrote before" : describeBefore(now);
+    writes.push(writeStep(root, path, text, `write ${path} (${why}; ${what})`));
   }
   if (!changed && record) return { lines: [`already installed: ${DROPIN} is as cryptsleep wrote it`], changed: false };
   const text = recordText({ version: 1, installedAt: new Date().toISOString(), exec, files, createdDirs });

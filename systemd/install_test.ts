@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { type Scratch, scratchRoot } from "../tests/fixtures/scratch.ts";
 import { install, InstallError, uninstall } from "./install.ts";
 import { RECORD } from "./record.ts";
-import { DEBIAN_MASK, debianDropin, DROPIN, execStart, renderDropIn } from "./unit.ts";
+import { DEBIAN_MASK, debianDropin, DROPIN, execStart, renderDropIn, suspendCommand } from "./unit.ts";
 
 const EXEC = "/usr/sbin/cryptsleep";
 const UNIT_FILE = "usr/lib/systemd/system/systemd-suspend.service";
@@ -163,4 +163,52 @@ Deno.test("install --console: the cycle prompts on that tty; a path that is not 
   assert.ok(err instanceof InstallError && err.kind === "usage", String(err));
   assert.match(err.message, /give a terminal's \/dev path/);
   await uninstall({ root: s.root, reload });
+});
+
+Deno.test("install --max-tries/--after-tries/--idle-suspend: in the ExecStart; the same again changes nothing, others rewrite it", async () => {
+  await using s = await machine();
+  const before = await tree(s.root);
+  let reloads = 0;
+  const reload = () => Promise.resolve(void reloads++);
+  const prompt = { maxTries: 3, afterTries: "poweroff", idleSuspendS: 0 } as const;
+  await install({ root: s.root, exec: EXEC, console: "/dev/ttyS0", ...prompt, reload });
+  const command =
+    `${EXEC} suspend --from-systemd --console /dev/ttyS0 --max-tries 3 --after-tries poweroff --idle-suspend 0`;
+  assert.deepEqual((await execStart(s.root)).commands, [command]);
+  assert.equal(await s.read(DROPIN.slice(1)), renderDropIn(EXEC, { console: "/dev/ttyS0", ...prompt }));
+  assert.equal(suspendCommand(EXEC, { console: "/dev/ttyS0", ...prompt }), command);
+  assert.equal(reloads, 1);
+
+  const again = await install({ root: s.root, exec: EXEC, console: "/dev/ttyS0", ...prompt, reload });
+  assert.equal(again.changed, false);
+  assert.match(again.lines[0], /already installed/);
+  assert.equal(reloads, 1, "nothing changed: no reload");
+
+  const other = await install({ root: s.root, exec: EXEC, idleSuspendS: 120, reload });
+  assert.ok(other.changed);
+  assert.match(other.lines.join("\n"), /--idle-suspend 120; replaces what cryptsleep install wrote before\)/);
+  assert.deepEqual((await execStart(s.root)).commands, [`${EXEC} suspend --from-systemd --idle-suspend 120`]);
+  assert.equal(reloads, 2);
+
+  // uninstall still restores what the first install found
+  await uninstall({ root: s.root, reload });
+  assert.deepEqual(await tree(s.root), before);
+});
+
+Deno.test("install: a bad prompt option is a usage error saying what to give; nothing touched", async () => {
+  await using s = await machine();
+  const before = await tree(s.root);
+  const bad: [Parameters<typeof install>[0], RegExp][] = [
+    [{ maxTries: 0 }, /^--max-tries 0: give a whole number of tries, 1 or more$/],
+    [{ maxTries: 2.5 }, /^--max-tries 2.5: give a whole number/],
+    [{ idleSuspendS: -1 }, /^--idle-suspend -1: give a whole number of seconds, 0 \(never\) or more$/],
+    [{ idleSuspendS: NaN }, /^--idle-suspend NaN: /],
+    [{ afterTries: "reboot" as "ask" }, /^--after-tries reboot: give one of ask, suspend, poweroff$/],
+  ];
+  for (const [opts, message] of bad) {
+    const err = await install({ root: s.root, exec: EXEC, ...opts }).catch((e) => e);
+    assert.ok(err instanceof InstallError && err.kind === "usage", String(err));
+    assert.match(err.message, message);
+  }
+  assert.deepEqual(await tree(s.root), before);
 });

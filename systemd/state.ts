@@ -12,7 +12,7 @@
  * ```
  */
 import { readRecord } from "./record.ts";
-import { type DebianDropin, debianDropin, DROPIN, type ExecStart, execStart } from "./unit.ts";
+import { type DebianDropin, debianDropin, DROPIN, type ExecStart, execStart, isOurCommand } from "./unit.ts";
 import { underRoot } from "../host/paths.ts";
 
 /** What systemd would run for a suspend, and whose it is. */
@@ -43,8 +43,8 @@ export async function suspendPath(root = "/"): Promise<SuspendPath> {
     dropinPresent = false;
   }
   const last = exec.commands.at(-1) ?? "";
-  // `install --console` adds its tty after the flag
-  const ours = / suspend --from-systemd( --console \S+)?$/.test(last) && exec.from.at(-1) === DROPIN;
+  // install's options (--console, --max-tries, ...) follow the flag
+  const ours = isOurCommand(last) && exec.from.at(-1) === DROPIN;
   const installed = dropinPresent && ours;
   const runs = exec.commands.length ? `systemd-suspend.service runs ${last} (${exec.from.at(-1)})` : "no ExecStart";
   const summary = installed

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { scratchRoot } from "../tests/fixtures/scratch.ts";
 import { install } from "./install.ts";
 import { debianLine, suspendPath } from "./state.ts";
+import { isOurCommand } from "./unit.ts";
 
 Deno.test("suspend path: not installed, installed, overridden by a later drop-in; Debian's seen", async () => {
   await using s = await scratchRoot({
@@ -43,4 +44,29 @@ Deno.test("suspend path: installed with --console counts as installed", async ()
   const state = await suspendPath(s.root);
   assert.equal(state.installed, true, state.summary);
   assert.match(state.summary, /^installed: .* --from-systemd --console \/dev\/ttyS0/);
+});
+
+Deno.test("suspend path: installed with the prompt's options counts as installed, whatever their order", async () => {
+  await using s = await scratchRoot({
+    "usr/lib/systemd/system/systemd-suspend.service": "[Service]\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n",
+  });
+  await s.write("usr/sbin/cryptsleep", "#!/bin/sh\n", 0o755);
+  await install({ root: s.root, exec: "/usr/sbin/cryptsleep", maxTries: 3, afterTries: "suspend", idleSuspendS: 60 });
+  const state = await suspendPath(s.root);
+  assert.equal(state.installed, true, state.summary);
+  assert.match(state.summary, /^installed: .* --from-systemd --max-tries 3 --after-tries suspend --idle-suspend 60 /);
+  for (
+    const command of [
+      "/usr/sbin/cryptsleep suspend --from-systemd --idle-suspend 0 --console /dev/ttyS0",
+      "/opt/cs/cryptsleep suspend --from-systemd --after-tries poweroff",
+    ]
+  ) assert.ok(isOurCommand(command), command);
+  for (
+    const command of [
+      "/usr/sbin/cryptsleep suspend --from-systemd --state freeze",
+      "/usr/sbin/cryptsleep suspend --from-systemd --max-tries",
+      "/usr/sbin/cryptsleep suspend --max-tries 3",
+      "/x suspend --from-systemd; /y",
+    ]
+  ) assert.ok(!isOurCommand(command), command);
 });

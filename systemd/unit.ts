@@ -14,6 +14,7 @@
  * ```
  */
 import { join } from "node:path";
+import type { PromptOptions } from "../cycle/job.ts";
 import { underRoot } from "../host/paths.ts";
 import { listDropins, parseConf } from "./conf.ts";
 
@@ -36,15 +37,46 @@ export const DEBIAN_DROPIN_NAME = "cryptsetup-suspend.conf";
 /** Where `--replace-debian` masks it: the same name in /etc hides the one in /usr/lib. */
 export const DEBIAN_MASK = `${DROPIN_DIR}/${DEBIAN_DROPIN_NAME}`;
 
-/** The drop-in's text for a cryptsleep at `exec`; `console`: where it prompts (default: a VT of its own). */
-export function renderDropIn(exec: string, console?: string): string {
+/**
+ * What the drop-in's ExecStart passes to `cryptsleep suspend --from-systemd`: `cryptsleep install`'s options of
+ * the same names, for every cycle systemd starts. Each left out is left out of the command (suspend's default).
+ */
+export interface SuspendArgs extends Partial<PromptOptions> {
+  /** `--console`: where the cycle prompts (default: a VT of its own). */
+  console?: string;
+}
+
+/** The flag of each of {@linkcode SuspendArgs}, in the order the command gives them. */
+export const SUSPEND_FLAGS: Readonly<Record<keyof SuspendArgs, string>> = {
+  console: "--console",
+  maxTries: "--max-tries",
+  afterTries: "--after-tries",
+  idleSuspendS: "--idle-suspend",
+};
+
+/** The ExecStart command line for a cryptsleep at `exec`. */
+export function suspendCommand(exec: string, args: SuspendArgs = {}): string {
+  const keys = Object.keys(SUSPEND_FLAGS) as (keyof SuspendArgs)[];
+  const flags = keys.filter((key) => args[key] !== undefined).map((key) => ` ${SUSPEND_FLAGS[key]} ${args[key]}`);
+  return `${exec} suspend --from-systemd${flags.join("")}`;
+}
+
+const OURS = new RegExp(` suspend --from-systemd(?: (?:${Object.values(SUSPEND_FLAGS).join("|")}) \\S+)*$`);
+
+/** Whether an ExecStart command is one {@linkcode suspendCommand} makes (whatever its options, in any order). */
+export function isOurCommand(command: string): boolean {
+  return OURS.test(command);
+}
+
+/** The drop-in's text for a cryptsleep at `exec`, run with `args`. */
+export function renderDropIn(exec: string, args: SuspendArgs = {}): string {
   return [
     "# Installed by `cryptsleep install`; `cryptsleep uninstall` removes it.",
     "# systemd-suspend.service runs cryptsleep instead of systemd-sleep: every LUKS volume is locked while the",
     "# machine sleeps, whatever asked for the suspend (lid, menu, systemctl suspend, idle).",
     "[Service]",
     "ExecStart=",
-    `ExecStart=${exec} suspend --from-systemd${console ? ` --console ${console}` : ""}`,
+    `ExecStart=${suspendCommand(exec, args)}`,
     "# The cycle waits at the passphrase prompt after wake for as long as it takes. Type=oneshot has no start",
     "# timeout by default; said here so no DefaultTimeoutStartSec= or other drop-in can kill it mid-prompt.",
     "TimeoutStartSec=infinity",
