@@ -78,7 +78,7 @@ Deno.test("plan --root on a recorded tree: human table and JSON agree", async ()
   assert.match(human.stdout, /2 +cryptroot +LUKS1 .* none /);
   assert.match(human.stdout, /Unlock order: cryptroot, crypthome/);
   assert.match(human.stdout, /Memory needed on resume: 16 MiB/);
-  assert.match(human.stdout, /home\.key is on cryptroot/);
+  assert.match(human.stdout, /crypthome: \/etc\/keys\/home\.key on cryptroot, read once it is unlocked/);
 });
 
 Deno.test("plan with no sysfs under --root: exit 4, one line saying what to do", async () => {

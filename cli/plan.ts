@@ -10,7 +10,7 @@
  * @module
  */
 import { type Command, Option } from "commander";
-import { discover, NoSysfsError, type Plan, type Volume } from "../discovery/mod.ts";
+import { discover, type KeyFile, NoSysfsError, type Plan, type Volume } from "../discovery/mod.ts";
 import { CliError } from "./errors.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -42,6 +42,17 @@ function dependsCell(v: Volume): string {
     ...v.swaps.map((s) => `swap ${s}`),
   ];
   return parts.length ? parts.join(", ") : "-";
+}
+
+function keyFileCell(v: Volume, kf: KeyFile): string {
+  const where = kf.on.includes(v.dmName)
+    ? `on ${v.dmName} itself: not read after wake (a passphrase is asked for); its cached copy is dropped`
+    : kf.device
+    ? `on ${kf.device}, mounted read-only after wake (when it is absent, a passphrase is asked for)`
+    : kf.on.length
+    ? `on ${kf.on.join(", ")}, read once ${kf.on.length === 1 ? "it is" : "they are"} unlocked`
+    : "not on a locked volume";
+  return `${kf.path} ${where}`;
 }
 
 /** Why the lock list is empty, plainly. */
@@ -77,6 +88,11 @@ export function formatPlan(plan: Plan): string {
       ]),
     ]));
     out.push(`Unlock order: ${plan.unlock.map((v) => v.dmName).join(", ")}`);
+    const keyed = plan.unlock.filter((v) => v.keyFile);
+    if (keyed.length) {
+      out.push("Key files (read after wake, before any passphrase is asked; none is kept in RAM while asleep):");
+      for (const v of keyed) out.push(`  ${v.dmName}: ${keyFileCell(v, v.keyFile!)}`);
+    }
     const unread = plan.lock.filter((v) => v.keyslots.length === 0).map((v) => v.dmName);
     const known = plan.maxArgon2MemoryKiB > 0
       ? `${mib(plan.maxArgon2MemoryKiB)} (largest Argon2 keyslot)`

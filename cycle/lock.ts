@@ -22,6 +22,7 @@ import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import type { Volume } from "../discovery/mod.ts";
 import { type AgentContext, warnUser } from "./context.ts";
 import { detachedHeader } from "./unlock.ts";
+import { forgetKeyFiles } from "./keyfile.ts";
 import {
   finishInterruptedReopen,
   onLoopDevice,
@@ -42,6 +43,8 @@ export interface LockResult {
 /** Locks every volume of the plan, top-down. A failure leaves the rest untouched; the unlock undoes what was done. */
 export async function lockVolumes(ctx: AgentContext): Promise<LockResult[]> {
   const results: LockResult[] = [];
+  // a key file on a volume to lock is read again after the wake: its page-cache copy must not sleep in RAM
+  await forgetKeyFiles(ctx);
   for (const volume of ctx.job.plan.lock) results.push(await lockVolume(ctx, volume));
   return results;
 }

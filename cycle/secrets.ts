@@ -29,6 +29,8 @@ export interface Secret {
   buffer: SafeBuffer;
   /** How many bytes of `buffer` were typed. */
   length: number;
+  /** The only keyslot to try (a key file's `keyslot=`); default every one. */
+  keyslot?: number;
 }
 
 /** The passphrases typed during one unlock; each is tried on every volume still locked. */
@@ -40,13 +42,13 @@ export class Secrets implements Disposable {
 
   /**
    * Prompts on the console; the typed bytes go straight into safe memory. Esc, or nothing typed within `idleMs`,
-   * throws `PromptLeft` (ffi/tty.ts).
+   * throws `PromptLeft` (ffi/tty.ts); `signal` aborts the prompt (what was typed is dropped, zeroed).
    */
-  async ask(prompt: string, idleMs?: number): Promise<Secret> {
+  async ask(prompt: string, idleMs?: number, signal?: AbortSignal): Promise<Secret> {
     const buffer = SafeBuffer.alloc(MAX_PASSPHRASE);
     try {
       // the prompt is written once echo is off and old input flushed: what is typed after it is kept
-      const length = await this.console.readSecret(buffer, { prompt, idleMs });
+      const length = await this.console.readSecret(buffer, { prompt, idleMs, signal });
       const secret = { buffer, length };
       this.entered.push(secret);
       return secret;

@@ -43,6 +43,7 @@ import {
   unlockSwapped,
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
+import { findKeyDevice, readKeyFile } from "./keyfile.ts";
 
 /** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
 const RECOVERY_TRIES = 5;
@@ -152,25 +153,77 @@ async function releasePinned(ctx: AgentContext, volume: Volume): Promise<void> {
 }
 
 /**
- * Tries the passphrases typed so far, then prompts until one fits. It never gives up while the volume is locked:
- * after `maxTries` wrong ones in a row it does `afterTries` (ask again, suspend again, power off); Esc or no line
- * within `idleSuspendS` suspends again. Whichever, the volume stays locked and the machine frozen.
+ * Tries the volume's key file, then the passphrases typed so far, then prompts until one fits. It never gives up
+ * while the volume is locked: after `maxTries` wrong ones in a row it does `afterTries` (ask again, suspend again,
+ * power off); Esc or no line within `idleSuspendS` suspends again. Whichever, the volume stays locked and the
+ * machine frozen. A key file on a device of its own that is not there yet is watched for while the prompt waits.
  */
 async function untilPassphraseFits(
   ctx: AgentContext,
   volume: Volume,
   fits: (secret: Secret) => Promise<boolean>,
-): Promise<Secret> {
+): Promise<void> {
+  let watch = !!volume.keyFile?.device;
+  // a key file on the volume itself (the initramfs' one) cannot be read while it is locked
+  const ownKey = volume.keyFile?.on.includes(volume.dmName);
+  if (volume.keyFile && !ownKey && await keyFileFits(ctx, volume, fits)) return;
   for (const secret of ctx.secrets.entered) {
-    if (await trying(ctx, volume, () => fits(secret))) return secret;
+    if (await trying(ctx, volume, () => fits(secret))) return;
   }
   const { maxTries } = ctx.job.options;
+  const prompt = `Passphrase to unlock ${volume.dmName} (${volume.uuid})`;
   for (let wrong = 0;;) {
-    const secret = await askOrSleep(ctx, `Passphrase to unlock ${volume.dmName} (${volume.uuid}): `);
-    if (await trying(ctx, volume, () => fits(secret))) return secret;
+    const secret = watch
+      ? await askOrKeyDevice(ctx, volume, `${prompt}, or insert ${volume.keyFile!.device}: `)
+      : await askOrSleep(ctx, `${prompt}: `);
+    if (secret === "key device") {
+      watch = false; // one try: a device that does not fit would end every later prompt at once
+      if (await keyFileFits(ctx, volume, fits)) return;
+      continue;
+    }
+    if (await trying(ctx, volume, () => fits(secret))) return;
     wrong = wrong % maxTries + 1;
     say(ctx, `No key available with this passphrase (${wrong}/${maxTries}).\n`);
     if (wrong === maxTries) await afterTriesUsedUp(ctx, volume);
+  }
+}
+
+/** Reads and tries the key file; says why not when it cannot be read or does not fit. Its bytes are zeroed. */
+async function keyFileFits(ctx: AgentContext, volume: Volume, fits: (secret: Secret) => Promise<boolean>) {
+  const key = await readKeyFile(ctx, volume);
+  const where = `${volume.dmName}: key file ${volume.keyFile!.path}`;
+  if ("why" in key) {
+    say(ctx, `${where}: ${key.why}.\n`);
+    ctx.log(`${where}: ${key.why}`);
+    return false;
+  }
+  using _zeroed = key.buffer;
+  if (await trying(ctx, volume, () => fits(key), " with its key file")) return true;
+  say(ctx, `${where} does not open it.\n`);
+  return false;
+}
+
+/** Prompts, and watches for the key device meanwhile: "key device" when it came first (the prompt is left). */
+async function askOrKeyDevice(ctx: AgentContext, volume: Volume, prompt: string): Promise<Secret | "key device"> {
+  const stop = new AbortController();
+  let came = false;
+  const watcher = (async () => {
+    while (!stop.signal.aborted) {
+      if (await findKeyDevice(volume.keyFile!.device!).catch(() => null)) {
+        came = true;
+        return stop.abort();
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  })();
+  try {
+    return await askOrSleep(ctx, prompt, stop.signal);
+  } catch (err) {
+    if (came) return "key device";
+    throw err;
+  } finally {
+    stop.abort();
+    await watcher;
   }
 }
 
@@ -178,8 +231,8 @@ async function untilPassphraseFits(
  * Says on the console that the passphrase is being tried, with a dot a second while the key derivation runs
  * (seconds, by design), and how it ended.
  */
-async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boolean>): Promise<boolean> {
-  say(ctx, `Unlocking ${volume.dmName} `);
+async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boolean>, how = ""): Promise<boolean> {
+  say(ctx, `Unlocking ${volume.dmName}${how} `);
   const dots = setInterval(() => say(ctx, "."), 1000);
   try {
     const ok = await fits();
@@ -194,8 +247,8 @@ async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boo
 }
 
 /** Prompts; Esc or an idle prompt suspends again, still locked, and prompts after the wake. */
-function askOrSleep(ctx: AgentContext, prompt: string): Promise<Secret> {
-  return promptOrSleep(ctx, (idleMs) => ctx.secrets.ask(prompt, idleMs));
+function askOrSleep(ctx: AgentContext, prompt: string, signal?: AbortSignal): Promise<Secret> {
+  return promptOrSleep(ctx, (idleMs) => ctx.secrets.ask(prompt, idleMs, signal));
 }
 
 /** Reads a line only to go on (nothing of it is kept); Esc or an idle prompt suspends again first. */
@@ -267,7 +320,7 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
 
 async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): Promise<boolean> {
   try {
-    await device.resumeByPassphrase(volume.dmName, -1, secret.buffer, secret.length);
+    await device.resumeByPassphrase(volume.dmName, secret.keyslot ?? -1, secret.buffer, secret.length);
     return true;
   } catch (err) {
     // EPERM: no keyslot opens with it; anything else is a real failure

@@ -61,7 +61,34 @@ export interface Volume {
   keyslots: { slot: number; kdf: string; memoryKiB: number }[];
   /** Its `/etc/crypttab` line, if any. */
   crypttab?: { device: string; keyFile?: string; options: Record<string, string | true> };
+  /** The key file its crypttab line names, tried after wake before a passphrase is asked for. */
+  keyFile?: KeyFile;
 }
+
+/**
+ * A crypttab key file, read after wake into `crypt_safe_alloc` memory, never before the lock: nothing of it is in
+ * RAM while asleep (its page-cache copy is dropped before the lock).
+ */
+export interface KeyFile {
+  /** The file (or block device) as crypttab names it. */
+  path: string;
+  /** systemd's `path:device` form: the device holding the file (`UUID=…`, `LABEL=…`, `/dev/…`), mounted read-only. */
+  device?: string;
+  /** `keyfile-offset=`: bytes skipped at its start. */
+  offset: number;
+  /** `keyfile-size=`: bytes read; default the rest of the file, at most {@linkcode MAX_KEYFILE}. */
+  size?: number;
+  /** `keyslot=` / `key-slot=`: the only keyslot tried (saves a KDF run per other slot). */
+  keyslot?: number;
+  /**
+   * The locked volumes it lives on: it is read only once they are unlocked (they are unlocked first). When they
+   * include its own volume (the initramfs' key file on the root), it is never read after wake.
+   */
+  on: string[];
+}
+
+/** Largest key file read without `keyfile-size=` (cryptsetup's default limit, 8 MiB). */
+export const MAX_KEYFILE = 8 << 20;
 
 /** A dm-crypt mapping that libcryptsetup cannot suspend and resume. */
 export interface NotLockable {
@@ -154,6 +181,12 @@ class Graph {
     this.#heights.clear();
   }
 
+  /** Orders `first` above `then` (locked before it), as if stacked on it: a key file of `first` lives on `then`. */
+  orderBefore(first: string, then: string): void {
+    this.#fileHolders.set(then, [...(this.#fileHolders.get(then) ?? []), first]);
+    this.#heights.clear();
+  }
+
   /** Distance to the top of the stack: 0 when nothing holds the device (loop devices on its files count). */
   height(k: string, seen = new Set<string>()): number {
     const known = this.#heights.get(k);
@@ -224,6 +257,46 @@ class Graph {
     const d = this.devs.get(k);
     return d?.dm ? d.dm.name : k;
   }
+}
+
+/**
+ * The key file of a crypttab line: `path`, or systemd's `path:device`; `keyfile-offset=`, `keyfile-size=`,
+ * `keyslot=`. A `keyscript=` line's third field is the script's argument, not a file: a passphrase is asked instead.
+ */
+function keyFileOf(v: Volume, warnings: string[]): KeyFile | undefined {
+  const field = v.crypttab?.keyFile;
+  const opts = v.crypttab?.options ?? {};
+  if (!field) return undefined;
+  if (opts["keyscript"] !== undefined) {
+    warnings.push(
+      `volume ${v.dmName}: its crypttab keyscript= is not run after wake (it lives on the disk); a passphrase is ` +
+        `asked for instead, so keep a passphrase keyslot`,
+    );
+    return undefined;
+  }
+  const m = /^(\/[^:]*):((?:UUID|LABEL|PARTUUID|PARTLABEL)=.+|\/dev\/.+)$/.exec(field);
+  const kf: KeyFile = { path: m ? m[1] : field, offset: 0, on: [] };
+  if (m) kf.device = m[2];
+  const num = (name: string): number | undefined => {
+    const raw = opts[name];
+    if (raw === undefined) return undefined;
+    const n = typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isSafeInteger(n)) {
+      warnings.push(`volume ${v.dmName}: crypttab ${name}=${raw} is not a number of bytes; ignored`);
+      return undefined;
+    }
+    return n;
+  };
+  kf.offset = num("keyfile-offset") ?? 0;
+  const size = num("keyfile-size");
+  if (size !== undefined && size > 0) kf.size = Math.min(size, MAX_KEYFILE);
+  const slot = num("keyslot") ?? num("key-slot");
+  if (slot !== undefined) kf.keyslot = slot;
+  if (!kf.path.startsWith("/")) {
+    warnings.push(`volume ${v.dmName}: crypttab key file ${field} is not an absolute path; a passphrase is asked for`);
+    return undefined;
+  }
+  return kf;
 }
 
 function describeHeaderError(
@@ -336,6 +409,32 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
     volumes.push(vol);
   }
 
+  // A key file on a locked volume is read once that volume is unlocked: it is unlocked first, so locked last.
+  for (const v of volumes) {
+    const kf = keyFileOf(v, warnings);
+    if (!kf) continue;
+    v.keyFile = kf;
+    if (kf.device) continue; // on a device of its own (a USB stick): found after wake
+    const k = kf.path.startsWith("/") ? await g.deviceOfPath(kf.path) : undefined;
+    const under = k === undefined ? [] : volumes.filter((w) => w.kname === k || g.above(w.kname).has(k));
+    kf.on = under.map((w) => w.dmName);
+    if (under.includes(v)) {
+      // kept, so its page-cache copy is dropped before the lock like any other's; never read after wake
+      warnings.push(
+        `volume ${v.dmName}: its crypttab key file ${kf.path} is on ${v.dmName} itself: it can't be read while ` +
+          `${v.dmName} is locked, so a passphrase is asked for after wake`,
+      );
+      continue;
+    }
+    for (const w of under) g.orderBefore(v.kname, w.kname);
+    if (!under.length) {
+      warnings.push(
+        `volume ${v.dmName}: its crypttab key file ${kf.path} stays readable while ${v.dmName} is locked: ` +
+          `whoever takes the sleeping machine can unlock it; remove the key file or keep it on a locked volume`,
+      );
+    }
+  }
+
   // Top-down: the higher a volume sits in the stack (an image file's volume above the one holding the file), the
   // earlier it is locked.
   const lock = [...volumes].sort((a, b) => g.height(a.kname) - g.height(b.kname) || a.dmName.localeCompare(b.dmName));
@@ -378,25 +477,6 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       warnings.push(
         `swap ${s} is on ${on.map((v) => v.dmName).join(", ")}, which will be locked: nothing may page out while ` +
           `it is locked (cryptsleep disables swap for itself); swapoff it before sleeping or use a random-key swap`,
-      );
-    }
-  }
-
-  // crypttab key files: a key file outside the locked volumes unlocks them for anyone holding the machine.
-  for (const v of lock) {
-    const keyFile = v.crypttab?.keyFile;
-    if (!keyFile) continue;
-    const k = keyFile.startsWith("/") ? await g.deviceOfPath(keyFile) : undefined;
-    const holder = k === undefined ? undefined : lock.find((o) => dependsOn.get(o.kname)!.has(k));
-    if (holder) {
-      warnings.push(
-        `volume ${v.dmName}: its crypttab key file ${keyFile} is on ${holder.dmName}, which will be locked: ` +
-          `it can't be read on resume, so keep a passphrase keyslot`,
-      );
-    } else {
-      warnings.push(
-        `volume ${v.dmName}: its crypttab key file ${keyFile} stays readable while ${v.dmName} is locked: ` +
-          `whoever takes the sleeping machine can unlock it; remove the key file or keep it on a locked volume`,
       );
     }
   }

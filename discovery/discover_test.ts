@@ -62,7 +62,34 @@ Deno.test("LUKS on LVM: two volumes on LVs, key file on the locked root", async 
   assert.deepEqual(vol(p, "crypthome").above, []);
   assert.deepEqual(vol(p, "crypthome").mounts.map((m) => [m.mountpoint, m.fstype]), [["/home", "xfs"]]);
   assert.equal(p.maxArgon2MemoryKiB, 16384);
-  warned(p, "crypthome", "/etc/keys/home.key", "on cryptroot, which will be locked");
+  assert.deepEqual(vol(p, "crypthome").keyFile, { path: "/etc/keys/home.key", offset: 0, on: ["cryptroot"] });
+  assert.ok(!p.warnings.some((w) => w.includes("home.key")), "a key file on a locked volume is no warning");
+});
+
+Deno.test("key files: on the locked root (unlocked first, whatever the names), on a USB stick, on itself", async () => {
+  const p = await planOf("keyfiles");
+  // zdata's key file is on cryptroot: cryptroot is unlocked before it although "zdata" sorts after it
+  assert.ok(names(p, "unlock").indexOf("cryptroot") < names(p, "unlock").indexOf("zdata"), `${names(p, "unlock")}`);
+  assert.deepEqual(vol(p, "zdata").keyFile, {
+    path: "/etc/keys/zdata.key",
+    offset: 16,
+    size: 64,
+    keyslot: 1,
+    on: ["cryptroot"],
+  });
+  assert.deepEqual(vol(p, "archive").keyFile, {
+    path: "/archive.key",
+    device: "LABEL=KEYS",
+    offset: 0,
+    keyslot: 2,
+    on: [],
+  });
+  // the initramfs' key file on the root itself can't be read while the root is locked: a passphrase instead
+  assert.deepEqual(vol(p, "cryptroot").keyFile?.on, ["cryptroot"]);
+  warned(p, "cryptroot", "/etc/keys/root.key", "on cryptroot itself", "passphrase");
+  assert.equal(vol(p, "legacy").keyFile, undefined);
+  warned(p, "legacy", "keyscript", "passphrase");
+  assert.ok(!p.warnings.some((w) => w.includes("zdata") || w.includes("archive")), `${p.warnings}`);
 });
 
 Deno.test("two disks + stacked LUKS + loop: top-down lock order, reverse unlock", async () => {

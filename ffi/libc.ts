@@ -38,6 +38,8 @@ export const O_DIRECTORY = arm ? 0o40000 : 0o200000;
 /** open(2): close the fd in exec'd children. */
 export const O_CLOEXEC = 0o2000000;
 
+/** mount(2): read-only. */
+export const MS_RDONLY = 1;
 /** mount(2): ignore set-user-ID bits. */
 export const MS_NOSUID = 2;
 /** mount(2): no device nodes. */
@@ -289,7 +291,9 @@ const l = Deno.dlopen(${JSON.stringify(LIBC)}, {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   syncfs: { parameters: ["i32"], result: "i32" },
   pread: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
 });
+const POSIX_FADV_DONTNEED = 4;
 const en = () => new Deno.UnsafePointerView(l.symbols.__errno_location()).getInt32();
 self.onmessage = (ev) => {
   const m = ev.data;
@@ -321,6 +325,26 @@ self.onmessage = (ev) => {
     else {
       const r = Number(l.symbols.pread(fd, aligned, BigInt(m.size), BigInt(m.offset)));
       res = r < 0 ? { call: "pread", errno: en() } : { ok: true, value: r };
+      l.symbols.close(fd);
+    }
+  } else if (m.op === "readKey" || m.op === "dropCache") {
+    // read(2) straight into the caller's C memory, then the file's clean pages out of the page cache: the only
+    // copy left is the caller's
+    const fd = l.symbols.open(m.path, m.flags, 0);
+    if (fd < 0) res = { call: "open", errno: en() };
+    else {
+      let got = 0;
+      res = { ok: true, value: 0 };
+      while (m.op === "readKey" && got < m.max) {
+        const to = Deno.UnsafePointer.create(BigInt(m.pointer) + BigInt(got));
+        const r = Number(l.symbols.pread(fd, to, BigInt(m.max - got), BigInt(m.offset + got)));
+        if (r < 0) { const e = en(); if (e === 4) continue; res = { call: "pread", errno: e }; break; }
+        if (r === 0) break;
+        got += r;
+      }
+      if (res.ok) res.value = got;
+      const a = l.symbols.posix_fadvise(fd, 0n, 0n, POSIX_FADV_DONTNEED);
+      if (a !== 0 && res.ok && m.op === "dropCache") res = { call: "posix_fadvise", errno: a };
       l.symbols.close(fd);
     }
   } else res = { call: m.op, errno: 22 };
@@ -372,6 +396,24 @@ export async function readBlockDirect(path: string, offset: number, size: number
   });
   if (!r.ok) throw new SysError(r.call, r.errno, { subject: path });
   return r.value ?? 0;
+}
+
+/**
+ * Reads up to `max` bytes of `path` from `offset` straight into C memory at `into` (a `crypt_safe_alloc` buffer: a
+ * key file's bytes never pass through JS), on a worker thread, then drops the file's clean pages from the page
+ * cache. Returns how many bytes were read (fewer at the end of the file).
+ */
+export async function readInto(path: string, into: Deno.PointerObject, offset: number, max: number): Promise<number> {
+  const pointer = Deno.UnsafePointer.value(into).toString();
+  const r = await inWorker({ op: "readKey", path: cstr(path), flags: O_RDONLY | O_CLOEXEC, pointer, offset, max });
+  if (!r.ok) throw new SysError(r.call, r.errno, { subject: path });
+  return r.value ?? 0;
+}
+
+/** Drops the clean pages of `path` from the page cache (posix_fadvise DONTNEED), on a worker thread. */
+export async function dropPageCache(path: string): Promise<void> {
+  const r = await inWorker({ op: "dropCache", path: cstr(path), flags: O_RDONLY | O_CLOEXEC });
+  if (!r.ok) throw new SysError(r.call, r.errno, { subject: path });
 }
 
 /** write(2) all of `bytes` to `fd` on a worker thread (e.g. "mem" to /sys/power/state). Not for secrets. */

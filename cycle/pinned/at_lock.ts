@@ -165,7 +165,7 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
     using device = CryptDevice.init(ctx.lib, hostPath(record.header));
     device.load();
     try {
-      unlocked = await device.volumeKeyGet(-1, secret.buffer, secret.length);
+      unlocked = await device.volumeKeyGet(secret.keyslot ?? -1, secret.buffer, secret.length);
     } catch (err) {
       if (err instanceof SysError && err.code === "EPERM") return false;
       throw err;

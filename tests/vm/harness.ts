@@ -122,7 +122,8 @@ async function connectUnix(path: string, timeoutMs = 10_000): Promise<Deno.Conn>
   }
 }
 
-async function makeExt4(dir: string, image: string, label: string): Promise<void> {
+/** Makes an ext4 image of `dir`'s files, labelled `label`. */
+export async function makeExt4(dir: string, image: string, label: string): Promise<void> {
   let bytes = 0;
   const walk = (d: string) => {
     for (const e of Deno.readDirSync(d)) {
@@ -518,6 +519,33 @@ export class VM implements AsyncDisposable {
       if (!this.console.slice(Math.max(after, mark)).includes(text)) return typedAt;
     }
     throw new Error("answerPrompt: the answer was echoed (and flushed) six times; the prompt never took input");
+  }
+
+  /**
+   * Plugs a disk image in as a virtio disk while the guest runs (ACPI PCI hotplug: the kernel alone takes it, no
+   * udev needed). `id` names it for {@linkcode VM.unplugDisk}.
+   */
+  async plugDisk(id: string, image: string, opts: { readOnly?: boolean } = {}): Promise<void> {
+    const readOnly = opts.readOnly ?? true;
+    await this.qmp("blockdev-add", {
+      "node-name": id,
+      driver: "raw",
+      "read-only": readOnly,
+      file: { driver: "file", filename: image, "read-only": readOnly },
+    });
+    await this.qmp("device_add", { driver: "virtio-blk-pci", drive: id, id });
+  }
+
+  /** Unplugs a disk {@linkcode VM.plugDisk} plugged in; waits until the guest let go of it. */
+  async unplugDisk(id: string, timeoutMs = 120_000): Promise<void> {
+    const from = this.events.length;
+    await this.qmp("device_del", { id });
+    await this.waitFor(
+      () => this.events.slice(from).find((e) => e.event === "DEVICE_DELETED" && JSON.stringify(e.data).includes(id)),
+      timeoutMs,
+      `unplugDisk(${id})`,
+    );
+    await this.qmp("blockdev-del", { "node-name": id });
   }
 
   /** QMP system_wakeup (resume from S3). */

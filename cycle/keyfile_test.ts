@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { probeFs } from "./keyfile.ts";
+
+async function run(cmd: string, ...args: string[]): Promise<void> {
+  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  assert.ok(r.success, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+}
+
+/** A sparse image of `mib` MiB made by `mkfs` (the real tools: what a USB stick carries). */
+async function image(dir: string, name: string, mib: number, mkfs: string, ...args: string[]): Promise<string> {
+  const path = join(dir, name);
+  await Deno.writeFile(path, new Uint8Array());
+  await Deno.truncate(path, mib << 20);
+  await run(mkfs, ...args, path);
+  return path;
+}
+
+Deno.test("probeFs reads the UUID and label of ext4 and FAT (12/16 and 32) as blkid shows them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const ext4 = await image(
+      dir,
+      "ext4",
+      8,
+      "mke2fs",
+      "-q",
+      "-F",
+      "-t",
+      "ext4",
+      "-L",
+      "CSKEY",
+      "-U",
+      "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+    );
+    assert.deepEqual(await probeFs(ext4), {
+      type: "ext4",
+      uuid: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+      label: "CSKEY",
+    });
+    const fat16 = await image(dir, "fat16", 16, "mkfs.fat", "-F", "16", "-n", "KEYS", "-i", "1a2b3c4d");
+    assert.deepEqual(await probeFs(fat16), { type: "vfat", uuid: "1A2B-3C4D", label: "KEYS" });
+    const fat32 = await image(dir, "fat32", 40, "mkfs.fat", "-F", "32", "-i", "00ff00aa");
+    assert.deepEqual(await probeFs(fat32), { type: "vfat", uuid: "00FF-00AA", label: "" });
+    const blank = join(dir, "blank");
+    await Deno.writeFile(blank, new Uint8Array(4096));
+    assert.equal(await probeFs(blank), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
