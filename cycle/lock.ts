@@ -21,7 +21,8 @@ import * as dm from "../ffi/devmapper.ts";
 import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import type { Volume } from "../discovery/mod.ts";
 import { type AgentContext, warnUser } from "./context.ts";
-import { detachedHeader } from "./unlock.ts";
+import type { Job } from "./job.ts";
+import { hostPath } from "../chroot/enter.ts";
 import { forgetKeyFiles } from "./keyfile.ts";
 import {
   finishInterruptedReopen,
@@ -49,7 +50,8 @@ export async function lockVolumes(ctx: AgentContext): Promise<LockResult[]> {
   return results;
 }
 
-async function lockVolume(ctx: AgentContext, volume: Volume): Promise<LockResult> {
+/** Locks one volume (and what is stacked above it) and checks it; also used to lock again before a second sleep. */
+export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<LockResult> {
   finishInterruptedReopen(volume, ctx.log);
   for (const above of volume.above) dm.suspend(above, { lockfs: true });
   const pinned = (await pinnedKeys(volume.uuid)).length > 0;
@@ -84,4 +86,9 @@ async function lockVolume(ctx: AgentContext, volume: Volume): Promise<LockResult
   if (swapped) ctx.timeline.appendFact("releasedAtLock", volume.dmName);
   ctx.log(`locked ${volume.dmName}${swapped ? " (table swapped)" : ""}${stillPinned ? " (key still pinned)" : ""}`);
   return { dmName: volume.dmName, stillPinned };
+}
+
+/** The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. */
+export function detachedHeader(_job: Job, volume: Volume): string | undefined {
+  return volume.header.detached ? hostPath(volume.header.path) : undefined;
 }

@@ -31,8 +31,6 @@ import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
 import { type AgentContext, say, warnUser } from "./context.ts";
-import { hostPath } from "../chroot/enter.ts";
-import type { Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
 import {
   finishInterruptedReopen,
@@ -43,7 +41,8 @@ import {
   unlockSwapped,
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
-import { findKeyDevice, readKeyFile } from "./keyfile.ts";
+import { findKeyDevice, forgetKeyFiles, readKeyFile } from "./keyfile.ts";
+import { detachedHeader, lockVolume } from "./lock.ts";
 
 /** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
 const RECOVERY_TRIES = 5;
@@ -53,7 +52,7 @@ const RECOVERY_TRIES = 5;
  * stop the others; the failures are thrown together at the end.
  */
 export async function unlockAll(ctx: AgentContext): Promise<void> {
-  const failed: Error[] = [];
+  let failed: Error[] = [];
   // no echo from the first prompt to the last: what is typed while a passphrase is tried is not shown (and the
   // next prompt drops it, zeroed)
   try {
@@ -62,11 +61,20 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
     ctx.log(`console: ${messages(err).join("; ")}`);
   }
   try {
-    for (const volume of ctx.job.plan.unlock) {
-      try {
-        await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
-      } catch (err) {
-        failed.push(err as Error);
+    for (let pass = true; pass;) {
+      pass = false;
+      failed = [];
+      for (const volume of ctx.job.plan.unlock) {
+        try {
+          await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
+        } catch (err) {
+          if (!(err instanceof Relocked)) {
+            failed.push(err as Error);
+            continue;
+          }
+          pass = true; // slept again with everything locked again: start over from the bottom
+          break;
+        }
       }
     }
   } finally {
@@ -88,6 +96,7 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
     try {
       return await unlockVolume(ctx, volume);
     } catch (err) {
+      if (err instanceof Relocked) throw err;
       say(ctx, `cryptsleep: ${messages(err).join("; ")}\n`);
       if (++errors < RECOVERY_TRIES) {
         await new Promise((r) => setTimeout(r, 1000));
@@ -108,6 +117,7 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
 
 /** Unlocks one volume by what it sees: resumed, rebuilt after a table swap, or left alone when not locked. */
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
+  let relocked = false;
   try {
     finishInterruptedReopen(volume, ctx.log);
     if (isSwapped(volume)) {
@@ -124,10 +134,14 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
       }
       await thawAfterFailedSwap(volume);
     }
+  } catch (err) {
+    relocked = err instanceof Relocked;
+    throw err;
   } finally {
     // whatever failed below them, the devices stacked above are resumed: their own I/O (an LV on another
-    // volume, swap) must not stay blocked behind a thawed userspace
-    resumeAbove(volume);
+    // volume, swap) must not stay blocked behind a thawed userspace; after a sleep that locked all again, the
+    // unlock starts over and resumes them in turn
+    if (!relocked) resumeAbove(volume);
   }
   await readBlockDirect(volume.device, 0, 4096);
   ctx.log(`unlocked ${volume.dmName}`);
@@ -291,30 +305,63 @@ async function afterTriesUsedUp(ctx: AgentContext, volume: Volume): Promise<void
   say(ctx, `cryptsleep: ${why}: it stays locked and the machine frozen; asking again.\n`);
 }
 
+/** The unlock slept again after locking again what it had unlocked: it starts over after the wake. */
+class Relocked extends Error {
+  constructor(readonly volumes: string[]) {
+    super(`locked again for a sleep: ${volumes.join(", ")}`);
+    this.name = "Relocked";
+  }
+}
+
 /**
- * Suspends again with everything still locked and frozen, as the sleep phase does; back after the next wake. A
- * kernel that refuses is said on the console: the prompt comes again either way.
+ * Suspends again, back after the next wake, as the sleep phase does, with everything frozen and locked: volumes this
+ * unlock already opened are locked again and the passphrases typed so far forgotten, so neither a key nor a
+ * passphrase sleeps in RAM. Then it throws {@linkcode Relocked} when it locked any (the unlock starts over), or
+ * returns (the same prompt comes again). A kernel that refuses to sleep is said on the console; the prompt comes
+ * again either way.
  */
 async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise<void> {
-  // the unlock goes bottom-up: volumes unlocked before this one keep their keys in RAM through this sleep
-  const open = ctx.job.plan.unlock.filter((v) => {
+  ctx.secrets.forget();
+  const relocked: string[] = [];
+  const open: string[] = [];
+  await forgetKeyFiles(ctx);
+  for (const v of ctx.job.plan.lock.filter(isOpen)) {
     try {
-      return !dm.info(v.dmName).suspended && !isSwapped(v);
-    } catch {
-      return false;
+      await lockVolume(ctx, v);
+      relocked.push(v.dmName);
+    } catch (err) {
+      // sleeping all the same is kinder than staying awake in a bag: said, and in the report
+      open.push(v.dmName);
+      say(ctx, `cryptsleep: ${v.dmName} could not be locked again: ${messages(err).join("; ")}\n`);
     }
-  }).map((v) => v.dmName);
-  const locked = open.length ? `still locked but for ${open.join(", ")} (its key stays in RAM)` : "still locked";
+  }
+  const locked = open.length
+    ? `locked but for ${open.join(", ")} (its key stays in RAM)`
+    : relocked.length
+    ? "all locked again"
+    : "still locked";
   say(ctx, `cryptsleep: ${said}: suspending again, ${locked}.\n`);
   ctx.log(`${said}: suspending again, ${locked}`);
+  const fact: Record<string, unknown> = { why, relocked, keptOpen: open };
   try {
     const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
-    ctx.timeline.appendFact("sleptAgain", { why, sleptMs: slept.sleptMs });
+    fact.sleptMs = slept.sleptMs;
   } catch (err) {
     say(ctx, `cryptsleep: ${messages(err).join("; ")}\n`);
-    ctx.timeline.appendFact("sleptAgain", { why, error: messages(err).join("; ") });
+    fact.error = messages(err).join("; ");
   } finally {
+    ctx.timeline.appendFact("sleptAgain", fact);
     await restoreSleepKnobs(ctx.job.knobs).catch((err) => ctx.timeline.warn(messages(err).join("; ")));
+  }
+  if (relocked.length) throw new Relocked(relocked);
+}
+
+/** The volume is live: unlocked, by this unlock or never locked (a lock that failed before it). */
+function isOpen(v: Volume): boolean {
+  try {
+    return !dm.info(v.dmName).suspended && !isSwapped(v);
+  } catch {
+    return false;
   }
 }
 
@@ -327,9 +374,4 @@ async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): P
     if (err instanceof SysError && err.code === "EPERM") return false;
     throw err;
   }
-}
-
-/** The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. */
-export function detachedHeader(_job: Job, volume: Volume): string | undefined {
-  return volume.header.detached ? hostPath(volume.header.path) : undefined;
 }

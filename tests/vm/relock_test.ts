@@ -1,0 +1,61 @@
+/**
+ * Suspending again part way through the unlock. The root opens with the guest's passphrase; the data volume only with
+ * another one. After the root is unlocked, Esc at the data volume's prompt suspends again: everything must be locked
+ * again for that sleep — no key half of the root, and no copy of the passphrase typed for it, in RAM while asleep —
+ * and after the next wake both are asked for again. Before 2026-11-30 the root stayed unlocked through that sleep
+ * (its key in RAM) and its passphrase stayed in the cycle's memory, kept to try on later volumes.
+ * The guest boots with init_on_free=1: freed memory holds no stale copy, so a hit is a live one.
+ */
+import assert from "node:assert/strict";
+import { answerPrompt, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { boot, keyHalves, openDataDisk, volumeKey } from "./harness.ts";
+
+const enc = new TextEncoder();
+
+Deno.test({
+  name: "suspending again part way through the unlock locks again what was unlocked and forgets its passphrase",
+  ...SLOW,
+  fn: async () => {
+    await using vm = await boot({ dataDisk: true, cmdline: "init_on_free=1" });
+    const rootKey = keyHalves(await volumeKey(vm, "/dev/vda"));
+    const dataKey = keyHalves(await volumeKey(vm, "/dev/vdc"));
+    await openDataDisk(vm);
+    // the data volume gets a passphrase of its own; the guest's no longer opens it
+    const other = `other-${crypto.randomUUID().slice(0, 8)}`;
+    const add = await vm.sh(
+      `printf %s '${other}' > /run/other.key && ` +
+        "cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 /dev/vdc /run/other.key",
+      {
+        timeoutMs: 120_000,
+        interact: [{ expect: /Enter any existing passphrase:/, send: vm.guest.passphrase + "\n" }],
+      },
+    );
+    assert.equal(add.code, 0, add.out);
+    const kill = await vm.sh(
+      "cryptsetup luksKillSlot --batch-mode --key-file /run/other.key /dev/vdc 0; " +
+        "r=$?; rm /run/other.key; [ $r = 0 ]",
+    );
+    assert.equal(kill.code, 0, kill.out);
+
+    const from = vm.console.length;
+    await startSuspend(vm);
+    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.wake();
+    await answerPrompt(vm); // the root
+    await vm.waitForConsole(/Unlocking root \.* unlocked\./, 300_000);
+    await vm.waitForConsole(/Passphrase to unlock data \S+/, 300_000);
+    await vm.type("\x1b");
+    await vm.waitForEvent("SUSPEND", 300_000);
+    const hits = await vm.searchRam([...rootKey, ...dataKey, enc.encode(vm.guest.passphrase)]);
+    assert.deepEqual(hits, [0, 0, 0, 0, 0], "asleep again: no key half, no passphrase in RAM");
+    await vm.wake();
+    await answerPrompt(vm); // the root again
+    await vm.waitForConsole(/Passphrase to unlock data \S+/, 300_000);
+    await vm.type(`${other}\n`);
+    assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
+    const text = vm.console.slice(from);
+    assert.match(text, /Esc: suspending again, all locked again\./, text);
+    const ok = await vm.sh("cat /proc/mounts | grep -c ' /mnt/data ' && ls /mnt/data >/dev/null && echo fine");
+    assert.match(ok.out, /fine/, ok.out);
+  },
+});
