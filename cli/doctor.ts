@@ -18,6 +18,7 @@
  * @module
  */
 import { Console } from "../ffi/tty.ts";
+import { kernelSerialConsoles } from "../cycle/consoles.ts";
 import { type Command, Option } from "commander";
 import { join } from "node:path";
 import type { Plan } from "../discovery/mod.ts";
@@ -253,7 +254,9 @@ async function checkConsole(root: string): Promise<Check> {
     if (root !== "/") return { status: "ok", name: "console", detail: "/dev/tty0 present" };
     try {
       const vt = Console.queryFreeVt();
-      if (vt !== null) return { status: "ok", name: "console", detail: `VT ${vt} is free for the prompt` };
+      const serial = kernelSerialConsoles();
+      const also = serial.length ? `, and ${serial.join(", ")} (console=) gets the same prompt` : "";
+      if (vt !== null) return { status: "ok", name: "console", detail: `VT ${vt} is free for the prompt${also}` };
       return {
         status: "warn",
         name: "console",

@@ -14,7 +14,7 @@
  * ```
  */
 import type { Libcryptsetup } from "../ffi/libcryptsetup.ts";
-import type { Console } from "../ffi/tty.ts";
+import type { Consoles } from "./consoles.ts";
 import type { Root } from "../chroot/root.ts";
 import type { OwnCgroup } from "../cgroup/own.ts";
 import type { Supervisor } from "./start.ts";
@@ -29,8 +29,8 @@ export interface AgentContext {
   job: Job;
   /** libcryptsetup, loaded (and pinned) before the freeze. */
   lib: Libcryptsetup;
-  /** Where prompts and warnings go; opened before the freeze. */
-  console: Console;
+  /** Where prompts and warnings go (every console at once); opened before the freeze. */
+  console: Consoles;
   /** Passphrases typed during this unlock; forgotten (zeroed) when the unlock ends. */
   secrets: Secrets;
   /** Phases, warnings and facts of this cycle. */
@@ -65,7 +65,7 @@ export interface OuterContext {
   /** Set by the spawn phase; handed the job by the supervisor phase. */
   supervisor?: Supervisor;
   /** Set by the supervisor phase: where the prompts go; the supervisor opens the same one. */
-  console?: Console;
+  console?: Consoles;
   /** Set by the agent phase: whether its phases and their undos all went well. */
   ok?: boolean;
 }

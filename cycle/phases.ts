@@ -227,7 +227,7 @@ const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
     // the console first: the supervisor opens the same one, and the phases before it is ready may write to it
     const console = ctx.console = openConsole(ctx.job!);
     try {
-      await ctx.supervisor!.handOver(ctx.job!, console.path, console.previousVt);
+      await ctx.supervisor!.handOver(ctx.job!, console.refs);
       return ctx.supervisor!;
     } catch (err) {
       console[Symbol.dispose]();
@@ -238,8 +238,8 @@ const supervisorPhase: CyclePhase<OuterContext, Supervisor> = {
   detail: (s) => ({ pid: s.pid }),
   describe: (job) =>
     lines(
-      `would open ${job.options.console ?? "a newly allocated VT"} and hand the supervisor the job: it opens the ` +
-        "same console, pins itself in RAM, chroots into the root and waits; if cryptsleep suspend dies it unlocks " +
+      `would open ${job.options.console ?? "a newly allocated VT and the kernel's serial consoles"} and hand the ` +
+        "supervisor the job: it opens the same consoles, pins itself in RAM, chroots into the root and waits; if cryptsleep suspend dies it unlocks " +
         "and thaws",
     ),
   undo: {

@@ -18,7 +18,7 @@
  * ```
  */
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
-import type { Console } from "../ffi/tty.ts";
+import type { Consoles } from "./consoles.ts";
 
 /** Longest passphrase accepted, as cryptsetup's own default (512 chars + newline). */
 export const MAX_PASSPHRASE = 513;
@@ -38,7 +38,7 @@ export class Secrets implements Disposable {
   /** Typed so far, oldest first. */
   readonly entered: Secret[] = [];
   /** `console`: where {@linkcode Secrets.ask} prompts. */
-  constructor(readonly console: Console) {}
+  constructor(readonly console: Pick<Consoles, "readSecret">) {}
 
   /**
    * Prompts on the console; the typed bytes go straight into safe memory. Esc, or nothing typed within `idleMs`,

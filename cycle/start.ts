@@ -3,9 +3,9 @@
  * The supervisor, from `cryptsleep suspend`'s side. It is started right after the claim, inside the cycle's own
  * cgroup (no swap) and before preflight, as the same program with `supervise`, so its runtime starts while the cycle
  * reads the plan. Once preflight has a job, the job
- * goes to it as one JSON line on its stdin, then the console's path (opened by `cryptsleep suspend`); a cycle that
+ * goes to it as one JSON line on its stdin, then the consoles (one JSON line, opened by `cryptsleep suspend`); a cycle that
  * stops before (refused) says `cancel` instead, and it exits having done nothing. Handed a job, it opens that
- * console too, pins itself (chroot/pin.ts), chroots into the cycle's root and says `ready` on its stdout. From then
+ * consoles too, pins itself (chroot/pin.ts), chroots into the cycle's root and says `ready` on its stdout. From then
  * on its stdin is its watch: `done` lets it go; the end of the pipe without `done` means `cryptsleep suspend` died,
  * and the supervisor undoes the agent's phases.
  *
@@ -14,13 +14,14 @@
  * import { spawnSupervisor } from "./start.ts";
  * declare const job: import("./job.ts").Job; // from preflight
  * const supervisor = spawnSupervisor("/usr/lib/cryptsleep/cryptsleep.js"); // first, while preflight runs
- * await supervisor.handOver(job, "/dev/tty8");
+ * await supervisor.handOver(job, [{ path: "/dev/tty8", previousVt: 1 }]);
  * await supervisor.ready();
  * console.log(supervisor.pid);
  * await supervisor.dismiss();
  * ```
  */
 import { Console } from "../ffi/tty.ts";
+import { type ConsoleRef, Consoles, kernelSerialConsoles } from "./consoles.ts";
 import { RefusedError } from "./errors.ts";
 import { DIE_AT_ENV } from "./runner.ts";
 import type { Job } from "./job.ts";
@@ -40,10 +41,10 @@ export interface Supervisor {
   /** Its process id (the own phase moves it into the tool's cgroup). */
   pid: number;
   /**
-   * Hands it the job and the console's path (with the VT to bring back, for a VT of its own): from then on it gets
-   * ready to take over.
+   * Hands it the job and the consoles (with the VT to bring back, for a VT of its own): from then on it gets ready
+   * to take over.
    */
-  handOver(job: Job, console: string, previousVt?: number | null): Promise<void>;
+  handOver(job: Job, consoles: ConsoleRef[]): Promise<void>;
   /** Waits until it is pinned and chrooted; throws if it has exited since. */
   ready(): Promise<void>;
   /**
@@ -116,10 +117,10 @@ export function spawnSupervisor(script: string | null): Supervisor {
   child.status.then(() => exited = true);
   return {
     pid: child.pid,
-    async handOver(job, console, previousVt) {
+    async handOver(job, consoles) {
       try {
         await say(JSON.stringify(job));
-        await say(previousVt ? `${console}\t${previousVt}` : console);
+        await say(JSON.stringify(consoles));
         handedOver = true;
       } catch (err) {
         await kill();
@@ -157,11 +158,12 @@ export function spawnSupervisor(script: string | null): Supervisor {
 }
 
 /**
- * The console the prompts go to: `--console`, or a newly allocated VT. Refused (before anything is locked) where
- * nobody could answer after wake: a pseudo-terminal, whose other end (a terminal emulator, sshd) is frozen with
- * userspace, or a VT that did not come to the front.
+ * The consoles the prompts go to: `--console`; or a newly allocated VT and, with it, each serial console the
+ * kernel's `console=` names (the first line typed on either wins). Refused (before anything is locked) where nobody
+ * could answer after wake: a pseudo-terminal, whose other end (a terminal emulator, sshd) is frozen with userspace,
+ * or a VT that did not come to the front (a serial console beside it is no excuse: on a laptop nobody sees it).
  */
-export function openConsole(job: Job): Console {
+export function openConsole(job: Job, serial = kernelSerialConsoles()): Consoles {
   const path = job.options.console;
   if (path) {
     if (isPty(path)) {
@@ -171,7 +173,7 @@ export function openConsole(job: Job): Console {
         "(/dev/ttyS0), or leave --console out for a VT of its own",
       ]);
     }
-    return Console.open(path);
+    return new Consoles([Console.open(path)]);
   }
   const con = Console.allocateVt();
   if (!con.switched) {
@@ -182,7 +184,13 @@ export function openConsole(job: Job): Console {
       "The prompt would be invisible after wake; release the lock, or give --console a terminal that shows",
     ]);
   }
-  return con;
+  const members = [con];
+  for (const p of serial) {
+    try {
+      members.push(Console.open(p));
+    } catch { /* a console= without the hardware: the VT serves */ }
+  }
+  return new Consoles(members);
 }
 
 /** Whether `path` is a pseudo-terminal's slave end (Unix 98 ptys: majors 136–143). */

@@ -39,9 +39,10 @@ const job = JSON.parse(await line());
 const console = await line();
 await Deno.stdout.write(new TextEncoder().encode("ready\\n"));
 const word = await line();
-Deno.exit(word === "done" && job.ramfsRoot === "/run/x" && console === "/dev/tty9" ? 0 : 7);`);
+const ok = console === JSON.stringify([{ path: "/dev/tty9", previousVt: 2 }]);
+Deno.exit(word === "done" && job.ramfsRoot === "/run/x" && ok ? 0 : 7);`);
   const s = spawnSupervisor(script);
-  await s.handOver(JOB, "/dev/tty9");
+  await s.handOver(JOB, [{ path: "/dev/tty9", previousVt: 2 }]);
   await s.ready();
   assert.equal(await s.dismiss(), true);
   assert.equal(await s.dismiss(), true, "a second dismiss only reports");
@@ -50,7 +51,7 @@ Deno.exit(word === "done" && job.ramfsRoot === "/run/x" && console === "/dev/tty
 Deno.test("spawnSupervisor: one that dies before it is ready fails ready(), naming its exit", async () => {
   const script = await standIn(`await line(); Deno.exit(3);`);
   const s = spawnSupervisor(script);
-  await s.handOver(JOB, "/dev/tty9");
+  await s.handOver(JOB, [{ path: "/dev/tty9" }]);
   await assert.rejects(s.ready(), /exited before it was ready \(code 3\)/);
   assert.equal(await s.dismiss(), false);
 });

@@ -27,7 +27,7 @@ import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { dieHereIfAsked, leftOf } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { CANCEL, DONE, lineReader, READY } from "./start.ts";
-import { Console } from "../ffi/tty.ts";
+import { type ConsoleRef, Consoles } from "./consoles.ts";
 import { ignoreStopSignals } from "./signals.ts";
 import { Timeline } from "./timeline.ts";
 import { readRecord, rearm } from "../systemd/watchdog.ts";
@@ -56,12 +56,10 @@ export async function supervise(): Promise<Outcome> {
   }
   const job = JSON.parse(first) as Job;
   const consoleLine = await readLine();
-  if (consoleLine === null) return failed(["supervise: no console path on stdin"]);
-  // "path" or, for the VT cryptsleep suspend allocated, "path<TAB>the VT to bring back"
-  const [consolePath, previousVt] = consoleLine.split("\t");
+  if (consoleLine === null) return failed(["supervise: no consoles on stdin"]);
   dieHereIfAsked("supervise:job");
-  // opened before anything is frozen, and kept: its saved termios is what a recovery restores
-  using console = previousVt ? Console.openVt(consolePath, Number(previousVt)) : Console.open(consolePath);
+  // opened before anything is frozen, and kept: their saved termios is what a recovery restores
+  using console = Consoles.open(JSON.parse(consoleLine) as ConsoleRef[]);
   using pinned = pinMappings();
   const inside = enterRoot(job.ramfsRoot);
   // the cycle's process may have died meanwhile (the pipe is broken): the watch below sees it and recovers

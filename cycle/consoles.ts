@@ -1,0 +1,200 @@
+/**
+ * @module
+ * Where the prompts go: one terminal, or several at once (a VT of its own and the serial console the kernel's
+ * `console=` names). Every message goes to each; a prompt is up on each and the first line typed on any wins, the
+ * others drop what was typed there, zeroed. A terminal that hangs up is left out, and the rest go on.
+ *
+ * @example
+ * ```ts
+ * import { Consoles } from "./consoles.ts";
+ * import { SafeBuffer } from "../ffi/safe_buffer.ts";
+ *
+ * using consoles = Consoles.open([{ path: "/dev/tty8", previousVt: 1 }, { path: "/dev/ttyS0" }]);
+ * using answer = SafeBuffer.alloc(513);
+ * const n = await consoles.readSecret(answer, { prompt: "Passphrase: " }); // typed on either
+ * console.log(n);
+ * ```
+ */
+import { Console, PromptLeft, type ReadSecretOptions } from "../ffi/tty.ts";
+import { SafeBuffer } from "../ffi/safe_buffer.ts";
+import { SysError } from "../ffi/errors.ts";
+
+/** A terminal as the supervisor opens it again: its path, and for a VT of its own the VT to bring back. */
+export interface ConsoleRef {
+  /** `/dev/ttyS0`, `/dev/tty8`. */
+  path: string;
+  /** For the VT cryptsleep allocated: the VT that was in front before. */
+  previousVt?: number;
+}
+
+/** Several terminals used as one. Dispose disposes each (a VT of its own brings the old VT back). */
+export class Consoles implements Disposable {
+  readonly #members: Console[];
+  /** Members that hung up or failed: left out of prompts and messages. */
+  readonly #gone = new Set<Console>();
+
+  /** `members`: the first is the main one (named first in messages). At least one. */
+  constructor(members: Console[]) {
+    if (!members.length) throw new Error("Consoles: no terminal");
+    this.#members = members;
+  }
+
+  /** Opens each of `refs`; one that cannot be opened is left out, unless none can. */
+  static open(refs: ConsoleRef[]): Consoles {
+    const opened: Console[] = [];
+    const errors: unknown[] = [];
+    for (const ref of refs) {
+      try {
+        opened.push(ref.previousVt ? Console.openVt(ref.path, ref.previousVt) : Console.open(ref.path));
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (!opened.length) throw errors.length === 1 ? errors[0] : new AggregateError(errors, "no console opens");
+    return new Consoles(opened);
+  }
+
+  /** What the supervisor needs to open the same terminals. */
+  get refs(): ConsoleRef[] {
+    return this.#members.map((c) => c.previousVt ? { path: c.path, previousVt: c.previousVt } : { path: c.path });
+  }
+
+  /** Their paths, for messages. */
+  get path(): string {
+    return this.#members.map((c) => c.path).join(" and ");
+  }
+
+  /** The members still answering. */
+  get live(): Console[] {
+    return this.#members.filter((c) => !this.#gone.has(c));
+  }
+
+  /** Writes on each; throws only when it reached none. */
+  write(text: string): void {
+    this.#each((c) => c.write(text));
+  }
+
+  /** {@linkcode Console.keepQuiet} on each. */
+  keepQuiet(on: boolean): void {
+    this.#each((c) => c.keepQuiet(on));
+  }
+
+  /** {@linkcode Console.holdSwitch} on each (a VT's; nothing on others). */
+  holdSwitch(): void {
+    for (const c of this.live) c.holdSwitch();
+  }
+
+  /** {@linkcode Console.releaseSwitch} on each. */
+  releaseSwitch(): void {
+    for (const c of this.#members) c.releaseSwitch();
+  }
+
+  /**
+   * {@linkcode Console.readSecret} on every live terminal at once; the first line wins and is copied into `buf`
+   * (C memory to C memory). Esc on any leaves ({@linkcode PromptLeft}); "idle" only once every terminal is idle, so
+   * somebody typing at one is not cut off by another nobody uses. A terminal that fails (hangs up) is left out; the
+   * error is thrown only when none is left.
+   */
+  async readSecret(buf: SafeBuffer, opts: ReadSecretOptions = {}): Promise<number> {
+    this.#revive();
+    const live = this.live;
+    if (!live.length) {
+      throw new SysError("read", 5, {
+        subject: this.path,
+        hint: "every console hung up; waiting for one to come back",
+      });
+    }
+    if (live.length === 1) return await this.#readOne(live[0], buf, opts);
+    const stop = new AbortController();
+    const outer = () => stop.abort(opts.signal?.reason);
+    opts.signal?.addEventListener("abort", outer, { once: true });
+    const own = live.map(() => SafeBuffer.alloc(buf.size));
+    type Result = { i: number; n: number; ok: true } | { i: number; err: unknown; ok: false };
+    const pending = new Map<number, Promise<Result>>();
+    live.forEach((c, i) => {
+      const read = c.readSecret(own[i], { ...opts, signal: stop.signal });
+      pending.set(i, read.then((n): Result => ({ i, n, ok: true }), (err): Result => ({ i, err, ok: false })));
+    });
+    let idle = false;
+    let failure: unknown;
+    try {
+      opts.signal?.throwIfAborted();
+      while (pending.size) {
+        const r = await Promise.race(pending.values());
+        pending.delete(r.i);
+        if (r.ok) {
+          buf.view().set(own[r.i].view().subarray(0, r.n));
+          return r.n;
+        }
+        if (r.err instanceof PromptLeft && r.err.why === "idle") idle = true;
+        else if (r.err instanceof SysError && !stop.signal.aborted) {
+          this.#gone.add(live[r.i]);
+          failure = r.err;
+        } else throw r.err; // Esc, a line too long, an abort
+      }
+      throw idle ? new PromptLeft("idle") : failure;
+    } finally {
+      // the others stop and drop what was typed on them, zeroed
+      stop.abort();
+      await Promise.all(pending.values());
+      opts.signal?.removeEventListener("abort", outer);
+      for (const b of own) b[Symbol.dispose]();
+    }
+  }
+
+  /**
+   * Opens again, by path, a terminal that hung up (a USB serial adapter unplugged and plugged in again comes back
+   * under the same name: devtmpfs makes the node, udev is not needed). A VT comes back as a plain terminal.
+   */
+  #revive(): void {
+    for (const old of [...this.#gone]) {
+      try {
+        const fresh = Console.open(old.path);
+        this.#members[this.#members.indexOf(old)] = fresh;
+        this.#gone.delete(old);
+        old[Symbol.dispose]();
+      } catch { /* not back yet */ }
+    }
+  }
+
+  async #readOne(c: Console, buf: SafeBuffer, opts: ReadSecretOptions): Promise<number> {
+    try {
+      return await c.readSecret(buf, opts);
+    } catch (err) {
+      if (err instanceof SysError) this.#gone.add(c); // the next prompt opens it again if it came back
+      throw err;
+    }
+  }
+
+  #each(fn: (c: Console) => void): void {
+    const errors: unknown[] = [];
+    const live = this.live;
+    for (const c of live) {
+      try {
+        fn(c);
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length === live.length) throw errors.length === 1 ? errors[0] : new AggregateError(errors);
+  }
+
+  /** Disposes each terminal. */
+  [Symbol.dispose](): void {
+    for (const c of this.#members) c[Symbol.dispose]();
+  }
+}
+
+/**
+ * The serial (non-VT) consoles the kernel writes to (`/sys/class/tty/console/active`: `console=ttyS0` and the
+ * like), as `/dev` paths; VTs (`tty0`, `ttyN`) are left out: the prompt has a VT of its own.
+ */
+export function kernelSerialConsoles(sys = "/sys"): string[] {
+  let active: string;
+  try {
+    active = Deno.readTextFileSync(`${sys}/class/tty/console/active`);
+  } catch {
+    return [];
+  }
+  return active.trim().split(/\s+/).filter((n) => n && !/^tty\d*$/.test(n)).map((n) => `/dev/${n}`);
+}
