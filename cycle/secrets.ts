@@ -1,7 +1,8 @@
 /**
  * @module
- * Passphrases typed during one unlock: each lives in its own `crypt_safe_alloc` buffer, is tried on every
- * volume still locked (one passphrase usually opens them all), and is zeroed and freed when the unlock ends.
+ * Passphrases typed during one unlock: each lives in its own `crypt_safe_alloc` buffer. One that opened a volume is
+ * kept and tried on every volume still locked (one passphrase usually opens them all), and zeroed and freed when
+ * the unlock ends; a wrong one is zeroed at once.
  * None ever becomes a JS string.
  *
  * @example
@@ -15,6 +16,7 @@
  * const s = await secrets.ask("Passphrase for root: ");
  * using device = CryptDevice.initByName(Libcryptsetup.open(), "root");
  * await device.resumeByPassphrase("root", -1, s.buffer, s.length);
+ * secrets.keep(s); // it opened root: tried first on the next volume, zeroed with the others
  * ```
  */
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
@@ -33,15 +35,15 @@ export interface Secret {
   keyslot?: number;
 }
 
-/** The passphrases typed during one unlock; each is tried on every volume still locked. */
+/** The passphrases typed during one unlock; each that opened a volume is tried on every volume still locked. */
 export class Secrets implements Disposable {
-  /** Typed so far, oldest first. */
+  /** Typed so far and kept (each opened a volume), oldest first. */
   readonly entered: Secret[] = [];
   /** `console`: where {@linkcode Secrets.ask} prompts. */
   constructor(readonly console: Pick<Consoles, "readSecret">) {}
 
   /**
-   * Prompts on the console; the typed bytes go straight into safe memory. Esc, or nothing typed within `idleMs`,
+   * Prompts on the console; the typed bytes go straight into safe memory, the caller's to keep or dispose. Esc, or nothing typed within `idleMs`,
    * throws `PromptLeft` (ffi/tty.ts); `signal` aborts the prompt (what was typed is dropped, zeroed).
    */
   async ask(prompt: string, idleMs?: number, signal?: AbortSignal): Promise<Secret> {
@@ -49,16 +51,22 @@ export class Secrets implements Disposable {
     try {
       // the prompt is written once echo is off and old input flushed: what is typed after it is kept
       const length = await this.console.readSecret(buffer, { prompt, idleMs, signal });
-      const secret = { buffer, length };
-      this.entered.push(secret);
-      return secret;
+      return { buffer, length };
     } catch (err) {
       buffer[Symbol.dispose]();
       throw err;
     }
   }
 
-  /** Zeroes and frees every passphrase typed so far; later prompts start afresh. */
+  /**
+   * Keeps a passphrase that opened a volume, to try it first on the others; {@linkcode Secrets.forget} zeroes it.
+   * One not kept is the caller's to dispose.
+   */
+  keep(secret: Secret): void {
+    this.entered.push(secret);
+  }
+
+  /** Zeroes and frees every passphrase kept so far; later prompts start afresh. */
   forget(): void {
     for (const s of this.entered.splice(0)) s.buffer[Symbol.dispose]();
   }

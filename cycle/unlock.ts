@@ -31,7 +31,7 @@ import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Volume } from "../discovery/mod.ts";
 import { type AgentContext, say, warnUser } from "./context.ts";
-import type { Secret } from "./secrets.ts";
+import { MAX_PASSPHRASE, type Secret } from "./secrets.ts";
 import {
   finishInterruptedReopen,
   isSwapped,
@@ -187,17 +187,34 @@ async function untilPassphraseFits(
   const { maxTries } = ctx.job.options;
   const prompt = `Passphrase to unlock ${volume.dmName} (${volume.uuid})`;
   for (let wrong = 0;;) {
-    const secret = watch
-      ? await askOrKeyDevice(ctx, volume, `${prompt}, or insert ${volume.keyFile!.device}: `)
-      : await askOrSleep(ctx, `${prompt}: `);
+    let secret: Secret | "key device" | "too long";
+    try {
+      secret = watch
+        ? await askOrKeyDevice(ctx, volume, `${prompt}, or insert ${volume.keyFile!.device}: `)
+        : await askOrSleep(ctx, `${prompt}: `);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      secret = "too long"; // read to its end and zeroed: a wrong try, not an error
+    }
     if (secret === "key device") {
       watch = false; // one try: a device that does not fit would end every later prompt at once
       if (await keyFileFits(ctx, volume, fits)) return;
       continue;
     }
-    if (await trying(ctx, volume, () => fits(secret))) return;
+    if (secret !== "too long") {
+      const typed = secret;
+      const opened = await trying(ctx, volume, () => fits(typed)).catch((err) => {
+        typed.buffer[Symbol.dispose]();
+        throw err;
+      });
+      if (opened) return ctx.secrets.keep(typed); // tried first on the volumes after this one
+      typed.buffer[Symbol.dispose](); // a wrong one is not tried again anywhere
+    }
     wrong = wrong % maxTries + 1;
-    say(ctx, `No key available with this passphrase (${wrong}/${maxTries}).\n`);
+    const why = secret === "too long"
+      ? `longer than ${MAX_PASSPHRASE - 1} bytes`
+      : "No key available with this passphrase";
+    say(ctx, `${why} (${wrong}/${maxTries}).\n`);
     if (wrong === maxTries) await afterTriesUsedUp(ctx, volume);
   }
 }
