@@ -88,6 +88,13 @@ export function formatPlan(plan: Plan): string {
       ]),
     ]));
     out.push(`Unlock order: ${plan.unlock.map((v) => v.dmName).join(", ")}`);
+    const tokens = plan.unlock.flatMap((v) => (v.tokens ?? []).filter((t) => t.pin).map((t) => ({ v, t })));
+    if (tokens.length) {
+      out.push("Tokens (their PIN is asked for after wake, before the passphrase):");
+      for (const { v, t } of tokens) {
+        out.push(`  ${v.dmName}: ${t.type} token ${t.id} (keyslots ${t.keyslots.join(",")})`);
+      }
+    }
     const keyed = plan.unlock.filter((v) => v.keyFile);
     if (keyed.length) {
       out.push("Key files (read after wake, before any passphrase is asked; none is kept in RAM while asleep):");

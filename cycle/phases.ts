@@ -18,6 +18,7 @@
 import { mountRoot, type Root } from "../chroot/root.ts";
 import { enterRoot, type Inside } from "../chroot/enter.ts";
 import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
+import { loadTokenSupport } from "./tokens.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import { dropControllingTerminal, setpriority } from "../ffi/libc.ts";
@@ -279,6 +280,9 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
     // from here on the terminal it was started from must not stop it (a background read of the prompt) nor
     // interrupt it: it lets go of it, as the supervisor did with setsid
     if (dropControllingTerminal()) ctx.timeline.facts.droppedTerminal = true;
+    // a token's plugin and what it loads later live on the disks to lock: loaded now, so the pin holds them
+    const tokens = loadTokenSupport(ctx.lib, ctx.job!, (m) => ctx.timeline.appendFact("tokens", m));
+    for (const p of tokens.problems) ctx.timeline.warn(`token: ${p}; its volume's passphrase is asked for instead`);
     const pinned = stack.use(pinMappings());
     const inside = stack.use(enterRoot(ctx.job!.ramfsRoot));
     stack.move();

@@ -16,6 +16,7 @@
 import { enterRoot } from "../chroot/enter.ts";
 import { detachRoot } from "../chroot/root.ts";
 import { pinMappings } from "../chroot/pin.ts";
+import { loadTokenSupport } from "./tokens.ts";
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import { setpriority, setsid } from "../ffi/libc.ts";
 import type { AgentContext } from "./context.ts";
@@ -60,6 +61,8 @@ export async function supervise(): Promise<Outcome> {
   dieHereIfAsked("supervise:job");
   // opened before anything is frozen, and kept: their saved termios is what a recovery restores
   using console = Consoles.open(JSON.parse(consoleLine) as ConsoleRef[]);
+  // the same token plugins and libraries as the cycle's process, so its unlock can use them too
+  loadTokenSupport(lib, job, kmsg);
   using pinned = pinMappings();
   const inside = enterRoot(job.ramfsRoot);
   // the cycle's process may have died meanwhile (the pipe is broken): the watch below sees it and recovers

@@ -29,7 +29,8 @@ import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { PromptLeft } from "../ffi/tty.ts";
 import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
 import { SysError } from "../ffi/errors.ts";
-import type { Volume } from "../discovery/mod.ts";
+import type { LuksToken, Volume } from "../discovery/mod.ts";
+import { pinTokens, TOKEN_LABEL } from "./tokens.ts";
 import { type AgentContext, say, warnUser } from "./context.ts";
 import { MAX_PASSPHRASE, type Secret } from "./secrets.ts";
 import {
@@ -129,7 +130,12 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
         using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
         device.setKeyring(false);
         if (device.isSuspended(volume.dmName)) {
-          await untilPassphraseFits(ctx, volume, (secret) => tryResume(device, volume, secret));
+          await untilPassphraseFits(
+            ctx,
+            volume,
+            (secret) => tryResume(device, volume, secret),
+            (token, pin) => tryTokenResume(ctx, device, volume, token, pin),
+          );
         }
       }
       await thawAfterFailedSwap(volume);
@@ -176,11 +182,13 @@ async function untilPassphraseFits(
   ctx: AgentContext,
   volume: Volume,
   fits: (secret: Secret) => Promise<boolean>,
+  byToken?: (token: LuksToken, pin: Secret) => Promise<boolean>,
 ): Promise<void> {
   let watch = !!volume.keyFile?.device;
   // a key file on the volume itself (the initramfs' one) cannot be read while it is locked
   const ownKey = volume.keyFile?.on.includes(volume.dmName);
   if (volume.keyFile && !ownKey && await keyFileFits(ctx, volume, fits)) return;
+  if (byToken && await tokenFits(ctx, volume, byToken)) return;
   for (const secret of ctx.secrets.entered) {
     if (await trying(ctx, volume, () => fits(secret))) return;
   }
@@ -217,6 +225,38 @@ async function untilPassphraseFits(
     say(ctx, `${why} (${wrong}/${maxTries}).\n`);
     if (wrong === maxTries) await afterTriesUsedUp(ctx, volume);
   }
+}
+
+/**
+ * Asks for the PIN of each PIN token of the volume (a TPM2 token enrolled with `--tpm2-with-pin`) and tries it;
+ * Enter alone, or `maxTries` PINs that do not open it, go on to the passphrase (a recovery key is one). The PIN is
+ * zeroed after each try; an empty one is never handed to a plugin.
+ */
+async function tokenFits(
+  ctx: AgentContext,
+  volume: Volume,
+  byToken: (token: LuksToken, pin: Secret) => Promise<boolean>,
+): Promise<boolean> {
+  const { maxTries } = ctx.job.options;
+  for (const token of pinTokens(volume)) {
+    const label = TOKEN_LABEL[token.type] ?? token.type;
+    for (let wrong = 0; wrong < maxTries;) {
+      let pin: Secret;
+      try {
+        pin = await askOrSleep(ctx, `${label} PIN to unlock ${volume.dmName} (Enter alone: its passphrase): `);
+      } catch (err) {
+        if (!(err instanceof RangeError)) throw err;
+        say(ctx, `longer than ${MAX_PASSPHRASE - 1} bytes (${++wrong}/${maxTries}).\n`);
+        continue;
+      }
+      using _zeroed = pin.buffer;
+      if (pin.length === 0) return false;
+      if (await trying(ctx, volume, () => byToken(token, pin), ` with its ${label} token`)) return true;
+      say(ctx, `The ${label} token did not open it with this PIN (${++wrong}/${maxTries}).\n`);
+    }
+    say(ctx, `cryptsleep: ${maxTries} PINs did not open ${volume.dmName}; asking for its passphrase.\n`);
+  }
+  return false;
 }
 
 /** Reads and tries the key file; says why not when it cannot be read or does not fit. Its bytes are zeroed. */
@@ -378,6 +418,25 @@ function isOpen(v: Volume): boolean {
   try {
     return !dm.info(v.dmName).suspended && !isSwapped(v);
   } catch {
+    return false;
+  }
+}
+
+/** luksResume by the token with this PIN: false (and why, in the log) when it does not open the volume. */
+async function tryTokenResume(
+  ctx: AgentContext,
+  device: CryptDevice,
+  volume: Volume,
+  token: LuksToken,
+  pin: Secret,
+): Promise<boolean> {
+  try {
+    await device.resumeByTokenPin(volume.dmName, token.type, token.id, pin.buffer, pin.length);
+    return true;
+  } catch (err) {
+    // a wrong PIN (the TPM's authorization failed), a locked-out TPM, a missing device: the PIN prompt says which
+    ctx.log(`${volume.dmName}: token ${token.id}: ${messages(err).join("; ")}`);
+    if (!(err instanceof SysError) || err.code !== "EPERM") say(ctx, ` (${messages(err).join("; ")})`);
     return false;
   }
 }

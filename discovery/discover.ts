@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import { type LuksHeader, LuksHeaderError, readLuksHeader } from "./luks_header.ts";
+import { type LuksHeader, LuksHeaderError, type LuksToken, readLuksHeader } from "./luks_header.ts";
 import { devPathOf, lvmDmName, underRoot } from "../host/paths.ts";
 import { type MountEntry, mountOf, readMountinfo } from "../host/mountinfo.ts";
 import { type CrypttabEntry, readCrypttab, readSwaps } from "../host/proc.ts";
@@ -63,6 +63,8 @@ export interface Volume {
   crypttab?: { device: string; keyFile?: string; options: Record<string, string | true> };
   /** The key file its crypttab line names, tried after wake before a passphrase is asked for. */
   keyFile?: KeyFile;
+  /** Its LUKS2 tokens: one with a PIN is asked for after wake before the passphrase. */
+  tokens: LuksToken[];
 }
 
 /**
@@ -371,6 +373,7 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       devno: d.devno,
       suspended: dm.suspended,
       keyslots: [],
+      tokens: [],
     };
     if (entry) {
       vol.crypttab = { device: entry.device, options: entry.options };
@@ -394,6 +397,13 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       if (hdr) {
         vol.argon2MemoryKiB = hdr.maxArgon2MemoryKiB;
         vol.keyslots = hdr.keyslots.map((k) => ({ slot: k.slot, kdf: k.kdf.type, memoryKiB: k.kdf.memoryKiB }));
+        vol.tokens = hdr.tokens;
+        for (const t of hdr.tokens.filter((t) => !t.pin && t.type !== "luks2-keyring")) {
+          warnings.push(
+            `volume ${dm.name}: its ${t.type} token ${t.id} needs no PIN: it would unlock with nobody at the machine, ` +
+              `so it is not used after wake; the passphrase is asked for (enroll it with a PIN to use it)`,
+          );
+        }
         if (!vol.uuid) vol.uuid = hdr.uuid;
         else if (hdr.uuid.toLowerCase() !== vol.uuid) {
           warnings.push(`volume ${dm.name}: header at ${header.path} has UUID ${hdr.uuid}, dm says ${vol.uuid}`);

@@ -57,6 +57,20 @@ export interface LuksHeader {
   maxArgon2MemoryKiB: number;
   /** Notes about the header (a bad checksum on one copy, an unknown checksum algorithm). */
   notes: string[];
+  /** LUKS2 tokens (none for LUKS1). */
+  tokens: LuksToken[];
+}
+
+/** A LUKS2 token: a way to a keyslot's passphrase other than typing it (systemd's TPM2, FIDO2, PKCS#11). */
+export interface LuksToken {
+  /** Its number. */
+  id: number;
+  /** "systemd-tpm2", "systemd-fido2", "systemd-pkcs11", "luks2-keyring", … */
+  type: string;
+  /** The keyslots it opens. */
+  keyslots: number[];
+  /** It wants a PIN (`tpm2-pin`, `fido2-clientPin-required`, or a PKCS#11 token, which always asks). */
+  pin: boolean;
 }
 
 /** A header could not be read or is not LUKS. `code` is an errno name when the read failed. */
@@ -126,7 +140,16 @@ function parseLuks1(b: Uint8Array): LuksHeader {
       kdf: { type: "pbkdf2", memoryKiB: 0, time: dv.getUint32(off + 4), cpus: 1, hash },
     });
   }
-  return { version: 1, uuid: cString(b, 168, 40), label: "", hdrSize: 592, keyslots, maxArgon2MemoryKiB: 0, notes: [] };
+  return {
+    version: 1,
+    uuid: cString(b, 168, 40),
+    label: "",
+    hdrSize: 592,
+    keyslots,
+    maxArgon2MemoryKiB: 0,
+    notes: [],
+    tokens: [],
+  };
 }
 
 interface Luks2Copy {
@@ -176,10 +199,21 @@ async function parseLuks2Copy(area: Uint8Array): Promise<Luks2Copy> {
 }
 
 interface Luks2Json {
+  tokens?: Record<string, Record<string, unknown>>;
   keyslots?: Record<string, {
     type?: string;
     kdf?: { type?: string; memory?: number; time?: number; cpus?: number; iterations?: number; hash?: string };
   }>;
+}
+
+function luks2Tokens(json: string): LuksToken[] {
+  const meta = JSON.parse(json) as Luks2Json;
+  return Object.entries(meta.tokens ?? {}).map(([id, t]) => {
+    const type = String(t.type ?? "unknown");
+    const pin = t["tpm2-pin"] === true || t["fido2-clientPin-required"] === true || type === "systemd-pkcs11";
+    const keyslots = Array.isArray(t.keyslots) ? t.keyslots.map(Number) : [];
+    return { id: Number(id), type, keyslots, pin };
+  }).sort((a, b) => a.id - b.id);
 }
 
 function luks2Keyslots(json: string): LuksKeyslot[] {
@@ -257,8 +291,10 @@ export async function readLuksHeader(path: string): Promise<LuksHeader> {
     }
     const best = usable[0];
     let keyslots: LuksKeyslot[];
+    let tokens: LuksToken[];
     try {
       keyslots = luks2Keyslots(best.json);
+      tokens = luks2Tokens(best.json);
     } catch (e) {
       throw new LuksHeaderError(path, "EINVAL", `${path}: LUKS2 JSON area unparsable: ${(e as Error).message}`);
     }
@@ -270,6 +306,7 @@ export async function readLuksHeader(path: string): Promise<LuksHeader> {
       keyslots,
       maxArgon2MemoryKiB: keyslots.reduce((m, k) => Math.max(m, k.kdf.memoryKiB), 0),
       notes,
+      tokens,
     };
   } catch (e) {
     if (e instanceof LuksHeaderError) throw e;

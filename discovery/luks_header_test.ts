@@ -262,3 +262,40 @@ Deno.test("not LUKS, missing file: LuksHeaderError with errno name", async () =>
     assert.ok(missing.message.includes("ENOENT"));
   });
 });
+
+Deno.test("LUKS2 tokens: type, keyslots and whether a PIN is asked, as cryptsetup token import wrote them", async () => {
+  await withDir(async (dir, key) => {
+    const img = await image(dir, "t.img");
+    await cryptsetup(
+      "luksFormat",
+      "--batch-mode",
+      "--type",
+      "luks2",
+      "--key-file",
+      key,
+      "--pbkdf",
+      "pbkdf2",
+      "--pbkdf-force-iterations",
+      "1000",
+      img,
+    ); // deno-fmt-ignore
+    const tpm = { type: "systemd-tpm2", keyslots: ["0"], "tpm2-pin": true, "tpm2-blob": "AA==", "tpm2-pcrs": [7], "tpm2-policy-hash": "00" };
+    const bare = {
+      type: "systemd-tpm2",
+      keyslots: ["0"],
+      "tpm2-blob": "AA==",
+      "tpm2-pcrs": [],
+      "tpm2-policy-hash": "00",
+    };
+    for (const [id, json] of [[0, tpm], [3, bare]] as const) {
+      const file = join(dir, `token${id}.json`);
+      await Deno.writeTextFile(file, JSON.stringify(json));
+      await cryptsetup("token", "import", "--token-id", String(id), "--json-file", file, img);
+    }
+    const hdr = await readLuksHeader(img);
+    assert.deepEqual(hdr.tokens, [
+      { id: 0, type: "systemd-tpm2", keyslots: [0], pin: true },
+      { id: 3, type: "systemd-tpm2", keyslots: [0], pin: false },
+    ]);
+  });
+});

@@ -159,6 +159,20 @@ export class CryptDevice implements Disposable {
     await this.#async("crypt_suspend", dmName, (cd) => this.lib.sym.crypt_suspend(cd, name));
   }
 
+  /**
+   * `crypt_token_status`: what token `token` is. For an external token type (systemd's TPM2, FIDO2, PKCS#11) this
+   * loads its plugin (dlopen), which stays loaded for later token calls. "external": its plugin is loaded;
+   * "external-unknown": no plugin for it; "inactive": no such token.
+   */
+  tokenStatus(
+    token: number,
+  ): "inactive" | "internal" | "internal-unknown" | "external" | "external-unknown" | "invalid" {
+    const r = this.#sync("crypt_token_status", () => this.lib.sym.crypt_token_status(this.#ptr, token, null));
+    // enum crypt_token_info
+    return (["invalid", "inactive", "internal", "internal-unknown", "external", "external-unknown"] as const)[r] ??
+      "invalid";
+  }
+
   /** Load LUKS2 volume keys via the kernel keyring (default on) or directly into dm-crypt. Library-wide switch. */
   setKeyring(enabled: boolean): void {
     this.#sync(
@@ -198,8 +212,7 @@ export class CryptDevice implements Disposable {
   }
 
   /**
-   * luksResume through a LUKS2 token (libcryptsetup 2.5+); `pin` may be null. Resolves to the keyslot. Not called
-   * yet: kept for unlocking by LUKS2 tokens (the next issue).
+   * luksResume through a LUKS2 token (libcryptsetup 2.5+); `pin` may be null. Resolves to the keyslot.
    */
   resumeByTokenPin(
     dmName: string,

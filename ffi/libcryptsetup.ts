@@ -54,7 +54,8 @@ export type LibcryptsetupSymbol =
   | "crypt_safe_free"
   | "crypt_safe_memzero"
   | "crypt_activate_by_token_pin"
-  | "crypt_resume_by_token_pin";
+  | "crypt_resume_by_token_pin"
+  | "crypt_token_status";
 
 const SYMBOLS = {
   // CRYPTSETUP_2.0
@@ -85,18 +86,19 @@ const SYMBOLS = {
     nonblocking: true,
   },
   crypt_get_volume_key_size: { parameters: ["pointer"], result: "i32" },
+  crypt_token_status: { parameters: ["pointer", "i32", "buffer"], result: "i32" },
   // 2.3: probed only (preflight and doctor require them); SafeBuffer calls them through its own handle.
   crypt_safe_alloc: { parameters: ["usize"], result: "pointer", optional: true },
   crypt_safe_free: { parameters: ["pointer"], result: "void", optional: true },
   crypt_safe_memzero: { parameters: ["pointer", "usize"], result: "void", optional: true },
-  // CRYPTSETUP_2.4, kept for unlocking by LUKS2 token (next issue)
+  // CRYPTSETUP_2.4
   crypt_activate_by_token_pin: {
     parameters: ["pointer", "buffer", "buffer", "i32", "pointer", "usize", "pointer", "u32"],
     result: "i32",
     nonblocking: true,
     optional: true,
   },
-  // CRYPTSETUP_2.5, kept for unlocking by LUKS2 token (next issue)
+  // CRYPTSETUP_2.5: luksResume by a LUKS2 token
   crypt_resume_by_token_pin: {
     parameters: ["pointer", "buffer", "buffer", "i32", "pointer", "usize", "pointer"],
     result: "i32",

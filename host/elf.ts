@@ -1,7 +1,8 @@
 /**
  * Just enough ELF to answer what a shared object needs and provides, read from the file (no FFI, no loader): its
  * interpreter (PT_INTERP), the libraries it needs (DT_NEEDED) and where it looks for them (DT_RUNPATH, DT_RPATH),
- * its soname (DT_SONAME), and the symbol versions it defines (`.gnu.version_d`, reached through DT_VERDEF).
+ * its soname (DT_SONAME), the symbol versions it defines (`.gnu.version_d`, reached through DT_VERDEF), and the
+ * libraries it loads later with dlopen(3) as its `.note.dlopen` notes declare them (systemd's convention).
  *
  * Only 64-bit little-endian files (x86_64, aarch64): anything else reads as "not an ELF" (`null`).
  *
@@ -33,11 +34,18 @@ export interface ElfInfo {
    * `["CRYPTSETUP_2.0", "CRYPTSETUP_2.4"]`. Empty when it has no version definitions.
    */
   versions: string[];
+  /**
+   * `.note.dlopen` (owner "FDO"): what it may dlopen later, per feature, each entry's sonames in the order tried
+   * (e.g. `{ feature: "tpm", soname: ["libtss2-esys.so.0"] }`). Empty when it declares none.
+   */
+  dlopen: { feature: string; soname: string[] }[];
 }
 
 const PT_LOAD = 1;
 const PT_DYNAMIC = 2;
 const PT_INTERP = 3;
+const PT_NOTE = 4;
+const NT_FDO_DLOPEN = 0x407c0c0a;
 const DT_NULL = 0;
 const DT_NEEDED = 1;
 const DT_STRTAB = 5;
@@ -81,6 +89,7 @@ export function readElf(path: string): ElfInfo | null {
     const loads: { vaddr: number; offset: number; filesz: number }[] = [];
     let interp: string | null = null;
     let dyn: { offset: number; size: number } | null = null;
+    const notes: { offset: number; size: number }[] = [];
     for (let i = 0; i < phnum; i++) {
       const o = i * phentsize;
       const type = pv.getUint32(o, true);
@@ -90,8 +99,10 @@ export function readElf(path: string): ElfInfo | null {
       if (type === PT_LOAD) loads.push({ vaddr, offset, filesz });
       if (type === PT_DYNAMIC) dyn = { offset, size: filesz };
       if (type === PT_INTERP) interp = new TextDecoder().decode(read(offset, filesz)).replace(/\0.*$/s, "");
+      if (type === PT_NOTE) notes.push({ offset, size: filesz });
     }
-    const info: ElfInfo = { interp, needed: [], runpath: [], rpath: [], soname: null, versions: [] };
+    const dlopen = notes.flatMap((n) => dlopenNotes(read(n.offset, n.size)));
+    const info: ElfInfo = { interp, needed: [], runpath: [], rpath: [], soname: null, versions: [], dlopen };
     if (!dyn) return info;
     // Dynamic entries hold addresses; the file offset is the address within its PT_LOAD segment.
     const fileOffset = (vaddr: number): number | null => {
@@ -145,4 +156,26 @@ export function readElf(path: string): ElfInfo | null {
   } finally {
     f.close();
   }
+}
+
+/** The `FDO` dlopen notes in a PT_NOTE segment: Elf64_Nhdr { namesz, descsz, type }, name, desc (JSON), 4-aligned. */
+function dlopenNotes(seg: Uint8Array<ArrayBuffer>): { feature: string; soname: string[] }[] {
+  const out: { feature: string; soname: string[] }[] = [];
+  const v = new DataView(seg.buffer, seg.byteOffset, seg.byteLength);
+  const align = (n: number) => (n + 3) & ~3;
+  for (let o = 0; o + 12 <= seg.length;) {
+    const namesz = v.getUint32(o, true), descsz = v.getUint32(o + 4, true), type = v.getUint32(o + 8, true);
+    const name = new TextDecoder().decode(seg.subarray(o + 12, o + 12 + namesz)).replace(/\0.*$/s, "");
+    const desc = o + 12 + align(namesz);
+    if (name === "FDO" && type === NT_FDO_DLOPEN) {
+      try {
+        const text = new TextDecoder().decode(seg.subarray(desc, desc + descsz)).replace(/\0.*$/s, "");
+        for (const e of JSON.parse(text) as { feature?: string; soname?: string[] }[]) {
+          if (Array.isArray(e.soname)) out.push({ feature: String(e.feature ?? ""), soname: e.soname.map(String) });
+        }
+      } catch { /* a note that is not JSON declares nothing */ }
+    }
+    o = desc + align(descsz);
+  }
+  return out;
 }

@@ -41,3 +41,36 @@ Deno.test("readElf: version definitions of libcryptsetup are the ones readelf -V
   // A file with no version definitions has none.
   assert.deepEqual(readElf(Deno.execPath())!.versions, []);
 });
+
+Deno.test("readElf: the .note.dlopen notes (systemd's convention) of a shared object built by binutils", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // one FDO note: namesz, descsz, type, "FDO", then the JSON, each 4-aligned
+    await Deno.writeTextFile(
+      `${dir}/n.s`,
+      [
+        '.section .note.dlopen,"a",@note',
+        ".balign 4",
+        ".long 4",
+        ".long 2f - 1f",
+        ".long 0x407c0c0a",
+        '.asciz "FDO"',
+        ".balign 4",
+        String.raw`1: .asciz "[{\"feature\":\"tpm\",\"priority\":\"suggested\",\"soname\":[\"libtss2-esys.so.0\"]},` +
+        String.raw`{\"feature\":\"fido2\",\"soname\":[\"libfido2.so.1\"]}]"`,
+        "2:",
+        ".balign 4",
+        "",
+      ].join("\n"),
+    );
+    await run("as", "-o", `${dir}/n.o`, `${dir}/n.s`);
+    await run("ld", "-shared", "-o", `${dir}/n.so`, `${dir}/n.o`);
+    assert.deepEqual(readElf(`${dir}/n.so`)!.dlopen, [
+      { feature: "tpm", soname: ["libtss2-esys.so.0"] },
+      { feature: "fido2", soname: ["libfido2.so.1"] },
+    ]);
+    assert.deepEqual(readElf(LIBCRYPTSETUP)!.dlopen, [], "libcryptsetup declares none");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

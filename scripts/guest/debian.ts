@@ -51,6 +51,9 @@ const INCLUDE = [
   "cryptsetup-initramfs",
   "cryptsetup-suspend",
   "systemd-cryptsetup", // its generator turns /etc/crypttab into units; without it the data volume stays shut
+  // TPM2 tokens (systemd-cryptenroll, the token plugin): the libraries the plugin loads when it is used
+  "libtss2-esys-3.0.2-0t64",
+  "libtss2-rc0t64",
   "lvm2",
   "e2fsprogs", // not in trixie's minbase: mkfs and fsck of the ext4 volumes
   "linux-image-amd64",

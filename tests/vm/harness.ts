@@ -59,6 +59,8 @@ export interface BootOptions {
   writableDisks?: boolean;
   /** Boot timeout (default 240 s; debian 900 s). */
   bootTimeoutMs?: number;
+  /** A TPM 2.0 (QEMU's tpm-tis on a swtpm software TPM of the host, its state kept across restarts). */
+  tpm?: boolean;
   /** Print the serial console to stderr as it arrives. */
   echoConsole?: boolean;
   /**
@@ -168,6 +170,7 @@ export class VM implements AsyncDisposable {
   private shCounter = 0;
   private disks: { root: string; data: string | null; tool: string; snapshot: boolean } | null = null;
   private exited: Promise<Deno.CommandStatus> | null = null;
+  private swtpm: Deno.ChildProcess | null = null;
 
   constructor(guest: BedGuest, tmp: string, opts: BootOptions) {
     this.guest = guest;
@@ -262,6 +265,7 @@ export class VM implements AsyncDisposable {
       `socket,id=s0,path=${serPath},server=on,wait=off`,
       "-serial",
       "chardev:s0",
+      ...(this.opts.tpm ? await this.startTpm() : []),
     ];
     this.proc = new Deno.Command("qemu-system-x86_64", { args, stdin: "null", stdout: "null", stderr: "piped" })
       .spawn();
@@ -638,6 +642,39 @@ export class VM implements AsyncDisposable {
     this.notify();
   }
 
+  /** Starts swtpm (once; it outlives QEMU restarts, as a TPM outlives a reboot); QEMU's arguments for it. */
+  private async startTpm(): Promise<string[]> {
+    const dir = join(this.tmp, "tpm");
+    const sock = join(dir, "swtpm.sock");
+    if (!this.swtpm) {
+      await Deno.mkdir(dir, { recursive: true });
+      this.swtpm = new Deno.Command("swtpm", {
+        args: [
+          "socket",
+          "--tpm2",
+          "--tpmstate",
+          `dir=${dir}`,
+          "--ctrl",
+          `type=unixio,path=${sock}`,
+          "--log",
+          "level=0",
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      for (let i = 0; i < 100 && !(await Deno.stat(sock).then(() => true, () => false)); i++) await sleep(50);
+    }
+    return [
+      "-chardev",
+      `socket,id=chrtpm,path=${sock}`,
+      "-tpmdev",
+      "emulator,id=tpm0,chardev=chrtpm",
+      "-device",
+      "tpm-tis,tpmdev=tpm0",
+    ];
+  }
+
   /** Stops QEMU (QMP quit, then SIGKILL) and removes the temp dir. */
   async stop(): Promise<void> {
     if (this.proc) {
@@ -646,6 +683,13 @@ export class VM implements AsyncDisposable {
         await Promise.race([this.exited, sleep(5000)]);
       } catch { /* fall through to kill */ }
       await this.killQemu("SIGKILL");
+    }
+    if (this.swtpm) {
+      try {
+        this.swtpm.kill("SIGKILL");
+      } catch { /* gone */ }
+      await this.swtpm.status;
+      this.swtpm = null;
     }
     await Deno.remove(this.tmp, { recursive: true }).catch(() => {});
   }

@@ -1,0 +1,112 @@
+/**
+ * @module
+ * LUKS2 tokens with a PIN (systemd's TPM2, FIDO2, PKCS#11) after wake. Their plugins and the libraries those load
+ * later with dlopen(3) live on the disk that will be locked, so everything is loaded before the pin: libcryptsetup
+ * loads a token's plugin when asked what the token is (`crypt_token_status`), and the libraries its code declares in
+ * `.note.dlopen` (systemd's convention) for the token's feature are loaded here by soname. A later dlopen(3) of the
+ * same soname then finds them in memory, pinned with everything else. A token without a PIN would unlock with
+ * nobody at the machine: it is never used after wake (discovery warns of it).
+ *
+ * @example
+ * ```ts
+ * import type { Job } from "./job.ts";
+ * import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
+ * import { loadTokenSupport } from "./tokens.ts";
+ *
+ * declare const job: Job; // from preflight
+ * const loaded = loadTokenSupport(Libcryptsetup.open(), job, (m) => console.log(m));
+ * console.log(loaded.libraries); // ["libtss2-esys.so.0", …] for a TPM2 token
+ * ```
+ */
+import { CryptDevice, type Libcryptsetup } from "../ffi/libcryptsetup.ts";
+import type { LuksToken, Volume } from "../discovery/mod.ts";
+import { readElf } from "../host/elf.ts";
+import { isFileMapping, readMaps } from "../host/maps.ts";
+import type { Job } from "./job.ts";
+import { detachedHeader } from "./lock.ts";
+import { messages } from "./errors.ts";
+
+/** The `.note.dlopen` features each token type's code loads, and what it loads by a name built at run time. */
+const FEATURES: Record<string, { features: string[]; also: string[] }> = {
+  // the TCTI is dlopened by a name made from the device type ("device"), which no note can declare
+  "systemd-tpm2": { features: ["tpm"], also: ["libtss2-tcti-device.so.0"] },
+  "systemd-fido2": { features: ["fido2"], also: [] },
+  "systemd-pkcs11": { features: ["p11-kit"], also: [] },
+};
+
+/** How the prompt names each token type. */
+export const TOKEN_LABEL: Record<string, string> = {
+  "systemd-tpm2": "TPM2",
+  "systemd-fido2": "FIDO2",
+  "systemd-pkcs11": "PKCS#11",
+};
+
+/** Libraries loaded for tokens: kept open for the process's life, so a later dlopen finds them. */
+const held: Deno.DynamicLibrary<Record<string, never>>[] = [];
+/** Token types whose plugin this process loaded. */
+const usable = new Set<string>();
+
+/** The tokens of `volume` the unlock uses: those with a PIN whose plugin this process loaded before the pin. */
+export function pinTokens(volume: Volume): LuksToken[] {
+  return (volume.tokens ?? []).filter((t) => t.pin && usable.has(t.type));
+}
+
+/** What {@linkcode loadTokenSupport} loaded, and what it could not. */
+export interface TokenSupport {
+  /** Sonames loaded for the tokens' plugins. */
+  libraries: string[];
+  /** What is missing, said as what to install or do; those tokens are not used (the passphrase is asked for). */
+  problems: string[];
+}
+
+/**
+ * Loads every plugin and library the PIN tokens of `job`'s volumes need, before the pin. Best effort: a token whose
+ * plugin or libraries are missing is left out (its volume's passphrase is asked for), and said in `problems`.
+ */
+export function loadTokenSupport(lib: Libcryptsetup, job: Job, log: (m: string) => void): TokenSupport {
+  const out: TokenSupport = { libraries: [], problems: [] };
+  for (const v of job.plan.lock) {
+    const tokens = v.tokens.filter((t) => t.pin && FEATURES[t.type]);
+    if (!tokens.length) continue;
+    try {
+      using device = CryptDevice.initByName(lib, v.dmName, detachedHeader(job, v));
+      for (const t of tokens) {
+        const status = device.tokenStatus(t.id);
+        if (status === "external") usable.add(t.type);
+        else {
+          out.problems.push(
+            `${v.dmName}: no plugin for its ${t.type} token ${t.id} (${status}): install systemd-cryptsetup`,
+          );
+        }
+      }
+    } catch (err) {
+      out.problems.push(`${v.dmName}: its tokens: ${messages(err).join("; ")}`);
+    }
+  }
+  if (!usable.size) return out;
+  const wanted = [...usable].map((t) => FEATURES[t]);
+  const features = new Set(wanted.flatMap((w) => w.features));
+  const entries: string[][] = wanted.flatMap((w) => w.also.map((s) => [s]));
+  // what the loaded code (the plugins and the libraries they link) declares it will dlopen
+  const files = new Set(readMaps().filter(isFileMapping).map((m) => m.path).filter((p) => /\.so(\.|$)/.test(p)));
+  for (const file of files) {
+    for (const e of readElf(file)?.dlopen ?? []) if (features.has(e.feature)) entries.push(e.soname);
+  }
+  for (const alternatives of entries) {
+    const name = alternatives.find((soname) => out.libraries.includes(soname) || load(soname));
+    if (name) {
+      if (!out.libraries.includes(name)) out.libraries.push(name);
+    } else out.problems.push(`cannot load ${alternatives.join(" or ")} for ${[...usable].join(", ")} tokens`);
+  }
+  log(`token support loaded: ${out.libraries.join(", ") || "nothing"}`);
+  return out;
+}
+
+function load(soname: string): boolean {
+  try {
+    held.push(Deno.dlopen(soname, {}));
+    return true;
+  } catch {
+    return false;
+  }
+}
