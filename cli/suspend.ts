@@ -73,6 +73,11 @@ export function register(program: Command, exit: (code: number) => never): void 
     .option("--refuse-leak", "refuse when a volume key would stay in RAM during the suspend (pinned keyring)")
     .option("--allow-plain", "suspend without locking when no LUKS volume is active")
     .option(
+      "--token-without-pin",
+      "after wake, use LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): the volume opens with " +
+        "nobody typing anything, so whoever opens the lid gets it unlocked",
+    )
+    .option(
       "--from-systemd",
       "run as systemd-suspend.service's ExecStart (cryptsleep install sets it): marks the report, and suspends " +
         "without locking when no LUKS volume is active, as systemd already decided to sleep",
@@ -92,6 +97,7 @@ export function register(program: Command, exit: (code: number) => never): void 
       releaseAt: o.releaseAt,
       // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
       allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
+      tokenWithoutPin: Boolean(o.tokenWithoutPin),
       // promptOptions(defaults): each is set
       maxTries: o.maxTries,
       afterTries: o.afterTries,

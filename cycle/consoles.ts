@@ -32,6 +32,8 @@ export class Consoles implements Disposable {
   readonly #members: Console[];
   /** Members that hung up or failed: left out of prompts and messages. */
   readonly #gone = new Set<Console>();
+  /** Between reads every terminal stays in the secret line mode ({@linkcode Console.keepQuiet}). */
+  #quiet = false;
 
   /** `members`: the first is the main one (named first in messages). At least one. */
   constructor(members: Console[]) {
@@ -76,6 +78,7 @@ export class Consoles implements Disposable {
 
   /** {@linkcode Console.keepQuiet} on each. */
   keepQuiet(on: boolean): void {
+    this.#quiet = on;
     this.#each((c) => c.keepQuiet(on));
   }
 
@@ -144,12 +147,15 @@ export class Consoles implements Disposable {
 
   /**
    * Opens again, by path, a terminal that hung up (a USB serial adapter unplugged and plugged in again comes back
-   * under the same name: devtmpfs makes the node, udev is not needed). A VT comes back as a plain terminal.
+   * under the same name: devtmpfs makes the node, udev is not needed). A VT is left as it is.
    */
   #revive(): void {
     for (const old of [...this.#gone]) {
+      // a VT of its own is not opened again as a plain terminal: disposing the old one would switch the screen away
+      if (old.vt !== null) continue;
       try {
         const fresh = Console.open(old.path);
+        if (this.#quiet) fresh.keepQuiet(true);
         this.#members[this.#members.indexOf(old)] = fresh;
         this.#gone.delete(old);
         old[Symbol.dispose]();

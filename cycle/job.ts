@@ -43,6 +43,11 @@ export interface SuspendOptions {
   idleSuspendS: number;
   /** Run as systemd-suspend.service's ExecStart (`--from-systemd`): logind and systemd already asked to sleep. */
   fromSystemd: boolean;
+  /**
+   * Use LUKS2 tokens that need no PIN (a TPM2 token enrolled without one) after wake: the volume opens with nobody
+   * typing anything, so whoever opens the lid gets it. Off unless asked for.
+   */
+  tokenWithoutPin?: boolean;
 }
 
 /** The options `cryptsleep suspend` takes when none is given. */

@@ -22,18 +22,29 @@
  * }
  * ```
  */
-import { dropPageCache, mount, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, readInto, umount2 } from "../ffi/libc.ts";
+import {
+  dropPageCache,
+  MNT_DETACH,
+  mount,
+  MS_NODEV,
+  MS_NOEXEC,
+  MS_NOSUID,
+  MS_RDONLY,
+  readInto,
+  umount2,
+} from "../ffi/libc.ts";
 import * as dm from "../ffi/devmapper.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { type KeyFile, MAX_KEYFILE, type Volume } from "../discovery/mod.ts";
 import { hostPath } from "../chroot/enter.ts";
 import type { AgentContext } from "./context.ts";
+import type { Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
 import { isSwapped } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
 
-/** Either the key file's bytes, or why they could not be read (said on the prompt). */
-export type KeyFileRead = Secret | { why: string };
+/** Either the key file's bytes, or why they could not be read (said on the prompt); `absent`: its device is not there. */
+export type KeyFileRead = Secret | { why: string; absent?: boolean };
 
 /**
  * Reads `volume`'s key file. Never touches a volume still locked (a read there would wait forever): a key file on
@@ -47,7 +58,7 @@ export async function readKeyFile(ctx: AgentContext, volume: Volume): Promise<Ke
   try {
     if (!kf.device) return await readKeyBytes(hostPath(kf.path), kf);
     const dev = await findKeyDevice(kf.device);
-    if (!dev) return { why: `${kf.device} is not there` };
+    if (!dev) return { why: `${kf.device} is not there`, absent: true };
     return await readFromDevice(ctx, volume, dev, kf);
   } catch (err) {
     return { why: messages(err).join("; ") };
@@ -65,6 +76,25 @@ export async function forgetKeyFiles(ctx: AgentContext): Promise<void> {
   }
 }
 
+/** The filesystem drivers a key on a USB stick may need to be mounted, with FAT's default code pages. */
+const KEY_DEVICE_MODULES = ["vfat", "nls_cp437", "nls_iso8859-1", "nls_utf8", "ext4"];
+
+/**
+ * Before the lock, when a key file lives on a device of its own: loads the filesystem drivers mounting it needs. A
+ * driver missing after the lock would be loaded by modprobe from the disk, maybe the locked one, and the mount would
+ * wait forever. Best effort: one that cannot be loaded (built in, or absent) is left to the mount to report.
+ */
+export async function loadKeyDeviceDrivers(job: Job, log: (m: string) => void): Promise<void> {
+  if (!job.plan.lock.some((v) => v.keyFile?.device)) return;
+  const r = await new Deno.Command("modprobe", {
+    args: ["-q", "-a", ...KEY_DEVICE_MODULES],
+    stdout: "null",
+    stderr: "null",
+  })
+    .output().catch(() => null);
+  log(`key device drivers: modprobe ${KEY_DEVICE_MODULES.join(" ")}: ${r ? `exit ${r.code}` : "not run"}`);
+}
+
 /**
  * The device `spec` names (`UUID=…`, `LABEL=…`, `/dev/…`; by-uuid and by-label links read as the same), or null
  * when it is not there. udev is frozen, so its links may be stale: the superblocks are read instead.
@@ -80,7 +110,7 @@ export async function findKeyDevice(spec: string, sysBlock = "/sys/class/block")
   }
   for await (const e of Deno.readDir(sysBlock)) {
     // a floppy drive without a disk answers a read only after seconds of retries
-    if (e.name.startsWith("fd") || !await readable(`${sysBlock}/${e.name}`)) continue;
+    if (e.name.startsWith("fd") || !await physical(`${sysBlock}/${e.name}`)) continue;
     const dev = `/dev/${e.name.replaceAll("!", "/")}`;
     const fs = await probeFs(dev).catch(() => null);
     if (fs && (want.uuid ? fs.uuid.toLowerCase() === want.uuid.toLowerCase() : fs.label === want.label)) return dev;
@@ -135,12 +165,16 @@ function unescapeUdev(s: string): string {
   return s.replace(/\\x([0-9a-fA-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
 }
 
-/** A block device worth probing: has sectors, is not a locked (suspended) dm device, not an unbound loop device. */
-async function readable(sys: string): Promise<boolean> {
-  const read = (p: string) => Deno.readTextFile(`${sys}/${p}`).then((t) => t.trim(), () => null);
-  if ((await read("size") ?? "0") === "0") return false;
-  if (await read("dm/suspended") === "1") return false;
-  return true;
+/**
+ * A block device worth probing: a disk or partition of real hardware (a USB stick), with sectors. Virtual ones are
+ * never read: a dm, md or bcache device, a loop device or an nbd may sit on a locked volume, or on a daemon that is
+ * frozen, and a read there would never return.
+ */
+async function physical(sys: string): Promise<boolean> {
+  const real = await Deno.realPath(sys).catch(() => "/devices/virtual/");
+  if (real.includes("/devices/virtual/")) return false;
+  const size = await Deno.readTextFile(`${sys}/size`).then((t) => t.trim(), () => "0");
+  return size !== "0";
 }
 
 function stillLocked(ctx: AgentContext, dmName: string): boolean {
@@ -190,7 +224,15 @@ async function readFromDevice(ctx: AgentContext, volume: Volume, dev: string, kf
       ctx.log(`key file of ${volume.dmName}: ${dev} (${fs.type}) mounted read-only`);
       return await readKeyBytes(`${dir}${kf.path}`, kf);
     } finally {
-      umount2(dir);
+      // the key read stays the caller's whatever the unmount does: it is zeroed after its try
+      try {
+        umount2(dir);
+      } catch (err) {
+        ctx.log(`key file of ${volume.dmName}: unmounting ${dev}: ${messages(err).join("; ")}; detached lazily`);
+        try {
+          umount2(dir, MNT_DETACH);
+        } catch { /* the cycle's root goes away with everything under it */ }
+      }
     }
   } finally {
     await Deno.remove(dir).catch(() => {});

@@ -19,6 +19,7 @@ import { mountRoot, type Root } from "../chroot/root.ts";
 import { enterRoot, type Inside } from "../chroot/enter.ts";
 import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
 import { loadTokenSupport } from "./tokens.ts";
+import { loadKeyDeviceDrivers } from "./keyfile.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import { dropControllingTerminal, setpriority } from "../ffi/libc.ts";
@@ -273,7 +274,9 @@ interface Held {
 const pinPhase: CyclePhase<OuterContext, Held> = {
   name: "pin",
   where: OUTER,
-  run: (ctx) => {
+  run: async (ctx) => {
+    // before the pin (and the lock): a USB stick's filesystem drivers, so mounting it after wake loads nothing
+    await loadKeyDeviceDrivers(ctx.job!, (m) => ctx.timeline.appendFact("keyDevice", m));
     // each step undone here if a later one fails: the undo below only sees a finished pin
     using stack = new DisposableStack();
     setpriority(0, -10);
@@ -287,7 +290,7 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
     const inside = stack.use(enterRoot(ctx.job!.ramfsRoot));
     stack.move();
     ctx.timeline.facts.pinnedBytes = pinned.bytes;
-    return Promise.resolve({ pinned, inside });
+    return { pinned, inside };
   },
   detail: (h) => ({ bytes: h.pinned.bytes, files: h.pinned.files.length }),
   describe: (job) =>

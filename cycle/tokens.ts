@@ -5,7 +5,7 @@
  * loads a token's plugin when asked what the token is (`crypt_token_status`), and the libraries its code declares in
  * `.note.dlopen` (systemd's convention) for the token's feature are loaded here by soname. A later dlopen(3) of the
  * same soname then finds them in memory, pinned with everything else. A token without a PIN would unlock with
- * nobody at the machine: it is never used after wake (discovery warns of it).
+ * nobody at the machine: it is used after wake only with `--token-without-pin` (discovery warns of it).
  *
  * @example
  * ```ts
@@ -46,9 +46,13 @@ const held: Deno.DynamicLibrary<Record<string, never>>[] = [];
 /** Token types whose plugin this process loaded. */
 const usable = new Set<string>();
 
-/** The tokens of `volume` the unlock uses: those with a PIN whose plugin this process loaded before the pin. */
-export function pinTokens(volume: Volume): LuksToken[] {
-  return (volume.tokens ?? []).filter((t) => t.pin && usable.has(t.type));
+/**
+ * The tokens of `volume` the unlock uses, whose plugin this process loaded before the pin: those with a PIN, and
+ * with `withoutPin` (`--token-without-pin`) those without one, first.
+ */
+export function usableTokens(volume: Volume, withoutPin = false): LuksToken[] {
+  const tokens = (volume.tokens ?? []).filter((t) => (t.pin || withoutPin) && usable.has(t.type));
+  return [...tokens.filter((t) => !t.pin), ...tokens.filter((t) => t.pin)];
 }
 
 /** What {@linkcode loadTokenSupport} loaded, and what it could not. */
@@ -66,7 +70,7 @@ export interface TokenSupport {
 export function loadTokenSupport(lib: Libcryptsetup, job: Job, log: (m: string) => void): TokenSupport {
   const out: TokenSupport = { libraries: [], problems: [] };
   for (const v of job.plan.lock) {
-    const tokens = v.tokens.filter((t) => t.pin && FEATURES[t.type]);
+    const tokens = v.tokens.filter((t) => (t.pin || job.options.tokenWithoutPin) && FEATURES[t.type]);
     if (!tokens.length) continue;
     try {
       using device = CryptDevice.initByName(lib, v.dmName, detachedHeader(job, v));

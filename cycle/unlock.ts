@@ -30,7 +30,7 @@ import { PromptLeft } from "../ffi/tty.ts";
 import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { LuksToken, Volume } from "../discovery/mod.ts";
-import { pinTokens, TOKEN_LABEL } from "./tokens.ts";
+import { TOKEN_LABEL, usableTokens } from "./tokens.ts";
 import { type AgentContext, say, warnUser } from "./context.ts";
 import { MAX_PASSPHRASE, type Secret } from "./secrets.ts";
 import {
@@ -42,7 +42,7 @@ import {
   unlockSwapped,
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
-import { findKeyDevice, forgetKeyFiles, readKeyFile } from "./keyfile.ts";
+import { findKeyDevice, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
 
 /** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
@@ -69,7 +69,7 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
         try {
           await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
         } catch (err) {
-          if (!(err instanceof Relocked)) {
+          if (!(err instanceof SleptAgain)) {
             failed.push(err as Error);
             continue;
           }
@@ -97,7 +97,7 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
     try {
       return await unlockVolume(ctx, volume);
     } catch (err) {
-      if (err instanceof Relocked) throw err;
+      if (err instanceof SleptAgain) throw err;
       say(ctx, `cryptsleep: ${messages(err).join("; ")}\n`);
       if (++errors < RECOVERY_TRIES) {
         await new Promise((r) => setTimeout(r, 1000));
@@ -108,6 +108,7 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
         ctx,
         `cryptsleep: ${volume.dmName} stays locked and the machine frozen. Press Enter to try again: `,
       ).catch((err) => {
+        if (err instanceof SleptAgain) throw err; // the unlock starts over
         // no console to wait on: the pause is the only bound left
         ctx.log(`console: ${messages(err).join("; ")}`);
         return new Promise((r) => setTimeout(r, 10_000));
@@ -118,7 +119,7 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
 
 /** Unlocks one volume by what it sees: resumed, rebuilt after a table swap, or left alone when not locked. */
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
-  let relocked = false;
+  let sleptAgain = false;
   try {
     finishInterruptedReopen(volume, ctx.log);
     if (isSwapped(volume)) {
@@ -141,13 +142,13 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
       await thawAfterFailedSwap(volume);
     }
   } catch (err) {
-    relocked = err instanceof Relocked;
+    sleptAgain = err instanceof SleptAgain;
     throw err;
   } finally {
     // whatever failed below them, the devices stacked above are resumed: their own I/O (an LV on another
     // volume, swap) must not stay blocked behind a thawed userspace; after a sleep that locked all again, the
     // unlock starts over and resumes them in turn
-    if (!relocked) resumeAbove(volume);
+    if (!sleptAgain) resumeAbove(volume);
   }
   await readBlockDirect(volume.device, 0, 4096);
   ctx.log(`unlocked ${volume.dmName}`);
@@ -182,12 +183,15 @@ async function untilPassphraseFits(
   ctx: AgentContext,
   volume: Volume,
   fits: (secret: Secret) => Promise<boolean>,
-  byToken?: (token: LuksToken, pin: Secret) => Promise<boolean>,
+  byToken?: (token: LuksToken, pin: TokenPin) => Promise<boolean>,
 ): Promise<void> {
-  let watch = !!volume.keyFile?.device;
+  let watch = false;
   // a key file on the volume itself (the initramfs' one) cannot be read while it is locked
-  const ownKey = volume.keyFile?.on.includes(volume.dmName);
-  if (volume.keyFile && !ownKey && await keyFileFits(ctx, volume, fits)) return;
+  if (volume.keyFile && !volume.keyFile.on.includes(volume.dmName)) {
+    const read = await keyFileFits(ctx, volume, fits);
+    if (read === true) return;
+    watch = read === "absent"; // its device may come while the prompt waits
+  }
   if (byToken && await tokenFits(ctx, volume, byToken)) return;
   for (const secret of ctx.secrets.entered) {
     if (await trying(ctx, volume, () => fits(secret))) return;
@@ -206,7 +210,7 @@ async function untilPassphraseFits(
     }
     if (secret === "key device") {
       watch = false; // one try: a device that does not fit would end every later prompt at once
-      if (await keyFileFits(ctx, volume, fits)) return;
+      if (await keyFileFits(ctx, volume, fits) === true) return;
       continue;
     }
     if (secret !== "too long") {
@@ -235,11 +239,17 @@ async function untilPassphraseFits(
 async function tokenFits(
   ctx: AgentContext,
   volume: Volume,
-  byToken: (token: LuksToken, pin: Secret) => Promise<boolean>,
+  byToken: (token: LuksToken, pin: TokenPin) => Promise<boolean>,
 ): Promise<boolean> {
-  const { maxTries } = ctx.job.options;
-  for (const token of pinTokens(volume)) {
+  const { maxTries, tokenWithoutPin } = ctx.job.options;
+  for (const token of usableTokens(volume, tokenWithoutPin)) {
     const label = TOKEN_LABEL[token.type] ?? token.type;
+    if (!token.pin) {
+      // asked for with --token-without-pin: nobody types anything
+      const none: TokenPin = { buffer: null, length: 0 };
+      if (await trying(ctx, volume, () => byToken(token, none), ` with its ${label} token (no PIN)`)) return true;
+      continue;
+    }
     for (let wrong = 0; wrong < maxTries;) {
       let pin: Secret;
       try {
@@ -259,18 +269,30 @@ async function tokenFits(
   return false;
 }
 
-/** Reads and tries the key file; says why not when it cannot be read or does not fit. Its bytes are zeroed. */
-async function keyFileFits(ctx: AgentContext, volume: Volume, fits: (secret: Secret) => Promise<boolean>) {
+/**
+ * Reads and tries the key file; says why not when it cannot be read or does not fit. Never throws: whatever goes
+ * wrong with a key file, the passphrase prompt comes next. Its bytes are zeroed. "absent": its device is not there.
+ */
+async function keyFileFits(
+  ctx: AgentContext,
+  volume: Volume,
+  fits: (secret: Secret) => Promise<boolean>,
+): Promise<boolean | "absent"> {
   const key = await readKeyFile(ctx, volume);
   const where = `${volume.dmName}: key file ${volume.keyFile!.path}`;
   if ("why" in key) {
     say(ctx, `${where}: ${key.why}.\n`);
     ctx.log(`${where}: ${key.why}`);
-    return false;
+    return key.absent ? "absent" : false;
   }
   using _zeroed = key.buffer;
-  if (await trying(ctx, volume, () => fits(key), " with its key file")) return true;
-  say(ctx, `${where} does not open it.\n`);
+  try {
+    if (await trying(ctx, volume, () => fits(key), " with its key file")) return true;
+    say(ctx, `${where} does not open it.\n`);
+  } catch (err) {
+    // a stale keyslot= (ENOENT, EINVAL), say: the passphrase is the way left
+    say(ctx, `${where}: ${messages(err).join("; ")}\n`);
+  }
   return false;
 }
 
@@ -290,7 +312,7 @@ async function askOrKeyDevice(ctx: AgentContext, volume: Volume, prompt: string)
   try {
     return await askOrSleep(ctx, prompt, stop.signal);
   } catch (err) {
-    if (came) return "key device";
+    if (came && !(err instanceof SleptAgain)) return "key device";
     throw err;
   } finally {
     stop.abort();
@@ -363,25 +385,25 @@ async function afterTriesUsedUp(ctx: AgentContext, volume: Volume): Promise<void
 }
 
 /** The unlock slept again after locking again what it had unlocked: it starts over after the wake. */
-class Relocked extends Error {
+class SleptAgain extends Error {
   constructor(readonly volumes: string[]) {
     super(`locked again for a sleep: ${volumes.join(", ")}`);
-    this.name = "Relocked";
+    this.name = "SleptAgain";
   }
 }
 
 /**
  * Suspends again, back after the next wake, as the sleep phase does, with everything frozen and locked: volumes this
  * unlock already opened are locked again and the passphrases typed so far forgotten, so neither a key nor a
- * passphrase sleeps in RAM. Then it throws {@linkcode Relocked} when it locked any (the unlock starts over), or
- * returns (the same prompt comes again). A kernel that refuses to sleep is said on the console; the prompt comes
+ * passphrase sleeps in RAM. Then it throws {@linkcode SleptAgain}: the unlock starts over from the bottom. A kernel that refuses to sleep is said on the console; the prompt comes
  * again either way.
  */
 async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise<void> {
   ctx.secrets.forget();
   const relocked: string[] = [];
   const open: string[] = [];
-  await forgetKeyFiles(ctx);
+  // (no key file is dropped from the page cache here: its volume may be locked, and reading its path could wait
+  // forever; each was dropped after it was read)
   for (const v of ctx.job.plan.lock.filter(isOpen)) {
     try {
       await lockVolume(ctx, v);
@@ -410,7 +432,9 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
     ctx.timeline.appendFact("sleptAgain", fact);
     await restoreSleepKnobs(ctx.job.knobs).catch((err) => ctx.timeline.warn(messages(err).join("; ")));
   }
-  if (relocked.length) throw new Relocked(relocked);
+  // the unlock starts over from the bottom, by what it sees: what was locked again, or half locked by a lock that
+  // failed part way, is unlocked in turn
+  throw new SleptAgain(relocked);
 }
 
 /** The volume is live: unlocked, by this unlock or never locked (a lock that failed before it). */
@@ -422,13 +446,16 @@ function isOpen(v: Volume): boolean {
   }
 }
 
+/** A token's PIN as typed, or none for a token without one. */
+type TokenPin = { buffer: SafeBuffer; length: number } | { buffer: null; length: 0 };
+
 /** luksResume by the token with this PIN: false (and why, in the log) when it does not open the volume. */
 async function tryTokenResume(
   ctx: AgentContext,
   device: CryptDevice,
   volume: Volume,
   token: LuksToken,
-  pin: Secret,
+  pin: TokenPin,
 ): Promise<boolean> {
   try {
     await device.resumeByTokenPin(volume.dmName, token.type, token.id, pin.buffer, pin.length);

@@ -157,6 +157,8 @@ class Graph {
   readonly byDmName = new Map<string, string>();
   /** Loop devices whose backing file lives on a device (device → loops): above it, though sysfs does not say so. */
   readonly #fileHolders = new Map<string, string[]>();
+  /** Order-only edges (device → the devices locked before it): a volume whose key file lives on the device. */
+  readonly #orderHolders = new Map<string, string[]>();
   #heights = new Map<string, number>();
 
   constructor(readonly root: string, readonly devs: Map<string, BlockDevice>, readonly mounts: MountEntry[]) {
@@ -183,10 +185,45 @@ class Graph {
     this.#heights.clear();
   }
 
-  /** Orders `first` above `then` (locked before it), as if stacked on it: a key file of `first` lives on `then`. */
-  orderBefore(first: string, then: string): void {
-    this.#fileHolders.set(then, [...(this.#fileHolders.get(then) ?? []), first]);
+  /**
+   * Orders `first` above `then` (locked before it, unlocked after it), as if stacked on it: a key file of `first`
+   * lives on `then`. Refused (false) when `then` already sits above `first`: the order would go round in a circle.
+   */
+  orderBefore(first: string, then: string): boolean {
+    if (first === then || this.#upward(first).has(then)) return false;
+    this.#orderHolders.set(then, [...(this.#orderHolders.get(then) ?? []), first]);
     this.#heights.clear();
+    return true;
+  }
+
+  /** Every device above `k` by data (holders, loop devices on its files): what a read of `k`'s files goes through. */
+  dependents(k: string): Set<string> {
+    return this.#walk(k, false);
+  }
+
+  #holdersOf(k: string, withOrder: boolean): string[] {
+    return [
+      ...(this.devs.get(k)?.holders ?? []),
+      ...(this.#fileHolders.get(k) ?? []),
+      ...(withOrder ? this.#orderHolders.get(k) ?? [] : []),
+    ];
+  }
+
+  /** Everything above `k`, order edges included. */
+  #upward(k: string): Set<string> {
+    return this.#walk(k, true);
+  }
+
+  #walk(k: string, withOrder: boolean): Set<string> {
+    const out = new Set<string>();
+    const todo = [...this.#holdersOf(k, withOrder)];
+    while (todo.length) {
+      const h = todo.pop()!;
+      if (out.has(h)) continue;
+      out.add(h);
+      todo.push(...this.#holdersOf(h, withOrder));
+    }
+    return out;
   }
 
   /** Distance to the top of the stack: 0 when nothing holds the device (loop devices on its files count). */
@@ -195,7 +232,7 @@ class Graph {
     if (known !== undefined) return known;
     if (seen.has(k)) return 0; // a cycle can't exist in sysfs; don't loop if a recording has one
     seen.add(k);
-    const holders = [...(this.devs.get(k)?.holders ?? []), ...(this.#fileHolders.get(k) ?? [])];
+    const holders = this.#holdersOf(k, true);
     const h = holders.length === 0 ? 0 : 1 + Math.max(...holders.map((x) => this.height(x, seen)));
     this.#heights.set(k, h);
     return h;
@@ -276,9 +313,19 @@ function keyFileOf(v: Volume, warnings: string[]): KeyFile | undefined {
     );
     return undefined;
   }
-  const m = /^(\/[^:]*):((?:UUID|LABEL|PARTUUID|PARTLABEL)=.+|\/dev\/.+)$/.exec(field);
+  const m = /^(\/[^:]*):(.+)$/.exec(field);
   const kf: KeyFile = { path: m ? m[1] : field, offset: 0, on: [] };
-  if (m) kf.device = m[2];
+  if (m) {
+    // udev is frozen after wake: only what a superblock or the kernel's own name tells can be found
+    if (!/^(UUID|LABEL)=.|^\/dev\/(?!disk\/by-(?!uuid\/|label\/))/.test(m[2])) {
+      warnings.push(
+        `volume ${v.dmName}: crypttab key file ${field}: ${m[2]} can't be found with udev frozen after wake; name ` +
+          `the device by UUID= or LABEL= (its filesystem's); a passphrase is asked for meanwhile`,
+      );
+      return undefined;
+    }
+    kf.device = m[2];
+  }
   const num = (name: string): number | undefined => {
     const raw = opts[name];
     if (raw === undefined) return undefined;
@@ -401,7 +448,8 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
         for (const t of hdr.tokens.filter((t) => !t.pin && t.type !== "luks2-keyring")) {
           warnings.push(
             `volume ${dm.name}: its ${t.type} token ${t.id} needs no PIN: it would unlock with nobody at the machine, ` +
-              `so it is not used after wake; the passphrase is asked for (enroll it with a PIN to use it)`,
+              `so it is not used after wake unless suspend is given --token-without-pin; the passphrase is asked ` +
+              `for (enroll it with a PIN to use it)`,
           );
         }
         if (!vol.uuid) vol.uuid = hdr.uuid;
@@ -426,7 +474,8 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
     v.keyFile = kf;
     if (kf.device) continue; // on a device of its own (a USB stick): found after wake
     const k = kf.path.startsWith("/") ? await g.deviceOfPath(kf.path) : undefined;
-    const under = k === undefined ? [] : volumes.filter((w) => w.kname === k || g.above(w.kname).has(k));
+    // through loop devices too: a key file in an image file's filesystem on a locked volume waits for that volume
+    const under = k === undefined ? [] : volumes.filter((w) => w.kname === k || g.dependents(w.kname).has(k));
     kf.on = under.map((w) => w.dmName);
     if (under.includes(v)) {
       // kept, so its page-cache copy is dropped before the lock like any other's; never read after wake
@@ -436,7 +485,14 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       );
       continue;
     }
-    for (const w of under) g.orderBefore(v.kname, w.kname);
+    const circle = under.filter((w) => !g.orderBefore(v.kname, w.kname));
+    if (circle.length) {
+      // unlocked in whatever order; the key file is read only if its volumes happen to be open by then
+      warnings.push(
+        `volume ${v.dmName}: its crypttab key file ${kf.path} is on ${circle.map((w) => w.dmName).join(", ")}, ` +
+          `which needs ${v.dmName} unlocked first: the two wait on each other, so a passphrase may be asked for`,
+      );
+    }
     if (!under.length) {
       warnings.push(
         `volume ${v.dmName}: its crypttab key file ${kf.path} stays readable while ${v.dmName} is locked: ` +

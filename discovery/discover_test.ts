@@ -90,6 +90,10 @@ Deno.test("key files: on the locked root (unlocked first, whatever the names), o
   assert.equal(vol(p, "legacy").keyFile, undefined);
   warned(p, "legacy", "keyscript", "passphrase");
   assert.ok(!p.warnings.some((w) => w.includes("zdata") || w.includes("archive")), `${p.warnings}`);
+  // a circle: the first edge is kept, the second would close it; said, not looped on
+  warned(p, "which needs", "unlocked first", "wait on each other");
+  assert.equal(vol(p, "pu").keyFile, undefined);
+  warned(p, "pu", "PARTUUID=0a0b0c0d-01", "udev frozen", "UUID= or LABEL=");
 });
 
 Deno.test("two disks + stacked LUKS + loop: top-down lock order, reverse unlock", async () => {

@@ -237,8 +237,7 @@ export class CryptDevice implements Disposable {
 
   /**
    * `crypt_activate_by_token_pin` (libcryptsetup 2.4+): with `dmName` null it only checks that the token unlocks a
-   * keyslot (nothing is activated). Resolves to the keyslot. Not called yet: kept for LUKS2 tokens (the next issue),
-   * whose unlock checks a token before the volumes are suspended.
+   * keyslot (nothing is activated). Resolves to the keyslot.
    */
   activateByTokenPin(
     dmName: string | null,

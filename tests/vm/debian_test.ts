@@ -6,14 +6,34 @@
  * suspend path (what the lid and the menu use) locks both volumes, runs the system-sleep hooks around the cycle and
  * prompts after wake — also with a hardware watchdog at 10 s and a prompt that waits 60 s, and with a second request
  * refused; logind's suspend during a cycle by hand is refused; without --console the prompt is on a VT of its own;
- * `cryptsleep uninstall` gives systemd back its plain suspend.
+ * `cryptsleep uninstall` gives systemd back its plain suspend. Last, a LUKS2 TPM2 token with a PIN (swtpm on the host,
+ * QEMU's tpm-tis, systemd-cryptenroll): its plugin and the libraries it loads later live on the locked root, and the
+ * cycle loads them before its pin, so the PIN prompt works after wake; a wrong PIN is said and asked again, the right
+ * one opens the root, /home's volume its key file on the root; the wrong PIN (fresh, typed nowhere else) is not in
+ * RAM at the next suspend while a control word typed into the shell is; Enter alone at the PIN prompt asks for the
+ * passphrase.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { answerPrompt, lineCount, SLOW } from "./cycle_helpers.ts";
-import { boot, keyHalves, volumeKey } from "./harness.ts";
+import { answerPrompt, FULL_TIER, lineCount, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
 import { buildDeb } from "../../scripts/deb.ts";
 import { REPO_ROOT } from "../../scripts/guest/build.ts";
+
+const enc = new TextEncoder();
+const PIN_PROMPT = /TPM2 PIN to unlock root_crypt \(Enter alone: its passphrase\): /;
+
+/** A word typed nowhere else. */
+function freshWord(): string {
+  const abc = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return Array.from(crypto.getRandomValues(new Uint8Array(20)), (b) => abc[b % abc.length]).join("");
+}
+
+async function must(vm: VM, cmd: string, timeoutMs = 300_000): Promise<string> {
+  const r = await vm.sh(cmd, { timeoutMs });
+  assert.equal(r.code, 0, `${cmd}\n${r.out}`);
+  return r.out;
+}
 
 const SET_WATCHDOG = "busctl set-property org.freedesktop.systemd1 /org/freedesktop/systemd1 " +
   "org.freedesktop.systemd1.Manager RuntimeWatchdogUSec t";
@@ -29,7 +49,13 @@ Deno.test({
       outDir: debDir,
       compression: "zstd",
     });
-    await using vm = await boot({ guest: "debian", dataDisk: true, vga: true, toolFiles: { "cryptsleep.deb": deb } });
+    await using vm = await boot({
+      guest: "debian",
+      dataDisk: true,
+      vga: true,
+      tpm: true,
+      toolFiles: { "cryptsleep.deb": deb },
+    });
     await Deno.remove(debDir, { recursive: true });
 
     await t.step("systemd finished booting: running or degraded", async () => {
@@ -285,6 +311,99 @@ Deno.test({
       assert.ok(hits.every((n) => n > 0), `a plain suspend keeps the root's key in RAM: ${hits}`);
       await vm.wake();
       await vm.waitForShell(300_000);
+    });
+
+    // last: a PIN token on the root changes what every later prompt asks first
+    const pin = `${Math.floor(100000 + Math.random() * 899999)}`;
+    const rootKey = keyHalves(await volumeKey(vm, "/dev/vda"));
+
+    await t.step("systemd-cryptenroll puts a TPM2+PIN token on the root; plan lists it", async () => {
+      await must(vm, "systemctl is-system-running --wait || true; ls -l /dev/tpmrm0", 600_000);
+      await must(
+        vm,
+        `PASSWORD='${vm.guest.passphrase}' NEWPIN='${pin}' systemd-cryptenroll --tpm2-device=auto ` +
+          "--tpm2-with-pin=yes /dev/vda",
+      );
+      const plan = await must(vm, "cryptsleep plan");
+      assert.match(plan, /root_crypt: systemd-tpm2 token \d+/, plan);
+      assert.match(plan, /data_crypt: \/etc\/keys\/data\.key on root_crypt, read once it is unlocked/, plan);
+    });
+
+    const wrong = freshWord();
+    const control = freshWord();
+    await t.step("after wake: a wrong PIN is said, the right one opens the root, the key file /home", async () => {
+      const from = vm.console.length;
+      await startSuspend(vm);
+      await vm.waitForEvent("SUSPEND", 600_000);
+      assert.deepEqual(await vm.searchRam(rootKey), [0, 0], "the root's key is out of RAM");
+      await vm.wake();
+      await vm.waitForConsole(PIN_PROMPT, 600_000);
+      await vm.type(`${wrong}\n`);
+      await vm.waitForConsole(/The TPM2 token did not open it with this PIN \(1\/\d+\)/, 600_000);
+      await vm.waitForConsole(PIN_PROMPT, 600_000);
+      await vm.type(`${pin}\n`);
+      assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
+      const text = vm.console.slice(from);
+      assert.match(text, /Unlocking root_crypt with its TPM2 token \.* unlocked\./, text);
+      assert.match(text, /Unlocking data_crypt with its key file \.* unlocked\./, text);
+      assert.doesNotMatch(text, /Passphrase to unlock/, text);
+      await must(vm, "echo after-token > /home/t && sync && cat /home/t");
+      // what was loaded before the pin: the plugin's libraries as its .note.dlopen names them, and the TCTI
+      const status = await must(vm, "cryptsleep status --json");
+      const facts = JSON.parse(status.slice(status.indexOf("{"), status.lastIndexOf("}") + 1)).facts;
+      assert.match(
+        String(facts.tokens),
+        /libtss2-esys\.so\.0.*libtss2-tcti-device\.so\.0|libtss2-tcti-device.*esys/,
+        status,
+      );
+    });
+
+    await t.step(
+      "the next suspend: the wrong PIN is not in RAM, the control word is; Enter alone asks the passphrase",
+      async () => {
+        await vm.type(`echo ${control} >/dev/null\n`);
+        const from = vm.console.length;
+        await startSuspend(vm);
+        await vm.waitForEvent("SUSPEND", 600_000);
+        const hits = await vm.searchRam([enc.encode(wrong), enc.encode(control), ...rootKey]);
+        assert.equal(hits[0], 0, `the wrong PIN typed at the last wake: ${hits}`);
+        assert.ok(hits[1] > 0, `control: the word typed into the shell is found: ${hits}`);
+        assert.deepEqual(hits.slice(2), [0, 0]);
+        await vm.wake();
+        await vm.waitForConsole(PIN_PROMPT, 600_000);
+        await vm.type("\n");
+        await answerPrompt(vm, 600_000);
+        assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
+        assert.match(vm.console.slice(from), /Unlocking root_crypt \.* unlocked\./);
+      },
+    );
+
+    // a variant of the same feature: the full tier only (CI's budget)
+    if (!FULL_TIER) return;
+    await t.step("a TPM2 token without a PIN: not used unless --token-without-pin; with it, nobody types", async () => {
+      await must(
+        vm,
+        `PASSWORD='${vm.guest.passphrase}' systemd-cryptenroll --wipe-slot=tpm2 --tpm2-device=auto /dev/vda`,
+      );
+      const plan = await must(vm, "cryptsleep plan");
+      assert.match(plan, /token \d+ needs no PIN: .* not used after wake unless suspend is given --token-without-pin/);
+      let from = vm.console.length;
+      await startSuspend(vm);
+      await vm.waitForEvent("SUSPEND", 600_000);
+      await vm.wake();
+      await answerPrompt(vm, 600_000);
+      assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
+      assert.doesNotMatch(vm.console.slice(from), /TPM2/, "the token was not used");
+
+      from = vm.console.length;
+      await startSuspend(vm, "--token-without-pin");
+      await vm.waitForEvent("SUSPEND", 600_000);
+      assert.deepEqual(await vm.searchRam(rootKey), [0, 0], "locked all the same while asleep");
+      await vm.wake();
+      assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
+      const text = vm.console.slice(from);
+      assert.match(text, /Unlocking root_crypt with its TPM2 token \(no PIN\) \.* unlocked\./, text);
+      assert.doesNotMatch(text, /Passphrase to unlock|PIN to unlock/, text);
     });
   },
 });
