@@ -1,0 +1,32 @@
+/**
+ * The soak's short form (issue #10; `deno task soak` runs it for N cycles): 3 cycles on one boot with the LUKS root
+ * and the LUKS2 data disk open, an fsync appender on each and a reader walking the tree the whole time. Every
+ * record ACKed after its fsync returned is in its file after the soak (read back with the page cache dropped),
+ * every cycle reaches S3 and exits 0, no volume key half is in RAM while asleep (dumped every cycle here), no I/O
+ * error is logged, the loads go on after each wake.
+ */
+import assert from "node:assert/strict";
+import { SLOW, tierKernels } from "./cycle_helpers.ts";
+import { soak } from "../../scripts/soak.ts";
+
+for (const kernel of tierKernels(["6.1"], ["6.1"])) {
+  Deno.test({
+    name: `kernel ${kernel}: soak, 3 cycles under fsync appenders and a reader: 0 failures, 0 records lost, 0 key hits`,
+    ...SLOW,
+    fn: async () => {
+      const r = await soak(
+        { cycles: 3, kernel, layout: "root+data", dumpEvery: 1, out: null },
+        (m) => console.error(`… ${m}`),
+      );
+      const s = r.summary;
+      assert.equal(s.cycles, 3, r.table);
+      assert.deepEqual(s.failures, [], r.table);
+      assert.equal(s.s3Reached, 3, r.table);
+      assert.equal(s.recordsLost, 0, r.table);
+      assert.ok(r.records?.every((c) => c.acked > 0), `every writer ACKed records:\n${r.table}`);
+      assert.deepEqual(s.dumps, [1, 2, 3], r.table);
+      assert.equal(s.keyHits, 0, r.table);
+      assert.deepEqual(s.reasons, [], r.table);
+    },
+  });
+}
