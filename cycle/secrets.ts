@@ -1,8 +1,8 @@
 /**
  * @module
- * Passphrases typed during one unlock: each lives in its own `crypt_safe_alloc` buffer. One that opened a volume is
- * kept and tried on every volume still locked (one passphrase usually opens them all), and zeroed and freed when
- * the unlock ends; a wrong one is zeroed at once.
+ * Passphrases typed during one unlock: each lives in its own `crypt_safe_alloc` buffer, is kept and tried on every
+ * volume still locked (one passphrase usually opens them all; one typed at the wrong volume's prompt opens the
+ * right one later), and is zeroed and freed when the unlock ends or before the machine sleeps again.
  * None ever becomes a JS string.
  *
  * @example
@@ -16,7 +16,7 @@
  * const s = await secrets.ask("Passphrase for root: ");
  * using device = CryptDevice.initByName(Libcryptsetup.open(), "root");
  * await device.resumeByPassphrase("root", -1, s.buffer, s.length);
- * secrets.keep(s); // it opened root: tried first on the next volume, zeroed with the others
+ * secrets.keep(s); // tried on the next volume, zeroed with the others
  * ```
  */
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
@@ -37,7 +37,7 @@ export interface Secret {
 
 /** The passphrases typed during one unlock; each that opened a volume is tried on every volume still locked. */
 export class Secrets implements Disposable {
-  /** Typed so far and kept (each opened a volume), oldest first. */
+  /** Typed so far and kept, oldest first; each is different. */
   readonly entered: Secret[] = [];
   /** `console`: where {@linkcode Secrets.ask} prompts. */
   constructor(readonly console: Pick<Consoles, "readSecret">) {}
@@ -59,11 +59,24 @@ export class Secrets implements Disposable {
   }
 
   /**
-   * Keeps a passphrase that opened a volume, to try it first on the others; {@linkcode Secrets.forget} zeroes it.
-   * One not kept is the caller's to dispose.
+   * Keeps a passphrase typed at a prompt, to try it on the volumes after this one; {@linkcode Secrets.forget} zeroes
+   * it. One typed again is zeroed at once (the copy kept is tried), so a passphrase costs one key derivation per
+   * volume however often it was typed.
    */
   keep(secret: Secret): void {
-    this.entered.push(secret);
+    const again = this.entered.find((s) =>
+      s.length === secret.length && s.buffer.view().subarray(0, s.length).every((b, i) => b === secret.buffer.view()[i])
+    );
+    if (again) {
+      secret.buffer[Symbol.dispose]();
+      this.entered.splice(this.entered.indexOf(again), 1);
+      this.entered.push(again);
+    } else this.entered.push(secret);
+  }
+
+  /** The kept passphrases in the order to try them on the next volume: the last typed first. */
+  tryOrder(): Secret[] {
+    return [...this.entered].reverse();
   }
 
   /** Zeroes and frees every passphrase kept so far; later prompts start afresh. */

@@ -193,7 +193,7 @@ async function untilPassphraseFits(
     watch = read === "absent"; // its device may come while the prompt waits
   }
   if (byToken && await tokenFits(ctx, volume, byToken)) return;
-  for (const secret of ctx.secrets.entered) {
+  for (const secret of ctx.secrets.tryOrder()) {
     if (await trying(ctx, volume, () => fits(secret))) return;
   }
   const { maxTries } = ctx.job.options;
@@ -219,8 +219,9 @@ async function untilPassphraseFits(
         typed.buffer[Symbol.dispose]();
         throw err;
       });
-      if (opened) return ctx.secrets.keep(typed); // tried first on the volumes after this one
-      typed.buffer[Symbol.dispose](); // a wrong one is not tried again anywhere
+      // kept either way: one that did not open this volume may be another's (the root's, typed at the first prompt)
+      ctx.secrets.keep(typed);
+      if (opened) return;
     }
     wrong = wrong % maxTries + 1;
     const why = secret === "too long"

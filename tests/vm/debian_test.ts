@@ -275,14 +275,17 @@ Deno.test({
       await vm.waitForEvent("SUSPEND", 600_000);
       await vm.wake();
       // the screen cannot be read after wake (QEMU resets the VGA card), and keys typed before the prompt are
-      // flushed by it: type until the serial shell answers again, which it does only after the thaw
+      // flushed by it: type on the keyboard until the serial console, which shows the same prompt and progress,
+      // says the root is unlocked. Nothing is typed on the serial console meanwhile: a line there is an answer too.
+      const unlocked = /Unlocking root_crypt \.* unlocked\./;
       let thawed = false;
       for (let attempt = 0; attempt < 8 && !thawed; attempt++) {
         await new Promise((res) => setTimeout(res, 10_000));
         await vm.sendKeys(vm.guest.passphrase + "\n");
-        thawed = await vm.waitForShell(30_000).then(() => true, () => false);
+        thawed = await vm.waitForConsole(unlocked, 40_000, from).then(() => true, () => false);
       }
       assert.ok(thawed, `unlocked from the keyboard: ${vm.console.slice(from)}`);
+      await vm.waitForShell(300_000);
       // console=ttyS0 on the kernel's command line: the prompt was on the serial console too; the keyboard's won
       assert.match(vm.console.slice(from), /Passphrase to unlock/, "the prompt is on the serial console too");
       const status = await vm.sh(
