@@ -133,13 +133,17 @@ export function svgBars(title: string, series: Series[], rows: BarRow[]): string
       `<text x="${24 + i * 130}" y="40">${escapeXml(s.name)}</text>`
     )
     : [];
+  return svgDocument(title, left + width + 110, y + 6, [...legend, ...out]);
+}
+
+/** A whole SVG file: white, `title` at the top left, then `body`'s elements (one per line). */
+export function svgDocument(title: string, width: number, height: number, body: string[]): string {
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${left + width + 110}" height="${y + 6}" ` +
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `font-family="sans-serif" font-size="12">`,
     `  <rect width="100%" height="100%" fill="white"/>`,
     `  <text x="8" y="20" font-size="13" font-weight="bold">${escapeXml(title)}</text>`,
-    ...legend,
-    ...out,
+    ...body,
     "</svg>",
     "",
   ].join("\n");

@@ -16,7 +16,7 @@
  */
 
 import type { TimelineJSON } from "../cycle/timeline.ts";
-import { escapeXml, formatBytes, formatInt } from "./bench_lib.ts";
+import { escapeXml, formatBytes, formatInt, svgDocument } from "./bench_lib.ts";
 
 /** The volumes a soak runs with: the LUKS root alone, or the root and the LUKS2 data disk on /mnt/data. */
 export type Layout = "root" | "root+data";
@@ -655,13 +655,5 @@ export function svgPhaseLines(title: string, rows: CycleRow[]): string {
     }
   });
   y += 20;
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${left + width + 130}" height="${y + 6}" ` +
-    `font-family="sans-serif" font-size="12">`,
-    `  <rect width="100%" height="100%" fill="white"/>`,
-    `  <text x="8" y="20" font-size="13" font-weight="bold">${escapeXml(title)}</text>`,
-    ...out,
-    "</svg>",
-    "",
-  ].join("\n");
+  return svgDocument(title, left + width + 130, y + 6, out);
 }
