@@ -55,6 +55,7 @@ interface InstallFlags {
   maxTries?: number;
   afterTries?: string;
   idleSuspend?: number;
+  tokenWithoutPin?: boolean;
   root: string;
 }
 
@@ -74,11 +75,24 @@ export function register(program: Command, exit: (code: number) => never): void 
     .option("--console <tty>", "prompt after wake on this tty (e.g. /dev/ttyS0) instead of a VT of its own");
   // as suspend takes them; the drop-in passes those given on to every cycle systemd starts
   for (const option of promptOptions()) install.addOption(option);
+  install.option(
+    "--token-without-pin",
+    "after wake, open volumes with LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): nobody " +
+      "types anything, so whoever opens the lid gets them unlocked",
+  );
   install.addOption(rootOption())
     .action(async (o: InstallFlags) => {
       if (!o.dryRun && o.root === "/") requireRoot("cryptsleep install");
-      const { root, dryRun, replaceDebian, exec, console } = o;
-      await runInstall(installDropIn, { root, dryRun, replaceDebian, exec, console, ...promptValues(o) });
+      const { root, dryRun, replaceDebian, exec, console, tokenWithoutPin } = o;
+      await runInstall(installDropIn, {
+        root,
+        dryRun,
+        replaceDebian,
+        exec,
+        console,
+        tokenWithoutPin: Boolean(tokenWithoutPin),
+        ...promptValues(o),
+      });
       exit(ExitCode.OK);
     });
   program.command("uninstall")

@@ -72,6 +72,8 @@ export interface InstallOptions {
   afterTries?: SuspendOptions["afterTries"];
   /** `--idle-suspend` for the cycles systemd starts (default: left out, suspend's default). */
   idleSuspendS?: number;
+  /** `--token-without-pin` for the cycles systemd starts (default: off). */
+  tokenWithoutPin?: boolean;
   /** Reloads systemd after a change (default: `systemctl daemon-reload` on "/", nothing elsewhere). */
   reload?: () => Promise<void>;
 }
@@ -131,7 +133,7 @@ async function checkExec(root: string, exec: string): Promise<void> {
 
 /** What the ExecStart passes to `cryptsleep suspend`, checked: each value ends up in its command line. */
 function suspendArgs(opts: InstallOptions): SuspendArgs {
-  const { console, maxTries, afterTries, idleSuspendS } = opts;
+  const { console, maxTries, afterTries, idleSuspendS, tokenWithoutPin } = opts;
   if (console !== undefined && !/^\/dev\/[\w/.-]+$/.test(console)) {
     throw new InstallError(`--console ${console}: give a terminal's /dev path, e.g. /dev/ttyS0`, "usage");
   }
@@ -140,7 +142,7 @@ function suspendArgs(opts: InstallOptions): SuspendArgs {
     const problem = opts[key] === undefined ? null : promptOptionProblem(key, opts[key]);
     if (problem) throw new InstallError(`${SUSPEND_FLAGS[key]} ${opts[key]}: ${problem}`, "usage");
   }
-  return { console, maxTries, afterTries, idleSuspendS };
+  return { console, maxTries, afterTries, idleSuspendS, ...(tokenWithoutPin ? { tokenWithoutPin: true } : {}) };
 }
 
 /** Installs the drop-in (and the Debian mask when asked); run again with the same options, it changes nothing. */

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { type Scratch, scratchRoot } from "../tests/fixtures/scratch.ts";
 import { install, InstallError, uninstall } from "./install.ts";
 import { RECORD } from "./record.ts";
-import { DEBIAN_MASK, debianDropin, DROPIN, execStart, renderDropIn, suspendCommand } from "./unit.ts";
+import { DEBIAN_MASK, debianDropin, DROPIN, execStart, isOurCommand, renderDropIn, suspendCommand } from "./unit.ts";
 
 const EXEC = "/usr/sbin/cryptsleep";
 const UNIT_FILE = "usr/lib/systemd/system/systemd-suspend.service";
@@ -211,4 +211,14 @@ Deno.test("install: a bad prompt option is a usage error saying what to give; no
     assert.match(err.message, message);
   }
   assert.deepEqual(await tree(s.root), before);
+});
+
+Deno.test("install --token-without-pin: the switch in the ExecStart (no value), known as ours; off leaves it out", async () => {
+  await using s = await machine();
+  await install({ root: s.root, exec: EXEC, tokenWithoutPin: true, maxTries: 2, reload: () => Promise.resolve() });
+  const command = `${EXEC} suspend --from-systemd --max-tries 2 --token-without-pin`;
+  assert.deepEqual((await execStart(s.root)).commands, [command]);
+  assert.ok(isOurCommand(command), command);
+  assert.equal(suspendCommand(EXEC, { tokenWithoutPin: false }), `${EXEC} suspend --from-systemd`);
+  assert.ok(!isOurCommand(`${EXEC} suspend --from-systemd --token-without-pin yes`), "the switch takes no value");
 });

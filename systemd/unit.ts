@@ -44,6 +44,8 @@ export const DEBIAN_MASK = `${DROPIN_DIR}/${DEBIAN_DROPIN_NAME}`;
 export interface SuspendArgs extends Partial<PromptOptions> {
   /** `--console`: where the cycle prompts (default: a VT of its own). */
   console?: string;
+  /** `--token-without-pin`: LUKS2 tokens without a PIN open volumes after wake (a flag: given when true). */
+  tokenWithoutPin?: boolean;
 }
 
 /** The flag of each of {@linkcode SuspendArgs}, in the order the command gives them. */
@@ -52,16 +54,22 @@ export const SUSPEND_FLAGS: Readonly<Record<keyof SuspendArgs, string>> = {
   maxTries: "--max-tries",
   afterTries: "--after-tries",
   idleSuspendS: "--idle-suspend",
+  tokenWithoutPin: "--token-without-pin",
 };
+
+/** The flags of {@linkcode SUSPEND_FLAGS} that take no value. */
+const SWITCHES = new Set(["--token-without-pin"]);
 
 /** The ExecStart command line for a cryptsleep at `exec`. */
 export function suspendCommand(exec: string, args: SuspendArgs = {}): string {
   const keys = Object.keys(SUSPEND_FLAGS) as (keyof SuspendArgs)[];
-  const flags = keys.filter((key) => args[key] !== undefined).map((key) => ` ${SUSPEND_FLAGS[key]} ${args[key]}`);
+  const flags = keys.filter((key) => args[key] !== undefined && args[key] !== false)
+    .map((key) => SWITCHES.has(SUSPEND_FLAGS[key]) ? ` ${SUSPEND_FLAGS[key]}` : ` ${SUSPEND_FLAGS[key]} ${args[key]}`);
   return `${exec} suspend --from-systemd${flags.join("")}`;
 }
 
-const OURS = new RegExp(` suspend --from-systemd(?: (?:${Object.values(SUSPEND_FLAGS).join("|")}) \\S+)*$`);
+const VALUED = Object.values(SUSPEND_FLAGS).filter((f) => !SWITCHES.has(f));
+const OURS = new RegExp(` suspend --from-systemd(?: (?:${VALUED.join("|")}) \\S+| (?:${[...SWITCHES].join("|")}))*$`);
 
 /** Whether an ExecStart command is one {@linkcode suspendCommand} makes (whatever its options, in any order). */
 export function isOurCommand(command: string): boolean {
