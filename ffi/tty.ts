@@ -21,18 +21,7 @@
  */
 
 import { SysError } from "./errors.ts";
-import {
-  closeFd,
-  errno,
-  ioctlInt,
-  ioctlPtr,
-  libcSymbols,
-  O_CLOEXEC,
-  O_NOCTTY,
-  O_RDWR,
-  openFd,
-  writeFdSync,
-} from "./libc.ts";
+import { closeFd, errno, ioctlInt, ioctlPtr, libcSymbols, O_CLOEXEC, O_NOCTTY, O_RDWR, openFd } from "./libc.ts";
 import { SafeBuffer } from "./safe_buffer.ts";
 
 // <linux/vt.h>
@@ -67,7 +56,6 @@ const ECHOK = 0o40;
 const ECHONL = 0o100;
 const IEXTEN = 0o100000;
 const TCSANOW = 0;
-const TCSAFLUSH = 2;
 const POLLIN = 1;
 const POLLERR = 8;
 const POLLHUP = 0x10;
@@ -96,6 +84,11 @@ function sequenceStep(seq: number, c: number): number {
   if (seq !== SEQ_FKEY && c >= 0x20 && c <= 0x3f) return SEQ_BODY;
   return c >= 0x40 && c <= 0x7e ? SEQ_NONE : -1;
 }
+
+/** open(2): never wait, for the open (a serial line's carrier) nor for a write (flow control). */
+const O_NONBLOCK = 0o4000;
+/** How long {@linkcode Console.write} waits for a stuck terminal before it drops the rest. */
+const WRITE_WAIT_MS = 200;
 
 /** A termios snapshot (opaque bytes) with the local-mode flags exposed. */
 class Termios {
@@ -136,9 +129,12 @@ function getTermios(fd: number): Termios {
   return t;
 }
 
-/** tcsetattr(3) (`flush`: TCSAFLUSH, dropping unread input, else TCSANOW). */
-function setTermios(fd: number, t: Termios, flush = false): void {
-  if (libcSymbols().tcsetattr(fd, flush ? TCSAFLUSH : TCSANOW, t.bytes) < 0) {
+/**
+ * tcsetattr(3) with TCSANOW: never TCSADRAIN or TCSAFLUSH, which wait for the output to drain, forever on a serial
+ * line held by flow control or a USB adapter that does not come back.
+ */
+function setTermios(fd: number, t: Termios): void {
+  if (libcSymbols().tcsetattr(fd, TCSANOW, t.bytes) < 0) {
     throw new SysError("tcsetattr", errno(), { subject: `fd ${fd}` });
   }
 }
@@ -209,7 +205,7 @@ export class Console implements Disposable {
 
   /** Open a terminal path ("/dev/ttyS0", "/dev/tty8", a pty slave). */
   static open(path: string): Console {
-    const fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    const fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
     try {
       return new Console(fd, path, null, null, null);
     } catch (e) {
@@ -225,7 +221,7 @@ export class Console implements Disposable {
   static openVt(path: string, previousVt: number, consolePath = "/dev/tty0"): Console {
     const vt = Number(/^\/dev\/tty(\d+)$/.exec(path)?.[1]);
     if (!vt) throw new SysError("open", 22, { subject: path, hint: "not a virtual console (/dev/ttyN)" });
-    const fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    const fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
     let cfd = -1;
     try {
       cfd = openFd(consolePath, O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -266,7 +262,7 @@ export class Console implements Disposable {
         throw new SysError("ioctl(VT_OPENQRY)", 16, { subject: consolePath, hint: "no free virtual console" });
       }
       const path = `/dev/tty${n}`;
-      fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+      fd = openFd(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
       const con = new Console(fd, path, cfd, n, prev);
       ioctlInt(cfd, VT_ACTIVATE, n, "VT_ACTIVATE");
       const until = Date.now() + (opts.waitMs ?? 2000);
@@ -314,9 +310,27 @@ export class Console implements Disposable {
     else setTermios(this.fd, this.#saved);
   }
 
-  /** Write text (prompts, messages; never secrets). */
+  /**
+   * Write text (prompts, messages; never secrets). The terminal is non-blocking: a line that takes nothing (held by
+   * flow control, Scroll Lock, a serial adapter gone) gets what fits within about 200 ms and the rest is dropped,
+   * so a stuck console never stops the cycle, nor the prompt on the other consoles.
+   */
   write(text: string): void {
-    writeFdSync(this.fd, new TextEncoder().encode(text), this.path);
+    const bytes = new TextEncoder().encode(text);
+    const until = Date.now() + WRITE_WAIT_MS;
+    for (let off = 0; off < bytes.length;) {
+      const part = bytes.subarray(off);
+      const r = Number(libcSymbols().write(this.fd, Deno.UnsafePointer.of(part), BigInt(part.length)));
+      if (r >= 0) {
+        off += r;
+        continue;
+      }
+      const e = errno();
+      if (e === 4) continue; // EINTR
+      if (e !== 11) throw new SysError("write", e, { subject: this.path });
+      if (Date.now() >= until) return; // EAGAIN for too long: the rest is dropped
+      sleepSync(10);
+    }
   }
 
   /**
@@ -350,7 +364,7 @@ export class Console implements Disposable {
     try {
       // typed before the prompt: read (the kernel zeroes its copy) and dropped, a partial line too
       this.#dropPending(line, scratch);
-      setTermios(this.fd, line, true); // what raced in since
+      setTermios(this.fd, line);
       if (opts.prompt) this.write(opts.prompt);
       const bytes = buf.view();
       let idleUntil = opts.idleMs ? performance.now() + opts.idleMs : Infinity;

@@ -334,3 +334,13 @@ Deno.test({
     assert.equal(again.previousVt, before, "dispose switched back to the previous VT");
   },
 });
+
+Deno.test("write to a terminal that takes nothing more returns within a moment, dropping the rest", () => {
+  // nobody reads the master: the pty's buffer fills up, as a serial line held by flow control would
+  using t = ptyConsole();
+  const start = Date.now();
+  t.con.write("x".repeat(1 << 20));
+  const took = Date.now() - start;
+  assert.ok(took < 2000, `returned after ${took} ms`);
+  assert.ok(drain(t.pty.master).length > 0, "what fitted was written");
+});
