@@ -145,9 +145,8 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
     sleptAgain = err instanceof SleptAgain;
     throw err;
   } finally {
-    // whatever failed below them, the devices stacked above are resumed: their own I/O (an LV on another
-    // volume, swap) must not stay blocked behind a thawed userspace; after a sleep that locked all again, the
-    // unlock starts over and resumes them in turn
+    // the devices stacked above come back once nothing under them is locked (see resumeAbove); after a sleep
+    // that locked all again, the unlock starts over and resumes them in turn
     if (!sleptAgain) resumeAbove(volume);
   }
   await readBlockDirect(volume.device, 0, 4096);
@@ -155,10 +154,34 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
   await releasePinned(ctx, volume);
 }
 
+/**
+ * Resumes the dm devices stacked above `volume` (its LVs) whose every device below is live. One with a suspended
+ * device under it (this volume still locked, or another one a spanning LV also sits on) stays suspended, as the
+ * machine stays frozen meanwhile: resuming it thaws its filesystem, whose superblock write then waits forever on the
+ * locked device below. Seen on the bed (LVM on LUKS, an unlock that failed): ext4_unfreeze → ext4_commit_super in D
+ * state inside the dm resume, the cycle's process stuck, no prompt.
+ */
 function resumeAbove(volume: Volume): void {
   for (const above of [...volume.above].reverse()) {
-    if (dm.info(above).suspended) dm.resume(above);
+    const info = dm.info(above);
+    if (info.suspended && !suspendedBelow(`dm-${info.minor}`)) dm.resume(above);
   }
+}
+
+/** Whether any device under `kname` (sysfs `slaves/`, all the way down) is a suspended dm device. */
+export function suspendedBelow(kname: string, sysBlock = "/sys/block"): boolean {
+  let slaves: string[];
+  try {
+    slaves = [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
+  } catch {
+    return false; // no slaves: a disk or a partition
+  }
+  return slaves.some((s) => {
+    try {
+      if (Deno.readTextFileSync(`${sysBlock}/${s}/dm/suspended`).trim() === "1") return true;
+    } catch { /* not a dm device */ }
+    return suspendedBelow(s, sysBlock);
+  });
 }
 
 async function releasePinned(ctx: AgentContext, volume: Volume): Promise<void> {
