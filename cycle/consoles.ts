@@ -175,6 +175,12 @@ export class Consoles implements Disposable {
   #each(fn: (c: Console) => void): void {
     const errors: unknown[] = [];
     const live = this.live;
+    if (!live.length) {
+      throw new SysError("write", 5, {
+        subject: this.path,
+        hint: "every console hung up; waiting for one to come back",
+      });
+    }
     for (const c of live) {
       try {
         fn(c);
@@ -182,7 +188,9 @@ export class Consoles implements Disposable {
         errors.push(err);
       }
     }
-    if (errors.length === live.length) throw errors.length === 1 ? errors[0] : new AggregateError(errors);
+    if (errors.length === live.length) {
+      throw errors.length === 1 ? errors[0] : new AggregateError(errors, `no console took it: ${this.path}`);
+    }
   }
 
   /** Disposes each terminal. */

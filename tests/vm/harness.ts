@@ -61,6 +61,11 @@ export interface BootOptions {
   bootTimeoutMs?: number;
   /** A TPM 2.0 (QEMU's tpm-tis on a swtpm software TPM of the host, its state kept across restarts). */
   tpm?: boolean;
+  /**
+   * A USB serial adapter (QEMU's usb-serial, an FTDI chip: /dev/ttyUSB0 in the guest) on an xHCI controller, its
+   * line on {@linkcode VM.usbText} and {@linkcode VM.typeUsb}; {@linkcode VM.unplugUsbSerial} pulls it out.
+   */
+  usbSerial?: boolean;
   /** Print the serial console to stderr as it arrives. */
   echoConsole?: boolean;
   /**
@@ -171,6 +176,9 @@ export class VM implements AsyncDisposable {
   private disks: { root: string; data: string | null; tool: string; snapshot: boolean } | null = null;
   private exited: Promise<Deno.CommandStatus> | null = null;
   private swtpm: Deno.ChildProcess | null = null;
+  private usbConn: Deno.Conn | null = null;
+  /** What the guest wrote on the USB serial adapter's line (CRs removed). */
+  usbText = "";
 
   constructor(guest: BedGuest, tmp: string, opts: BootOptions) {
     this.guest = guest;
@@ -266,6 +274,16 @@ export class VM implements AsyncDisposable {
       "-serial",
       "chardev:s0",
       ...(this.opts.tpm ? await this.startTpm() : []),
+      ...(this.opts.usbSerial
+        ? [
+          "-device",
+          "qemu-xhci,id=xhci",
+          "-chardev",
+          `socket,id=us0,path=${join(this.tmp, "usb.sock")},server=on,wait=off`,
+          "-device",
+          "usb-serial,chardev=us0,id=userial",
+        ]
+        : []),
     ];
     this.proc = new Deno.Command("qemu-system-x86_64", { args, stdin: "null", stdout: "null", stderr: "piped" })
       .spawn();
@@ -280,6 +298,13 @@ export class VM implements AsyncDisposable {
     });
     this.qmpConn = await connectUnix(qmpPath);
     this.serialConn = await connectUnix(serPath);
+    if (this.opts.usbSerial) {
+      this.usbConn = await connectUnix(join(this.tmp, "usb.sock"));
+      readAll(this.usbConn, (b) => {
+        this.usbText += this.decoder.decode(b, { stream: true }).replaceAll("\r", "");
+        this.notify();
+      });
+    }
     const qconn = this.qmpConn;
     const sconn = this.serialConn;
     readAll(qconn, (b) => this.onQmp(b));
@@ -552,6 +577,33 @@ export class VM implements AsyncDisposable {
     await this.qmp("blockdev-del", { "node-name": id });
   }
 
+  /** Types on the USB serial adapter's line. */
+  async typeUsb(text: string): Promise<void> {
+    await this.usbConn!.write(enc.encode(text));
+  }
+
+  /** Waits for `re` in what the guest wrote on the USB serial line after `from`. */
+  waitForUsb(re: RegExp, timeoutMs: number, from = 0): Promise<RegExpExecArray> {
+    return this.waitFor(() => re.exec(this.usbText.slice(from)) ?? undefined, timeoutMs, `waitForUsb(${re})`);
+  }
+
+  /** Pulls the USB serial adapter out (the guest's tty hangs up); {@linkcode VM.plugUsbSerial} puts it back. */
+  async unplugUsbSerial(timeoutMs = 120_000): Promise<void> {
+    const from = this.events.length;
+    await this.qmp("device_del", { id: "userial" });
+    await this.waitFor(
+      () =>
+        this.events.slice(from).find((e) => e.event === "DEVICE_DELETED" && JSON.stringify(e.data).includes("userial")),
+      timeoutMs,
+      "unplugUsbSerial",
+    );
+  }
+
+  /** Plugs the USB serial adapter in again, on the same line. */
+  async plugUsbSerial(): Promise<void> {
+    await this.qmp("device_add", { driver: "usb-serial", chardev: "us0", id: "userial" });
+  }
+
   /** QMP system_wakeup (resume from S3). */
   async wake(): Promise<void> {
     await this.qmp("system_wakeup");
@@ -636,7 +688,10 @@ export class VM implements AsyncDisposable {
     try {
       this.serialConn?.close();
     } catch { /* closed */ }
-    this.qmpConn = this.serialConn = null;
+    try {
+      this.usbConn?.close();
+    } catch { /* closed */ }
+    this.qmpConn = this.serialConn = this.usbConn = null;
     for (const [, w] of this.qmpWaiters) w({ error: { class: "Gone", desc: "QEMU exited" } });
     this.qmpWaiters.clear();
     this.notify();
