@@ -33,14 +33,13 @@ import {
   readInto,
   umount2,
 } from "../ffi/libc.ts";
-import * as dm from "../ffi/devmapper.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { type KeyFile, MAX_KEYFILE, type Volume } from "../discovery/mod.ts";
 import { hostPath } from "../chroot/enter.ts";
 import type { AgentContext } from "./context.ts";
 import type { Job } from "./job.ts";
 import type { Secret } from "./secrets.ts";
-import { isSwapped } from "./pinned/mod.ts";
+import { isLive } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
 
 /** Either the key file's bytes, or why they could not be read (said on the prompt); `absent`: its device is not there. */
@@ -53,7 +52,10 @@ export type KeyFileRead = Secret | { why: string; absent?: boolean };
 export async function readKeyFile(ctx: AgentContext, volume: Volume): Promise<KeyFileRead> {
   const kf = volume.keyFile;
   if (!kf) return { why: "no key file" };
-  const locked = kf.on.filter((name) => stillLocked(ctx, name));
+  const locked = kf.on.filter((name) => {
+    const holder = ctx.job.plan.lock.find((v) => v.dmName === name);
+    return !holder || !isLive(holder);
+  });
   if (locked.length) return { why: `${locked.join(", ")} holding it is still locked` };
   try {
     if (!kf.device) return await readKeyBytes(hostPath(kf.path), kf);
@@ -175,16 +177,6 @@ async function physical(sys: string): Promise<boolean> {
   if (real.includes("/devices/virtual/")) return false;
   const size = await Deno.readTextFile(`${sys}/size`).then((t) => t.trim(), () => "0");
   return size !== "0";
-}
-
-function stillLocked(ctx: AgentContext, dmName: string): boolean {
-  try {
-    const info = dm.info(dmName);
-    const volume = ctx.job.plan.lock.find((v) => v.dmName === dmName);
-    return !info.exists || info.suspended || (volume !== undefined && isSwapped(volume));
-  } catch {
-    return true; // cannot tell: a read there might never return
-  }
 }
 
 async function readKeyBytes(path: string, kf: KeyFile): Promise<Secret> {

@@ -64,8 +64,9 @@ export class Secrets implements Disposable {
    * volume however often it was typed.
    */
   keep(secret: Secret): void {
+    const typed = secret.buffer.view();
     const again = this.entered.find((s) =>
-      s.length === secret.length && s.buffer.view().subarray(0, s.length).every((b, i) => b === secret.buffer.view()[i])
+      s.length === secret.length && s.buffer.view().subarray(0, s.length).every((b, i) => b === typed[i])
     );
     if (again) {
       secret.buffer[Symbol.dispose]();

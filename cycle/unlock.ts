@@ -35,6 +35,7 @@ import { type AgentContext, say, warnUser } from "./context.ts";
 import { MAX_PASSPHRASE, type Secret } from "./secrets.ts";
 import {
   finishInterruptedReopen,
+  isLive,
   isSwapped,
   releaseAtUnlock,
   removeStrayPlaceholder,
@@ -44,6 +45,9 @@ import {
 import { messages } from "./errors.ts";
 import { findKeyDevice, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
+
+/** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
+const TOO_LONG = `longer than ${MAX_PASSPHRASE - 1} bytes`;
 
 /** Tries per volume, in recovery, for an unlock that fails for another reason than the passphrase. */
 const RECOVERY_TRIES = 5;
@@ -247,9 +251,7 @@ async function untilPassphraseFits(
       if (opened) return;
     }
     wrong = wrong % maxTries + 1;
-    const why = secret === "too long"
-      ? `longer than ${MAX_PASSPHRASE - 1} bytes`
-      : "No key available with this passphrase";
+    const why = secret === "too long" ? TOO_LONG : "No key available with this passphrase";
     say(ctx, `${why} (${wrong}/${maxTries}).\n`);
     if (wrong === maxTries) await afterTriesUsedUp(ctx, volume);
   }
@@ -280,7 +282,7 @@ async function tokenFits(
         pin = await askOrSleep(ctx, `${label} PIN to unlock ${volume.dmName} (Enter alone: its passphrase): `);
       } catch (err) {
         if (!(err instanceof RangeError)) throw err;
-        say(ctx, `longer than ${MAX_PASSPHRASE - 1} bytes (${++wrong}/${maxTries}).\n`);
+        say(ctx, `${TOO_LONG} (${++wrong}/${maxTries}).\n`);
         continue;
       }
       using _zeroed = pin.buffer;
@@ -428,7 +430,7 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   const open: string[] = [];
   // (no key file is dropped from the page cache here: its volume may be locked, and reading its path could wait
   // forever; each was dropped after it was read)
-  for (const v of ctx.job.plan.lock.filter(isOpen)) {
+  for (const v of ctx.job.plan.lock.filter(isLive)) {
     try {
       await lockVolume(ctx, v);
       relocked.push(v.dmName);
@@ -459,15 +461,6 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   // the unlock starts over from the bottom, by what it sees: what was locked again, or half locked by a lock that
   // failed part way, is unlocked in turn
   throw new SleptAgain(relocked);
-}
-
-/** The volume is live: unlocked, by this unlock or never locked (a lock that failed before it). */
-function isOpen(v: Volume): boolean {
-  try {
-    return !dm.info(v.dmName).suspended && !isSwapped(v);
-  } catch {
-    return false;
-  }
 }
 
 /** A token's PIN as typed, or none for a token without one. */

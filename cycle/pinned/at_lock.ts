@@ -136,6 +136,19 @@ export async function releaseAtLock(ctx: AgentContext, volume: Volume): Promise<
   return true;
 }
 
+/**
+ * The volume is live: it exists, is not suspended and not locked by the table swap. False too when dm cannot tell
+ * (a read there might never return).
+ */
+export function isLive(volume: Volume): boolean {
+  try {
+    const info = dm.info(volume.dmName);
+    return info.exists && !info.suspended && !isSwapped(volume);
+  } catch {
+    return false;
+  }
+}
+
 /** Whether `volume` is swapped: it runs as `linear` onto its placeholder. */
 export function isSwapped(volume: Volume): boolean {
   const hold = dm.info(placeholderName(volume.dmName));

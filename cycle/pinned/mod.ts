@@ -25,6 +25,7 @@
  */
 export { cryptsetupLoop, onLoopDevice, pinnedKeys, waitUnpinned } from "./keys.ts";
 export {
+  isLive,
   isSwapped,
   placeholderName,
   readSwapRecord,
