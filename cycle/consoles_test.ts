@@ -1,43 +1,21 @@
 import assert from "node:assert/strict";
-import { closeFd, O_CLOEXEC, O_NOCTTY, O_RDWR, writeFdSync } from "../ffi/libc.ts";
+import { closeFd, writeFdSync } from "../ffi/libc.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { Console, PromptLeft } from "../ffi/tty.ts";
 import { Consoles, kernelSerialConsoles } from "./consoles.ts";
+import { drain, openPty } from "../ffi/testing.ts";
 
 // Two real ptys play a VT and a serial console; their masters are the person's keyboards.
-const O_NONBLOCK = 0o4000;
-const pt = Deno.dlopen("libc.so.6", {
-  posix_openpt: { parameters: ["i32"], result: "i32" },
-  grantpt: { parameters: ["i32"], result: "i32" },
-  unlockpt: { parameters: ["i32"], result: "i32" },
-  ptsname: { parameters: ["i32"], result: "pointer" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-});
-globalThis.addEventListener("unload", () => pt.close());
-
 const enc = new TextEncoder();
-
-function pty(): { master: number; path: string } {
-  const master = pt.symbols.posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-  assert.ok(master >= 0);
-  assert.equal(pt.symbols.grantpt(master), 0);
-  assert.equal(pt.symbols.unlockpt(master), 0);
-  return { master, path: Deno.UnsafePointerView.getCString(pt.symbols.ptsname(master)!) };
-}
 
 /** What the terminal showed (pending output on its master). */
 function shown(fd: number): string {
-  let out = "";
-  const b = new Uint8Array(256);
-  for (let n; (n = Number(pt.symbols.read(fd, b, BigInt(b.length)))) > 0;) {
-    out += new TextDecoder().decode(b.subarray(0, n));
-  }
-  return out;
+  return new TextDecoder().decode(drain(fd));
 }
 
 function two() {
-  const a = pty(), b = pty();
-  const consoles = new Consoles([Console.open(a.path), Console.open(b.path)]);
+  const a = openPty(), b = openPty();
+  const consoles = new Consoles([Console.open(a.slavePath), Console.open(b.slavePath)]);
   return {
     a,
     b,
@@ -46,7 +24,7 @@ function two() {
       consoles[Symbol.dispose]();
       for (const p of [a, b]) {
         try {
-          closeFd(p.master);
+          p[Symbol.dispose]();
         } catch { /* closed by the test */ }
       }
     },

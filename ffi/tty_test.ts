@@ -3,59 +3,15 @@ import { SysError } from "./errors.ts";
 import { closeFd, ioctlPtr, O_CLOEXEC, O_NOCTTY, O_RDWR, openFd, writeFdSync } from "./libc.ts";
 import { SafeBuffer } from "./safe_buffer.ts";
 import { Console, PromptLeft } from "./tty.ts";
+import { drain, lflag, openPty } from "./testing.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-// The tool never opens a pty; these tests do, to play the user at a terminal.
-const O_NONBLOCK = 0o4000;
-const pt = Deno.dlopen("libc.so.6", {
-  posix_openpt: { parameters: ["i32"], result: "i32" },
-  grantpt: { parameters: ["i32"], result: "i32" },
-  unlockpt: { parameters: ["i32"], result: "i32" },
-  ptsname: { parameters: ["i32"], result: "pointer" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
-});
-globalThis.addEventListener("unload", () => pt.close());
-
-// <termios.h> c_lflag bits; struct termios is 60 bytes, c_lflag at offset 12 (glibc, x86_64/aarch64).
+// <termios.h> c_lflag bits
 const ISIG = 0o1;
 const ICANON = 0o2;
 const ECHO = 0o10;
-
-/** The terminal's c_lflag now. */
-function lflag(fd: number): number {
-  const t = new Uint8Array(60);
-  assert.equal(pt.symbols.tcgetattr(fd, t), 0, "tcgetattr");
-  return new DataView(t.buffer).getUint32(12, true);
-}
-
-/** A pty whose master does not block on read, so {@linkcode drain} returns what is pending. */
-function openPty(): { master: number; slavePath: string } & Disposable {
-  const master = pt.symbols.posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-  assert.ok(master >= 0, "posix_openpt");
-  assert.equal(pt.symbols.grantpt(master), 0);
-  assert.equal(pt.symbols.unlockpt(master), 0);
-  const slavePath = Deno.UnsafePointerView.getCString(pt.symbols.ptsname(master)!);
-  let open = true;
-  return {
-    master,
-    slavePath,
-    [Symbol.dispose]() {
-      if (open) closeFd(master);
-      open = false;
-    },
-  };
-}
-
-/** Whatever is pending on the pty master (EAGAIN, or EIO after a hangup, ends it). */
-function drain(fd: number): Uint8Array {
-  const chunks: number[] = [];
-  const b = new Uint8Array(256);
-  for (let n; (n = Number(pt.symbols.read(fd, b, BigInt(b.length)))) > 0;) chunks.push(...b.subarray(0, n));
-  return new Uint8Array(chunks);
-}
 
 function ptyConsole() {
   const pty = openPty();
