@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import { mountOf, readMountinfo } from "../host/mountinfo.ts";
 import type { ProcStat } from "../host/proc.ts";

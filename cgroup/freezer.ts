@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join } from "../host/path.ts";
 import { exists } from "../host/paths.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import { readStat } from "../host/proc.ts";

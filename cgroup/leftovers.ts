@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { exists } from "../host/paths.ts";
 import { describe } from "../host/errors.ts";
 import { readStat } from "../host/proc.ts";

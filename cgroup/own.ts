@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { exists } from "../host/paths.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import {

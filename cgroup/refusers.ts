@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { type ProcStat, readStat } from "../host/proc.ts";
 import { type Cgroup2Root, isFrozen, readOr, readProcs, relCgroup } from "./cgroup2.ts";
 

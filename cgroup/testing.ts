@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { readStat } from "../host/proc.ts";
 import { findCgroup2Mount } from "./cgroup2.ts";
 

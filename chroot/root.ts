@@ -12,7 +12,7 @@
  * console.log(root.mounts); // ["/", "/dev", "/sys", "/proc", "/run/cryptsetup"]
  * ```
  */
-import { dirname, normalize } from "node:path";
+import { dirname, normalize } from "../host/path.ts";
 import { SysError } from "../ffi/errors.ts";
 import { readMountinfoSync } from "../host/mountinfo.ts";
 import {

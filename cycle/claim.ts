@@ -17,7 +17,7 @@
  * console.log(held.cleaned); // e.g. ["unmounted /run/cryptsleep/root (a crashed run's ramfs)"]
  * ```
  */
-import { dirname, join } from "node:path";
+import { dirname, join } from "../host/path.ts";
 import { detachRoot, mountsUnder } from "../chroot/root.ts";
 import { DEFAULT_CGROUP_ROOT, FROZEN_NAME, OWN_NAME, readProcs, removeCgroup } from "../cgroup/cgroup2.ts";
 import { exists } from "../host/paths.ts";

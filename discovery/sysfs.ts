@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { underRoot } from "../host/paths.ts";
 
 /** One kernel block device (`vda`, `vda2`, `dm-0`, `loop0`). */

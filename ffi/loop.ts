@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { SysError } from "./errors.ts";
 import { closeFd, ioctlInt, ioctlPtr, O_CLOEXEC, O_RDONLY, O_RDWR, openFd } from "./libc.ts";
 

@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { join } from "node:path";
+import { join } from "./path.ts";
 
 /** A host absolute path, as seen under `root` ("/" = the live system). */
 export function underRoot(root: string, path: string): string {

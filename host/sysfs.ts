@@ -11,7 +11,7 @@
  * console.log(await readKnob(KNOBS.syncOnSuspend), await saveKnobs(), await memAvailableKiB());
  * ```
  */
-import { join } from "node:path";
+import { join } from "./path.ts";
 import { readMeminfo } from "./proc.ts";
 
 /** The trimmed content of a sysfs file, or null when it does not exist. */

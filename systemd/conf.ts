@@ -14,7 +14,7 @@
  * console.log(files, entries.map((e) => `${e.key}=${e.value}`));
  * ```
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { underRoot } from "../host/paths.ts";
 
 /** The directories systemd searches for configuration, highest priority first (CONF_PATHS). */

@@ -24,7 +24,7 @@
  * console.log(results.map((r) => `${r.name}: ${r.ok ? "ok" : r.error}`));
  * ```
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import { underRoot } from "../host/paths.ts";
 
 /** Where systemd-sleep looks for hooks, highest priority first (both are one directory on a merged /usr). */

@@ -15,7 +15,7 @@
  * await uninstall({ root: "/", dryRun: true });
  * ```
  */
-import { dirname } from "node:path";
+import { dirname } from "../host/path.ts";
 import { describe } from "../host/errors.ts";
 import { existsUnder, underRoot } from "../host/paths.ts";
 import { promptOptionProblem, type SuspendOptions } from "../cycle/job.ts";

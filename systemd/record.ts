@@ -10,8 +10,7 @@
  * console.log(await readRecord("/"), await snapshot("/", "/etc/hostname"));
  * ```
  */
-import { Buffer } from "node:buffer";
-import { dirname } from "node:path";
+import { dirname } from "../host/path.ts";
 import { describe } from "../host/errors.ts";
 import { underRoot } from "../host/paths.ts";
 
@@ -94,7 +93,7 @@ export function recordText(rec: InstallRecord): string {
   const files = rec.files.map((f) => ({
     ...f,
     before: f.before.kind === "file"
-      ? { kind: "file", base64: Buffer.from(f.before.bytes).toString("base64"), mode: f.before.mode }
+      ? { kind: "file", base64: toBase64(f.before.bytes), mode: f.before.mode }
       : f.before,
   }));
   return JSON.stringify({ ...rec, files }, null, 2) + "\n";
@@ -115,7 +114,7 @@ export async function readRecord(root: string): Promise<InstallRecord | null> {
     const files: RecordedFile[] = raw.files.map(
       (f: { path: string; wrote: string; before: Record<string, unknown> }) => {
         if (f.before.kind !== "file") return f;
-        const bytes = new Uint8Array(Buffer.from(String(f.before.base64), "base64"));
+        const bytes = fromBase64(String(f.before.base64));
         return { ...f, before: { kind: "file", bytes, text: new TextDecoder().decode(bytes), mode: f.before.mode } };
       },
     );
@@ -126,6 +125,25 @@ export async function readRecord(root: string): Promise<InstallRecord | null> {
         "restore it from a backup, or remove it and undo the drop-in by hand",
     );
   }
+}
+
+/** Standard base64 with padding, as node's `Buffer.toString("base64")` wrote it before. */
+function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  // in slices: spreading a whole large file into fromCharCode overflows the argument limit
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+/**
+ * The bytes of `text` read as Deno's `Buffer.from(text, "base64")` read them, so a record written by an earlier
+ * version, or edited by hand, reads the same: it ends at the first "=", skips what is not base64 (line breaks,
+ * spaces), takes the URL alphabet too, and drops a lone last character (fewer than 8 bits). atob alone would throw.
+ */
+function fromBase64(text: string): Uint8Array {
+  let s = text.split("=")[0].replace(/[^A-Za-z0-9+/_-]/g, "").replaceAll("-", "+").replaceAll("_", "/");
+  if (s.length % 4 === 1) s = s.slice(0, -1);
+  return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 }
 
 /** Writes `text` at `path` (mode 0644), its directory made first. */

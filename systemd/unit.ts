@@ -13,7 +13,7 @@
  * console.log((await debianDropin("/")).active);
  * ```
  */
-import { join } from "node:path";
+import { join } from "../host/path.ts";
 import type { PromptOptions } from "../cycle/job.ts";
 import { underRoot } from "../host/paths.ts";
 import { listDropins, parseConf } from "./conf.ts";

@@ -16,7 +16,7 @@
  * if (held) await rearm(held);
  * ```
  */
-import { dirname } from "node:path";
+import { dirname } from "../host/path.ts";
 import { readOptional } from "../host/paths.ts";
 
 const BUS = ["org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager"];

@@ -31,7 +31,7 @@
  * }
  * ```
  */
-import { basename } from "node:path";
+import { basename } from "../../host/path.ts";
 import * as dm from "../../ffi/devmapper.ts";
 import { fsFreeze, fsThaw } from "../../ffi/libc.ts";
 import { attachLoop, type LoopSettings } from "../../ffi/loop.ts";

@@ -24,7 +24,7 @@
  * }
  * ```
  */
-import { basename } from "node:path";
+import { basename } from "../../host/path.ts";
 import * as dm from "../../ffi/devmapper.ts";
 import { attachLoop } from "../../ffi/loop.ts";
 import type { Volume } from "../../discovery/mod.ts";

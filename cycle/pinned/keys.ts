@@ -10,7 +10,7 @@
  * console.log(await pinnedKeys("0b1f1c4e-0000-4000-8000-000000000000")); // []
  * ```
  */
-import { basename } from "node:path";
+import { basename } from "../../host/path.ts";
 import { type ProcKey, readProcKeys } from "../../host/proc.ts";
 import type { Volume } from "../../discovery/mod.ts";
 import { type LoopSettings, loopSettings } from "../../ffi/loop.ts";
