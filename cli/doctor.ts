@@ -19,8 +19,8 @@
  */
 import { Console } from "../ffi/tty.ts";
 import { kernelSerialConsoles } from "../cycle/consoles.ts";
-import { type Command, Option } from "commander";
-import { join } from "node:path";
+import type { CommandSpec } from "./args.ts";
+import { join } from "../host/path.ts";
 import type { Plan } from "../discovery/mod.ts";
 import { probeLibcryptsetup } from "../ffi/libcryptsetup.ts";
 import { cgroup2At, DEFAULT_CGROUP_ROOT } from "../cgroup/cgroup2.ts";
@@ -341,22 +341,32 @@ export function formatChecks(checks: Check[]): string {
     .join("\n");
 }
 
-/** Registers `doctor` on the program. */
-export function register(program: Command, exit: (code: number) => never): void {
-  program.command("doctor")
-    .description("check that this machine can run a cryptsleep cycle (one line per check)")
-    .option("--json", "print the checks as JSON")
-    .addOption(
-      new Option("--state <state>", "check for this sleep state, as suspend --state would (default: mem, or freeze)")
-        .choices(["mem", "freeze"]),
-    )
-    .addOption(new Option("--root <dir>", "read sysfs/proc/etc from this tree instead of /").default("/").hideHelp())
-    .action(async (o: { json?: boolean; root: string; state?: SleepState }) => {
-      const checks = await runChecks({ root: o.root, state: o.state });
-      const code = doctorExitCode(checks);
-      console.log(
-        o.json ? JSON.stringify({ ok: code === ExitCode.OK, exitCode: code, checks }, null, 2) : formatChecks(checks),
-      );
-      exit(code);
-    });
-}
+/** `cryptsleep doctor`. */
+export const command: CommandSpec = {
+  name: "doctor",
+  help: "check that this machine can run a cryptsleep cycle (one line per check)",
+  options: [
+    { flag: "--json", help: "print the checks as JSON" },
+    {
+      flag: "--state",
+      value: "<state>",
+      help: "check for this sleep state, as suspend --state would (default: mem, or freeze)",
+      choices: ["mem", "freeze"],
+    },
+    {
+      flag: "--root",
+      value: "<dir>",
+      help: "read sysfs/proc/etc from this tree instead of /",
+      default: "/",
+      hidden: true,
+    },
+  ],
+  run: async (o) => {
+    const checks = await runChecks({ root: o.root as string, state: o.state as SleepState | undefined });
+    const code = doctorExitCode(checks);
+    console.log(
+      o.json ? JSON.stringify({ ok: code === ExitCode.OK, exitCode: code, checks }, null, 2) : formatChecks(checks),
+    );
+    return code;
+  },
+};

@@ -21,15 +21,6 @@ export class CliError extends Error {
   }
 }
 
-/** Thrown by the `exit` callback commands get, so `main()` returns the code instead of killing the process. */
-export class ExitRequest extends Error {
-  /** `code`: the exit code asked for. */
-  constructor(readonly code: number) {
-    super(`exit ${code}`);
-    this.name = "ExitRequest";
-  }
-}
-
 /** Refuses with ENV unless running as root. */
 export function requireRoot(what: string, uid: number | null = Deno.uid()): void {
   if (uid !== 0) throw new CliError(`${what} must run as root (uid is ${uid}): run it with sudo`, ExitCode.ENV);

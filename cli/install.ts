@@ -13,7 +13,7 @@
  * cryptsleep uninstall
  * ```
  */
-import { type Command, Option } from "commander";
+import type { CommandSpec, OptionSpec } from "./args.ts";
 import {
   install as installDropIn,
   InstallError,
@@ -46,42 +46,58 @@ export async function runInstall(
   for (const line of result.lines) console.log(line);
 }
 
-/** What commander parses for `install`. */
+/** What the parser gives `install`. */
 interface InstallFlags {
   dryRun?: boolean;
   replaceDebian?: boolean;
   exec?: string;
   console?: string;
-  maxTries?: number;
-  afterTries?: string;
-  idleSuspend?: number;
   tokenWithoutPin?: boolean;
   root: string;
 }
 
-const rootOption = () =>
-  new Option("--root <dir>", "install into this tree instead of / (no daemon-reload)").default("/").hideHelp();
+const dryRunOption: OptionSpec = { flag: "--dry-run", help: "print each file action, change nothing" };
+const rootOption: OptionSpec = {
+  flag: "--root",
+  value: "<dir>",
+  help: "install into this tree instead of / (no daemon-reload)",
+  default: "/",
+  hidden: true,
+};
 
-/** Registers `install` and `uninstall` on the program. */
-export function register(program: Command, exit: (code: number) => never): void {
-  const install = program.command("install")
-    .description(
-      "make systemd's suspend (lid, menu, systemctl suspend, idle) run cryptsleep: a drop-in for " +
-        "systemd-suspend.service",
-    )
-    .option("--dry-run", "print each file action, change nothing")
-    .option("--replace-debian", "if Debian's cryptsetup-suspend is installed, mask its drop-in (uninstall restores it)")
-    .option("--exec <path>", "the cryptsleep systemd runs (default: this one, /usr/sbin/cryptsleep)")
-    .option("--console <tty>", "prompt after wake on this tty (e.g. /dev/ttyS0) instead of a VT of its own");
-  // as suspend takes them; the drop-in passes those given on to every cycle systemd starts
-  for (const option of promptOptions()) install.addOption(option);
-  install.option(
-    "--token-without-pin",
-    "after wake, open volumes with LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): nobody " +
-      "types anything, so whoever opens the lid gets them unlocked",
-  );
-  install.addOption(rootOption())
-    .action(async (o: InstallFlags) => {
+/** `cryptsleep install` and `cryptsleep uninstall`. */
+export const commands: CommandSpec[] = [
+  {
+    name: "install",
+    help: "make systemd's suspend (lid, menu, systemctl suspend, idle) run cryptsleep: a drop-in for " +
+      "systemd-suspend.service",
+    options: [
+      dryRunOption,
+      {
+        flag: "--replace-debian",
+        help: "if Debian's cryptsetup-suspend is installed, mask its drop-in (uninstall restores it)",
+      },
+      {
+        flag: "--exec",
+        value: "<path>",
+        help: "the cryptsleep systemd runs (default: this one, /usr/sbin/cryptsleep)",
+      },
+      {
+        flag: "--console",
+        value: "<tty>",
+        help: "prompt after wake on this tty (e.g. /dev/ttyS0) instead of a VT of its own",
+      },
+      // as suspend takes them; the drop-in passes those given on to every cycle systemd starts
+      ...promptOptions(),
+      {
+        flag: "--token-without-pin",
+        help: "after wake, open volumes with LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): " +
+          "nobody types anything, so whoever opens the lid gets them unlocked",
+      },
+      rootOption,
+    ],
+    run: async (values) => {
+      const o = values as unknown as InstallFlags;
       if (!o.dryRun && o.root === "/") requireRoot("cryptsleep install");
       const { root, dryRun, replaceDebian, exec, console, tokenWithoutPin } = o;
       await runInstall(installDropIn, {
@@ -91,17 +107,20 @@ export function register(program: Command, exit: (code: number) => never): void 
         exec,
         console,
         tokenWithoutPin: Boolean(tokenWithoutPin),
-        ...promptValues(o),
+        ...promptValues(values),
       });
-      exit(ExitCode.OK);
-    });
-  program.command("uninstall")
-    .description("take cryptsleep out of systemd's suspend path, restoring what install replaced")
-    .option("--dry-run", "print each file action, change nothing")
-    .addOption(rootOption())
-    .action(async (o: { dryRun?: boolean; root: string }) => {
-      if (!o.dryRun && o.root === "/") requireRoot("cryptsleep uninstall");
-      await runInstall(uninstall, { root: o.root, dryRun: o.dryRun });
-      exit(ExitCode.OK);
-    });
-}
+      return ExitCode.OK;
+    },
+  },
+  {
+    name: "uninstall",
+    help: "take cryptsleep out of systemd's suspend path, restoring what install replaced",
+    options: [dryRunOption, rootOption],
+    run: async (o) => {
+      const root = o.root as string;
+      if (!o.dryRun && root === "/") requireRoot("cryptsleep uninstall");
+      await runInstall(uninstall, { root, dryRun: Boolean(o.dryRun) });
+      return ExitCode.OK;
+    },
+  },
+];

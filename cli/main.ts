@@ -1,6 +1,6 @@
 /**
- * The `cryptsleep` command line. Each command module exports `register(program, exit)`; adding a command
- * is one line in {@linkcode COMMANDS}. Errors become one line on stderr and a documented exit code
+ * The `cryptsleep` command line. Each command module exports its `CommandSpec`s (cli/args.ts); adding
+ * a command is one entry in {@linkcode PROGRAM}. Errors become one line on stderr and a documented exit code
  * (see cli/exit_codes.ts).
  *
  * @example
@@ -10,9 +10,9 @@
  * ```
  * @module
  */
-import { Command, CommanderError } from "commander";
+import { parse, type ProgramSpec, UsageError } from "./args.ts";
 import * as doctor from "./doctor.ts";
-import { CliError, ExitRequest, oneLine } from "./errors.ts";
+import { CliError, oneLine } from "./errors.ts";
 import { EXIT_CODES_HELP, ExitCode } from "./exit_codes.ts";
 import * as installCmd from "./install.ts";
 import * as plan from "./plan.ts";
@@ -20,50 +20,29 @@ import * as status from "./status.ts";
 import * as suspend from "./suspend.ts";
 import { VERSION } from "./version.ts";
 
-/** How a command module hooks itself in. `exit` ends the command with a code (it throws; main returns it). */
-export type Register = (program: Command, exit: (code: number) => never) => void;
-
-/** Every command, in help order. */
-export const COMMANDS: Register[] = [
-  plan.register,
-  doctor.register,
-  suspend.register,
-  status.register,
-  installCmd.register,
-];
-
-/** Builds the program; commander's own failures throw CommanderError instead of exiting. */
-export function buildProgram(): Command {
-  const program = new Command("cryptsleep")
-    .description("Lock every LUKS volume before suspend-to-RAM and unlock them after wake.")
-    .version(VERSION, "-V, --version", "print the version")
-    .helpOption("-h, --help", "print this help")
-    .helpCommand(false)
-    .exitOverride()
-    .configureOutput({
-      // one line, saying what to do
-      outputError: (str, write) =>
-        write(`cryptsleep: ${oneLine(str.replace(/^error: /, ""))} (see cryptsleep --help)\n`),
-    })
-    .addHelpText("after", EXIT_CODES_HELP);
-  const exit = (code: number): never => {
-    throw new ExitRequest(code);
-  };
-  for (const register of COMMANDS) register(program, exit);
-  return program;
-}
+/** The program: every command, in help order. */
+export const PROGRAM: ProgramSpec = {
+  name: "cryptsleep",
+  help: "Lock every LUKS volume before suspend-to-RAM and unlock them after wake.",
+  version: VERSION,
+  commands: [plan.command, doctor.command, ...suspend.commands, status.command, ...installCmd.commands],
+  epilog: EXIT_CODES_HELP,
+};
 
 /** Runs the CLI on `args` (without the program name) and returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  const program = buildProgram();
   try {
-    await program.parseAsync(args, { from: "user" });
-    return ExitCode.OK;
+    const parsed = parse(PROGRAM, args);
+    if (parsed.kind === "print") {
+      console.log(parsed.text);
+      return ExitCode.OK;
+    }
+    return await parsed.command.run(parsed.values);
   } catch (e) {
-    if (e instanceof ExitRequest) return e.code;
-    if (e instanceof CommanderError) {
-      // --help and --version end with code 0; a bare `cryptsleep` prints help and is a usage error
-      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return ExitCode.OK;
+    if (e instanceof UsageError) {
+      // a bare `cryptsleep` gets the help; anything else one line, saying where to look
+      if (e.help) console.error(e.help);
+      else console.error(`cryptsleep: ${oneLine(e.message)} (see ${e.where})`);
       return ExitCode.USAGE;
     }
     if (e instanceof CliError) {

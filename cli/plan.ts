@@ -9,13 +9,14 @@
  * ```
  * @module
  */
-import { type Command, Option } from "commander";
+import type { CommandSpec } from "./args.ts";
 import { discover, type KeyFile, NoSysfsError, type Plan, type Volume } from "../discovery/mod.ts";
 import { CliError } from "./errors.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 /** What the plan always ends with: the sleeps cryptsleep lets pass with every key in RAM. */
-export const NOT_PROTECTED = "Not protected: hibernate, hybrid-sleep and suspend-then-hibernate keep every key in " +
+export const NOT_PROTECTED: string =
+  "Not protected: hibernate, hybrid-sleep and suspend-then-hibernate keep every key in " +
   "RAM (they need it to write and read the image); cryptsleep only takes over suspend (cryptsleep install).";
 
 /** KiB as MiB for people ("64 MiB", "1.5 MiB"). */
@@ -137,15 +138,23 @@ export async function discoverOrExplain(root: string): Promise<Plan> {
   }
 }
 
-/** Registers `plan` on the program. */
-export function register(program: Command, exit: (code: number) => never): void {
-  program.command("plan")
-    .description("show which LUKS volumes a suspend would lock, in which order, and what depends on them")
-    .option("--json", "print the plan as JSON")
-    .addOption(new Option("--root <dir>", "read sysfs/proc/etc from this tree instead of /").default("/").hideHelp())
-    .action(async (o: { json?: boolean; root: string }) => {
-      const plan = await discoverOrExplain(o.root);
-      console.log(o.json ? JSON.stringify(plan, null, 2) : formatPlan(plan));
-      exit(ExitCode.OK);
-    });
-}
+/** `cryptsleep plan`. */
+export const command: CommandSpec = {
+  name: "plan",
+  help: "show which LUKS volumes a suspend would lock, in which order, and what depends on them",
+  options: [
+    { flag: "--json", help: "print the plan as JSON" },
+    {
+      flag: "--root",
+      value: "<dir>",
+      help: "read sysfs/proc/etc from this tree instead of /",
+      default: "/",
+      hidden: true,
+    },
+  ],
+  run: async (o) => {
+    const plan = await discoverOrExplain(o.root as string);
+    console.log(o.json ? JSON.stringify(plan, null, 2) : formatPlan(plan));
+    return ExitCode.OK;
+  },
+};

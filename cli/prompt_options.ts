@@ -7,15 +7,14 @@
  *
  * @example
  * ```ts
- * import { Command } from "commander";
+ * import { parse } from "./args.ts";
  * import { promptOptions, promptValues } from "./prompt_options.ts";
- * const cmd = new Command("install");
- * for (const option of promptOptions()) cmd.addOption(option);
- * cmd.parse(["--max-tries", "3"], { from: "user" });
- * console.log(promptValues(cmd.opts())); // { maxTries: 3, afterTries: undefined, idleSuspendS: undefined }
+ * const install = { name: "install", help: "", options: promptOptions(), run: () => Promise.resolve(0) };
+ * const parsed = parse({ name: "cryptsleep", help: "", version: "1", commands: [install] }, ["install", "--max-tries", "3"]);
+ * if (parsed.kind === "run") console.log(promptValues(parsed.values)); // { maxTries: 3, afterTries: undefined, idleSuspendS: undefined }
  * ```
  */
-import { InvalidArgumentError, Option } from "commander";
+import { InvalidArgument, type OptionSpec } from "./args.ts";
 import { AFTER_TRIES, defaultOptions, promptOptionProblem, type PromptOptions } from "../cycle/job.ts";
 
 /** A whole number written in digits (NaN otherwise: "1e3", "0x10", "-1", "1.5" are refused). */
@@ -23,12 +22,12 @@ function digits(text: string): number {
   return /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
 }
 
-/** A commander argument parser for the prompt option `key`: refuses what {@linkcode promptOptionProblem} refuses. */
+/** An argument parser for the prompt option `key`: refuses what {@linkcode promptOptionProblem} refuses. */
 function parser(key: keyof PromptOptions): (text: string) => number {
   return (text) => {
     const value = digits(text);
     const problem = promptOptionProblem(key, value);
-    if (problem) throw new InvalidArgumentError(problem);
+    if (problem) throw new InvalidArgument(problem);
     return value;
   };
 }
@@ -38,39 +37,42 @@ function parser(key: keyof PromptOptions): (text: string) => number {
  * not given stays undefined (`install` then writes nothing for it, so the cycle takes suspend's default) and the
  * help says which default that is.
  */
-export function promptOptions(defaults?: PromptOptions): Option[] {
+export function promptOptions(defaults?: PromptOptions): OptionSpec[] {
   // install's help: what the cycle takes when the drop-in passes nothing
   const suspends = (value: string | number) => defaults ? "" : ` (not given: cryptsleep suspend's default, ${value})`;
   const d = defaultOptions();
-  const maxTries = new Option(
-    "--max-tries <n>",
-    "wrong passphrases in a row for a volume before --after-tries is done" + suspends(d.maxTries),
-  ).argParser(parser("maxTries"));
-  const afterTries = new Option(
-    "--after-tries <action>",
-    "after --max-tries wrong passphrases: ask again, suspend again, or power off (the volume stays locked " +
-      "and the machine frozen whichever it is)" + suspends(d.afterTries),
-  ).choices(AFTER_TRIES);
-  const idleSuspend = new Option(
-    "--idle-suspend <seconds>",
-    "suspend again, still locked, when nothing is typed at the prompt for this long (0: never; Esc at the " +
-      "prompt suspends again at once)" + suspends(d.idleSuspendS),
-  ).argParser(parser("idleSuspendS"));
-  if (defaults) {
-    maxTries.default(defaults.maxTries);
-    afterTries.default(defaults.afterTries);
-    idleSuspend.default(defaults.idleSuspendS);
-  }
-  return [maxTries, afterTries, idleSuspend];
+  return [
+    {
+      flag: "--max-tries",
+      value: "<n>",
+      help: "wrong passphrases in a row for a volume before --after-tries is done" + suspends(d.maxTries),
+      parse: parser("maxTries"),
+      default: defaults?.maxTries,
+    },
+    {
+      flag: "--after-tries",
+      value: "<action>",
+      help: "after --max-tries wrong passphrases: ask again, suspend again, or power off (the volume stays locked " +
+        "and the machine frozen whichever it is)" + suspends(d.afterTries),
+      choices: AFTER_TRIES,
+      default: defaults?.afterTries,
+    },
+    {
+      flag: "--idle-suspend",
+      value: "<seconds>",
+      help: "suspend again, still locked, when nothing is typed at the prompt for this long (0: never; Esc at the " +
+        "prompt suspends again at once)" + suspends(d.idleSuspendS),
+      parse: parser("idleSuspendS"),
+      default: defaults?.idleSuspendS,
+    },
+  ];
 }
 
-/** The prompt options out of commander's parsed options (undefined where a flag was not given and has no default). */
-export function promptValues(
-  o: { maxTries?: number; afterTries?: string; idleSuspend?: number },
-): Partial<PromptOptions> {
+/** The prompt options out of the parsed values (undefined where a flag was not given and has no default). */
+export function promptValues(o: Record<string, unknown>): Partial<PromptOptions> {
   return {
-    maxTries: o.maxTries,
+    maxTries: o.maxTries as number | undefined,
     afterTries: o.afterTries as PromptOptions["afterTries"] | undefined,
-    idleSuspendS: o.idleSuspend,
+    idleSuspendS: o.idleSuspend as number | undefined,
   };
 }

@@ -8,45 +8,48 @@
  * cryptsleep status --json | jq '.phases[] | {name, durationMs}'
  * ```
  */
-import { type Command, Option } from "commander";
+import type { CommandSpec } from "./args.ts";
 import { formatTimeline, LAST_REPORT } from "../cycle/report.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { debianLine, suspendPath } from "../systemd/state.ts";
 import { underRoot } from "../host/paths.ts";
 
-/** Registers `status` on the program. */
-export function register(program: Command, exit: (code: number) => never): void {
-  program.command("status")
-    .description("say whether systemd's suspend runs cryptsleep, and print the last cycle's timeline")
-    .option("--json", "print it as JSON")
-    .addOption(new Option("--root <dir>", "read from this tree instead of /").default("/").hideHelp())
-    .action(async (o: { json?: boolean; root: string }) => {
-      const path = await suspendPath(o.root);
-      const systemd = {
-        installed: path.installed,
-        summary: path.summary,
-        execStart: path.execStart.commands,
-        debian: { path: path.debian.path, active: path.debian.active },
-      };
-      let report: TimelineJSON | null = null;
-      try {
-        report = JSON.parse(await Deno.readTextFile(underRoot(o.root, LAST_REPORT))) as TimelineJSON;
-      } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-      }
-      if (o.json) {
-        // the report's own keys stay at the top (scripts read .facts and .phases); systemd beside them
-        console.log(JSON.stringify({ ...report, systemd }, null, 2));
-      } else {
-        console.log(`systemd: ${path.summary}`);
-        const debian = debianLine(path.debian);
-        if (debian) console.log(`systemd: ${debian}`);
-        if (report) console.log(formatTimeline(report));
-      }
-      if (!report) {
-        console.error(`cryptsleep: no cycle has run since boot (${LAST_REPORT} is missing); run cryptsleep suspend`);
-        exit(1);
-      }
-      exit(report.ok ? 0 : 1);
-    });
-}
+/** `cryptsleep status`. */
+export const command: CommandSpec = {
+  name: "status",
+  help: "say whether systemd's suspend runs cryptsleep, and print the last cycle's timeline",
+  options: [
+    { flag: "--json", help: "print it as JSON" },
+    { flag: "--root", value: "<dir>", help: "read from this tree instead of /", default: "/", hidden: true },
+  ],
+  run: async (o) => {
+    const root = o.root as string;
+    const path = await suspendPath(root);
+    const systemd = {
+      installed: path.installed,
+      summary: path.summary,
+      execStart: path.execStart.commands,
+      debian: { path: path.debian.path, active: path.debian.active },
+    };
+    let report: TimelineJSON | null = null;
+    try {
+      report = JSON.parse(await Deno.readTextFile(underRoot(root, LAST_REPORT))) as TimelineJSON;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+    if (o.json) {
+      // the report's own keys stay at the top (scripts read .facts and .phases); systemd beside them
+      console.log(JSON.stringify({ ...report, systemd }, null, 2));
+    } else {
+      console.log(`systemd: ${path.summary}`);
+      const debian = debianLine(path.debian);
+      if (debian) console.log(`systemd: ${debian}`);
+      if (report) console.log(formatTimeline(report));
+    }
+    if (!report) {
+      console.error(`cryptsleep: no cycle has run since boot (${LAST_REPORT} is missing); run cryptsleep suspend`);
+      return 1;
+    }
+    return report.ok ? 0 : 1;
+  },
+};

@@ -9,13 +9,13 @@
  * cryptsleep suspend --console /dev/ttyS0 --freeze-timeout 5000
  * ```
  */
-import { type Command, InvalidArgumentError, Option } from "commander";
-import { defaultOptions, type SuspendOptions } from "../cycle/job.ts";
+import { type CommandSpec, InvalidArgument } from "./args.ts";
+import { defaultOptions, type PromptOptions, type SuspendOptions } from "../cycle/job.ts";
 import type { Outcome } from "../cycle/outcome.ts";
 import { suspend } from "../cycle/outer.ts";
 import { supervise } from "../cycle/supervisor.ts";
 import { requireRoot } from "./errors.ts";
-import { promptOptions } from "./prompt_options.ts";
+import { promptOptions, promptValues } from "./prompt_options.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 /** The exit code of an outcome; what it has to say goes to stdout (a dry run) or stderr. */
@@ -35,77 +35,89 @@ export function exitCodeOf(outcome: Outcome, say = true): ExitCode {
 
 function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("expected a whole number > 0");
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgument("expected a whole number > 0");
   return n;
 }
 
-/** Registers `suspend` and the two internal commands on the program. */
-export function register(program: Command, exit: (code: number) => never): void {
-  const defaults = defaultOptions();
-  const command = program.command("suspend")
-    .description("freeze userspace, lock every LUKS volume, suspend; after wake prompt, unlock, thaw")
-    .option("--dry-run", "run the phases that change nothing; print what the others would do")
-    .addOption(
-      new Option("--state <state>", "sleep state to write to /sys/power/state").choices(["mem", "freeze"])
-        .default(defaults.state),
-    )
-    .option("--console <tty>", "prompt on this tty (e.g. /dev/ttyS0) instead of a newly allocated VT")
-    .option(
-      "--freeze-timeout <ms>",
-      "give up (thawed, nothing locked) if userspace is not frozen by then",
-      positiveInt,
-      defaults.freezeTimeoutMs,
-    )
-    .option(
-      "--sync-timeout <seconds>",
-      "give up (nothing frozen or locked) when sync() makes no writeback progress for this long: a hung NFS, FUSE " +
-        "or disk",
-      positiveInt,
-      defaults.syncTimeoutS,
-    )
-    .addOption(
-      new Option(
-        "--release-at <when>",
-        "release a volume key pinned in a kernel keyring at lock (table swap: this suspend is clean) or at " +
-          "unlock (re-open: the next one is)",
-      ).choices(["lock", "unlock"]).default(defaults.releaseAt),
-    )
-    .option("--refuse-leak", "refuse when a volume key would stay in RAM during the suspend (pinned keyring)")
-    .option("--allow-plain", "suspend without locking when no LUKS volume is active")
-    .option(
-      "--token-without-pin",
-      "after wake, use LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): the volume opens with " +
-        "nobody typing anything, so whoever opens the lid gets it unlocked",
-    )
-    .option(
-      "--from-systemd",
-      "run as systemd-suspend.service's ExecStart (cryptsleep install sets it): marks the report, and suspends " +
-        "without locking when no LUKS volume is active, as systemd already decided to sleep",
-    );
-  // shared with install, which passes them on to the cycles systemd starts
-  for (const option of promptOptions(defaults)) command.addOption(option);
-  command.action(async (o) => {
+const defaults = defaultOptions();
+
+/** `cryptsleep suspend`. */
+const suspendCommand: CommandSpec = {
+  name: "suspend",
+  help: "freeze userspace, lock every LUKS volume, suspend; after wake prompt, unlock, thaw",
+  options: [
+    { flag: "--dry-run", help: "run the phases that change nothing; print what the others would do" },
+    {
+      flag: "--state",
+      value: "<state>",
+      help: "sleep state to write to /sys/power/state",
+      choices: ["mem", "freeze"],
+      default: defaults.state,
+    },
+    { flag: "--console", value: "<tty>", help: "prompt on this tty (e.g. /dev/ttyS0) instead of a newly allocated VT" },
+    {
+      flag: "--freeze-timeout",
+      value: "<ms>",
+      help: "give up (thawed, nothing locked) if userspace is not frozen by then",
+      parse: positiveInt,
+      default: defaults.freezeTimeoutMs,
+    },
+    {
+      flag: "--sync-timeout",
+      value: "<seconds>",
+      help: "give up (nothing frozen or locked) when sync() makes no writeback progress for this long: a hung NFS, " +
+        "FUSE or disk",
+      parse: positiveInt,
+      default: defaults.syncTimeoutS,
+    },
+    {
+      flag: "--release-at",
+      value: "<when>",
+      help: "release a volume key pinned in a kernel keyring at lock (table swap: this suspend is clean) or at " +
+        "unlock (re-open: the next one is)",
+      choices: ["lock", "unlock"],
+      default: defaults.releaseAt,
+    },
+    { flag: "--refuse-leak", help: "refuse when a volume key would stay in RAM during the suspend (pinned keyring)" },
+    { flag: "--allow-plain", help: "suspend without locking when no LUKS volume is active" },
+    {
+      flag: "--token-without-pin",
+      help: "after wake, use LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): the volume opens " +
+        "with nobody typing anything, so whoever opens the lid gets it unlocked",
+    },
+    {
+      flag: "--from-systemd",
+      help: "run as systemd-suspend.service's ExecStart (cryptsleep install sets it): marks the report, and " +
+        "suspends without locking when no LUKS volume is active, as systemd already decided to sleep",
+    },
+    // shared with install, which passes them on to the cycles systemd starts
+    ...promptOptions(defaults),
+  ],
+  run: async (o) => {
     requireRoot("cryptsleep suspend");
     const options: SuspendOptions = {
-      state: o.state,
+      state: o.state as SuspendOptions["state"],
       // --from-systemd reads it from sleep.conf, as systemd-sleep does
       memSleep: null,
-      console: o.console ?? null,
-      freezeTimeoutMs: o.freezeTimeout,
-      syncTimeoutS: o.syncTimeout,
+      console: (o.console as string | undefined) ?? null,
+      freezeTimeoutMs: o.freezeTimeout as number,
+      syncTimeoutS: o.syncTimeout as number,
       refuseLeak: Boolean(o.refuseLeak),
-      releaseAt: o.releaseAt,
+      releaseAt: o.releaseAt as SuspendOptions["releaseAt"],
       // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
       allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
       tokenWithoutPin: Boolean(o.tokenWithoutPin),
       // promptOptions(defaults): each is set
-      maxTries: o.maxTries,
-      afterTries: o.afterTries,
-      idleSuspendS: o.idleSuspend,
+      ...promptValues(o) as PromptOptions,
       fromSystemd: Boolean(o.fromSystemd),
     };
-    exit(exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) })));
-  });
+    return exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) }));
+  },
+};
+
+/** `suspend` and the internal command it starts beside itself. */
+export const commands: CommandSpec[] = [
+  suspendCommand,
   // started by the cycle beside itself; not for hands: what it has to say went to the console
-  program.command("supervise", { hidden: true }).action(async () => exit(exitCodeOf(await supervise(), false)));
-}
+  { name: "supervise", help: "", hidden: true, options: [], run: async () => exitCodeOf(await supervise(), false) },
+];
