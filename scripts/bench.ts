@@ -6,9 +6,10 @@
  * the prompt. Writes a bar chart of the median phase times to dist/bench.svg. No assertions on speed.
  *
  * `--guest debian` compares instead, in one boot of the Debian trixie guest with systemd: a plain
- * `systemctl suspend`, Debian's cryptsetup-suspend and cryptsleep through its drop-in, alternating, N idle and N
- * loaded cycles each (default 5): medians, ratios to plain and to Debian, cryptsleep's phases, RAM during and
- * between cycles, dist/bench-debian.svg (scripts/bench_debian.ts says what each line measures).
+ * `systemctl suspend`, Debian's cryptsetup-suspend in its default mode and with its ramfs kept
+ * (`KEEP_INITRAMFS="true"`), and cryptsleep through its drop-in, alternating, N idle and N loaded cycles each
+ * (default 5): medians, cryptsleep's ratios to plain, to Debian and to Debian with its ramfs kept, its phases, RAM
+ * during and between cycles, dist/bench-debian.svg (scripts/bench_debian.ts says what each line measures).
  *
  * ```sh
  * deno task bench                 # or: deno run -A scripts/bench.ts --cycles 5 [--kernel 6.1]

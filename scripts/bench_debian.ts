@@ -1,22 +1,39 @@
 /**
  * @module
- * `deno task bench --guest debian [--cycles N]`: cryptsleep side by side with Debian's cryptsetup-suspend and a
- * plain suspend, in ONE boot of the Debian trixie guest (systemd, LUKS2 root, LVM-on-LUKS /home). Every cycle is
- * `systemctl suspend`, the path the lid and the menu take. Rounds run plain → Debian → cryptsleep, idle rounds
- * alternating with loaded ones (a writer appending and syncing on /home every 0.2 s), N rounds of each (default
- * 5), so host load moves the three alike and the ratios stay fair where absolute times do not.
+ * `deno task bench --guest debian [--cycles N]`: cryptsleep side by side with Debian's cryptsetup-suspend in its
+ * two modes and a plain suspend, in ONE boot of the Debian trixie guest (systemd, LUKS2 root, LVM-on-LUKS /home).
+ * Every cycle is `systemctl suspend`, the path the lid and the menu take. Rounds run plain → Debian → Debian with
+ * its ramfs kept → cryptsleep, idle rounds alternating with loaded ones (a writer appending and syncing on /home
+ * every 0.2 s), N rounds of each (default 5), so host load moves the four alike and the ratios stay fair where
+ * absolute times do not.
+ *
+ * Debian's two modes: by default its wrapper unpacks the initramfs into a ramfs on every cycle and unmounts it
+ * after; with `KEEP_INITRAMFS="true"` in /etc/cryptsetup/suspend.conf ("Debian, kept ramfs", tool `debian-keep`)
+ * it leaves the ramfs mounted at /run/cryptsetup/cryptsetup-suspend-initramfs and later cycles use it — the mode
+ * a user picks to make Debian's suspend faster, so cryptsleep is weighed against it too. The file is written for
+ * that tool's cycles and removed for every other's (the package's copy sets nothing: absent is the default mode).
+ * The kept ramfs must not reach the other tools' cycles: the wrapper uses a ramfs it finds there in either mode (a
+ * default cycle would skip its unpacking), and a mounted one is ~66 MiB in use and a mount left for whichever
+ * cycle comes next. So right after a kept cycle the bench copies the ramfs to a tar file on the root volume (its
+ * page cache dropped) and unmounts it, and before the next kept cycle — ahead of its "before" RAM sample — unpacks
+ * it into a new ramfs at the same place, read-only as the wrapper leaves it (`keptRamfs`): that cycle
+ * starts as it would after the kept cycle before it. Its first cycle unpacks the initramfs; the table's medians
+ * are over all of its cycles, mostly reusing it, and a line above the table gives the first apart.
  *
  * Per cycle, on the host clock: request → QMP SUSPEND; wake → prompt; Enter → the serial shell answers (volumes
  * unlocked, userspace thawed); S3 reached (the kernel's suspend_stats). RAM during the cycle: memory.peak of
- * systemd-suspend.service's cgroup (read by a system-sleep post hook all three run), cryptsleep's own cgroup's
+ * systemd-suspend.service's cgroup (read by a system-sleep post hook all four run), cryptsleep's own cgroup's
  * memory.peak and peak RSS (its report), the ramfs (Debian: `du` from that hook, which its wrapper runs before it
  * unmounts the ramfs; cryptsleep: its report). RAM between cycles: guest RAM in use and tmpfs + ramfs bytes,
- * after − before the cycle; the tool's mounts and processes left. Prints one Markdown table of medians with ratios to plain and to Debian, cryptsleep's phases
- * from its report, a sentence on where cryptsleep is behind Debian; writes dist/bench-debian.svg and the raw
- * cycles to dist/bench-debian.json (`--replay` that file prints both again). No assertions on speed.
+ * after − before the cycle; the tool's mounts and processes left. Prints one Markdown table of medians with
+ * cryptsleep's ratios to plain, to Debian and to Debian with its ramfs kept, cryptsleep's phases from its report,
+ * sentences on where cryptsleep is behind either Debian mode; writes dist/bench-debian.svg and the raw cycles to
+ * dist/bench-debian.json (`--replay` that file prints both again; a run saved before the kept mode shows "–"
+ * for it). No assertions on speed.
  *
  * cryptsleep is installed once (`cryptsleep install --console /dev/ttyS0`); its drop-in is kept aside and copied
- * in for its cycles, so every switch between the three is a file copy and a daemon-reload.
+ * in for its cycles, so every switch between the tools is a file copy and a daemon-reload (and, to and from the
+ * kept mode, the kept ramfs put aside or back).
  *
  * Both tools prompt on the serial console: cryptsleep is installed with `--console /dev/ttyS0`, and Debian's
  * drop-in, which runs its wrapper on VT8 through openvt, is overridden in /run by the same drop-in with the
@@ -41,6 +58,8 @@ import { ramfsBytes, svgBars } from "./bench_lib.ts";
 import {
   behindDebian,
   comparisonRows,
+  isDebian,
+  keptNote,
   type Load,
   markdownTable,
   parseProbe,
@@ -50,6 +69,7 @@ import {
   TOOL_NAMES,
   type ToolCycle,
   TOOLS,
+  toolsIn,
 } from "./bench_debian_report.ts";
 
 const DROPIN_DIR = "/run/systemd/system/systemd-suspend.service.d";
@@ -58,22 +78,38 @@ const SERIAL_COPY = "/run/bench/debian-serial.conf";
 /** Where `cryptsleep install` puts its drop-in, and where the bench keeps it between cryptsleep's cycles. */
 const CS_DROPIN = "/etc/systemd/system/systemd-suspend.service.d/cryptsleep.conf";
 const CS_COPY = "/run/bench/cryptsleep.conf";
-const PROMPT: Partial<Record<Tool, RegExp>> = {
+/** Debian's wrapper reads it (sourced); `KEEP_INITRAMFS="true"` there for the kept mode's cycles only. */
+const SUSPEND_CONF = "/etc/cryptsetup/suspend.conf";
+/** Where Debian's wrapper mounts its ramfs, and keeps it mounted in the kept mode. */
+const KEPT_RAMFS = "/run/cryptsetup/cryptsetup-suspend-initramfs";
+/** The kept ramfs while other tools' cycles run: on the root volume, not in RAM. */
+const KEPT_STASH = "/var/tmp/bench-kept-ramfs.tar";
+const PROMPT: Record<Tool, RegExp | null> = {
+  plain: null,
   debian: /Please unlock disk \S+: /,
+  "debian-keep": /Please unlock disk \S+: /,
   cryptsleep: /Passphrase to unlock \S+[^\n]*?: /,
+};
+/** The plot's colour for each tool. */
+const COLORS: Record<Tool, string> = {
+  plain: "#9a9a9a",
+  debian: "#c8902a",
+  "debian-keep": "#e8c77e",
+  cryptsleep: "#4a7fb5",
 };
 const LONG = 600_000;
 
 /**
- * system-sleep post hook, run by all three from systemd-suspend.service's cgroup: that cgroup's memory.peak, and
- * Debian's ramfs as during S3 (its wrapper runs the post hooks before it unmounts the ramfs).
+ * system-sleep post hook, run by all four from systemd-suspend.service's cgroup: that cgroup's memory.peak, and
+ * Debian's ramfs as during S3 (its wrapper runs the post hooks before it unmounts the ramfs): its bytes, and its
+ * device:inode, which tell whether it is the ramfs that was mounted before the cycle (kept) or a new one.
  */
 const BENCH_HOOK = `#!/bin/sh
 [ "$1" = post ] || exit 0
 c=$(sed -n 's/^0:://p' /proc/self/cgroup)
 echo "CGROUP=$c PEAK=$(cat "/sys/fs/cgroup$c/memory.peak")" > /run/bench-hook.log
-d=/run/cryptsetup/cryptsetup-suspend-initramfs
-mountpoint -q "$d" && echo "RAMFS=$(du -sbx "$d" | cut -f1)" >> /run/bench-hook.log
+d=${KEPT_RAMFS}
+mountpoint -q "$d" && echo "RAMFS=$(du -sbx "$d" | cut -f1) RAMFS_ID=$(stat -c %d:%i "$d")" >> /run/bench-hook.log
 exit 0
 `;
 /** Exiting processes free their memory for seconds after: both RAM samples wait this long first. */
@@ -106,25 +142,58 @@ async function writeGuestFile(vm: VM, path: string, text: string, mode = "644"):
 }
 
 /**
- * Puts `tool` in systemd-suspend.service and checks the ExecStart systemd ended with. Every switch is the same
- * file copy and daemon-reload: nothing else runs just before a cycle and muddles the RAM samples around it.
+ * The shell command that puts the kept ramfs where `tool`'s cycle is to find it. Before a kept-mode cycle: the
+ * ramfs saved after the last one (none before its first: that cycle unpacks the initramfs), unpacked into a new
+ * ramfs at the wrapper's mount point, mounted and remounted read-only as the wrapper leaves it. Before any other
+ * tool's: a ramfs left mounted there copied to a tar file on the root volume (page cache dropped: that file is not to
+ * crowd the next tool's files out of RAM) and unmounted, so the wrapper in its default mode unpacks its own, and
+ * the RAM and the mount count of no other tool include it.
+ */
+function keptRamfs(tool: Tool): string {
+  // coreutils' way to drop a whole file's pages from the page cache: a zero-length copy with nocache
+  const dropCache = "count=0 status=none";
+  if (tool === "debian-keep") {
+    return `if [ -f ${KEPT_STASH} ] && ! mountpoint -q ${KEPT_RAMFS}; then ` +
+      `mkdir -p -m0700 ${KEPT_RAMFS} && mount -t ramfs -o nodev,mode=0700 ramfs ${KEPT_RAMFS} && ` +
+      `tar -C ${KEPT_RAMFS} --numeric-owner -xpf ${KEPT_STASH} && mount -o remount,ro ${KEPT_RAMFS} && ` +
+      `dd if=${KEPT_STASH} of=/dev/null iflag=nocache ${dropCache}; fi`;
+  }
+  return `if mountpoint -q ${KEPT_RAMFS}; then ` +
+    `tar -C ${KEPT_RAMFS} --numeric-owner -cf ${KEPT_STASH} . && ` +
+    `dd if=/dev/null of=${KEPT_STASH} oflag=nocache conv=notrunc,fdatasync ${dropCache} && ` +
+    `umount ${KEPT_RAMFS} && rmdir ${KEPT_RAMFS}; fi`;
+}
+
+/**
+ * Puts `tool` in systemd-suspend.service and checks the ExecStart systemd ended with, and the KEEP_INITRAMFS
+ * Debian's wrapper will read. Every switch is the same file copy and daemon-reload (to and from the kept mode, the
+ * kept ramfs put aside or back first): nothing else runs just before a cycle and muddles the RAM samples around it.
  */
 async function selectTool(vm: VM, tool: Tool): Promise<void> {
+  await must(vm, keptRamfs(tool), LONG);
   const conf = `${DROPIN_DIR}/cryptsetup-suspend.conf`;
   // the mask is a symlink to /dev/null: rm first, or cp writes through it
-  const debian = tool === "debian" ? `cp ${SERIAL_COPY} ${conf}` : `ln -s /dev/null ${conf}`;
+  const debian = isDebian(tool) ? `cp ${SERIAL_COPY} ${conf}` : `ln -s /dev/null ${conf}`;
+  const keep = tool === "debian-keep" ? ` && printf '%s\\n' 'KEEP_INITRAMFS="true"' > ${SUSPEND_CONF}` : "";
   const cryptsleep = tool === "cryptsleep" ? ` && cp ${CS_COPY} ${CS_DROPIN}` : "";
   const out = await must(
     vm,
-    `rm -f ${conf} ${CS_DROPIN} && ${debian}${cryptsleep} && systemctl daemon-reload && ` +
-      "systemctl show -P ExecStart systemd-suspend.service",
+    `rm -f ${conf} ${CS_DROPIN} ${SUSPEND_CONF} && ${debian}${keep}${cryptsleep} && systemctl daemon-reload && ` +
+      "systemctl show -P ExecStart systemd-suspend.service && " +
+      // as the wrapper reads it: its default, then the file sourced if there
+      `echo "KEEP_INITRAMFS=$(KEEP_INITRAMFS=false; [ -f ${SUSPEND_CONF} ] && . ${SUSPEND_CONF}; echo $KEEP_INITRAMFS)"`,
   );
-  const want = {
+  const want: Record<Tool, string> = {
     plain: "systemd-sleep suspend",
     debian: "cryptsetup-suspend-wrapper",
+    "debian-keep": "cryptsetup-suspend-wrapper",
     cryptsleep: "cryptsleep suspend",
   };
   if (!out.includes(want[tool])) throw new Error(`${tool}: systemd-suspend.service runs something else:\n${out}`);
+  const keepInitramfs = parseProbe(out).KEEP_INITRAMFS;
+  if (keepInitramfs !== (tool === "debian-keep" ? "true" : "false")) {
+    throw new Error(`${tool}: Debian's wrapper would read KEEP_INITRAMFS=${keepInitramfs}`);
+  }
 }
 
 /** Host time the serial shell answers again: probes with short timeouts, Ctrl-C dropping a half-read line. */
@@ -150,14 +219,15 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
   const before = parseProbe(
     await must(
       vm,
-      "rm -f /run/bench-hook.log; " + SETTLE + "echo S3=$(cat /sys/power/suspend_stats/success); " + MEMORY_PROBE,
+      "rm -f /run/bench-hook.log; " + SETTLE + "echo S3=$(cat /sys/power/suspend_stats/success); " +
+        `echo KEPT=$(mountpoint -q ${KEPT_RAMFS} && stat -c %d:%i ${KEPT_RAMFS}); ` + MEMORY_PROBE,
     ),
   );
   vm.clearEvents();
   const from = vm.console.length;
   const t0 = Date.now();
-  const alloc = tool === "debian" ? seenAt(vm, /Allocating and mlocking memory/, from) : null;
-  const sleeping = tool === "debian" ? seenAt(vm, /Sleeping\.\.\./, from) : null;
+  const alloc = isDebian(tool) ? seenAt(vm, /Allocating and mlocking memory/, from) : null;
+  const sleeping = isDebian(tool) ? seenAt(vm, /Sleeping\.\.\./, from) : null;
   await must(vm, "systemctl suspend");
   const suspended = await vm.waitForEvent("SUSPEND", LONG);
   // both lines come before the kernel suspends; a second for the serial line to drain
@@ -221,6 +291,8 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
     // the hook ran in the unit's cgroup, or its number is not the unit's
     serviceMemoryPeakBytes: after.CGROUP?.endsWith("/systemd-suspend.service") ? intOrNull(after.PEAK) : null,
     ramfsBytes: tool === "cryptsleep" ? (report ? ramfsBytes(report) : null) : intOrNull(after.RAMFS),
+    // the ramfs its wrapper used (post hook) is the one mounted before the cycle: kept, not unpacked again
+    ramfsKept: !isDebian(tool) ? null : !before.KEPT ? false : after.RAMFS_ID ? after.RAMFS_ID === before.KEPT : null,
     between: used !== null && shm !== null && mounts !== null && procs !== null
       ? { usedBytes: used, usedAfterBytes: intOrNull(after.USED)!, tmpfsRamfsBytes: shm, leftovers: mounts + procs }
       : null,
@@ -238,7 +310,7 @@ async function prepare(vm: VM): Promise<void> {
     vm,
     `dpkg -i /usr/local/lib/cryptsleep/cryptsleep.deb >/dev/null && ` +
       `mkdir -p ${DROPIN_DIR} /usr/lib/systemd/system-sleep /run/bench && ` +
-      `ln -sf /dev/null ${DROPIN_DIR}/cryptsetup-suspend.conf && ` +
+      `ln -sf /dev/null ${DROPIN_DIR}/cryptsetup-suspend.conf && rm -f ${SUSPEND_CONF} ${KEPT_STASH} && ` +
       `/usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null 2>&1 && mv ${CS_DROPIN} ${CS_COPY}`,
     300_000,
   );
@@ -248,16 +320,32 @@ async function prepare(vm: VM): Promise<void> {
   await writeGuestFile(vm, "/usr/lib/systemd/system-sleep/zz-bench", BENCH_HOOK, "755");
 }
 
-function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVersion: string, cpus: number): string {
+/**
+ * What the bench prints for a run: the title, the table, where cryptsleep is behind either Debian mode, and what
+ * the lines measure. A run without cycles of the kept mode (saved before it was benched) says so and shows "–".
+ */
+export function output(
+  cycles: ToolCycle[],
+  perTool: number,
+  kernel: string,
+  suspendVersion: string,
+  cpus: number,
+): string {
   const rows = comparisonRows(cycles);
   const failed = cycles.filter((c) => c.report && !c.report.ok).length;
+  const ran = toolsIn(cycles);
+  const kept = keptNote(cycles);
   return [
-    `## cryptsleep ${VERSION} beside Debian's cryptsetup-suspend ${suspendVersion} and a plain suspend`,
+    `## cryptsleep ${VERSION} beside Debian's cryptsetup-suspend ${suspendVersion} ` +
+    `(${ran.includes("debian-keep") ? 'default, and KEEP_INITRAMFS="true"' : "default mode"}) and a plain suspend`,
     "",
     `Debian trixie guest, kernel ${kernel}, one boot, QEMU TCG without KVM on ${cpus} vCPU${cpus === 1 ? "" : "s"} ` +
     `(times ~28× native); ` +
-    `${cycles.length} cycles: ${perTool} idle and ${perTool} loaded per tool, rounds plain → Debian → cryptsleep, ` +
-    `idle and loaded rounds alternating. Medians.${failed ? ` ${failed} cryptsleep report(s) not ok.` : ""}`,
+    `${cycles.length} cycles: ${perTool} idle and ${perTool} loaded per tool, rounds ` +
+    `${ran.map((t) => TOOL_NAMES[t]).join(" → ")}, idle and loaded rounds alternating. Medians.` +
+    `${failed ? ` ${failed} cryptsleep report(s) not ok.` : ""}` +
+    (ran.includes("debian-keep") ? "" : ` No cycles of Debian with its ramfs kept in this run: its column is "–".`),
+    ...(kept ? ["", kept] : []),
     "",
     markdownTable(rows),
     "",
@@ -271,7 +359,7 @@ function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVer
     "the volumes are open and userspace is thawed (probes every 3 s at most; the harness types the passphrase ~0.3 s " +
     "after the prompt). cryptsleep's phases are its report's, on the guest's clock.",
     "- RAM during: memory.peak of systemd-suspend.service's cgroup, read by a system-sleep post hook that all " +
-    "three run in that cgroup: the RSS of the unit's processes plus the page cache and ramfs pages they brought in " +
+    "four run in that cgroup: the RSS of the unit's processes plus the page cache and ramfs pages they brought in " +
     "(Debian: all of its work, the hook running after the unlock and before its ramfs is unmounted; cryptsleep: " +
     "the start of cryptsleep suspend, before it moves into its own cgroup; plain: systemd-sleep). Page cache is " +
     "charged to the cgroup that first reads a file, so a tool's first cycle pays for reading its files and later " +
@@ -279,17 +367,32 @@ function output(cycles: ToolCycle[], perTool: number, kernel: string, suspendVer
     "the cycle, from its report (`ramHeldBytes`: the resident pages of the files they map — locked by its pin — " +
     "counted once, plus the anonymous memory of each), whether or not the page cache held those files before. " +
     "Its own cgroup's memory.peak and the bytes its pin locked are lines of their own. ramfs: Debian's by du " +
-    "from the same hook. Debian's processes' peak RSS: not measured (short-lived shell children; their RAM is " +
-    "in the service's peak).",
+    "from the same hook. Debian with its ramfs kept: a cycle that used the ramfs kept by an earlier one is charged " +
+    "nothing for it (its pages were charged when it was unpacked: to an earlier unit, here to the bench's " +
+    "restore), so its total is the unit's peak plus that ramfs. Debian's processes' peak RSS: not measured (short-lived shell children; their RAM is in the " +
+    "service's peak).",
     "- RAM between: sampled 10 s after the unit ended (exiting processes free their memory for seconds) and 10 s " +
     "after the tool was put in place: MemTotal − MemAvailable guest-wide, less the free pages the kernel keeps on " +
     "its per-CPU lists (MemAvailable counts them as used; they hold ~25 MiB for a while after deno's processes " +
     "exit), absolute after the cycle and after − before it; tmpfs used + ramfs files, after − before (the " +
     "volatile journal in /run grows in steps); mounts and processes named cryptsleep or cryptsetup-suspend left " +
-    "afterwards. Differences around zero get no ratio.",
-    "- Prompts: both on the serial console. cryptsleep: `install --console /dev/ttyS0`. Debian: its drop-in " +
-    "copied to /run with `openvt -ws -c8` (VT8) replaced by the wrapper's stdio on /dev/ttyS0; the bed cannot " +
-    "read a VT after S3 resume (bochs-drm draws the VTs).",
+    "afterwards. Differences around zero get no ratio. The kept mode's ramfs stays between its cycles, as that " +
+    "mode has it: it is in that mode's RAM in use after each cycle and counts as one mount left; after − before " +
+    "counts it only in the cycle that unpacked it.",
+    "- Debian, kept ramfs: Debian's drop-in as for Debian, and /etc/cryptsetup/suspend.conf with " +
+    '`KEEP_INITRAMFS="true"` (the file is removed for the other tools: Debian\'s default is "false"). Its wrapper ' +
+    "then leaves the unpacked initramfs mounted at /run/cryptsetup/cryptsetup-suspend-initramfs, and its next " +
+    "cycle uses it instead of unpacking it again. The other tools' cycles run without it: the wrapper uses a ramfs " +
+    "it finds there in either mode (a default-mode cycle would skip its unpacking), and a mounted one would be in " +
+    "every other tool's RAM in use and count as a cryptsetup-suspend mount left. So right after a kept cycle the " +
+    "bench copies the ramfs to a tar file on the root volume (its page cache dropped) and unmounts it, and before " +
+    "the next kept cycle, ahead of its before-sample, unpacks that into a new ramfs at the same place, read-only as " +
+    "the wrapper leaves it: that cycle starts as it would right after the kept cycle before it. “ramfs kept from " +
+    "an earlier cycle” counts the cycles whose wrapper used the ramfs mounted before the cycle began (the same " +
+    "device and inode in the post hook): in the default mode it must be none.",
+    "- Prompts: all on the serial console. cryptsleep: `install --console /dev/ttyS0`. Debian, both modes: its " +
+    "drop-in copied to /run with `openvt -ws -c8` (VT8) replaced by the wrapper's stdio on /dev/ttyS0; the bed " +
+    "cannot read a VT after S3 resume (bochs-drm draws the VTs).",
   ].join("\n");
 }
 
@@ -309,11 +412,13 @@ async function render(run: BenchRun): Promise<void> {
   const dist = join(REPO_ROOT, "dist");
   await Deno.mkdir(dist, { recursive: true });
   await Deno.writeTextFile(join(dist, "bench-debian.json"), JSON.stringify(run, null, 1) + "\n");
-  const series = TOOLS.map((t, i) => ({ name: TOOL_NAMES[t], color: ["#9a9a9a", "#c8902a", "#4a7fb5"][i] }));
+  // a run saved before the kept mode was benched has no bars for it
+  const tools = toolsIn(run.cycles);
+  const series = tools.map((t) => ({ name: TOOL_NAMES[t], color: COLORS[t] }));
   const svg = svgBars(
-    `plain / Debian cryptsetup-suspend / cryptsleep: medians, ${run.perTool} + ${run.perTool} cycles each, QEMU TCG`,
+    `${series.map((s) => s.name).join(" / ")}: medians, ${run.perTool} + ${run.perTool} cycles each, QEMU TCG`,
     series,
-    plotRows(comparisonRows(run.cycles)),
+    plotRows(comparisonRows(run.cycles), tools),
   );
   await Deno.writeTextFile(join(dist, "bench-debian.svg"), svg);
   console.log(`\nPlot: ${join(dist, "bench-debian.svg")}; every cycle: ${join(dist, "bench-debian.json")}`);

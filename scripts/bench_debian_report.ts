@@ -1,9 +1,12 @@
 /**
  * @module
  * The pure half of `deno task bench --guest debian` (scripts/bench_debian.ts drives the guest): what one cycle
- * measured ({@linkcode ToolCycle}), the rows of the comparison (medians per tool, ratios to plain and to Debian),
- * the Markdown table, the sentence on where cryptsleep is behind Debian, the plot's rows, and the drop-in that
- * puts Debian's wrapper on the serial console.
+ * measured ({@linkcode ToolCycle}), the rows of the comparison (medians per tool — plain, Debian's
+ * cryptsetup-suspend in its default mode and with its ramfs kept (`KEEP_INITRAMFS="true"`), cryptsleep — and
+ * cryptsleep's ratios to plain, to Debian and to Debian with its ramfs kept), the Markdown table, the sentences on
+ * where cryptsleep is behind either Debian mode, the note on the kept mode's first cycle, the plot's rows, and the
+ * drop-in that puts Debian's wrapper on the serial console. A saved run from before the kept mode was benched reads
+ * the same, its column all "–".
  *
  * ```ts
  * import { comparisonRows, markdownTable } from "./bench_debian_report.ts";
@@ -24,15 +27,39 @@ import {
   ratio,
 } from "./bench_lib.ts";
 
-/** The three ways the guest suspends: no locking, Debian's cryptsetup-suspend, cryptsleep's drop-in. */
-export type Tool = "plain" | "debian" | "cryptsleep";
+/**
+ * The four ways the guest suspends: no locking; Debian's cryptsetup-suspend in its default mode (it unpacks the
+ * initramfs into a ramfs every cycle and unmounts it after); the same with `KEEP_INITRAMFS="true"` in
+ * /etc/cryptsetup/suspend.conf (`debian-keep`: the ramfs stays mounted and later cycles use it instead of unpacking
+ * again — the mode a user picks to make Debian's suspend faster); cryptsleep's drop-in.
+ */
+export type Tool = "plain" | "debian" | "debian-keep" | "cryptsleep";
 /** The order of every round. */
-export const TOOLS: readonly Tool[] = ["plain", "debian", "cryptsleep"];
+export const TOOLS: readonly Tool[] = ["plain", "debian", "debian-keep", "cryptsleep"];
+/** Debian's cryptsetup-suspend in either mode: the same wrapper, drop-in, prompt and console lines. */
+export const DEBIAN_TOOLS: readonly Tool[] = ["debian", "debian-keep"];
+/** The Debian mode cryptsleep's ratios and the sentences weigh it against. */
+export type DebianMode = "debian" | "debian-keep";
 /** Idle guest, or a writer appending and syncing on /home every 0.2 s. */
 export type Load = "idle" | "loaded";
 const LOADS: readonly Load[] = ["idle", "loaded"];
 /** How the output names each tool. */
-export const TOOL_NAMES: Record<Tool, string> = { plain: "plain", debian: "Debian", cryptsleep: "cryptsleep" };
+export const TOOL_NAMES: Record<Tool, string> = {
+  plain: "plain",
+  debian: "Debian",
+  "debian-keep": "Debian, kept ramfs",
+  cryptsleep: "cryptsleep",
+};
+
+/** Whether `tool` is Debian's cryptsetup-suspend, in either mode. */
+export function isDebian(tool: Tool): boolean {
+  return DEBIAN_TOOLS.includes(tool);
+}
+
+/** The tools that have cycles in `cycles`, in round order (a run saved before the kept mode has three). */
+export function toolsIn(cycles: ToolCycle[]): Tool[] {
+  return TOOLS.filter((t) => cycles.some((c) => c.tool === t));
+}
 
 /** One suspend cycle as the bench saw it: host wall-clock ms unless said; null where not measured. */
 export interface ToolCycle {
@@ -55,6 +82,11 @@ export interface ToolCycle {
   serviceMemoryPeakBytes: number | null;
   /** Bytes of the files in the tool's ramfs (Debian: du in a post hook; cryptsleep: its report). */
   ramfsBytes: number | null;
+  /**
+   * Debian, either mode: its wrapper used a ramfs that was already mounted when the cycle began (kept by an earlier
+   * cycle), instead of unpacking the initramfs. Absent in runs saved before the kept mode was benched.
+   */
+  ramfsKept?: boolean | null;
   /** What the cycle left: after − before it, guest-wide, each sampled once exiting processes settled. */
   between: { usedBytes: number; usedAfterBytes?: number; tmpfsRamfsBytes: number; leftovers: number } | null;
   /** Loaded cycles: the writer's log grew after wake. */
@@ -89,10 +121,13 @@ export interface ComparisonRow {
   cells: Record<Tool, string>;
   vsPlain: number | null;
   vsDebian: number | null;
+  /** cryptsleep / Debian with its ramfs kept. */
+  vsDebianKept: number | null;
   section?: string;
 }
 
-const BOTH: readonly Tool[] = ["debian", "cryptsleep"];
+/** The tools that prompt and have a ramfs: all but plain. */
+const LOCKING: readonly Tool[] = ["debian", "debian-keep", "cryptsleep"];
 const num = (v: unknown): number | null => typeof v === "number" ? v : null;
 const kib = (v: unknown): number | null => typeof v === "number" ? v * 1024 : null;
 const fact = (c: ToolCycle, key: string) => c.report?.facts[key];
@@ -104,15 +139,16 @@ export const LABEL = {
   enterToShell: "Enter → unlocked: passphrase typed → shell answers",
   wakeToShell: "wake → shell answers (all of the wake, the typing included)",
   ramTotal:
-    "RAM during: Debian's service peak; cryptsleep's resident files + anonymous memory (before the pin: service + own cgroup peaks)",
+    "RAM during: Debian's service peak (+ a kept ramfs it found); cryptsleep's resident files + anonymous memory (before the pin: service + own cgroup peaks)",
   servicePeak: "RAM during: systemd-suspend.service memory.peak",
   ramfs: "RAM during: ramfs contents",
   usedAfter: "RAM between: in use 10 s after the cycle, guest-wide",
+  ramfsKept: "Debian: its ramfs was kept from an earlier cycle (used, not unpacked again)",
 } as const;
 
 function measures(phases: string[]): Measure[] {
   const all = TOOLS;
-  const debianOnly: readonly Tool[] = ["debian"];
+  const debianOnly = DEBIAN_TOOLS;
   const csOnly: readonly Tool[] = ["cryptsleep"];
   const sleepAt = phases.indexOf("sleep");
   return [
@@ -145,8 +181,8 @@ function measures(phases: string[]): Measure[] {
       noRatio: true,
       value: (c) => c.report ? c.toSuspendMs - beforeSleepMs(c.report) : null,
     },
-    { label: LABEL.wakeToPrompt, unit: "ms", tools: BOTH, value: (c) => c.wakeToPromptMs },
-    { label: LABEL.enterToShell, unit: "ms", tools: BOTH, value: (c) => c.enterToShellMs },
+    { label: LABEL.wakeToPrompt, unit: "ms", tools: LOCKING, value: (c) => c.wakeToPromptMs },
+    { label: LABEL.enterToShell, unit: "ms", tools: LOCKING, value: (c) => c.enterToShellMs },
     { label: LABEL.wakeToShell, unit: "ms", tools: all, value: (c) => c.wakeToShellMs },
     ...phases.map((name, i): Measure => ({
       section: i === 0 ? "cryptsleep's phases (ms, guest clock, from its report)" : undefined,
@@ -175,7 +211,13 @@ function measures(phases: string[]): Measure[] {
       unit: "bytes",
       tools: all,
       value: (c) => {
-        if (c.tool !== "cryptsleep") return c.serviceMemoryPeakBytes;
+        // a ramfs kept from an earlier cycle was charged to that cycle's unit, not this one's: it is added here
+        if (c.tool !== "cryptsleep") {
+          if (!c.ramfsKept) return c.serviceMemoryPeakBytes;
+          return c.serviceMemoryPeakBytes === null || c.ramfsBytes === null
+            ? null
+            : c.serviceMemoryPeakBytes + c.ramfsBytes;
+        }
         // its two processes' footprint at the end of the cycle (host/maps.ts footprint): the files they map
         // (locked by the pin) counted once, plus each one's anonymous memory. Its hooks run in its own cgroup,
         // so the service's peak is not read for it
@@ -186,7 +228,7 @@ function measures(phases: string[]): Measure[] {
         return own === null || c.serviceMemoryPeakBytes === null ? null : c.serviceMemoryPeakBytes + own;
       },
     },
-    { label: LABEL.ramfs, unit: "bytes", tools: BOTH, value: (c) => c.ramfsBytes },
+    { label: LABEL.ramfs, unit: "bytes", tools: LOCKING, value: (c) => c.ramfsBytes },
     {
       label: "RAM during: cryptsleep's file mappings locked by the pin",
       unit: "bytes",
@@ -226,7 +268,16 @@ function measures(phases: string[]): Measure[] {
       label: "RAM between: the tool's mounts + processes left",
       unit: "count",
       tools: all,
+      // a count, read as it is: 0 against the kept mode's 1 mount is no "0.00×"
+      noRatio: true,
       value: (c) => c.between?.leftovers ?? null,
+    },
+    {
+      label: LABEL.ramfsKept,
+      unit: "count",
+      tools: DEBIAN_TOOLS,
+      tally: true,
+      value: (c) => c.ramfsKept === undefined || c.ramfsKept === null ? null : Number(c.ramfsKept),
     },
     {
       section: "S3",
@@ -251,20 +302,29 @@ function formatValue(v: number, unit: Measure["unit"]): string {
   return unit === "bytes" ? formatBytes(v) : formatInt(v);
 }
 
-/** The comparison's rows: per measure an idle and a loaded row, medians per tool and the two ratios. */
+/**
+ * The comparison's rows: per measure an idle and a loaded row, medians per tool and cryptsleep's three ratios. A
+ * tool with no cycles at all (Debian with its ramfs kept, in a run saved before it was benched) shows "–" on
+ * every row and gets no ratio.
+ */
 export function comparisonRows(cycles: ToolCycle[]): ComparisonRow[] {
   const phases = phaseNames(cycles.flatMap((c) => c.report ? [c.report] : []));
+  const ran = toolsIn(cycles);
   const rows: ComparisonRow[] = [];
   for (const m of measures(phases)) {
     let section = m.section;
     for (const load of m.loads ?? LOADS) {
-      const medians = { plain: null, debian: null, cryptsleep: null } as Record<Tool, number | null>;
-      const cells = { plain: "–", debian: "–", cryptsleep: "–" } as Record<Tool, string>;
-      for (const tool of m.tools) {
+      const medians = Object.fromEntries(TOOLS.map((t) => [t, null])) as Record<Tool, number | null>;
+      const cells = Object.fromEntries(TOOLS.map((t) => [t, "–"])) as Record<Tool, string>;
+      for (const tool of m.tools.filter((t) => ran.includes(t))) {
         const mine = cycles.filter((c) => c.tool === tool && c.load === load);
         const xs = mine.map(m.value).filter((v): v is number => v !== null);
         if (m.tally) {
-          cells[tool] = mine.length ? `${xs.filter((x) => x > 0).length}/${mine.length}` : "no cycles";
+          cells[tool] = mine.length === 0
+            ? "no cycles"
+            : xs.length === 0
+            ? "not measured"
+            : `${xs.filter((x) => x > 0).length}/${xs.length}`;
           continue;
         }
         medians[tool] = median(xs);
@@ -280,6 +340,7 @@ export function comparisonRows(cycles: ToolCycle[]): ComparisonRow[] {
         cells,
         vsPlain: noRatio ? null : ratio(cs, medians.plain),
         vsDebian: noRatio ? null : ratio(cs, medians.debian),
+        vsDebianKept: noRatio ? null : ratio(cs, medians["debian-keep"]),
         section,
       });
       section = undefined;
@@ -288,18 +349,20 @@ export function comparisonRows(cycles: ToolCycle[]): ComparisonRow[] {
   return rows;
 }
 
-/** One Markdown table: a line per measure and load, the medians per tool, cryptsleep's two ratios. */
+/** One Markdown table: a line per measure and load, the medians per tool (round order), cryptsleep's three ratios. */
 export function markdownTable(rows: ComparisonRow[]): string {
-  const lines = [
-    "| measure | load | plain | Debian | cryptsleep | cryptsleep / plain | cryptsleep / Debian |",
-    "|---|---|--:|--:|--:|--:|--:|",
+  const ratios = ["plain", "debian", "debian-keep"] as const;
+  const header = [
+    "measure",
+    "load",
+    ...TOOLS.map((t) => TOOL_NAMES[t]),
+    ...ratios.map((t) => `cryptsleep / ${TOOL_NAMES[t]}`),
   ];
+  const lines = [`| ${header.join(" | ")} |`, `|---|---|${"--:|".repeat(header.length - 2)}`];
   for (const r of rows) {
-    if (r.section) lines.push(`| **${r.section}** | | | | | | |`);
-    lines.push(
-      `| ${r.label} | ${r.load} | ${r.cells.plain} | ${r.cells.debian} | ${r.cells.cryptsleep} | ` +
-        `${formatRatio(r.vsPlain)} | ${formatRatio(r.vsDebian)} |`,
-    );
+    if (r.section) lines.push(`| **${r.section}** |${" |".repeat(header.length - 1)}`);
+    const vs = [r.vsPlain, r.vsDebian, r.vsDebianKept].map(formatRatio);
+    lines.push(`| ${[r.label, r.load, ...TOOLS.map((t) => r.cells[t]), ...vs].join(" | ")} |`);
   }
   return lines.join("\n");
 }
@@ -320,10 +383,17 @@ function show(r: ComparisonRow | undefined, tool: Tool): string {
   return r.unit === "bytes" ? formatBytes(v) : r.unit === "ms" ? `${formatInt(v)} ms` : formatInt(v);
 }
 
-function difference(r: ComparisonRow): string {
-  const d = { ...r, medians: { ...r.medians, cryptsleep: r.medians.cryptsleep! - r.medians.debian! } };
-  return `${r.label} (${r.load}): ${show(r, "cryptsleep")} against ${show(r, "debian")}, ` +
-    `${show(d, "cryptsleep")} more (${formatRatio(r.vsDebian)})`;
+/** How the sentences name each Debian mode. */
+const MODE_NAMES: Record<DebianMode, string> = { debian: "Debian", "debian-keep": "Debian (kept ramfs)" };
+
+function vs(r: ComparisonRow, ref: DebianMode): number | null {
+  return ref === "debian" ? r.vsDebian : r.vsDebianKept;
+}
+
+function difference(r: ComparisonRow, ref: DebianMode): string {
+  const d = { ...r, medians: { ...r.medians, cryptsleep: r.medians.cryptsleep! - r.medians[ref]! } };
+  return `${r.label} (${r.load}): ${show(r, "cryptsleep")} against ${show(r, ref)}, ` +
+    `${show(d, "cryptsleep")} more (${formatRatio(vs(r, ref))})`;
 }
 
 /** cryptsleep's median of each named phase, largest first. */
@@ -335,47 +405,96 @@ function phaseLine(rows: ComparisonRow[], load: Load, names: string[]): string {
   }).sort((a, b) => b.ms - a.ms).map((p) => `${p.n} ${formatInt(p.ms)} ms`).join(", ");
 }
 
-function breakdown(rows: ComparisonRow[], r: ComparisonRow): string {
+function breakdown(rows: ComparisonRow[], r: ComparisonRow, ref: DebianMode): string {
   const mine = rows.filter((x) => x.load === r.load);
   const find = (prefix: string) => mine.find((x) => x.label.startsWith(prefix));
+  const [steps, theirRamfs] = ref === "debian"
+    ? ["Debian's steps", "Debian's ramfs"]
+    : ["Debian's steps with its ramfs kept", "Debian's kept ramfs"];
   if (r.label === LABEL.toSuspend) {
     const [ramfs, lock, kernel] = ["… Debian: its ramfs", "… Debian: mlock", "… Debian: the kernel"].map(find);
     return `cryptsleep's phases before S3 (median, guest clock): ${phaseLine(rows, r.load, PARTS[r.label]!(mine))}, ` +
-      `and ${show(find("… cryptsleep: outside"), "cryptsleep")} outside them; Debian's steps (host clock): ` +
-      `${show(ramfs, "debian")} to its ramfs + pre hooks + freeze, ${show(lock, "debian")} to lock, ` +
-      `${show(kernel, "debian")} in the kernel`;
+      `and ${show(find("… cryptsleep: outside"), "cryptsleep")} outside them; ${steps} (host clock): ` +
+      `${show(ramfs, ref)} to its ramfs + pre hooks + freeze, ${show(lock, ref)} to lock, ` +
+      `${show(kernel, ref)} in the kernel`;
   }
   if (r.label === LABEL.ramTotal) {
     const ramfs = find(LABEL.ramfs);
     const pinned = find("RAM during: cryptsleep's file mappings locked");
     if (pinned?.medians.cryptsleep != null) {
-      return `of it ${show(pinned, "cryptsleep")} of files its pin locked (the runtime and its libraries; Debian's ` +
-        `ramfs ${show(ramfs, "debian")}), the rest its two processes' anonymous memory`;
+      return `of it ${
+        show(pinned, "cryptsleep")
+      } of files its pin locked (the runtime and its libraries; ${theirRamfs} ` +
+        `${show(ramfs, ref)}), the rest its two processes' anonymous memory`;
     }
     return `of it ${show(find(LABEL.servicePeak), "cryptsleep")} in systemd-suspend.service (its ramfs ` +
-      `${show(ramfs, "cryptsleep")}, Debian's ${show(ramfs, "debian")}) and ` +
+      `${show(ramfs, "cryptsleep")}, ${theirRamfs} ${show(ramfs, ref)}) and ` +
       `${show(find("RAM during: cryptsleep's own"), "cryptsleep")} in its own cgroup`;
   }
   const names = PARTS[r.label]?.(mine) ?? [];
   return names.length ? `cryptsleep's phases there: ${phaseLine(rows, r.load, names)}` : "";
 }
 
-/** The sentence(s) naming where cryptsleep is behind Debian, by how much, and in which of its phases. */
-export function behindDebian(rows: ComparisonRow[]): string {
-  const behind = rows.filter((r) =>
-    r.label in PARTS && r.medians.cryptsleep !== null && r.medians.debian !== null &&
-    r.medians.cryptsleep > r.medians.debian
+/** Where cryptsleep is behind one Debian mode, by how much, and in which of its phases. */
+function behind(rows: ComparisonRow[], ref: DebianMode): string {
+  const name = MODE_NAMES[ref];
+  const lost = rows.filter((r) =>
+    r.label in PARTS && r.medians.cryptsleep !== null && r.medians[ref] !== null &&
+    r.medians.cryptsleep > r.medians[ref]!
   );
-  if (behind.length === 0) {
-    return "cryptsleep is behind Debian on none of: request → S3, wake → prompt, Enter → unlocked, RAM during, ramfs.";
+  if (lost.length === 0) {
+    return `cryptsleep is behind ${name} on none of: request → S3, wake → prompt, Enter → unlocked, RAM during, ramfs.`;
   }
   return [
-    "cryptsleep is behind Debian on:",
-    ...behind.map((r) => {
-      const more = breakdown(rows, r);
-      return `- ${difference(r)}${more ? `; ${more}` : ""}.`;
+    `cryptsleep is behind ${name} on:`,
+    ...lost.map((r) => {
+      const more = breakdown(rows, r, ref);
+      return `- ${difference(r, ref)}${more ? `; ${more}` : ""}.`;
     }),
   ].join("\n");
+}
+
+/**
+ * The sentences naming where cryptsleep is behind Debian — in its default mode, then with its ramfs kept — by how
+ * much, and in which of its phases. The kept mode's are left out when the run has no medians for it (a run saved
+ * before it was benched).
+ */
+export function behindDebian(rows: ComparisonRow[]): string {
+  const kept = rows.some((r) => r.medians["debian-keep"] !== null);
+  return [behind(rows, "debian"), ...(kept ? [behind(rows, "debian-keep")] : [])].join("\n\n");
+}
+
+/**
+ * What the kept mode's medians are made of: the cycle(s) that unpacked the initramfs (its first) with their
+ * request → S3, and the median request → S3 of those that found the ramfs kept, per load. Also says so if a cycle of
+ * Debian's default mode found a ramfs mounted (the bench is to keep it from them). "" without kept-mode cycles.
+ */
+export function keptNote(cycles: ToolCycle[]): string {
+  const mine = cycles.filter((c) => c.tool === "debian-keep");
+  if (mine.length === 0) return "";
+  const unpacked = mine.filter((c) => c.ramfsKept === false);
+  const kept = mine.filter((c) => c.ramfsKept === true);
+  const s3 = (c: ToolCycle) => `${c.load} round ${c.round}: ${formatInt(c.toSuspendMs)} ms`;
+  const keptMedians = LOADS.flatMap((load) => {
+    const m = median(kept.filter((c) => c.load === load).map((c) => c.toSuspendMs));
+    return m === null ? [] : [`${load} ${formatInt(m)} ms`];
+  });
+  const parts = [
+    `${TOOL_NAMES["debian-keep"]}: ${kept.length} of its ${mine.length} cycles used the ramfs kept by the one ` +
+    `before, ${unpacked.length} unpacked it` +
+    (unpacked.length ? ` (request → S3: ${unpacked.map(s3).join("; ")})` : "") +
+    (mine.length - kept.length - unpacked.length ? `, ${mine.length - kept.length - unpacked.length} not known` : "") +
+    `. Its medians are over all of them, so mostly over cycles that reuse the ramfs` +
+    (keptMedians.length ? ` (request → S3, those alone: ${keptMedians.join(", ")})` : "") + ".",
+  ];
+  const leaked = cycles.filter((c) => c.tool === "debian" && c.ramfsKept === true).length;
+  if (leaked) {
+    parts.push(
+      `${leaked} cycle(s) of Debian's default mode found a ramfs mounted and used it: their times are not the ` +
+        "default mode's.",
+    );
+  }
+  return parts.join(" ");
 }
 
 /** The measures in the plot, with their short names there. */
@@ -389,12 +508,12 @@ const PLOTTED: Record<string, string> = {
   [LABEL.ramfs]: "RAM: ramfs",
 };
 
-/** The plot's rows: the measures all three (or both tools) share, a row per load. */
-export function plotRows(rows: ComparisonRow[]): BarRow[] {
+/** The plot's rows: the measures the tools share, a row per load, a value per tool of `tools` (default: all four). */
+export function plotRows(rows: ComparisonRow[], tools: readonly Tool[] = TOOLS): BarRow[] {
   return rows.filter((r) => r.label in PLOTTED).map((r) => ({
     label: `${PLOTTED[r.label]} (${r.load})`,
     unit: r.unit === "bytes" ? "bytes" : "ms",
-    values: TOOLS.map((t) => r.medians[t]),
+    values: tools.map((t) => r.medians[t]),
   }));
 }
 

@@ -3,18 +3,50 @@ import {
   behindDebian,
   type ComparisonRow,
   comparisonRows,
+  keptNote,
   LABEL,
   markdownTable,
   parseProbe,
   plotRows,
   serialDropin,
   type ToolCycle,
+  toolsIn,
 } from "./bench_debian_report.ts";
+import { output } from "./bench_debian.ts";
 
-// six real cycles (one idle, one loaded per tool) from `deno task bench --guest debian --cycles 1`
+// six real cycles (one idle, one loaded per tool) from `deno task bench --guest debian --cycles 1`, saved before
+// the kept mode was benched: no debian-keep cycles, no ramfsKept
 const CYCLES: ToolCycle[] = JSON.parse(
   await Deno.readTextFile(new URL("../tests/fixtures/bench/debian-cycles.json", import.meta.url)),
 );
+
+const MiB = 2 ** 20;
+/**
+ * The same run with Debian's kept mode, its cycles made from Debian's: the idle one (round 1, its first) unpacks
+ * the initramfs as Debian does and leaves it mounted; the loaded one finds it kept, so 9 s less to “Allocating…”,
+ * and its unit's peak lacks the ramfs (charged to the unit that unpacked it). Debian's cycles found none.
+ */
+const FOUR: ToolCycle[] = CYCLES.flatMap((c): ToolCycle[] => {
+  if (c.tool !== "debian") return [c];
+  const leftOne = { ...c.between!, leftovers: 1 };
+  const kept: ToolCycle = c.load === "idle"
+    ? {
+      ...c,
+      tool: "debian-keep",
+      ramfsKept: false,
+      between: { ...leftOne, usedBytes: c.between!.usedBytes + c.ramfsBytes! },
+    }
+    : {
+      ...c,
+      tool: "debian-keep",
+      ramfsKept: true,
+      toSuspendMs: c.toSuspendMs - 9000,
+      debianMarks: { allocMs: c.debianMarks!.allocMs - 9000, sleepingMs: c.debianMarks!.sleepingMs - 9000 },
+      serviceMemoryPeakBytes: 20 * MiB,
+      between: leftOne,
+    };
+  return [{ ...c, ramfsKept: false }, kept];
+});
 
 function row(rows: ComparisonRow[], label: string, load = "idle"): ComparisonRow {
   const r = rows.find((x) => x.label === label && x.load === load);
@@ -25,14 +57,14 @@ function row(rows: ComparisonRow[], label: string, load = "idle"): ComparisonRow
 Deno.test("comparisonRows: medians per tool and load, ratios to plain and to Debian, dashes where none apply", () => {
   const rows = comparisonRows(CYCLES);
   const s3 = row(rows, LABEL.toSuspend);
-  assert.deepEqual(s3.medians, { plain: 788, debian: 11860, cryptsleep: 16500 });
-  assert.deepEqual(s3.cells, { plain: "788", debian: "11,860", cryptsleep: "16,500" });
+  assert.deepEqual(s3.medians, { plain: 788, debian: 11860, "debian-keep": null, cryptsleep: 16500 });
+  assert.deepEqual(s3.cells, { plain: "788", debian: "11,860", "debian-keep": "–", cryptsleep: "16,500" });
   assert.equal(s3.vsPlain, 16500 / 788);
   assert.equal(s3.vsDebian, 16500 / 11860);
   assert.equal(row(rows, LABEL.toSuspend, "loaded").medians.cryptsleep, 22584);
 
   const prompt = row(rows, LABEL.wakeToPrompt, "loaded");
-  assert.deepEqual(prompt.cells, { plain: "–", debian: "390", cryptsleep: "351" });
+  assert.deepEqual(prompt.cells, { plain: "–", debian: "390", "debian-keep": "–", cryptsleep: "351" });
   assert.equal(prompt.vsPlain, null, "no prompt in a plain suspend: no ratio");
   assert.equal(prompt.vsDebian, 351 / 390);
 
@@ -59,6 +91,7 @@ Deno.test("comparisonRows: medians per tool and load, ratios to plain and to Deb
   assert.deepEqual(row(rows, "S3 reached (suspend_stats/success + 1)").cells, {
     plain: "1/1",
     debian: "1/1",
+    "debian-keep": "–",
     cryptsleep: "1/1",
   });
   // differences around zero: no ratio; the absolute RAM in use was not sampled by that run's bench
@@ -71,13 +104,115 @@ Deno.test("comparisonRows: medians per tool and load, ratios to plain and to Deb
 });
 
 Deno.test("markdownTable: one header, a bold line per section, a line per measure and load", () => {
-  const rows = comparisonRows(CYCLES);
+  const rows = comparisonRows(FOUR);
   const table = markdownTable(rows).split("\n");
-  assert.equal(table[0], "| measure | load | plain | Debian | cryptsleep | cryptsleep / plain | cryptsleep / Debian |");
+  assert.equal(
+    table[0],
+    "| measure | load | plain | Debian | Debian, kept ramfs | cryptsleep | cryptsleep / plain | cryptsleep / Debian " +
+      "| cryptsleep / Debian, kept ramfs |",
+  );
   assert.equal(table.length, 2 + rows.length + rows.filter((r) => r.section).length);
-  assert.ok(table.includes(`| ${LABEL.toSuspend} | idle | 788 | 11,860 | 16,500 | 20.94× | 1.39× |`), table[3]);
-  assert.ok(table.includes("| **RAM between cycles** | | | | | | |"));
-  assert.ok(table.every((l) => l.split("|").length === 9), "7 columns on every line");
+  assert.ok(
+    table.includes(`| ${LABEL.toSuspend} | loaded | 1,028 | 16,241 | 7,241 | 22,584 | 21.97× | 1.39× | 3.12× |`),
+    table.join("\n"),
+  );
+  assert.ok(table.includes("| **RAM between cycles** | | | | | | | | |"));
+  assert.ok(table.every((l) => l.split("|").length === 11), "9 columns on every line");
+});
+
+Deno.test("the kept mode: its column, cryptsleep / Debian, kept ramfs, its ramfs in its RAM during, who reused one", () => {
+  const rows = comparisonRows(FOUR);
+  const s3 = row(rows, LABEL.toSuspend, "loaded");
+  assert.deepEqual(s3.medians, { plain: 1028, debian: 16241, "debian-keep": 7241, cryptsleep: 22584 });
+  assert.equal(s3.vsDebian, 22584 / 16241, "÷ Debian stays Debian's default mode");
+  assert.equal(s3.vsDebianKept, 22584 / 7241);
+  assert.equal(row(rows, LABEL.toSuspend).vsDebianKept, 16500 / 11860, "its first cycle unpacked: as Debian");
+
+  // Debian's steps and its prompt are measured for both modes
+  const alloc = row(rows, "… Debian: its ramfs, pre hooks, cgroup freeze (→ “Allocating…”)", "loaded");
+  assert.deepEqual([alloc.medians.debian, alloc.medians["debian-keep"]], [16086, 7086]);
+  assert.equal(alloc.vsDebianKept, null, "a step of Debian's own: no ratio");
+  assert.equal(row(rows, LABEL.wakeToPrompt, "loaded").cells["debian-keep"], "390");
+  assert.equal(row(rows, LABEL.ramfs).cells["debian-keep"], "66.3 MiB");
+
+  // a ramfs kept from an earlier cycle is not in this unit's peak: RAM during adds it back
+  assert.equal(row(rows, LABEL.servicePeak, "loaded").medians["debian-keep"], 20 * MiB);
+  assert.equal(row(rows, LABEL.ramTotal, "loaded").medians["debian-keep"], 20 * MiB + 69504911);
+  assert.equal(row(rows, LABEL.ramTotal).medians["debian-keep"], 185679872, "unpacked in the cycle: in the peak");
+
+  // who used a ramfs mounted before the cycle: never Debian's default mode; a tally, no ratio
+  const kept = [row(rows, LABEL.ramfsKept), row(rows, LABEL.ramfsKept, "loaded")];
+  assert.deepEqual(kept.map((r) => [r.cells.debian, r.cells["debian-keep"], r.cells.cryptsleep]), [
+    ["0/1", "0/1", "–"],
+    ["0/1", "1/1", "–"],
+  ]);
+  assert.ok(kept.every((r) => r.vsDebianKept === null));
+  assert.equal(row(rows, "RAM between: the tool's mounts + processes left").cells["debian-keep"], "1");
+
+  // the plot: a bar per tool, in round order
+  const plot = plotRows(rows);
+  assert.deepEqual(plot.find((r) => r.label === "request → S3 (loaded)")?.values, [1028, 16241, 7241, 22584]);
+  assert.deepEqual(toolsIn(FOUR), ["plain", "debian", "debian-keep", "cryptsleep"]);
+});
+
+Deno.test("behindDebian: where cryptsleep is behind the kept mode too, with that mode's own steps", () => {
+  const text = behindDebian(comparisonRows(FOUR));
+  const [debian, kept] = text.split("\n\n");
+  assert.match(debian, /^cryptsleep is behind Debian on:\n/);
+  assert.match(kept, /^cryptsleep is behind Debian \(kept ramfs\) on:\n/);
+  assert.ok(
+    kept.includes(`${LABEL.toSuspend} (loaded): 22,584 ms against 7,241 ms, 15,343 ms more (3.12×)`),
+    kept,
+  );
+  assert.match(kept, /Debian's steps with its ramfs kept \(host clock\): 7,086 ms to its ramfs/);
+  // its RAM during holds the kept ramfs: 20 MiB + 66.3 MiB against cryptsleep's 173.9 MiB + its own cgroup
+  assert.match(kept, /RAM during[^\n]*\(loaded\): [\d.]+ MiB against 86\.3 MiB/);
+  assert.match(kept, /its ramfs 110\.2 MiB, Debian's kept ramfs 66\.3 MiB/);
+
+  // ahead of both: each says so
+  const ahead = FOUR.map((c) => c.tool === "cryptsleep" ? { ...c, toSuspendMs: 1, report: null, ramfsBytes: 1 } : c)
+    .map((c) =>
+      c.tool === "cryptsleep" ? { ...c, serviceMemoryPeakBytes: 1, wakeToPromptMs: 1, enterToShellMs: 1 } : c
+    );
+  assert.deepEqual(behindDebian(comparisonRows(ahead)).split("\n\n").map((p) => p.split(" on ")[0]), [
+    "cryptsleep is behind Debian",
+    "cryptsleep is behind Debian (kept ramfs)",
+  ]);
+  assert.match(behindDebian(comparisonRows(ahead)), /\(kept ramfs\) on none of/);
+});
+
+Deno.test("keptNote: the kept mode's first cycle apart, what its medians are over; a default cycle that reused one", () => {
+  assert.equal(
+    keptNote(FOUR),
+    "Debian, kept ramfs: 1 of its 2 cycles used the ramfs kept by the one before, 1 unpacked it (request → S3: " +
+      "idle round 1: 11,860 ms). Its medians are over all of them, so mostly over cycles that reuse the ramfs " +
+      "(request → S3, those alone: loaded 7,241 ms).",
+  );
+  assert.equal(keptNote(CYCLES), "", "no kept-mode cycles: nothing to say");
+  const leaked = FOUR.map((c) => c.tool === "debian" && c.load === "loaded" ? { ...c, ramfsKept: true } : c);
+  assert.match(keptNote(leaked), /1 cycle\(s\) of Debian's default mode found a ramfs mounted and used it/);
+});
+
+Deno.test("a replay of a run saved before the kept mode: its column and ratio “–”, no sentence on it, no bars", () => {
+  const rows = comparisonRows(CYCLES);
+  assert.ok(rows.every((r) => r.cells["debian-keep"] === "–" && r.medians["debian-keep"] === null));
+  assert.ok(rows.every((r) => r.vsDebianKept === null));
+  assert.ok(
+    markdownTable(rows).includes(`| ${LABEL.toSuspend} | idle | 788 | 11,860 | – | 16,500 | 20.94× | 1.39× | – |`),
+  );
+  assert.doesNotMatch(behindDebian(rows), /Debian \(kept ramfs\)|Debian's kept ramfs/);
+  assert.equal(row(rows, LABEL.ramfsKept).cells.debian, "not measured", "ramfsKept absent: not made up");
+  assert.deepEqual(toolsIn(CYCLES), ["plain", "debian", "cryptsleep"]);
+  assert.ok(plotRows(rows, toolsIn(CYCLES)).every((r) => r.values.length === 3));
+
+  const text = output(CYCLES, 1, "6.12.0", "2:2.7.5-1", 1);
+  assert.match(text, /rounds plain → Debian → cryptsleep, idle and loaded/);
+  assert.match(text, /No cycles of Debian with its ramfs kept in this run: its column is "–"\./);
+  assert.doesNotMatch(text, /^Debian, kept ramfs: \d/m, "no note on cycles it does not have");
+  const four = output(FOUR, 1, "6.12.0", "2:2.7.5-1", 1);
+  assert.match(four, /rounds plain → Debian → Debian, kept ramfs → cryptsleep, idle/);
+  assert.match(four, /^Debian, kept ramfs: 1 of its 2 cycles/m);
+  assert.match(four, /^cryptsleep is behind Debian \(kept ramfs\) on:$/m);
 });
 
 Deno.test("behindDebian: names each measure cryptsleep loses, by how much, and its phases there", () => {
@@ -104,8 +239,8 @@ Deno.test("behindDebian: names each measure cryptsleep loses, by how much, and i
   assert.match(behindDebian(comparisonRows(ahead)), /^cryptsleep is behind Debian on none of/);
 });
 
-Deno.test("plotRows: the shared measures, a row per load, values in the order plain, Debian, cryptsleep", () => {
-  const plot = plotRows(comparisonRows(CYCLES));
+Deno.test("plotRows: the shared measures, a row per load, values in the order of the tools run", () => {
+  const plot = plotRows(comparisonRows(CYCLES), toolsIn(CYCLES));
   assert.deepEqual(plot[0], { label: "request → S3 (idle)", unit: "ms", values: [788, 11860, 16500] });
   assert.ok(plot.every((r) => r.values.length === 3));
   assert.deepEqual(plot.map((r) => r.label).filter((l) => l.endsWith("(loaded)")), [

@@ -127,13 +127,17 @@ export function svgBars(title: string, series: Series[], rows: BarRow[]): string
     });
     y += h + gap;
   }
+  // each entry at least 130 px wide, a long name (~7 px a character) pushing the next one right
+  let x = 8;
   const legend = series.length > 1
-    ? series.map((s, i) =>
-      `  <rect x="${8 + i * 130}" y="30" width="12" height="12" fill="${s.color}"/>` +
-      `<text x="${24 + i * 130}" y="40">${escapeXml(s.name)}</text>`
-    )
+    ? series.map((s) => {
+      const entry = `  <rect x="${x}" y="30" width="12" height="12" fill="${s.color}"/>` +
+        `<text x="${x + 16}" y="40">${escapeXml(s.name)}</text>`;
+      x += Math.max(130, 30 + 7 * s.name.length);
+      return entry;
+    })
     : [];
-  return svgDocument(title, left + width + 110, y + 6, [...legend, ...out]);
+  return svgDocument(title, Math.max(left + width + 110, x), y + 6, [...legend, ...out]);
 }
 
 /** A whole SVG file: white, `title` at the top left, then `body`'s elements (one per line). */

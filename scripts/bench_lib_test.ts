@@ -84,6 +84,16 @@ Deno.test("svgBars: one scale per unit, a bar per series, a dash for a missing v
   assert.doesNotMatch(single, />median<\/text>/, "no legend for one series");
 });
 
+Deno.test("svgBars: a long name in the legend pushes the next entry right instead of running into it", () => {
+  const names = ["plain", "Debian", "Debian, kept ramfs", "cryptsleep"];
+  const svg = svgBars("t", names.map((name) => ({ name, color: "#111" })), [
+    { label: "x", unit: "ms", values: [1, 2, 3, 4] },
+  ]);
+  const xs = [...svg.matchAll(/<rect x="(\d+)" y="30"/g)].map((m) => Number(m[1]));
+  assert.deepEqual(xs, [8, 138, 268, 424], "130 px each, the long name 30 + 7 × 18");
+  assert.ok(Number(/^<svg [^>]*width="(\d+)"/.exec(svg)![1]) >= 424 + 130, "the last entry fits");
+});
+
 Deno.test("beforeSleepMs: the agent phase, which holds sleep, is not counted beside its own phases", () => {
   const phase = (name: string, startMs: number, durationMs: number) => ({ name, startMs, durationMs, ok: true });
   const report = {
