@@ -20,26 +20,12 @@
  */
 import { CryptDevice, type Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import type { LuksToken, Volume } from "../discovery/mod.ts";
+import { tokenType } from "../discovery/token_types.ts";
 import { readElf } from "../host/elf.ts";
 import { isFileMapping, readMaps } from "../host/maps.ts";
 import type { Job } from "./job.ts";
 import { detachedHeader } from "./lock.ts";
 import { messages } from "./errors.ts";
-
-/** The `.note.dlopen` features each token type's code loads, and what it loads by a name built at run time. */
-const FEATURES: Record<string, { features: string[]; also: string[] }> = {
-  // the TCTI is dlopened by a name made from the device type ("device"), which no note can declare
-  "systemd-tpm2": { features: ["tpm"], also: ["libtss2-tcti-device.so.0"] },
-  "systemd-fido2": { features: ["fido2"], also: [] },
-  "systemd-pkcs11": { features: ["p11-kit"], also: [] },
-};
-
-/** How the prompt names each token type. */
-export const TOKEN_LABEL: Record<string, string> = {
-  "systemd-tpm2": "TPM2",
-  "systemd-fido2": "FIDO2",
-  "systemd-pkcs11": "PKCS#11",
-};
 
 /** Libraries loaded for tokens: kept open for the process's life, so a later dlopen finds them. */
 const held: Deno.DynamicLibrary<Record<string, never>>[] = [];
@@ -70,7 +56,7 @@ export interface TokenSupport {
 export function loadTokenSupport(lib: Libcryptsetup, job: Job, log: (m: string) => void): TokenSupport {
   const out: TokenSupport = { libraries: [], problems: [] };
   for (const v of job.plan.lock) {
-    const tokens = v.tokens.filter((t) => (t.pin || job.options.tokenWithoutPin) && FEATURES[t.type]);
+    const tokens = v.tokens.filter((t) => (t.pin || job.options.tokenWithoutPin) && tokenType(t.type));
     if (!tokens.length) continue;
     try {
       using device = CryptDevice.initByName(lib, v.dmName, detachedHeader(job, v));
@@ -88,7 +74,7 @@ export function loadTokenSupport(lib: Libcryptsetup, job: Job, log: (m: string) 
     }
   }
   if (!usable.size) return out;
-  const wanted = [...usable].map((t) => FEATURES[t]);
+  const wanted = [...usable].map((t) => tokenType(t)!);
   const features = new Set(wanted.flatMap((w) => w.features));
   const entries: string[][] = wanted.flatMap((w) => w.also.map((s) => [s]));
   // what the loaded code (the plugins and the libraries they link) declares it will dlopen

@@ -30,7 +30,8 @@ import { PromptLeft } from "../ffi/tty.ts";
 import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { LuksToken, Volume } from "../discovery/mod.ts";
-import { TOKEN_LABEL, usableTokens } from "./tokens.ts";
+import { usableTokens } from "./tokens.ts";
+import { tokenType } from "../discovery/token_types.ts";
 import { type AgentContext, say, warnUser } from "./context.ts";
 import { MAX_PASSPHRASE, type Secret } from "./secrets.ts";
 import {
@@ -269,7 +270,7 @@ async function tokenFits(
 ): Promise<boolean> {
   const { maxTries, tokenWithoutPin } = ctx.job.options;
   for (const token of usableTokens(volume, tokenWithoutPin)) {
-    const label = TOKEN_LABEL[token.type] ?? token.type;
+    const label = tokenType(token.type)?.label ?? token.type;
     if (!token.pin) {
       // asked for with --token-without-pin: nobody types anything
       const none: TokenPin = { buffer: null, length: 0 };

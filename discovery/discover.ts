@@ -13,6 +13,7 @@
  * ```
  * @module
  */
+import { tokenType } from "./token_types.ts";
 import { type LuksHeader, LuksHeaderError, type LuksToken, readLuksHeader } from "./luks_header.ts";
 import { devPathOf, lvmDmName, underRoot } from "../host/paths.ts";
 import { type MountEntry, mountOf, readMountinfo } from "../host/mountinfo.ts";
@@ -445,7 +446,7 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
         vol.argon2MemoryKiB = hdr.maxArgon2MemoryKiB;
         vol.keyslots = hdr.keyslots.map((k) => ({ slot: k.slot, kdf: k.kdf.type, memoryKiB: k.kdf.memoryKiB }));
         vol.tokens = hdr.tokens;
-        for (const t of hdr.tokens.filter((t) => !t.pin && t.type !== "luks2-keyring")) {
+        for (const t of hdr.tokens.filter((t) => !t.pin && tokenType(t.type))) {
           warnings.push(
             `volume ${dm.name}: its ${t.type} token ${t.id} needs no PIN: it would unlock with nobody at the machine, ` +
               `so it is not used after wake unless suspend is given --token-without-pin; the passphrase is asked ` +

@@ -16,6 +16,7 @@
  * ```
  * @module
  */
+import { tokenType } from "./token_types.ts";
 
 /** Key derivation of one keyslot. `memoryKiB` is 0 for PBKDF2. */
 export interface LuksKdf {
@@ -69,7 +70,7 @@ export interface LuksToken {
   type: string;
   /** The keyslots it opens. */
   keyslots: number[];
-  /** It wants a PIN (`tpm2-pin`, `fido2-clientPin-required`, or a PKCS#11 token, which always asks). */
+  /** It wants a PIN (its type's rule, discovery/token_types.ts; false for a type cryptsleep does not use). */
   pin: boolean;
 }
 
@@ -210,7 +211,7 @@ function luks2Tokens(json: string): LuksToken[] {
   const meta = JSON.parse(json) as Luks2Json;
   return Object.entries(meta.tokens ?? {}).map(([id, t]) => {
     const type = String(t.type ?? "unknown");
-    const pin = t["tpm2-pin"] === true || t["fido2-clientPin-required"] === true || type === "systemd-pkcs11";
+    const pin = tokenType(type)?.wantsPin(t) ?? false;
     const keyslots = Array.isArray(t.keyslots) ? t.keyslots.map(Number) : [];
     return { id: Number(id), type, keyslots, pin };
   }).sort((a, b) => a.id - b.id);
