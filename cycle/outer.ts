@@ -26,8 +26,13 @@ import { Timeline } from "./timeline.ts";
 
 /** The whole cycle, from this process's side; `dryRun` runs only what changes nothing and describes the rest. */
 export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }): Promise<Outcome> {
+  // from the runtime's time origin to here: the program's load (the report says where the time before the first
+  // phase went; the runtime's own start before its time origin and systemd's dispatch are not in it)
+  const runtimeMs = Math.round(performance.now());
   // loaded first: it maps every library the agent's phases will need, so the pin locks them
-  const ctx: OuterContext = { options, lib: Libcryptsetup.open(), timeline: new Timeline(), script: null };
+  const lib = Libcryptsetup.open();
+  const ctx: OuterContext = { options, lib, timeline: new Timeline(), script: null };
+  ctx.timeline.facts.startMs = { runtime: runtimeMs, libcryptsetup: Math.round(performance.now()) - runtimeMs };
   // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand
   if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
   // Ctrl-C (or SIGTERM) before the agent starts stops the list and undoes what ran; once the agent runs it is

@@ -106,8 +106,17 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
   changesNothing: true,
   run: async (ctx) => {
     // as systemd-sleep would: sleep.conf picks the state and the mem_sleep mode
-    if (ctx.options.fromSystemd) ctx.options = await sleepConfOptions(ctx.options);
-    return ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR);
+    const took: Record<string, number> = {};
+    try {
+      if (ctx.options.fromSystemd) {
+        const start = performance.now();
+        ctx.options = await sleepConfOptions(ctx.options);
+        took["sleep.conf"] = Math.round(performance.now() - start);
+      }
+      return ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR, undefined, took);
+    } finally {
+      ctx.timeline.facts.preflightMs = took;
+    }
   },
   describe: (job) =>
     lines(

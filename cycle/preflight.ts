@@ -25,7 +25,7 @@ import type { LibcryptsetupInfo } from "../ffi/libcryptsetup.ts";
 import { writableFilesOn } from "../host/open_files.ts";
 import { saveKnobs } from "../host/sysfs.ts";
 import { resolveSleep } from "../systemd/sleep_conf.ts";
-import { liveWatchdogUSec } from "../systemd/watchdog.ts";
+import { liveWatchdogUSec, watchdogDevices } from "../systemd/watchdog.ts";
 import { RefusedError } from "./errors.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import { pinnedKeys } from "./pinned/mod.ts";
@@ -37,7 +37,10 @@ export interface PreflightHost {
   root: string;
   /** The uid the cycle runs as. */
   uid: number | null;
-  /** PID 1's RuntimeWatchdogUSec (see requirements.ts); asked of PID 1 when the root is "/" and it is not given. */
+  /**
+   * PID 1's RuntimeWatchdogUSec (see requirements.ts); asked of PID 1 when the root is "/", it is not given and a
+   * watchdog device runs.
+   */
   watchdogUSec?: string | null;
 }
 
@@ -48,7 +51,12 @@ export async function requirementsFor(
   plan: Plan,
   host: PreflightHost = { root: "/", uid: Deno.uid() },
 ): Promise<Verdict[]> {
-  const watchdogUSec = "watchdogUSec" in host || host.root !== "/" ? host.watchdogUSec : await liveWatchdogUSec();
+  // PID 1 is asked (a busctl process) only when a watchdog device runs: the verdict looks at its answer only then
+  const watchdogUSec = "watchdogUSec" in host || host.root !== "/"
+    ? host.watchdogUSec
+    : (await watchdogDevices()).some((d) => d.active)
+    ? await liveWatchdogUSec()
+    : undefined;
   return checkRequirements({
     ...host,
     state: options.state,
@@ -72,23 +80,36 @@ export async function sleepConfOptions(options: SuspendOptions): Promise<Suspend
 /**
  * Refuses (RefusedError, every reason at once) unless the host meets cycle/requirements.ts for this plan and
  * something is lockable; returns the job: the plan, the options, the knobs to restore, the volumes with a pinned key.
+ * `took` gets the milliseconds of each step (the report's timeline: where preflight's time goes).
  */
 export async function preflight(
   options: SuspendOptions,
   lib: LibcryptsetupInfo,
   ramfsRoot: string,
   plan?: Plan,
+  took: Record<string, number> = {},
 ): Promise<Job> {
-  plan ??= await discover();
-  const reasons = refusals(await requirementsFor(options, { ok: true, info: lib }, plan));
+  const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
+    const start = performance.now();
+    try {
+      return await fn();
+    } finally {
+      took[step] = Math.round(performance.now() - start);
+    }
+  };
+  plan ??= await timed("discover", () => discover());
+  const verdicts = await timed("requirements", () => requirementsFor(options, { ok: true, info: lib }, plan));
+  const reasons = refusals(verdicts);
   if (plan.lock.length === 0 && !options.allowPlain) {
     reasons.push("no lockable LUKS volume is active (see cryptsleep plan); pass --allow-plain to suspend anyway");
   }
 
   const pinned: string[] = [];
-  for (const volume of plan.lock) {
-    if ((await pinnedKeys(volume.uuid)).length > 0) pinned.push(volume.dmName);
-  }
+  await timed("keyrings", async () => {
+    for (const volume of plan.lock) {
+      if ((await pinnedKeys(volume.uuid)).length > 0) pinned.push(volume.dmName);
+    }
+  });
   // with --release-at lock the lock itself releases the key (and refuses, unlocking, if it cannot)
   if (pinned.length && options.refuseLeak && options.releaseAt === "unlock") {
     reasons.push(
@@ -98,5 +119,5 @@ export async function preflight(
     );
   }
   if (reasons.length) throw new RefusedError(reasons);
-  return { plan, options, knobs: await saveKnobs(), pinned, ramfsRoot };
+  return { plan, options, knobs: await timed("knobs", () => saveKnobs()), pinned, ramfsRoot };
 }
