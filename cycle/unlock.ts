@@ -354,8 +354,11 @@ async function askOrKeyDevice(ctx: AgentContext, volume: Volume, prompt: string)
 async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boolean>, how = ""): Promise<boolean> {
   say(ctx, `Unlocking ${volume.dmName}${how} `);
   const dots = setInterval(() => say(ctx, "."), 1000);
+  const start = performance.now();
+  let outcome = "failed";
   try {
     const ok = await fits();
+    outcome = ok ? "unlocked" : "no";
     say(ctx, ok ? " unlocked.\n" : " no.\n");
     return ok;
   } catch (err) {
@@ -363,6 +366,9 @@ async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boo
     throw err;
   } finally {
     clearInterval(dots);
+    // the report: each try's time, most of it the KDF (what the unlock costs beyond it is the rest of the phase)
+    const ms = Math.round(performance.now() - start);
+    ctx.timeline.appendFact("tries", { volume: volume.dmName, how: how.trim() || "passphrase", ms, outcome });
   }
 }
 
