@@ -85,6 +85,12 @@ Deno.test({
       const v = await run(join(x, "usr/sbin/cryptsleep"), ["--version"], { HOME: home, PATH: "/usr/bin:/bin" });
       assert.equal(v.code, 0, v.stderr);
       assert.equal(v.stdout.trim(), VERSION);
+      // through a symlink elsewhere, and by a relative path: the wrapper still finds its deno and bundle
+      await Deno.symlink(join(x, "usr/sbin/cryptsleep"), join(tmp, "cs-link"));
+      const linked = await run(join(tmp, "cs-link"), ["--version"], { HOME: home, PATH: "/usr/bin:/bin" });
+      assert.equal(linked.stdout.trim(), VERSION, linked.stderr);
+      const relative = await run("sh", ["-c", `cd ${x}/usr && ./sbin/cryptsleep --version`], { HOME: home });
+      assert.equal(relative.stdout.trim(), VERSION, relative.stderr);
       const i = await run(
         join(x, "usr/sbin/cryptsleep"),
         ["install", "--dry-run", "--root", x, "--exec", "/usr/sbin/cryptsleep"],
