@@ -43,41 +43,45 @@ export class NoSysfsError extends Error {
   }
 }
 
-async function readText(path: string): Promise<string | undefined> {
+// sync: these sysfs attributes are kernel memory, never a wait, and an async op each cost more than the read
+function readText(path: string): string | undefined {
   try {
-    return (await Deno.readTextFile(path)).trim();
+    return Deno.readTextFileSync(path).trim();
   } catch {
     return undefined;
   }
 }
 
-async function listNames(dir: string): Promise<string[]> {
+function listNames(dir: string): string[] {
   const out: string[] = [];
   try {
-    for await (const e of Deno.readDir(dir)) if (!e.name.startsWith(".")) out.push(e.name);
+    for (const e of Deno.readDirSync(dir)) if (!e.name.startsWith(".")) out.push(e.name);
   } catch {
     // absent dir = no edges
   }
   return out.sort();
 }
 
-async function readOne(dir: string, kname: string, parent?: string): Promise<BlockDevice> {
+// `entries`: the names in `dir`. Only what is there is read: a failed open throws, and ~25 of them per device
+// were most of preflight's time under emulation
+function readOne(dir: string, kname: string, entries: string[], parent?: string): BlockDevice {
+  const has = new Set(entries);
   const dev: BlockDevice = {
     kname,
-    devno: (await readText(join(dir, "dev"))) ?? "",
-    holders: await listNames(join(dir, "holders")),
-    slaves: await listNames(join(dir, "slaves")),
+    devno: readText(join(dir, "dev")) ?? "",
+    holders: has.has("holders") ? listNames(join(dir, "holders")) : [],
+    slaves: has.has("slaves") ? listNames(join(dir, "slaves")) : [],
   };
   if (parent) dev.parent = parent;
-  const dmName = await readText(join(dir, "dm", "name"));
+  const dmName = has.has("dm") ? readText(join(dir, "dm", "name")) : undefined;
   if (dmName !== undefined) {
     dev.dm = {
       name: dmName,
-      uuid: (await readText(join(dir, "dm", "uuid"))) ?? "",
-      suspended: (await readText(join(dir, "dm", "suspended"))) === "1",
+      uuid: readText(join(dir, "dm", "uuid")) ?? "",
+      suspended: readText(join(dir, "dm", "suspended")) === "1",
     };
   }
-  const backing = await readText(join(dir, "loop", "backing_file"));
+  const backing = has.has("loop") ? readText(join(dir, "loop", "backing_file")) : undefined;
   if (backing) dev.loopBackingFile = backing;
   return dev;
 }
@@ -91,15 +95,15 @@ export async function readBlockDevices(root = "/"): Promise<Map<string, BlockDev
     throw new NoSysfsError(base);
   }
   const devices = new Map<string, BlockDevice>();
-  for (const kname of await listNames(base)) {
+  for (const kname of listNames(base)) {
     const dir = join(base, kname);
-    devices.set(kname, await readOne(dir, kname));
-    // Partitions are subdirectories holding a `partition` file.
-    for await (const e of Deno.readDir(dir)) {
-      if (e.name.startsWith(".")) continue;
-      const sub = join(dir, e.name);
-      if ((await readText(join(sub, "partition"))) === undefined) continue;
-      devices.set(e.name, await readOne(sub, e.name, kname));
+    const entries = listNames(dir);
+    devices.set(kname, readOne(dir, kname, entries));
+    // Partitions are subdirectories named after the disk (vda1, nvme0n1p1) holding a `partition` file
+    for (const name of entries.filter((e) => e.startsWith(kname))) {
+      const sub = join(dir, name);
+      const subEntries = listNames(sub);
+      if (subEntries.includes("partition")) devices.set(name, readOne(sub, name, subEntries, kname));
     }
   }
   return devices;
