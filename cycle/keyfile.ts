@@ -34,7 +34,8 @@ import {
   umount2,
 } from "../ffi/libc.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
-import { type KeyFile, MAX_KEYFILE, type Volume } from "../discovery/mod.ts";
+import { type KeyFile, MAX_KEYFILE, type Plan, type Volume } from "../discovery/mod.ts";
+import { LAST_REPORT } from "./report.ts";
 import { hostPath } from "../chroot/enter.ts";
 import type { AgentContext } from "./context.ts";
 import type { Job } from "./job.ts";
@@ -193,7 +194,8 @@ async function readKeyBytes(path: string, kf: KeyFile): Promise<Secret> {
       );
     }
     const secret: Secret = { buffer, length };
-    if (kf.keyslot !== undefined) secret.keyslot = kf.keyslot;
+    const keyslot = kf.keyslot ?? kf.learnedKeyslot;
+    if (keyslot !== undefined) secret.keyslot = keyslot;
     return secret;
   } catch (err) {
     buffer[Symbol.dispose]();
@@ -229,4 +231,30 @@ async function readFromDevice(ctx: AgentContext, volume: Volume, dev: string, kf
   } finally {
     await Deno.remove(dir).catch(() => {});
   }
+}
+
+/** The keyslot each key file opened, by volume UUID: kept in the report (in /run: a slot number is no secret). */
+export type KeyslotMemory = Record<string, { path: string; keyslot: number }>;
+
+/**
+ * The keyslots key files opened at earlier wakes this boot (the last report's `keyFileSlots`), each set on its
+ * key file in `plan` as {@linkcode KeyFile.learnedKeyslot} where crypttab names no `keyslot=`: a key file added
+ * after the passphrase (slot 1) costs one KDF run instead of two. Returns the memory, to be carried on.
+ */
+export async function recallKeyslots(plan: Pick<Plan, "lock">, report = LAST_REPORT): Promise<KeyslotMemory> {
+  const memory: KeyslotMemory = {};
+  try {
+    const kept = JSON.parse(await Deno.readTextFile(report))?.facts?.keyFileSlots;
+    for (const [uuid, m] of Object.entries(kept ?? {}) as [string, { path?: unknown; keyslot?: unknown }][]) {
+      if (uuid === "__proto__" || typeof m?.path !== "string" || !Number.isInteger(m.keyslot)) continue;
+      memory[uuid] = { path: m.path, keyslot: m.keyslot as number };
+    }
+  } catch { /* no cycle yet this boot, or a report of another shape: nothing learned */ }
+  for (const v of plan.lock) {
+    const m = Object.hasOwn(memory, v.uuid) ? memory[v.uuid] : undefined;
+    if (v.keyFile && v.keyFile.keyslot === undefined && m?.path === v.keyFile.path) {
+      v.keyFile.learnedKeyslot = m.keyslot;
+    }
+  }
+  return memory;
 }

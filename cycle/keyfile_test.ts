@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { probeFs } from "./keyfile.ts";
+import { probeFs, recallKeyslots } from "./keyfile.ts";
+import type { KeyFile, Volume } from "../discovery/mod.ts";
 
 async function run(cmd: string, ...args: string[]): Promise<void> {
   const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
@@ -45,6 +46,57 @@ Deno.test("probeFs reads the UUID and label of ext4 and FAT (12/16 and 32) as bl
     const blank = join(dir, "blank");
     await Deno.writeFile(blank, new Uint8Array(4096));
     assert.equal(await probeFs(blank), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("recallKeyslots: the last report's keyslot per key file, set only where crypttab names none and the path is the same", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const report = `${dir}/last.json`;
+    const kf = (path: string, keyslot?: number): KeyFile => ({
+      path,
+      offset: 0,
+      on: [],
+      ...(keyslot === undefined ? {} : { keyslot }),
+    });
+    const volume = (uuid: string, keyFile?: KeyFile) => ({ uuid, keyFile }) as unknown as Volume;
+    const plan = {
+      lock: [
+        volume("u-learned", kf("/etc/keys/home.key")),
+        volume("u-crypttab", kf("/etc/keys/b.key", 3)),
+        volume("u-moved", kf("/etc/keys/new.key")),
+        volume("u-none"),
+      ],
+    };
+    assert.deepEqual(await recallKeyslots(plan, report), {}, "no report yet: nothing learned");
+    assert.equal(plan.lock[0].keyFile!.learnedKeyslot, undefined);
+    await Deno.writeTextFile(
+      report,
+      JSON.stringify({
+        facts: {
+          keyFileSlots: {
+            "u-learned": { path: "/etc/keys/home.key", keyslot: 1 },
+            "u-crypttab": { path: "/etc/keys/b.key", keyslot: 1 },
+            "u-moved": { path: "/etc/keys/old.key", keyslot: 2 },
+            "u-bad": { path: "/x", keyslot: "1" },
+            "__proto__": { path: "/etc/keys/home.key", keyslot: 7 },
+          },
+        },
+      }),
+    );
+    const memory = await recallKeyslots(plan, report);
+    assert.equal(plan.lock[0].keyFile!.learnedKeyslot, 1);
+    assert.equal(plan.lock[1].keyFile!.learnedKeyslot, undefined, "keyslot= wins");
+    assert.equal(plan.lock[2].keyFile!.learnedKeyslot, undefined, "another key file now");
+    assert.deepEqual(
+      Object.keys(memory).sort(),
+      ["u-crypttab", "u-learned", "u-moved"],
+      "carried on, malformed dropped",
+    );
+    await Deno.writeTextFile(report, "{ not json");
+    assert.deepEqual(await recallKeyslots(plan, report), {});
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

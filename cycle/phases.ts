@@ -19,7 +19,7 @@ import { mountRoot, type Root } from "../chroot/root.ts";
 import { enterRoot, type Inside } from "../chroot/enter.ts";
 import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
 import { loadTokenSupport } from "./tokens.ts";
-import { loadKeyDeviceDrivers } from "./keyfile.ts";
+import { loadKeyDeviceDrivers, recallKeyslots } from "./keyfile.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import { dropControllingTerminal, setpriority } from "../ffi/libc.ts";
@@ -113,7 +113,10 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
         ctx.options = await sleepConfOptions(ctx.options);
         took["sleep.conf"] = Math.round(performance.now() - start);
       }
-      return ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR, undefined, took);
+      ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR, undefined, took);
+      // carried on in this cycle's report, with what its wake learns
+      ctx.timeline.facts.keyFileSlots = await recallKeyslots(ctx.job.plan);
+      return ctx.job;
     } finally {
       ctx.timeline.facts.preflightMs = took;
     }

@@ -31,8 +31,10 @@ export interface Secret {
   buffer: SafeBuffer;
   /** How many bytes of `buffer` were typed. */
   length: number;
-  /** The only keyslot to try (a key file's `keyslot=`); default every one. */
+  /** The only keyslot to try (a key file's `keyslot=` or the one it opened before); default every one. */
   keyslot?: number;
+  /** The keyslot it opened, once it did. */
+  opened?: number;
 }
 
 /** The passphrases typed during one unlock; each that opened a volume is tried on every volume still locked. */

@@ -44,7 +44,7 @@ import {
   unlockSwapped,
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
-import { findKeyDevice, readKeyFile } from "./keyfile.ts";
+import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
@@ -314,7 +314,22 @@ async function keyFileFits(
   }
   using _zeroed = key.buffer;
   try {
-    if (await trying(ctx, volume, () => fits(key), " with its key file")) return true;
+    const learned = volume.keyFile!.keyslot === undefined && key.keyslot !== undefined;
+    let opened = await trying(ctx, volume, () => fits(key), " with its key file", key.keyslot).catch((err) => {
+      if (!learned) throw err;
+      return false; // that keyslot is gone (ENOENT)
+    });
+    if (!opened && learned) {
+      // the keyslot it opened at an earlier wake no longer takes it: every slot
+      delete key.keyslot;
+      opened = await trying(ctx, volume, () => fits(key), " with its key file");
+    }
+    if (opened) {
+      // the next wake tries that slot first (a slot number is no secret; the report keeps it)
+      const memory = (ctx.timeline.facts.keyFileSlots ??= {}) as KeyslotMemory;
+      if (key.opened !== undefined) memory[volume.uuid] = { path: volume.keyFile!.path, keyslot: key.opened };
+      return true;
+    }
     say(ctx, `${where} does not open it.\n`);
   } catch (err) {
     // a stale keyslot= (ENOENT, EINVAL), say: the passphrase is the way left
@@ -351,7 +366,13 @@ async function askOrKeyDevice(ctx: AgentContext, volume: Volume, prompt: string)
  * Says on the console that the passphrase is being tried, with a dot a second while the key derivation runs
  * (seconds, by design), and how it ended.
  */
-async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boolean>, how = ""): Promise<boolean> {
+async function trying(
+  ctx: AgentContext,
+  volume: Volume,
+  fits: () => Promise<boolean>,
+  how = "",
+  keyslot?: number,
+): Promise<boolean> {
   say(ctx, `Unlocking ${volume.dmName}${how} `);
   const dots = setInterval(() => say(ctx, "."), 1000);
   const start = performance.now();
@@ -368,7 +389,8 @@ async function trying(ctx: AgentContext, volume: Volume, fits: () => Promise<boo
     clearInterval(dots);
     // the report: each try's time, most of it the KDF (what the unlock costs beyond it is the rest of the phase)
     const ms = Math.round(performance.now() - start);
-    ctx.timeline.appendFact("tries", { volume: volume.dmName, how: how.trim() || "passphrase", ms, outcome });
+    const fact = { volume: volume.dmName, how: how.trim() || "passphrase", keyslot: keyslot ?? "any", ms, outcome };
+    ctx.timeline.appendFact("tries", fact);
   }
 }
 
@@ -494,7 +516,7 @@ async function tryTokenResume(
 
 async function tryResume(device: CryptDevice, volume: Volume, secret: Secret): Promise<boolean> {
   try {
-    await device.resumeByPassphrase(volume.dmName, secret.keyslot ?? -1, secret.buffer, secret.length);
+    secret.opened = await device.resumeByPassphrase(volume.dmName, secret.keyslot ?? -1, secret.buffer, secret.length);
     return true;
   } catch (err) {
     // EPERM: no keyslot opens with it; anything else is a real failure

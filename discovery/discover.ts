@@ -84,6 +84,11 @@ export interface KeyFile {
   /** `keyslot=` / `key-slot=`: the only keyslot tried (saves a KDF run per other slot). */
   keyslot?: number;
   /**
+   * Without `keyslot=`: the keyslot it opened at an earlier wake this boot (cycle/keyfile.ts's
+   * {@linkcode recallKeyslots}), tried first; every slot after it if it no longer opens that one.
+   */
+  learnedKeyslot?: number;
+  /**
    * The locked volumes it lives on: it is read only once they are unlocked (they are unlocked first). When they
    * include its own volume (the initramfs' key file on the root), it is never read after wake.
    */

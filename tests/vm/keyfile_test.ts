@@ -29,6 +29,13 @@ async function asleepHits(vm: VM, needles: Uint8Array[]): Promise<number[]> {
   return hits;
 }
 
+/** The last cycle's key-file tries for zdata, from its report: [keyslot tried ("any": every one), outcome]. */
+async function keyFileTries(vm: VM): Promise<[number | string, string][]> {
+  const report = JSON.parse(await must(vm, "cryptsleep status --json 2>/dev/null"));
+  const tries = report.facts.tries as { volume: string; how: string; keyslot: number | string; outcome: string }[];
+  return tries.filter((t) => t.volume === "zdata" && t.how === "with its key file").map((t) => [t.keyslot, t.outcome]);
+}
+
 const ADD_KEY = "cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000";
 
 Deno.test({
@@ -112,6 +119,8 @@ Deno.test({
       let text = vm.console.slice(from);
       assert.match(text, /zdata: key file \/keys\/zdata\.key: LABEL=CSKEY is not there\./, text);
       assert.match(text, /Unlocking zdata with its key file \.* unlocked\./, text);
+      // no keyslot= in crypttab: every slot tried, and the one that opened is kept for the next wake
+      assert.deepEqual(await keyFileTries(vm), [["any", "unlocked"]]);
 
       // the disk left in: read at once after the root's unlock; nothing of it in RAM while asleep
       from = vm.console.length;
@@ -122,6 +131,7 @@ Deno.test({
       text = vm.console.slice(from);
       assert.match(text, /Unlocking zdata with its key file \.* unlocked\./, text);
       assert.doesNotMatch(text, /Passphrase to unlock zdata/, text);
+      assert.deepEqual(await keyFileTries(vm), [[0, "unlocked"]], "the slot it opened at the wake before, alone");
       // the cycle's read-only mount of the disk is gone with it
       const after = await must(vm, "cat /mnt/data/kept; grep -c '^/dev/vdd ' /proc/mounts || true");
       assert.equal(after.trim(), "kept-through-sleep\n0");
