@@ -416,6 +416,7 @@ const freezePhase: CyclePhase<AgentContext, Frozen> = {
       ctx.console.releaseSwitch();
       if (frozen) await frozen.thaw();
       else await thawLeftovers({ own: OWN_CGROUP, dryRun: false });
+      ctx.timeline.mark("thawed");
     },
     left: async () => (await thawLeftovers({ own: OWN_CGROUP, dryRun: true })).map((c) => `${c} frozen`),
     describe: () => lines("would thaw every cgroup it froze and move root-cgroup processes back"),
@@ -495,7 +496,11 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
   name: "sleep",
   where: AGENT,
   // returns after wake, or throws the kernel's refusal: either way the runner unlocks and thaws
-  run: (ctx) => enterSleep(ctx.job.options.state, ctx.job.options.memSleep),
+  run: async (ctx) => {
+    const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
+    ctx.timeline.mark("woke");
+    return slept;
+  },
   detail: (s) => ({ ...s }),
   describe: async (job) => {
     const knobs: string[] = [];

@@ -99,6 +99,25 @@ export class Timeline {
     this.facts[key] = [...((this.facts[key] ?? []) as unknown[]), value];
   }
 
+  /**
+   * Marks a moment (ms from the timeline's start) under `facts.marks[name]`, the latest one kept: `woke`,
+   * `prompted`, `entered`, `thawed` say where the wake's time goes besides the phases.
+   */
+  mark(name: string): void {
+    const marks = (this.facts.marks ??= {}) as Record<string, number>;
+    marks[name] = this.elapsed();
+  }
+
+  /** Milliseconds since the timeline's start, as the phases' `startMs`. */
+  elapsed(): number {
+    return Math.round(performance.now() - this.#t0);
+  }
+
+  /** A moment marked by {@linkcode Timeline.mark}, or undefined. */
+  marked(name: string): number | undefined {
+    return (this.facts.marks as Record<string, number> | undefined)?.[name];
+  }
+
   /** Adds a warning the report shows. */
   warn(message: string): void {
     this.warnings.push(message);

@@ -26,3 +26,15 @@ Deno.test("timeline: a failed phase or a failed outcome makes the report not ok"
   assert.equal(t.phases[0].error, "EBUSY");
   assert.equal(new Timeline().toJSON("failed").ok, false);
 });
+
+Deno.test("timeline: marks keep the latest moment of each name, in the timeline's milliseconds", async () => {
+  const timeline = new Timeline();
+  assert.equal(timeline.marked("woke"), undefined);
+  timeline.mark("woke");
+  const first = timeline.marked("woke")!;
+  await new Promise((r) => setTimeout(r, 20));
+  timeline.mark("woke");
+  assert.ok(timeline.marked("woke")! >= first + 15, "the latest kept");
+  assert.ok(Math.abs(timeline.elapsed() - timeline.marked("woke")!) < 10);
+  assert.deepEqual(Object.keys(timeline.toJSON().facts.marks as object), ["woke"]);
+});

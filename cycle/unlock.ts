@@ -376,6 +376,7 @@ async function trying(
   say(ctx, `Unlocking ${volume.dmName}${how} `);
   const dots = setInterval(() => say(ctx, "."), 1000);
   const start = performance.now();
+  const at = ctx.timeline.elapsed();
   let outcome = "failed";
   try {
     const ok = await fits();
@@ -389,14 +390,21 @@ async function trying(
     clearInterval(dots);
     // the report: each try's time, most of it the KDF (what the unlock costs beyond it is the rest of the phase)
     const ms = Math.round(performance.now() - start);
-    const fact = { volume: volume.dmName, how: how.trim() || "passphrase", keyslot: keyslot ?? "any", ms, outcome };
+    const fact = { volume: volume.dmName, how: how.trim() || "passphrase", keyslot: keyslot ?? "any", at, ms, outcome };
     ctx.timeline.appendFact("tries", fact);
   }
 }
 
 /** Prompts; Esc or an idle prompt suspends again, still locked, and prompts after the wake. */
 function askOrSleep(ctx: AgentContext, prompt: string, signal?: AbortSignal): Promise<Secret> {
-  return promptOrSleep(ctx, (idleMs) => ctx.secrets.ask(prompt, idleMs, signal));
+  return promptOrSleep(ctx, async (idleMs) => {
+    // the first prompt after each wake, and each Enter: where the wake's time goes (the report's marks)
+    const t = ctx.timeline;
+    if ((t.marked("prompted") ?? -1) < (t.marked("woke") ?? 0)) t.mark("prompted");
+    const secret = await ctx.secrets.ask(prompt, idleMs, signal);
+    t.mark("entered");
+    return secret;
+  });
 }
 
 /** Reads a line only to go on (nothing of it is kept); Esc or an idle prompt suspends again first. */
@@ -479,6 +487,7 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   const fact: Record<string, unknown> = { why, relocked, keptOpen: open };
   try {
     const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
+    ctx.timeline.mark("woke");
     fact.sleptMs = slept.sleptMs;
   } catch (err) {
     say(ctx, `cryptsleep: ${messages(err).join("; ")}\n`);

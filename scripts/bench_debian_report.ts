@@ -181,8 +181,50 @@ function measures(phases: string[]): Measure[] {
       noRatio: true,
       value: (c) => c.report ? c.toSuspendMs - beforeSleepMs(c.report) : null,
     },
+    {
+      label: "… cryptsleep: of it the program's load, and libcryptsetup's (report: facts.startMs)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => {
+        const start = c.report?.facts.startMs as { runtime?: number; libcryptsetup?: number } | undefined;
+        return start?.runtime === undefined ? null : start.runtime + (start.libcryptsetup ?? 0);
+      },
+    },
     { label: LABEL.wakeToPrompt, unit: "ms", tools: LOCKING, value: (c) => c.wakeToPromptMs },
+    {
+      label: "… cryptsleep: its own work from the wake to the prompt (report: sleep's return → first prompt)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => markSpan(c.report, "woke", "prompted"),
+    },
     { label: LABEL.enterToShell, unit: "ms", tools: LOCKING, value: (c) => c.enterToShellMs },
+    {
+      label: "… cryptsleep: Enter → thawed (report: the last Enter → userspace thawed)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => markSpan(c.report, "entered", "thawed"),
+    },
+    {
+      label: "… cryptsleep: of it the KDF (report: the tries after that Enter)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => kdfAfterEnter(c.report),
+    },
+    {
+      label: "… cryptsleep: Enter → thawed beyond the KDF, % of the KDF (target ≤ 5 %)",
+      unit: "count",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => {
+        const span = markSpan(c.report, "entered", "thawed");
+        const kdf = kdfAfterEnter(c.report);
+        return span === null || !kdf ? null : Math.round((span - kdf) / kdf * 100);
+      },
+    },
     { label: LABEL.wakeToShell, unit: "ms", tools: all, value: (c) => c.wakeToShellMs },
     ...phases.map((name, i): Measure => ({
       section: i === 0 ? "cryptsleep's phases (ms, guest clock, from its report)" : undefined,
@@ -296,6 +338,20 @@ function measures(phases: string[]): Measure[] {
       value: (c) => c.writerGoesOn === null ? null : Number(c.writerGoesOn),
     },
   ];
+}
+
+/** Milliseconds between two of the report's marks (cycle/timeline.ts), or null when either is missing. */
+export function markSpan(report: TimelineJSON | null, from: string, to: string): number | null {
+  const marks = report?.facts.marks as Record<string, number> | undefined;
+  return marks?.[from] === undefined || marks[to] === undefined ? null : marks[to] - marks[from];
+}
+
+/** The time of the unlock's tries that began after the last Enter: the KDF runs that Enter waited for. */
+export function kdfAfterEnter(report: TimelineJSON | null): number | null {
+  const entered = (report?.facts.marks as Record<string, number> | undefined)?.entered;
+  const tries = report?.facts.tries as { at?: number; ms: number }[] | undefined;
+  if (entered === undefined || !tries) return null;
+  return tries.filter((t) => (t.at ?? -1) >= entered).reduce((sum, t) => sum + t.ms, 0);
 }
 
 function formatValue(v: number, unit: Measure["unit"]): string {

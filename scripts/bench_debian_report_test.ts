@@ -3,9 +3,11 @@ import {
   behindDebian,
   type ComparisonRow,
   comparisonRows,
+  kdfAfterEnter,
   keptNote,
   LABEL,
   markdownTable,
+  markSpan,
   parseProbe,
   plotRows,
   serialDropin,
@@ -299,4 +301,29 @@ Deno.test("RAM during, for a cycle that pins instead of copying: its report's fo
   const total = row(rows, LABEL.ramTotal);
   assert.equal(total.medians.cryptsleep, 160 * 2 ** 20);
   assert.match(behindDebian(rows), /of it 104\.0 MiB of files its pin locked/);
+});
+
+Deno.test("markSpan and kdfAfterEnter read the report's marks and tries", () => {
+  const report = {
+    version: 1,
+    startedAt: "",
+    ok: true,
+    phases: [],
+    warnings: [],
+    facts: {
+      marks: { woke: 1000, prompted: 1040, entered: 1500, thawed: 4700 },
+      tries: [
+        { volume: "root", at: 1200, ms: 2000, outcome: "no" }, // a try before the last Enter: not waited for
+        { volume: "root", at: 1510, ms: 2100, outcome: "unlocked" },
+        { volume: "data", at: 3620, ms: 1000, outcome: "unlocked" },
+      ],
+    },
+  } as const;
+  const r = report as unknown as Parameters<typeof markSpan>[0];
+  assert.equal(markSpan(r, "woke", "prompted"), 40);
+  assert.equal(markSpan(r, "entered", "thawed"), 3200);
+  assert.equal(markSpan(r, "entered", "missing"), null);
+  assert.equal(markSpan(null, "woke", "prompted"), null);
+  assert.equal(kdfAfterEnter(r), 3100);
+  assert.equal(kdfAfterEnter(null), null);
 });
