@@ -88,6 +88,14 @@ export class InvalidArgument extends Error {
 }
 
 const HELP: OptionSpec = { flag: "--help", help: "print this help" };
+
+/** The sleep states `--state` takes (suspend's and doctor's). */
+export const STATES = ["mem", "freeze"] as const;
+
+/** The hidden `--root <dir>` of the commands tests run on a recorded tree or a scratch root. */
+export function rootOption(help = "read sysfs/proc/etc from this tree instead of /"): OptionSpec {
+  return { flag: "--root", value: "<dir>", help, default: "/", hidden: true };
+}
 const VERSION: OptionSpec = { flag: "--version", help: "print the version" };
 
 /** `--freeze-timeout` → `freezeTimeout`. */

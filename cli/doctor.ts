@@ -19,7 +19,7 @@
  */
 import { Console } from "../ffi/tty.ts";
 import { kernelSerialConsoles } from "../cycle/consoles.ts";
-import type { CommandSpec } from "./args.ts";
+import { type CommandSpec, rootOption, STATES } from "./args.ts";
 import { join } from "../host/path.ts";
 import type { Plan } from "../discovery/mod.ts";
 import { probeLibcryptsetup } from "../ffi/libcryptsetup.ts";
@@ -351,15 +351,9 @@ export const command: CommandSpec = {
       flag: "--state",
       value: "<state>",
       help: "check for this sleep state, as suspend --state would (default: mem, or freeze)",
-      choices: ["mem", "freeze"],
+      choices: STATES,
     },
-    {
-      flag: "--root",
-      value: "<dir>",
-      help: "read sysfs/proc/etc from this tree instead of /",
-      default: "/",
-      hidden: true,
-    },
+    rootOption(),
   ],
   run: async (o) => {
     const checks = await runChecks({ root: o.root as string, state: o.state as SleepState | undefined });

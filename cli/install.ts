@@ -13,7 +13,7 @@
  * cryptsleep uninstall
  * ```
  */
-import type { CommandSpec, OptionSpec } from "./args.ts";
+import { type CommandSpec, type OptionSpec, rootOption } from "./args.ts";
 import {
   install as installDropIn,
   InstallError,
@@ -57,13 +57,7 @@ interface InstallFlags {
 }
 
 const dryRunOption: OptionSpec = { flag: "--dry-run", help: "print each file action, change nothing" };
-const rootOption: OptionSpec = {
-  flag: "--root",
-  value: "<dir>",
-  help: "install into this tree instead of / (no daemon-reload)",
-  default: "/",
-  hidden: true,
-};
+const installRoot = rootOption("install into this tree instead of / (no daemon-reload)");
 
 /** `cryptsleep install` and `cryptsleep uninstall`. */
 export const commands: CommandSpec[] = [
@@ -94,7 +88,7 @@ export const commands: CommandSpec[] = [
         help: "after wake, open volumes with LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): " +
           "nobody types anything, so whoever opens the lid gets them unlocked",
       },
-      rootOption,
+      installRoot,
     ],
     run: async (values) => {
       const o = values as unknown as InstallFlags;
@@ -115,7 +109,7 @@ export const commands: CommandSpec[] = [
   {
     name: "uninstall",
     help: "take cryptsleep out of systemd's suspend path, restoring what install replaced",
-    options: [dryRunOption, rootOption],
+    options: [dryRunOption, installRoot],
     run: async (o) => {
       const root = o.root as string;
       if (!o.dryRun && root === "/") requireRoot("cryptsleep uninstall");

@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import type { CommandSpec } from "./args.ts";
+import { type CommandSpec, rootOption } from "./args.ts";
 import { discover, type KeyFile, NoSysfsError, type Plan, type Volume } from "../discovery/mod.ts";
 import { CliError } from "./errors.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -144,13 +144,7 @@ export const command: CommandSpec = {
   help: "show which LUKS volumes a suspend would lock, in which order, and what depends on them",
   options: [
     { flag: "--json", help: "print the plan as JSON" },
-    {
-      flag: "--root",
-      value: "<dir>",
-      help: "read sysfs/proc/etc from this tree instead of /",
-      default: "/",
-      hidden: true,
-    },
+    rootOption(),
   ],
   run: async (o) => {
     const plan = await discoverOrExplain(o.root as string);

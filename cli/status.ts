@@ -8,7 +8,7 @@
  * cryptsleep status --json | jq '.phases[] | {name, durationMs}'
  * ```
  */
-import type { CommandSpec } from "./args.ts";
+import { type CommandSpec, rootOption } from "./args.ts";
 import { formatTimeline, LAST_REPORT } from "../cycle/report.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { debianLine, suspendPath } from "../systemd/state.ts";
@@ -20,7 +20,7 @@ export const command: CommandSpec = {
   help: "say whether systemd's suspend runs cryptsleep, and print the last cycle's timeline",
   options: [
     { flag: "--json", help: "print it as JSON" },
-    { flag: "--root", value: "<dir>", help: "read from this tree instead of /", default: "/", hidden: true },
+    rootOption("read from this tree instead of /"),
   ],
   run: async (o) => {
     const root = o.root as string;

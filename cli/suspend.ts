@@ -9,7 +9,7 @@
  * cryptsleep suspend --console /dev/ttyS0 --freeze-timeout 5000
  * ```
  */
-import { type CommandSpec, InvalidArgument } from "./args.ts";
+import { type CommandSpec, InvalidArgument, STATES } from "./args.ts";
 import { defaultOptions, type PromptOptions, type SuspendOptions } from "../cycle/job.ts";
 import type { Outcome } from "../cycle/outcome.ts";
 import { suspend } from "../cycle/outer.ts";
@@ -51,7 +51,7 @@ const suspendCommand: CommandSpec = {
       flag: "--state",
       value: "<state>",
       help: "sleep state to write to /sys/power/state",
-      choices: ["mem", "freeze"],
+      choices: STATES,
       default: defaults.state,
     },
     { flag: "--console", value: "<tty>", help: "prompt on this tty (e.g. /dev/ttyS0) instead of a newly allocated VT" },
