@@ -282,7 +282,7 @@ export function chrootToFd(rootFd: number): void {
 
 // ---- long calls in a worker thread (exact errno, event loop keeps running) ----------------------------------------
 
-/** The worker: one synchronous libc call, then its errno from the same thread. Plain JS so it needs no files. */
+/** The worker: a synchronous libc call per message, then its errno from the same thread. Plain JS: no files. */
 const WORKER_SOURCE = `
 const l = Deno.dlopen(${JSON.stringify(LIBC)}, {
   __errno_location: { parameters: [], result: "pointer" },
@@ -348,9 +348,8 @@ self.onmessage = (ev) => {
       l.symbols.close(fd);
     }
   } else res = { call: m.op, errno: 22 };
+  // it may be asked again (the cycle's kept worker): the library stays open until the thread ends
   self.postMessage(res);
-  l.close();
-  self.close();
 };
 `;
 
@@ -358,18 +357,59 @@ type WorkerResult = { ok: true; value?: number } | { ok?: false; call: string; e
 
 let workerUrl: string | null = null;
 
-async function inWorker(msg: Record<string, unknown>): Promise<WorkerResult> {
+function spawnWorker(): Worker {
   workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
-  const w = new Worker(workerUrl, { type: "module" });
+  return new Worker(workerUrl, { type: "module" });
+}
+
+/** The worker kept between {@linkcode keepWorker} and {@linkcode releaseWorker}, and whether a call holds it. */
+let kept: { worker: Worker; busy: boolean } | null = null;
+
+/**
+ * Keeps one worker thread for the calls below until {@linkcode releaseWorker}, instead of starting one per call:
+ * a start is a new isolate, ~15 ms of CPU on the host and ~0.4 s under the bed's emulation, and a cycle makes about
+ * eight of these calls. A call that comes while the kept one is busy (a syncfs that hangs) gets a fresh worker.
+ */
+export function keepWorker(): void {
+  kept ??= { worker: spawnWorker(), busy: false };
+}
+
+/** Ends the kept worker (left to the process's exit if a call still holds it: a thread in a syscall cannot stop). */
+export function releaseWorker(): void {
+  if (kept && !kept.busy) kept.worker.terminate();
+  kept = null;
+}
+
+function call(w: Worker, msg: Record<string, unknown>): Promise<WorkerResult> {
+  return new Promise<WorkerResult>((resolve, reject) => {
+    w.onmessage = (e) => resolve(e.data as WorkerResult);
+    w.onerror = (e) => {
+      e.preventDefault();
+      reject(new Error(`libc worker failed: ${e.message}`));
+    };
+    w.postMessage(msg);
+  });
+}
+
+async function inWorker(msg: Record<string, unknown>): Promise<WorkerResult> {
+  const mine = kept && !kept.busy ? kept : null;
+  if (mine) {
+    mine.busy = true;
+    let answered = false;
+    try {
+      const r = await call(mine.worker, msg);
+      answered = true;
+      return r;
+    } finally {
+      mine.busy = false;
+      if (!answered && kept === mine) kept = null; // a worker that failed is not asked again
+      // released (or failed) while this call ran: its end was left to here
+      if (kept !== mine) mine.worker.terminate();
+    }
+  }
+  const w = spawnWorker();
   try {
-    return await new Promise<WorkerResult>((resolve, reject) => {
-      w.onmessage = (e) => resolve(e.data as WorkerResult);
-      w.onerror = (e) => {
-        e.preventDefault();
-        reject(new Error(`libc worker failed: ${e.message}`));
-      };
-      w.postMessage(msg);
-    });
+    return await call(w, msg);
   } finally {
     w.terminate();
   }

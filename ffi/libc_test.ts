@@ -5,12 +5,14 @@ import {
   closeFd,
   fsFreeze,
   fsThaw,
+  keepWorker,
   mount,
   O_CLOEXEC,
   O_RDONLY,
   O_RDWR,
   openFd,
   readBlockDirect,
+  releaseWorker,
   setpriority,
   syncAsync,
   syncfs,
@@ -72,6 +74,32 @@ Deno.test("sync on another thread, syncfs on a worker, errno from the worker", a
   await syncAsync();
   await syncfs("/tmp");
   await expectSysAsync(syncfs("/nonexistent/dir"), "open", "ENOENT");
+});
+
+/** This process's thread ids, once the threads of ended workers are gone. */
+async function threadIds(): Promise<string[]> {
+  await new Promise((r) => setTimeout(r, 100));
+  return [...Deno.readDirSync("/proc/self/task")].map((e) => e.name).sort();
+}
+
+Deno.test("a kept worker answers call after call, errors included; calls while it is busy get their own", async () => {
+  const before = await threadIds();
+  keepWorker();
+  try {
+    await syncfs("/tmp");
+    const kept = await threadIds();
+    assert.equal(kept.length, before.length + 1, "the kept worker's thread lives on after its call");
+    for (let i = 0; i < 3; i++) await syncfs("/tmp");
+    await expectSysAsync(syncfs("/nonexistent/dir"), "open", "ENOENT");
+    await syncfs("/tmp");
+    assert.deepEqual(await threadIds(), kept, "the same thread answered every call");
+    // three at once: one on the kept worker, the others on workers of their own; all answer
+    await Promise.all([syncfs("/tmp"), syncfs("/tmp"), syncfs("/tmp")]);
+  } finally {
+    releaseWorker();
+  }
+  await syncfs("/tmp"); // released: a worker per call again
+  assert.deepEqual(await threadIds(), before);
 });
 
 Deno.test("setpriority: own process ok, missing pid ESRCH", () => {
