@@ -125,15 +125,21 @@ function valueOf(o: OptionSpec, text: string, where: string): unknown {
 export function parse(program: ProgramSpec, args: readonly string[]): Parsed {
   const [first, ...rest] = args;
   const top = `${program.name} --help`;
+  const asks = (...flags: string[]) => rest.some((a) => flags.includes(a));
   if (first === undefined) throw new UsageError("no command given", top, programHelp(program));
   if (first === "-h" || first === "--help") return { kind: "print", text: programHelp(program) };
   if (first === "-V" || first === "--version") return { kind: "print", text: program.version };
-  if (first.startsWith("-")) throw new UsageError(`unknown option '${first}'`, top);
   const command = program.commands.find((c) => c.name === first);
-  if (!command) throw new UsageError(`unknown command '${first}'`, top);
+  if (!command) {
+    // asked for, help wins over whatever else is wrong on the line
+    if (asks("-h", "--help")) return { kind: "print", text: programHelp(program) };
+    const visible = program.commands.filter((c) => !c.hidden).map((c) => c.name);
+    if (first.startsWith("-")) throw new UsageError(`unknown option '${first}'`, top);
+    throw new UsageError(`unknown command '${first}'${didYouMean(first, visible)}`, top);
+  }
   const where = `${program.name} ${command.name} --help`;
-  // asked for, help wins over whatever else is wrong on the line
-  if (rest.some((a) => a === "-h" || a === "--help")) return { kind: "print", text: commandHelp(program, command) };
+  if (asks("-h", "--help")) return { kind: "print", text: commandHelp(program, command) };
+  if (asks("-V", "--version")) return { kind: "print", text: program.version };
   const values: Record<string, unknown> = {};
   for (const o of command.options) if (o.default !== undefined) values[keyOf(o.flag)] = o.default;
   for (let i = 0; i < rest.length; i++) {
@@ -142,7 +148,10 @@ export function parse(program: ProgramSpec, args: readonly string[]): Parsed {
     const eq = arg.indexOf("=");
     const flag = eq > 0 ? arg.slice(0, eq) : arg;
     const o = command.options.find((c) => c.flag === flag);
-    if (!o) throw new UsageError(`unknown option '${flag}'`, where);
+    if (!o) {
+      const flags = command.options.filter((c) => !c.hidden).map((c) => c.flag);
+      throw new UsageError(`unknown option '${flag}'${didYouMean(flag, flags)}`, where);
+    }
     if (!o.value) {
       if (eq > 0) throw new UsageError(`option '${flag}' takes no value`, where);
       values[keyOf(flag)] = true;
@@ -153,6 +162,33 @@ export function parse(program: ProgramSpec, args: readonly string[]): Parsed {
     values[keyOf(flag)] = valueOf(o, text, where);
   }
   return { kind: "run", command, values };
+}
+
+/** " (Did you mean --dry-run?)" for a near miss (a typo of up to a third of the word), else "". */
+function didYouMean(typed: string, known: string[]): string {
+  const near = known
+    .map((k) => ({ k, d: distance(typed, k) }))
+    .filter(({ k, d }) => d <= Math.max(1, Math.floor(k.length / 3)))
+    .sort((a, b) => a.d - b.d);
+  return near.length ? ` (Did you mean ${near[0].k}?)` : "";
+}
+
+/** Edit distance, a swap of two neighbours counting as one edit (optimal string alignment). */
+function distance(a: string, b: string): number {
+  let before: number[] = [];
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        next[j] = Math.min(next[j], before[j - 2] + 1);
+      }
+    }
+    before = row;
+    row = next;
+  }
+  return row[b.length];
 }
 
 /** Two columns: the terms, and their texts wrapped to the width beside them. */

@@ -78,6 +78,9 @@ Deno.test("parse: --help and --version print, at the top and after a command", (
   assert.deepEqual(parse(PROGRAM, ["-h"]), { kind: "print", text: programHelp(PROGRAM) });
   assert.deepEqual(parse(PROGRAM, ["go", "--steps", "3", "--help"]).kind, "print", "help wins over what came before");
   assert.deepEqual(parse(PROGRAM, ["go", "--help"]), { kind: "print", text: commandHelp(PROGRAM, go) });
+  assert.deepEqual(parse(PROGRAM, ["go", "--dry-run", "-V"]), { kind: "print", text: "9.9" }, "as commander did");
+  assert.deepEqual(parse(PROGRAM, ["frob", "--help"]), { kind: "print", text: programHelp(PROGRAM) });
+  assert.deepEqual(parse(PROGRAM, ["--frob", "-h"]), { kind: "print", text: programHelp(PROGRAM) });
 });
 
 Deno.test("parse: each kind of bad input is one line naming it and the help to read", () => {
@@ -85,6 +88,11 @@ Deno.test("parse: each kind of bad input is one line naming it and the help to r
     [["frob"], /^unknown command 'frob'$/, "tool --help"],
     [["--frob"], /^unknown option '--frob'$/, "tool --help"],
     [["go", "--frob"], /^unknown option '--frob'$/, "tool go --help"],
+    [["go", "--dryrun"], /^unknown option '--dryrun' \(Did you mean --dry-run\?\)$/, "tool go --help"],
+    [["go", "--roo"], /^unknown option '--roo'$/, "tool go --help"], // hidden: never suggested
+    [["gp"], /^unknown command 'gp' \(Did you mean go\?\)$/, "tool --help"],
+    [["og"], /^unknown command 'og' \(Did you mean go\?\)$/, "tool --help"], // a swap is one edit
+    [["secrt"], /^unknown command 'secrt'$/, "tool --help"], // hidden
     [["go", "extra"], /^unexpected argument 'extra' for 'go'$/, "tool go --help"],
     [["go", "--dry-run=yes"], /^option '--dry-run' takes no value$/, "tool go --help"],
     [["go", "--steps"], /^option '--steps <n>' argument missing$/, "tool go --help"],

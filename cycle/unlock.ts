@@ -319,14 +319,15 @@ async function keyFileFits(
       if (!learned) throw err;
       return false; // that keyslot is gone (ENOENT)
     });
+    const memory = (ctx.timeline.facts.keyFileSlots ??= {}) as KeyslotMemory;
     if (!opened && learned) {
-      // the keyslot it opened at an earlier wake no longer takes it: every slot
+      // the keyslot it opened at an earlier wake no longer takes it: forgotten, and every slot tried
+      delete memory[volume.uuid];
       delete key.keyslot;
       opened = await trying(ctx, volume, () => fits(key), " with its key file");
     }
     if (opened) {
       // the next wake tries that slot first (a slot number is no secret; the report keeps it)
-      const memory = (ctx.timeline.facts.keyFileSlots ??= {}) as KeyslotMemory;
       if (key.opened !== undefined) memory[volume.uuid] = { path: volume.keyFile!.path, keyslot: key.opened };
       return true;
     }

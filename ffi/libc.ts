@@ -371,7 +371,16 @@ let kept: { worker: Worker; busy: boolean } | null = null;
  * eight of these calls. A call that comes while the kept one is busy (a syncfs that hangs) gets a fresh worker.
  */
 export function keepWorker(): void {
-  kept ??= { worker: spawnWorker(), busy: false };
+  if (kept) return;
+  const mine = { worker: spawnWorker(), busy: false };
+  // an error while idle (its start-up, before any call) must not end the process as an unhandled worker error;
+  // the worker is dropped and the next call gets one of its own
+  mine.worker.addEventListener("error", (e) => {
+    e.preventDefault();
+    if (kept === mine) kept = null;
+    if (!mine.busy) mine.worker.terminate();
+  });
+  kept = mine;
 }
 
 /** Ends the kept worker (left to the process's exit if a call still holds it: a thread in a syscall cannot stop). */
@@ -380,13 +389,24 @@ export function releaseWorker(): void {
   kept = null;
 }
 
+// listeners, not on* properties: the kept worker's own error listener stays when a call ends
 function call(w: Worker, msg: Record<string, unknown>): Promise<WorkerResult> {
   return new Promise<WorkerResult>((resolve, reject) => {
-    w.onmessage = (e) => resolve(e.data as WorkerResult);
-    w.onerror = (e) => {
+    const done = () => {
+      w.removeEventListener("message", answered);
+      w.removeEventListener("error", failed);
+    };
+    const answered = (e: MessageEvent) => {
+      done();
+      resolve(e.data as WorkerResult);
+    };
+    const failed = (e: ErrorEvent) => {
       e.preventDefault();
+      done();
       reject(new Error(`libc worker failed: ${e.message}`));
     };
+    w.addEventListener("message", answered);
+    w.addEventListener("error", failed);
     w.postMessage(msg);
   });
 }

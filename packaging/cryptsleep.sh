@@ -2,10 +2,11 @@
 # cryptsleep(8): the pinned Deno runs the bundle. No config or lock file is looked for, no module is fetched,
 # no update is checked: the package holds everything it runs. Paths are found from this script's own place
 # (/usr/sbin → /usr/lib/cryptsleep), so an unpacked tree runs too.
-# readlink is a process of its own (each cycle starts here): spawned only when this path does not lead to the
-# tree (a symlink elsewhere, a relative path)
+# readlink is a process of its own (each cycle starts here): spawned only when this path is a symlink or does not
+# lead to the tree (a relative path)
 self=$0
-case $self in /*/sbin/*) [ ! -x "${self%/sbin/*}/lib/cryptsleep/deno" ] ;; *) true ;; esac && self=$(readlink -f "$self")
+case $self in /*/sbin/*) [ -L "$self" ] || [ ! -x "${self%/sbin/*}/lib/cryptsleep/deno" ] ;; *) true ;; esac &&
+  self=$(readlink -f "$self")
 lib=${self%/sbin/*}/lib/cryptsleep
 # deno's caches (sqlite, written late) must not sit on a disk the cycle locks: as root they live in /run (tmpfs)
 if [ -w /run ]; then
