@@ -34,7 +34,7 @@ import { type AgentContext, type OuterContext, say } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";
 import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned/mod.ts";
-import { preflight, sleepConfOptions } from "./preflight.ts";
+import { preflight, sleepConfOptions, timeStep } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
 import { openConsole, RAMFS_DIR, spawnSupervisor, type Supervisor } from "./start.ts";
@@ -109,9 +109,7 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
     const took: Record<string, number> = {};
     try {
       if (ctx.options.fromSystemd) {
-        const start = performance.now();
-        ctx.options = await sleepConfOptions(ctx.options);
-        took["sleep.conf"] = Math.round(performance.now() - start);
+        ctx.options = await timeStep(took, "sleep.conf", () => sleepConfOptions(ctx.options));
       }
       ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR, undefined, took);
       // carried on in this cycle's report, with what its wake learns

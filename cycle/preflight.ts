@@ -77,6 +77,16 @@ export async function sleepConfOptions(options: SuspendOptions): Promise<Suspend
   return { ...options, state: d.state, memSleep: d.memSleep };
 }
 
+/** Runs `fn`, noting its milliseconds in `took[step]` (the report's `preflightMs`), whether it returns or throws. */
+export async function timeStep<T>(took: Record<string, number>, step: string, fn: () => Promise<T>): Promise<T> {
+  const start = performance.now();
+  try {
+    return await fn();
+  } finally {
+    took[step] = Math.round(performance.now() - start);
+  }
+}
+
 /**
  * Refuses (RefusedError, every reason at once) unless the host meets cycle/requirements.ts for this plan and
  * something is lockable; returns the job: the plan, the options, the knobs to restore, the volumes with a pinned key.
@@ -89,14 +99,7 @@ export async function preflight(
   plan?: Plan,
   took: Record<string, number> = {},
 ): Promise<Job> {
-  const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
-    const start = performance.now();
-    try {
-      return await fn();
-    } finally {
-      took[step] = Math.round(performance.now() - start);
-    }
-  };
+  const timed = <T>(step: string, fn: () => Promise<T>) => timeStep(took, step, fn);
   plan ??= await timed("discover", () => discover());
   const verdicts = await timed("requirements", () => requirementsFor(options, { ok: true, info: lib }, plan));
   const reasons = refusals(verdicts);
