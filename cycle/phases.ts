@@ -12,7 +12,7 @@
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
  * // claim → own → spawn → preflight → root → supervisor → hooks → watchdog → sync → pin → agent → freeze → syncfs →
- * // guard → lock → sleep
+ * // guard → modprobe → lock → sleep
  * ```
  */
 import { mountRoot, type Root } from "../chroot/root.ts";
@@ -51,6 +51,7 @@ import {
   watchdogDevices,
 } from "../systemd/watchdog.ts";
 import { unlockAll } from "./unlock.ts";
+import { holdModprobe, modprobeLeft, releaseModprobe } from "./modprobe.ts";
 import * as dm from "../ffi/devmapper.ts";
 
 /** What a dry run is told besides the job. */
@@ -445,6 +446,23 @@ const guardPhase: CyclePhase<AgentContext, void> = {
   describe: () => lines("would wait until the supervisor is pinned and chrooted (started by the supervisor phase)"),
 };
 
+const modprobePhase: CyclePhase<AgentContext, boolean> = {
+  name: "modprobe",
+  where: AGENT,
+  // from the lock to the unlock, a module the kernel asks for must fail at once, not exec modprobe from the locked root
+  run: () => holdModprobe(),
+  describe: (job) => {
+    const now = job.knobs[KNOBS.modprobe];
+    return lines(now === undefined ? "nothing to do (no kernel.modprobe)" : `would set kernel.modprobe ${now} -> ""`);
+  },
+  undo: {
+    name: "modprobe-back",
+    summary: "kernel.modprobe back, after the unlock",
+    run: (ctx) => releaseModprobe(ctx.job.knobs),
+    left: (ctx) => modprobeLeft(ctx.job.knobs),
+  },
+};
+
 const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
   name: "lock",
   where: AGENT,
@@ -537,6 +555,7 @@ export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
   freezePhase,
   syncfsPhase,
   guardPhase,
+  modprobePhase,
   lockPhase,
   sleepPhase,
 ];

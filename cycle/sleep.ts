@@ -59,6 +59,7 @@ export async function enterSleep(state: SuspendOptions["state"], mode: string | 
 
 /** The undo of sleep: every knob back to the value saved before the cycle (by the agent or the supervisor). */
 export async function restoreSleepKnobs(saved: Knobs): Promise<void> {
-  const errors = await restoreKnobs(saved);
+  // kernel.modprobe stays empty until the unlock is done (cycle/modprobe.ts)
+  const errors = await restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => p !== KNOBS.modprobe)));
   if (errors.length) throw new Error(errors.join("; "));
 }

@@ -24,13 +24,15 @@ export async function readKnob(path: string, root = "/"): Promise<string | null>
   }
 }
 
-/** The power-management knobs the cycle saves, sets and restores. */
+/** The kernel knobs the cycle saves, sets and restores. */
 export const KNOBS = {
   syncOnSuspend: "/sys/power/sync_on_suspend",
   freezeFilesystems: "/sys/power/freeze_filesystems",
   pmFreezeTimeout: "/sys/power/pm_freeze_timeout",
   /** A choice file ("s2idle [deep]"): its value is the bracketed one. */
   memSleep: "/sys/power/mem_sleep",
+  /** The usermode helper request_module execs (cycle/modprobe.ts). */
+  modprobe: "/proc/sys/kernel/modprobe",
 } as const;
 
 /** A knob's value as it is written: the selected word of a choice file ("s2idle [deep]" → "deep"), else as read. */

@@ -64,7 +64,8 @@ export async function systemState(vm: VM): Promise<string> {
     "for d in /sys/block/dm-*; do echo $(cat $d/dm/name) suspended=$(cat $d/dm/suspended); done; " +
       "for c in /sys/fs/cgroup/*/cgroup.freeze; do echo $c=$(cat $c); done; " +
       "for k in sync_on_suspend pm_freeze_timeout freeze_filesystems; do " +
-      "[ -e /sys/power/$k ] && echo $k=$(cat /sys/power/$k); done; grep -c . /proc/mounts",
+      "[ -e /sys/power/$k ] && echo $k=$(cat /sys/power/$k); done; echo modprobe=$(cat /proc/sys/kernel/modprobe); " +
+      "grep -c . /proc/mounts",
   );
   assert.equal(r.code, 0, r.out);
   return r.out.trim();
