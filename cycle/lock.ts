@@ -24,6 +24,7 @@ import { type AgentContext, warnUser } from "./context.ts";
 import type { Job } from "./job.ts";
 import { hostPath } from "../chroot/enter.ts";
 import { forgetKeyFiles } from "./keyfile.ts";
+import { goneBelow, goneNames, retire } from "./gone.ts";
 import {
   finishInterruptedReopen,
   onLoopDevice,
@@ -39,6 +40,8 @@ export interface LockResult {
   dmName: string;
   /** Its key is still in a kernel keyring (said before sleeping). */
   stillPinned: boolean;
+  /** Its disk was gone before the lock: retired (gone.ts) instead, its key dropped with the crypt table. */
+  gone?: true;
 }
 
 /** Locks every volume of the plan, top-down. A failure leaves the rest untouched; the unlock undoes what was done. */
@@ -53,6 +56,15 @@ export async function lockVolumes(ctx: AgentContext): Promise<LockResult[]> {
 /** Locks one volume (and what is stacked above it) and checks it; also used to lock again before a second sleep. */
 export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<LockResult> {
   finishInterruptedReopen(volume, ctx.log);
+  const gone = goneBelow(volume.kname);
+  if (gone.length) {
+    // no header left to lock by, and nothing to unlock later: the error target drops the crypt table, key and all
+    retire(volume);
+    const names = goneNames(volume, gone).join(", ");
+    warnUser(ctx, `${volume.dmName}: its disk is gone (${names}): its key was dropped; its reads and writes now fail`);
+    ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: names, at: "lock" });
+    return { dmName: volume.dmName, stillPinned: false, gone: true };
+  }
   for (const above of volume.above) dm.suspend(above, { lockfs: true });
   const pinned = (await pinnedKeys(volume.uuid)).length > 0;
   // a pinned key survives luksSuspend: swap the table away so the file that pins it is closed

@@ -18,6 +18,7 @@
 import { syncAsync, syncfs } from "../ffi/libc.ts";
 import { hostPath } from "../chroot/enter.ts";
 import type { Job } from "./job.ts";
+import { goneBelow } from "./gone.ts";
 
 /** Where `sync(1)` is looked for. */
 const SYNC_BINARIES = ["/usr/bin/sync", "/bin/sync"];
@@ -106,6 +107,8 @@ function isFile(path: string): boolean {
 export async function syncVolumeFilesystems(job: Job): Promise<string[]> {
   const done: string[] = [];
   for (const volume of job.plan.lock) {
+    // its disk is gone: nothing can reach it (syncfs fails with EIO); the lock retires it
+    if (goneBelow(volume.kname).length) continue;
     for (const mount of volume.mounts) {
       if (done.includes(mount.mountpoint)) continue;
       await syncfs(hostPath(mount.mountpoint));

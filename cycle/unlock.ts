@@ -46,6 +46,7 @@ import {
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
+import { goneBelow, goneNames, isRetired, retire } from "./gone.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
 const TOO_LONG = `longer than ${MAX_PASSPHRASE - 1} bytes`;
@@ -72,7 +73,8 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
       failed = [];
       for (const volume of ctx.job.plan.unlock) {
         try {
-          await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
+          const how = await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
+          if (how === "gone") failed.push(new DiskGone(volume));
         } catch (err) {
           if (!(err instanceof SleptAgain)) {
             failed.push(err as Error);
@@ -97,7 +99,7 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
  * reason than the passphrase is tried a few times, then waits for Enter on the console to try again; it never
  * gives up while the volume is locked (the machine stays frozen meanwhile: the thaw waits for the unlock).
  */
-async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<void> {
+async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<Unlocked> {
   for (let errors = 0;;) {
     try {
       return await unlockVolume(ctx, volume);
@@ -122,10 +124,17 @@ async function unlockPersistently(ctx: AgentContext, volume: Volume): Promise<vo
   }
 }
 
-/** Unlocks one volume by what it sees: resumed, rebuilt after a table swap, or left alone when not locked. */
-export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<void> {
+/** How {@linkcode unlockVolume} left a volume: unlocked (or found so), or given the error target, its disk gone. */
+export type Unlocked = "unlocked" | "gone";
+
+/**
+ * Unlocks one volume by what it sees: resumed, rebuilt after a table swap, or left alone when not locked. A volume
+ * whose disk went away (before its prompt, while it waits, or during a try) is retired instead (gone.ts).
+ */
+export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<Unlocked> {
   let sleptAgain = false;
   try {
+    if (isRetired(volume.dmName) || await retireIfGone(ctx, volume)) return "gone";
     finishInterruptedReopen(volume, ctx.log);
     if (isSwapped(volume)) {
       // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
@@ -148,6 +157,8 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
     }
   } catch (err) {
     sleptAgain = err instanceof SleptAgain;
+    // a try that failed because the disk went away meanwhile (its header unreadable)
+    if (!sleptAgain && await retireIfGone(ctx, volume)) return "gone";
     throw err;
   } finally {
     // the devices stacked above come back once nothing under them is locked (see resumeAbove); after a sleep
@@ -157,6 +168,40 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<v
   await readBlockDirect(volume.device, 0, 4096);
   ctx.log(`unlocked ${volume.dmName}`);
   await releasePinned(ctx, volume);
+  return "unlocked";
+}
+
+/** A volume that cannot come back: its disk went away while it was locked. */
+class DiskGone extends Error {
+  constructor(volume: Volume) {
+    const mounts = [...new Set(volume.mounts.map((m) => m.mountpoint))];
+    super(
+      `${volume.dmName}: its disk is gone; every read and write on it now fails. ` +
+        (mounts.length ? `Unmount what was on it (umount ${mounts.join(" ")}), then close ` : "Close ") +
+        (volume.above.length ? `what is stacked on it (dmsetup remove ${volume.above.join(" ")}) and ` : "") +
+        `the volume (cryptsetup close ${volume.dmName}); plug the disk in again and open it to use it`,
+    );
+    this.name = "DiskGone";
+  }
+}
+
+/**
+ * When a disk under the locked volume is gone, retires the volume (gone.ts) and says so; its filesystems frozen for a
+ * table swap are thawed (onto the error target). True when it did.
+ */
+async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean> {
+  const gone = goneBelow(volume.kname);
+  if (gone.length === 0) return false;
+  const names = goneNames(volume, gone).join(", ");
+  retire(volume);
+  await thawAfterFailedSwap(volume);
+  say(
+    ctx,
+    `\ncryptsleep: ${volume.dmName}: its disk is gone (${names}): it cannot be unlocked; its reads and writes now fail.\n`,
+  );
+  ctx.log(`${volume.dmName}: its disk is gone (${names}); given the error target`);
+  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: names });
+  return true;
 }
 
 /**
@@ -227,15 +272,22 @@ async function untilPassphraseFits(
   const { maxTries } = ctx.job.options;
   const prompt = `Passphrase to unlock ${volume.dmName} (${volume.uuid})`;
   for (let wrong = 0;;) {
-    let secret: Secret | "key device" | "too long";
+    let secret: Secret | "key device" | "disk gone" | "too long";
     try {
+      // while it waits: the key file's device coming, the volume's own disk going (then nobody need answer)
+      const gone = () => Promise.resolve(goneBelow(volume.kname).length > 0);
       secret = watch
-        ? await askOrKeyDevice(ctx, volume, `${prompt}, or insert ${volume.keyFile!.device}: `)
-        : await askOrSleep(ctx, `${prompt}: `);
+        ? await askWatching(ctx, `${prompt}, or insert ${volume.keyFile!.device}: `, {
+          "key device": async () => Boolean(await findKeyDevice(volume.keyFile!.device!)),
+          "disk gone": gone,
+        })
+        : await askWatching(ctx, `${prompt}: `, { "disk gone": gone });
     } catch (err) {
       if (!(err instanceof RangeError)) throw err;
       secret = "too long"; // read to its end and zeroed: a wrong try, not an error
     }
+    // the caller retires it
+    if (secret === "disk gone") throw new Error(`${volume.dmName}: its disk went away while the prompt waited`);
     if (secret === "key device") {
       watch = false; // one try: a device that does not fit would end every later prompt at once
       if (await keyFileFits(ctx, volume, fits) === true) return;
@@ -339,23 +391,36 @@ async function keyFileFits(
   return false;
 }
 
-/** Prompts, and watches for the key device meanwhile: "key device" when it came first (the prompt is left). */
-async function askOrKeyDevice(ctx: AgentContext, volume: Volume, prompt: string): Promise<Secret | "key device"> {
+/**
+ * Prompts, and meanwhile looks at each watch once a second: the name of the first that came true, which leaves the
+ * prompt (nothing typed is kept).
+ */
+async function askWatching<W extends string>(
+  ctx: AgentContext,
+  prompt: string,
+  watches: Record<W, () => Promise<boolean>>,
+): Promise<Secret | W> {
   const stop = new AbortController();
-  let came = false;
+  let came: W | null = null;
   const watcher = (async () => {
     while (!stop.signal.aborted) {
-      if (await findKeyDevice(volume.keyFile!.device!).catch(() => null)) {
-        came = true;
-        return stop.abort();
+      for (const [name, seen] of Object.entries(watches) as [W, () => Promise<boolean>][]) {
+        if (await seen().catch(() => false)) {
+          came = name;
+          return stop.abort();
+        }
       }
-      await new Promise((r) => setTimeout(r, 1000));
+      // cut short when the prompt returns: the unlock must not wait for the next look
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 1000);
+        stop.signal.addEventListener("abort", () => (clearTimeout(t), r()), { once: true });
+      });
     }
   })();
   try {
     return await askOrSleep(ctx, prompt, stop.signal);
   } catch (err) {
-    if (came && !(err instanceof SleptAgain)) return "key device";
+    if (came !== null && !(err instanceof SleptAgain)) return came;
     throw err;
   } finally {
     stop.abort();
@@ -468,7 +533,7 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   const open: string[] = [];
   // (no key file is dropped from the page cache here: its volume may be locked, and reading its path could wait
   // forever; each was dropped after it was read)
-  for (const v of ctx.job.plan.lock.filter(isLive)) {
+  for (const v of ctx.job.plan.lock.filter((v) => isLive(v) && !isRetired(v.dmName))) {
     try {
       await lockVolume(ctx, v);
       relocked.push(v.dmName);
