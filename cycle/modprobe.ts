@@ -2,10 +2,11 @@
  * @module
  * The kernel runs a program of the root by itself: `request_module` execs kernel.modprobe (`/sbin/modprobe`) as a
  * usermode helper, and the task that asked waits for it. After the lock that exec waits forever on the locked root.
- * Seen on the bed: the unlock opened a disk that had gone while asleep, the kernel asked for its block major's
- * module (`block-major-254-32`), and modprobe and the unlock hung in D state — frozen, locked, no prompt. From the
- * lock to the unlock kernel.modprobe is empty, and the kernel fails such a request at once (ENOENT); every module
- * the cycle needs was loaded before (the volumes are open, key-device drivers are loaded by the pin phase).
+ * Seen on the bed: the unlock opened a disk that had gone while asleep (opening a block device that is gone makes the
+ * kernel ask for its major's module), and a modprobe the kernel started hung in D state (its hung-task report) —
+ * frozen, locked, no prompt. From the lock to the unlock kernel.modprobe is empty, and the kernel fails such a
+ * request at once (ENOENT); every module the cycle needs was loaded before (the volumes are open, key-device drivers
+ * are loaded by the pin phase).
  *
  * @example
  * ```ts
