@@ -265,7 +265,11 @@ export class CryptDevice implements Disposable {
    * The volume key, unlocked from a keyslot by a passphrase (`crypt_volume_key_get`, non-blocking: Argon2), into
    * secret memory. Needs a loaded header. Wrong passphrase: EPERM. The caller disposes the key.
    */
-  async volumeKeyGet(keyslot: number, pass: SafeBuffer, length: number): Promise<{ key: SafeBuffer; size: number }> {
+  async volumeKeyGet(
+    keyslot: number,
+    pass: SafeBuffer,
+    length: number,
+  ): Promise<{ key: SafeBuffer; size: number; keyslot: number }> {
     checkLength(pass, length);
     const size = this.#sync("crypt_get_volume_key_size", () => this.lib.sym.crypt_get_volume_key_size(this.#ptr));
     if (size <= 0) throw new Error("crypt_get_volume_key_size: no volume key size (is the header loaded?)");
@@ -273,12 +277,13 @@ export class CryptDevice implements Disposable {
     const key = SafeBuffer.alloc(size);
     const got = new BigUint64Array([BigInt(size)]);
     try {
-      await this.#async(
+      // its return is the keyslot that opened
+      const opened = await this.#async(
         "crypt_volume_key_get",
         subject,
         (cd) => this.lib.sym.crypt_volume_key_get(cd, keyslot, key.pointer, got, pass.pointer, BigInt(length)),
       );
-      return { key, size: Number(got[0]) };
+      return { key, size: Number(got[0]), keyslot: opened };
     } catch (err) {
       key[Symbol.dispose]();
       throw err;

@@ -180,8 +180,13 @@ Deno.test("CryptDevice: use after dispose is refused", async () => {
   dev[Symbol.dispose]();
   assert.throws(() => dev.load(), /after dispose/);
 });
-Deno.test("volumeKeyGet: the key luksDump shows, in secret memory; a wrong passphrase is EPERM", async () => {
-  await using img = await makeLuksImage({ type: "luks2", pbkdf: "argon2id", passphrase: enc.encode("right one") });
+Deno.test("volumeKeyGet: the key luksDump shows, in secret memory, and the keyslot that opened; a wrong passphrase is EPERM", async () => {
+  await using img = await makeLuksImage({
+    type: "luks2",
+    pbkdf: "argon2id",
+    passphrase: enc.encode("right one"),
+    extraPassphrases: [enc.encode("second one")],
+  });
   const dump = new Deno.Command("cryptsetup", {
     args: ["luksDump", "--dump-volume-key", "--batch-mode", "--key-file", "-", img.path],
     stdin: "piped",
@@ -198,10 +203,17 @@ Deno.test("volumeKeyGet: the key luksDump shows, in secret memory; a wrong passp
   dev.load();
   {
     using good = secret("right one");
-    const { key, size } = await dev.volumeKeyGet(CRYPT_ANY_SLOT, good.buf, good.length);
+    const { key, size, keyslot } = await dev.volumeKeyGet(CRYPT_ANY_SLOT, good.buf, good.length);
     using _key = key;
     assert.equal(size, 64);
+    assert.equal(keyslot, 0);
     assert.equal([...key.view().subarray(0, size)].map((b) => b.toString(16).padStart(2, "0")).join(""), hex);
+  }
+  {
+    using second = secret("second one");
+    const { key, keyslot } = await dev.volumeKeyGet(CRYPT_ANY_SLOT, second.buf, second.length);
+    key[Symbol.dispose]();
+    assert.equal(keyslot, 1, "the slot luksAddKey gave it");
   }
   using bad = secret("wrong one");
   await expectSysError(dev.volumeKeyGet(CRYPT_ANY_SLOT, bad.buf, bad.length), "crypt_volume_key_get", "EPERM");

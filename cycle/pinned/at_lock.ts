@@ -173,12 +173,14 @@ export function removeStrayPlaceholder(volume: Volume): void {
 export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: Secret): Promise<boolean> {
   const record = await readSwapRecord(volume.dmName);
   if (!record) throw new Error(`unlock ${volume.dmName}: swapped, but its record ${recordPath(volume.dmName)} is gone`);
-  let unlocked: { key: SafeBuffer; size: number };
+  let unlocked: { key: SafeBuffer; size: number; keyslot: number };
   {
     using device = CryptDevice.init(ctx.lib, hostPath(record.header));
     device.load();
     try {
       unlocked = await device.volumeKeyGet(secret.keyslot ?? -1, secret.buffer, secret.length);
+      // a key file's slot is remembered for the next wake, as after a resume
+      secret.opened = unlocked.keyslot;
     } catch (err) {
       if (err instanceof SysError && err.code === "EPERM") return false;
       throw err;
