@@ -242,6 +242,21 @@ export type KeyslotMemory = Record<string, { path: string; keyslot: number }>;
  * after the passphrase (slot 1) costs one KDF run instead of two. Returns the memory, to be carried on.
  */
 export async function recallKeyslots(plan: Pick<Plan, "lock">, report = LAST_REPORT): Promise<KeyslotMemory> {
+  const memory = await readKeyslotMemory(report);
+  for (const v of plan.lock) {
+    const m = Object.hasOwn(memory, v.uuid) ? memory[v.uuid] : undefined;
+    if (v.keyFile && v.keyFile.keyslot === undefined && m?.path === v.keyFile.path) {
+      v.keyFile.learnedKeyslot = m.keyslot;
+    }
+  }
+  return memory;
+}
+
+/**
+ * The keyslots learned at earlier wakes (the last report's `keyFileSlots`): what a cycle carries on in its own report
+ * whatever becomes of it (refused, or finished by the supervisor), so no report forgets them.
+ */
+export async function readKeyslotMemory(report = LAST_REPORT): Promise<KeyslotMemory> {
   const memory: KeyslotMemory = {};
   try {
     const kept = JSON.parse(await Deno.readTextFile(report))?.facts?.keyFileSlots;
@@ -250,11 +265,5 @@ export async function recallKeyslots(plan: Pick<Plan, "lock">, report = LAST_REP
       memory[uuid] = { path: m.path, keyslot: m.keyslot as number };
     }
   } catch { /* no cycle yet this boot, or a report of another shape: nothing learned */ }
-  for (const v of plan.lock) {
-    const m = Object.hasOwn(memory, v.uuid) ? memory[v.uuid] : undefined;
-    if (v.keyFile && v.keyFile.keyslot === undefined && m?.path === v.keyFile.path) {
-      v.keyFile.learnedKeyslot = m.keyslot;
-    }
-  }
   return memory;
 }

@@ -19,7 +19,7 @@ import { mountRoot, type Root } from "../chroot/root.ts";
 import { enterRoot, type Inside } from "../chroot/enter.ts";
 import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
 import { loadTokenSupport } from "./tokens.ts";
-import { loadKeyDeviceDrivers, recallKeyslots } from "./keyfile.ts";
+import { loadKeyDeviceDrivers, readKeyslotMemory, recallKeyslots } from "./keyfile.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import { dropControllingTerminal, keepWorker, releaseWorker, setpriority } from "../ffi/libc.ts";
@@ -108,6 +108,8 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
   run: async (ctx) => {
     // as systemd-sleep would: sleep.conf picks the state and the mem_sleep mode
     const took: Record<string, number> = {};
+    // carried on in this cycle's report even when preflight refuses
+    ctx.timeline.facts.keyFileSlots = await readKeyslotMemory();
     try {
       if (ctx.options.fromSystemd) {
         ctx.options = await timeStep(took, "sleep.conf", () => sleepConfOptions(ctx.options));

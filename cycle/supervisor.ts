@@ -17,6 +17,7 @@ import { enterRoot } from "../chroot/enter.ts";
 import { detachRoot } from "../chroot/root.ts";
 import { pinMappings } from "../chroot/pin.ts";
 import { loadTokenSupport } from "./tokens.ts";
+import { readKeyslotMemory } from "./keyfile.ts";
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import { setpriority, setsid } from "../ffi/libc.ts";
 import type { AgentContext } from "./context.ts";
@@ -63,6 +64,8 @@ export async function supervise(): Promise<Outcome> {
   using console = Consoles.open(JSON.parse(consoleLine) as ConsoleRef[]);
   // the same token plugins and libraries as the cycle's process, so its unlock can use them too
   loadTokenSupport(lib, job, kmsg);
+  // read on the real root: a report it writes after a recovery keeps what key files taught earlier wakes
+  const keyFileSlots = await readKeyslotMemory();
   using pinned = pinMappings();
   const inside = enterRoot(job.ramfsRoot);
   // the cycle's process may have died meanwhile (the pipe is broken): the watch below sees it and recovers
@@ -72,6 +75,7 @@ export async function supervise(): Promise<Outcome> {
   const word = await readLine().catch(() => null);
   using secrets = new Secrets(console);
   const ctx: AgentContext = { job, lib, console, secrets, timeline: new Timeline(), log: kmsg, recovery: true };
+  ctx.timeline.facts.keyFileSlots = keyFileSlots;
   // by looking, even after `done`: nothing may stay locked or frozen when the supervisor goes
   const left = await leftOf(AGENT_PHASES, ctx);
   if (left.length === 0) {
