@@ -24,6 +24,8 @@ import { exists } from "../host/paths.ts";
 import { releaseFrozenCgroup } from "../cgroup/freezer.ts";
 import { RefusedError } from "./errors.ts";
 import { readRecord as readWatchdogRecord, rearm as rearmWatchdog } from "../systemd/watchdog.ts";
+import { MODPROBE_RECORD, readModprobeRecord } from "./modprobe.ts";
+import { KNOBS, restoreKnobs } from "../host/sysfs.ts";
 
 /** The lock a cycle holds from its claim to its end. */
 export const LOCK_PATH = "/run/cryptsleep/lock";
@@ -157,6 +159,16 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
         const errors: string[] = [];
         await releaseFrozenCgroup(frozen, root, errors);
         if (errors.length) throw new Error(`releasing ${frozen}: ${errors.join("; ")}`);
+      },
+    });
+  }
+  const modprobe = await readModprobeRecord();
+  if (modprobe !== null) {
+    found.push({
+      what: `kernel.modprobe was emptied by a crashed run (it was ${modprobe})`,
+      clean: async () => {
+        await restoreKnobs({ [KNOBS.modprobe]: modprobe });
+        await Deno.remove(MODPROBE_RECORD);
       },
     });
   }

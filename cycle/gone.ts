@@ -2,25 +2,25 @@
  * @module
  * A disk that went away while the machine slept (a USB disk pulled out, a disk hot-unplugged): the volume on it
  * cannot be unlocked — its LUKS header went with it — and a prompt for it would keep the machine frozen for nothing.
- * {@linkcode goneBelow} sees it in sysfs; {@linkcode retire} gives the mapping dm's `error` target, so every read and
+ * {@linkcode goneOf} sees it in sysfs; {@linkcode retire} gives the mapping dm's `error` target, so every read and
  * write on it fails at once, as on a disk pulled out while awake, instead of waiting forever on a suspended device,
  * and what is stacked above it can resume. Nothing of the key is needed: the lock wiped it.
  *
  * @example
  * ```ts
  * import { goneBelow } from "./gone.ts";
- * console.log(goneBelow("dm-0")); // [] while every device under dm-0 is there; ["sdb"] once it was pulled out
+ * console.log(goneBelow("dm-0")); // [] while a device under dm-0 is there; ["sdb"] once it was pulled out
  * ```
  */
 import * as dm from "../ffi/devmapper.ts";
-import { basename } from "../host/path.ts";
 import type { Volume } from "../discovery/mod.ts";
-import { placeholderName } from "./pinned/mod.ts";
+import { isSwapped, placeholderName, readSwapRecord } from "./pinned/mod.ts";
 
 /**
- * The devices under `kname` (sysfs `slaves/`, all the way down) whose sysfs entry is gone: the kernel removed the
- * disk. A dm device whose `slaves/` lost every entry is gone below too (the kernel may drop the link with the disk);
- * its names are then unknown and `["?"]` stands for them.
+ * The lost devices under `kname` that take it down. A device is lost when its sysfs entry is gone (the kernel
+ * removed the disk; the `slaves/` link dangles), when it is a retired mapping, or when what is under it is lost: any
+ * of its devices for a dm mapping (linear, striped, crypt: each holds part of it), all of them for an md array (one leg
+ * of a mirror gone leaves it working). (A dm mirror, raid or multipath is counted as linear: rare on a laptop.)
  */
 export function goneBelow(kname: string, sysBlock = "/sys/block"): string[] {
   let slaves: string[];
@@ -29,25 +29,44 @@ export function goneBelow(kname: string, sysBlock = "/sys/block"): string[] {
   } catch {
     return []; // a disk or a partition: nothing under it
   }
-  if (slaves.length === 0 && kname.startsWith("dm-") && !retiredKname(kname, sysBlock)) return ["?"];
-  return slaves.flatMap((s) => {
+  const lost: string[] = [];
+  let whole = 0;
+  for (const s of slaves) {
     try {
       // the link resolves while the device it points to is there
       Deno.statSync(`${sysBlock}/${kname}/slaves/${s}`);
     } catch {
-      return [s];
+      lost.push(s);
+      whole++;
+      continue;
     }
-    return goneBelow(s, sysBlock);
-  });
+    const below = retiredKname(s, sysBlock) ? [s] : goneBelow(s, sysBlock);
+    if (below.length) whole++;
+    lost.push(...below);
+  }
+  return kname.startsWith("md") && whole < slaves.length ? [] : lost;
 }
 
-/** What the report and the console call the volume's gone disks: what sysfs still names, else its backing. */
-export function goneNames(volume: Volume, gone: string[]): string[] {
-  const named = gone.filter((g) => g !== "?");
-  return named.length ? named : volume.backing.map((b) => basename(b));
+/**
+ * The lost devices of a locked volume ({@linkcode goneBelow}). A table-swapped one runs onto its placeholder, which
+ * holds no device: its data device is the one its swap record names, gone when sysfs no longer has its number.
+ */
+export async function goneOf(volume: Volume, sysBlock = "/sys/block"): Promise<string[]> {
+  const record = isSwapped(volume) ? await readSwapRecord(volume.dmName) : null;
+  if (!record) return goneBelow(volume.kname, sysBlock);
+  if (record.loop) return []; // an image file: its own volume below is the one to lose its disk
+  const devno = record.rest.split(/\s+/)[1] ?? "";
+  if (!/^\d+:\d+$/.test(devno)) return [];
+  try {
+    Deno.statSync(`${sysBlock}/../dev/block/${devno}`);
+    return [];
+  } catch {
+    return [devno];
+  }
 }
 
 function retiredKname(kname: string, sysBlock: string): boolean {
+  if (!kname.startsWith("dm-")) return false;
   try {
     return isRetired(Deno.readTextFileSync(`${sysBlock}/${kname}/dm/name`).trim(), sysBlock);
   } catch {
@@ -71,24 +90,20 @@ export function isRetired(name: string, sysBlock = "/sys/block"): boolean {
 }
 
 /**
- * Gives the volume's mapping (and a table swap's placeholder under it) the `error` target of the same size and
- * resumes it: reads and writes fail (EIO), a filesystem on it sees errors and can be unmounted, and the devices
- * stacked above can resume. The mapping stays, for the user to close.
+ * Gives the volume's mapping the `error` target of the same size and resumes it: reads and writes fail (EIO), a
+ * filesystem on it sees errors and can be unmounted, and the devices stacked above can resume. A table swap's
+ * placeholder goes first and is removed. Again on a retired volume, it finishes one cut short. The mapping stays,
+ * for the user to close.
  */
 export function retire(volume: Volume, sysBlock = "/sys/block"): void {
-  const sectors = BigInt(Deno.readTextFileSync(`${sysBlock}/${volume.kname}/size`).trim());
-  const error = [{ start: 0n, length: sectors, type: "error", params: "" }];
-  dm.reload(volume.dmName, error);
-  // a live mapping is suspended by the kernel for the swap: no filesystem freeze, whose writes could only fail (EIO)
-  dm.resume(volume.dmName, { lockfs: false });
-  // a table swap's placeholder holds the crypt table (its key wiped): it could never resume; nothing uses it now
   const hold = placeholderName(volume.dmName);
   const held = dm.info(hold);
-  if (held.exists) {
-    if (held.suspended) {
-      dm.reload(hold, error);
-      dm.resume(hold, { lockfs: false });
-    }
-    dm.remove(hold);
-  }
+  // what the swapped volume sent after the lock waits in its suspended placeholder (an error table): resumed first,
+  // it fails at once; the suspend the volume's new table needs would otherwise wait for it forever
+  if (held.exists && held.suspended) dm.resume(hold, { lockfs: false });
+  const sectors = BigInt(Deno.readTextFileSync(`${sysBlock}/${volume.kname}/size`).trim());
+  dm.reload(volume.dmName, [{ start: 0n, length: sectors, type: "error", params: "" }]);
+  // a live mapping is suspended by the kernel for the new table: no filesystem freeze, whose writes could only fail
+  dm.resume(volume.dmName, { lockfs: false });
+  if (held.exists) dm.remove(hold);
 }

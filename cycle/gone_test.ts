@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { goneBelow, goneNames } from "./gone.ts";
-import type { Volume } from "../discovery/mod.ts";
+import { goneBelow } from "./gone.ts";
 
 /** A sysfs-like tree: each device a directory, `slaves/` entries symlinks to them, as the kernel lays them out. */
 async function tree(devices: Record<string, string[]>): Promise<string> {
@@ -22,20 +21,22 @@ Deno.test("goneBelow: nothing while every device is there; the one whose entry w
   try {
     assert.deepEqual(goneBelow("dm-0", sys), []);
     await Deno.remove(`${sys}/vdd1`, { recursive: true }); // the kernel removed the disk, the link dangles
-    assert.deepEqual(goneBelow("dm-0", sys), ["vdd1"]);
+    assert.deepEqual(goneBelow("dm-0", sys), ["vdd1"], "a linear LV loses the part on it");
     assert.deepEqual(goneBelow("vdc", sys), [], "a disk has nothing under it");
   } finally {
     await Deno.remove(sys, { recursive: true });
   }
 });
 
-Deno.test("goneBelow: a dm device whose slaves/ lost every entry is gone below; its backing names it", async () => {
-  const sys = await tree({ "dm-0": [] });
+Deno.test("goneBelow: one leg of an md mirror gone leaves it working; a device with nothing under it is not gone", async () => {
+  const sys = await tree({ "dm-0": ["md0"], md0: ["vdc", "vdd"], vdc: [], vdd: [], "dm-1": [] });
   try {
-    assert.deepEqual(goneBelow("dm-0", sys), ["?"]);
-    const volume = { backing: ["/dev/sdb1"] } as Volume;
-    assert.deepEqual(goneNames(volume, ["?"]), ["sdb1"]);
-    assert.deepEqual(goneNames(volume, ["sdc"]), ["sdc"]);
+    await Deno.remove(`${sys}/vdc`, { recursive: true });
+    assert.deepEqual(goneBelow("dm-0", sys), [], "vdd still holds the mirror");
+    await Deno.remove(`${sys}/vdd`, { recursive: true });
+    assert.deepEqual(goneBelow("dm-0", sys).sort(), ["vdc", "vdd"]);
+    // a table swap's placeholder (an error table) holds no device: that is no disk gone
+    assert.deepEqual(goneBelow("dm-1", sys), []);
   } finally {
     await Deno.remove(sys, { recursive: true });
   }

@@ -24,7 +24,7 @@ import { type AgentContext, warnUser } from "./context.ts";
 import type { Job } from "./job.ts";
 import { hostPath } from "../chroot/enter.ts";
 import { forgetKeyFiles } from "./keyfile.ts";
-import { goneBelow, goneNames, retire } from "./gone.ts";
+import { goneBelow, retire } from "./gone.ts";
 import {
   finishInterruptedReopen,
   onLoopDevice,
@@ -60,10 +60,16 @@ export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<Loc
   if (gone.length) {
     // no header left to lock by, and nothing to unlock later: the error target drops the crypt table, key and all
     retire(volume);
-    const names = goneNames(volume, gone).join(", ");
-    warnUser(ctx, `${volume.dmName}: its disk is gone (${names}): its key was dropped; its reads and writes now fail`);
+    const names = gone.join(", ");
+    // a kernel keyring may still pin its key (6.18): said, as for any volume
+    const stillPinned = (await pinnedKeys(volume.uuid)).length > 0;
+    warnUser(
+      ctx,
+      `${volume.dmName}: its disk is gone (${names}): its mapping's key was dropped` +
+        (stillPinned ? ", but a kernel keyring still holds it" : "") + "; its reads and writes now fail",
+    );
     ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: names, at: "lock" });
-    return { dmName: volume.dmName, stillPinned: false, gone: true };
+    return { dmName: volume.dmName, stillPinned, gone: true };
   }
   for (const above of volume.above) dm.suspend(above, { lockfs: true });
   const pinned = (await pinnedKeys(volume.uuid)).length > 0;

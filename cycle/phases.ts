@@ -452,7 +452,7 @@ const modprobePhase: CyclePhase<AgentContext, boolean> = {
   name: "modprobe",
   where: AGENT,
   // from the lock to the unlock, a module the kernel asks for must fail at once, not exec modprobe from the locked root
-  run: () => holdModprobe(),
+  run: (ctx) => holdModprobe(ctx.job.knobs),
   describe: (job) => {
     const now = job.knobs[KNOBS.modprobe];
     return lines(now === undefined ? "nothing to do (no kernel.modprobe)" : `would set kernel.modprobe ${now} -> ""`);
@@ -460,7 +460,12 @@ const modprobePhase: CyclePhase<AgentContext, boolean> = {
   undo: {
     name: "modprobe-back",
     summary: "kernel.modprobe back, after the unlock",
-    run: (ctx) => releaseModprobe(ctx.job.knobs),
+    // never while a volume is locked (an unlock that failed): the recovery's prompts still need the hold
+    run: async (ctx) => {
+      const locked = await lockPhase.undo!.left!(ctx);
+      if (locked.length) throw new Error(`kernel.modprobe not put back yet: ${locked.join(", ")}`);
+      await releaseModprobe(ctx.job.knobs);
+    },
     left: (ctx) => modprobeLeft(ctx.job.knobs),
   },
 };

@@ -46,7 +46,7 @@ import {
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
-import { goneBelow, goneNames, isRetired, retire } from "./gone.ts";
+import { goneOf, isRetired, retire } from "./gone.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
 const TOO_LONG = `longer than ${MAX_PASSPHRASE - 1} bytes`;
@@ -134,8 +134,14 @@ export type Unlocked = "unlocked" | "gone";
 export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<Unlocked> {
   let sleptAgain = false;
   try {
-    if (isRetired(volume.dmName) || await retireIfGone(ctx, volume)) return "gone";
     finishInterruptedReopen(volume, ctx.log);
+    if (isRetired(volume.dmName)) {
+      // retired at the lock, or by a try cut short: what it left (a placeholder, a frozen filesystem) goes too
+      retire(volume);
+      await thawAfterFailedSwap(volume);
+      return "gone";
+    }
+    if (await retireIfGone(ctx, volume)) return "gone";
     if (isSwapped(volume)) {
       // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
       await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
@@ -190,9 +196,9 @@ class DiskGone extends Error {
  * table swap are thawed (onto the error target). True when it did.
  */
 async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean> {
-  const gone = goneBelow(volume.kname);
+  const gone = await goneOf(volume);
   if (gone.length === 0) return false;
-  const names = goneNames(volume, gone).join(", ");
+  const names = gone.join(", ");
   retire(volume);
   await thawAfterFailedSwap(volume);
   say(
@@ -200,7 +206,7 @@ async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean>
     `\ncryptsleep: ${volume.dmName}: its disk is gone (${names}): it cannot be unlocked; its reads and writes now fail.\n`,
   );
   ctx.log(`${volume.dmName}: its disk is gone (${names}); given the error target`);
-  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: names });
+  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: names, at: "unlock" });
   return true;
 }
 
@@ -275,7 +281,7 @@ async function untilPassphraseFits(
     let secret: Secret | "key device" | "disk gone" | "too long";
     try {
       // while it waits: the key file's device coming, the volume's own disk going (then nobody need answer)
-      const gone = () => Promise.resolve(goneBelow(volume.kname).length > 0);
+      const gone = async () => (await goneOf(volume)).length > 0;
       secret = watch
         ? await askWatching(ctx, `${prompt}, or insert ${volume.keyFile!.device}: `, {
           "key device": async () => Boolean(await findKeyDevice(volume.keyFile!.device!)),
@@ -412,8 +418,9 @@ async function askWatching<W extends string>(
       }
       // cut short when the prompt returns: the unlock must not wait for the next look
       await new Promise<void>((r) => {
-        const t = setTimeout(r, 1000);
-        stop.signal.addEventListener("abort", () => (clearTimeout(t), r()), { once: true });
+        const done = () => (clearTimeout(t), stop.signal.removeEventListener("abort", done), r());
+        const t = setTimeout(done, 1000);
+        stop.signal.addEventListener("abort", done, { once: true });
       });
     }
   })();
@@ -535,8 +542,8 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   // forever; each was dropped after it was read)
   for (const v of ctx.job.plan.lock.filter((v) => isLive(v) && !isRetired(v.dmName))) {
     try {
-      await lockVolume(ctx, v);
-      relocked.push(v.dmName);
+      // one whose disk went meanwhile is retired, not locked: it is in neither list
+      if (!(await lockVolume(ctx, v)).gone) relocked.push(v.dmName);
     } catch (err) {
       // sleeping all the same is kinder than staying awake in a bag: said, and in the report
       open.push(v.dmName);

@@ -104,7 +104,7 @@ Deno.test({
     await answerPrompt(vm);
     assert.equal(await suspendExit(vm, 600_000), 1, vm.console.slice(from2));
     const text2 = vm.console.slice(from2);
-    assert.match(text2, new RegExp(`usb: its disk is gone \\(${dev}\\): its key was dropped`), text2);
+    assert.match(text2, new RegExp(`usb: its disk is gone \\(${dev}\\): its mapping.s key was dropped`), text2);
     assert.match(text2, /cryptsetup close usb/, text2);
     assert.doesNotMatch(text2, /Passphrase to unlock usb/, text2);
     const after = await must(
