@@ -22,7 +22,7 @@ import { loadTokenSupport } from "./tokens.ts";
 import { loadKeyDeviceDrivers, readKeyslotMemory, recallKeyslots } from "./keyfile.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
-import { dropControllingTerminal, keepWorker, releaseWorker, setpriority } from "../ffi/libc.ts";
+import { dropControllingTerminal, keepWorker, releaseWorker, setNotDumpable, setpriority } from "../ffi/libc.ts";
 import { footprint } from "../host/maps.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
@@ -293,6 +293,8 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
     // each step undone here if a later one fails: the undo below only sees a finished pin
     using stack = new DisposableStack();
     setpriority(0, -10);
+    // no core dump from here: it would hold the passphrases, and a pipe core_pattern execs from the locked root
+    setNotDumpable();
     // from here on the terminal it was started from must not stop it (a background read of the prompt) nor
     // interrupt it: it lets go of it, as the supervisor did with setsid
     if (dropControllingTerminal()) ctx.timeline.facts.droppedTerminal = true;

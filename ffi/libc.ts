@@ -70,6 +70,7 @@ const SYMBOLS = {
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   setsid: { parameters: [], result: "i32" },
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   reboot: { parameters: ["i32"], result: "i32" },
   mlock: { parameters: ["usize", "usize"], result: "i32" },
   munlock: { parameters: ["usize", "usize"], result: "i32" },
@@ -208,6 +209,20 @@ export function umount2(target: string, flags = 0): void {
 /** setpriority(PRIO_PROCESS, pid, prio): -20 (first) … 19 (last); 0 = this process. */
 export function setpriority(pid: number, prio: number): void {
   check("setpriority", libcSymbols().setpriority(0, pid, prio), `pid ${pid}`);
+}
+
+/**
+ * prctl(PR_SET_DUMPABLE, 0): this process leaves no core dump. A crash after the lock would otherwise hand its
+ * memory (typed passphrases included) to the core_pattern helper — a program of the locked root when it is a pipe
+ * (systemd-coredump), whose exec waits forever there.
+ */
+export function setNotDumpable(): void {
+  check("prctl(PR_SET_DUMPABLE)", libcSymbols().prctl(4, 0n, 0n, 0n, 0n), `pid ${Deno.pid}`);
+}
+
+/** Whether this process may leave a core dump (prctl PR_GET_DUMPABLE). */
+export function isDumpable(): boolean {
+  return check("prctl(PR_GET_DUMPABLE)", libcSymbols().prctl(3, 0n, 0n, 0n, 0n), `pid ${Deno.pid}`) !== 0;
 }
 
 /** setsid(2): a new session and process group, with no controlling terminal; returns the session id. */

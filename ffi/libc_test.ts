@@ -183,3 +183,11 @@ console.log(sid === Deno.pid, stat[3] === String(Deno.pid), stat[4]);`;
   // session id = its pid, and tty_nr 0: no controlling terminal
   assert.equal(new TextDecoder().decode(out.stdout).trim(), "true true 0");
 });
+
+Deno.test("setNotDumpable: the process leaves no core dump from then on", async () => {
+  // in a child of its own: the test runner stays as it was
+  const code = `import { isDumpable, setNotDumpable } from "${new URL("./libc.ts", import.meta.url)}";
+    const before = isDumpable(); setNotDumpable(); console.log(before, isDumpable());`;
+  const r = await new Deno.Command(Deno.execPath(), { args: ["eval", "--no-config", code], stdout: "piped" }).output();
+  assert.equal(new TextDecoder().decode(r.stdout).trim(), "true false");
+});
