@@ -119,7 +119,14 @@ export async function claim(opts: ClaimOptions): Promise<Claim> {
 
 /** Whether `pid` runs chrooted at or below `dir` (a cycle and its supervisor, once pinned, run chrooted there). */
 async function chrootedUnder(pid: number, dir: string): Promise<boolean> {
-  const root = await Deno.readLink(`/proc/${pid}/root`).catch(() => "/");
+  let root: string;
+  try {
+    root = await Deno.readLink(`/proc/${pid}/root`);
+  } catch (err) {
+    // a cycle's processes are not dumpable: without CAP_SYS_PTRACE their root cannot be read, and one that may still
+    // run a cycle must not have its ramfs and records cleaned from under it
+    return err instanceof Deno.errors.PermissionDenied;
+  }
   return root === dir || root.startsWith(dir + "/");
 }
 
@@ -167,7 +174,8 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
     found.push({
       what: `kernel.modprobe was emptied by a crashed run (it was ${modprobe})`,
       clean: async () => {
-        await restoreKnobs({ [KNOBS.modprobe]: modprobe });
+        const errors = await restoreKnobs({ [KNOBS.modprobe]: modprobe });
+        if (errors.length) throw new Error(errors.join("; "));
         await Deno.remove(MODPROBE_RECORD);
       },
     });

@@ -9,11 +9,12 @@
  * @example
  * ```ts
  * import { goneBelow } from "./gone.ts";
- * console.log(goneBelow("dm-0")); // [] while a device under dm-0 is there; ["sdb"] once it was pulled out
+ * console.log(goneBelow("dm-0")); // [] while nothing under dm-0 is lost; ["sdb"] once it was pulled out
  * ```
  */
 import * as dm from "../ffi/devmapper.ts";
 import type { Volume } from "../discovery/mod.ts";
+import { basename } from "../host/path.ts";
 import { isSwapped, placeholderName, readSwapRecord } from "./pinned/mod.ts";
 
 /**
@@ -49,20 +50,29 @@ export function goneBelow(kname: string, sysBlock = "/sys/block"): string[] {
 
 /**
  * The lost devices of a locked volume ({@linkcode goneBelow}). A table-swapped one runs onto its placeholder, which
- * holds no device: its data device is the one its swap record names, gone when sysfs no longer has its number.
+ * holds no device: its data device is the one its swap record names ({@linkcode goneUnder}).
  */
 export async function goneOf(volume: Volume, sysBlock = "/sys/block"): Promise<string[]> {
   const record = isSwapped(volume) ? await readSwapRecord(volume.dmName) : null;
   if (!record) return goneBelow(volume.kname, sysBlock);
-  if (record.loop) return []; // an image file: its own volume below is the one to lose its disk
-  const devno = record.rest.split(/\s+/)[1] ?? "";
+  // an image file: left alone (its file is read to see, and the volume holding it may be locked still)
+  if (record.loop) return [];
+  return goneUnder(record.rest.split(/\s+/)[1] ?? "", sysBlock);
+}
+
+/**
+ * Whether the device numbered `devno` (`major:minor`) is lost: gone from sysfs, retired, or with what is under it
+ * lost (an LV whose disk was pulled stays, its own `slaves/` link dangling).
+ */
+export function goneUnder(devno: string, sysBlock = "/sys/block"): string[] {
   if (!/^\d+:\d+$/.test(devno)) return [];
+  let kname: string;
   try {
-    Deno.statSync(`${sysBlock}/../dev/block/${devno}`);
-    return [];
+    kname = basename(Deno.realPathSync(`${sysBlock}/../dev/block/${devno}`));
   } catch {
     return [devno];
   }
+  return retiredKname(kname, sysBlock) ? [kname] : goneBelow(kname, sysBlock);
 }
 
 function retiredKname(kname: string, sysBlock: string): boolean {
@@ -105,5 +115,10 @@ export function retire(volume: Volume, sysBlock = "/sys/block"): void {
   dm.reload(volume.dmName, [{ start: 0n, length: sectors, type: "error", params: "" }]);
   // a live mapping is suspended by the kernel for the new table: no filesystem freeze, whose writes could only fail
   dm.resume(volume.dmName, { lockfs: false });
-  if (held.exists) dm.remove(hold);
+  if (!held.exists) return;
+  try {
+    dm.remove(hold);
+  } catch {
+    // unused now (an error table): left is harmless, and must not keep a filesystem frozen behind it
+  }
 }

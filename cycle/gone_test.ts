@@ -1,9 +1,16 @@
 import assert from "node:assert/strict";
-import { goneBelow } from "./gone.ts";
+import { goneBelow, goneUnder } from "./gone.ts";
 
-/** A sysfs-like tree: each device a directory, `slaves/` entries symlinks to them, as the kernel lays them out. */
-async function tree(devices: Record<string, string[]>): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "gone-" });
+/**
+ * A sysfs-like tree (`<tmp>/block`, returned): each device a directory, `slaves/` entries symlinks to them, and
+ * `<tmp>/dev/block/<major:minor>` links to them, as the kernel lays them out.
+ */
+async function tree(devices: Record<string, string[]>, numbers: Record<string, string> = {}): Promise<string> {
+  const dir = `${await Deno.makeTempDir({ prefix: "gone-" })}/block`;
+  await Deno.mkdir(`${dir}/../dev/block`, { recursive: true });
+  for (const [devno, name] of Object.entries(numbers)) {
+    await Deno.symlink(`../../block/${name}`, `${dir}/../dev/block/${devno}`);
+  }
   for (const [name, slaves] of Object.entries(devices)) {
     await Deno.mkdir(`${dir}/${name}/slaves`, { recursive: true });
     if (name.startsWith("dm-")) {
@@ -24,7 +31,7 @@ Deno.test("goneBelow: nothing while every device is there; the one whose entry w
     assert.deepEqual(goneBelow("dm-0", sys), ["vdd1"], "a linear LV loses the part on it");
     assert.deepEqual(goneBelow("vdc", sys), [], "a disk has nothing under it");
   } finally {
-    await Deno.remove(sys, { recursive: true });
+    await Deno.remove(`${sys}/..`, { recursive: true });
   }
 });
 
@@ -38,6 +45,20 @@ Deno.test("goneBelow: one leg of an md mirror gone leaves it working; a device w
     // a table swap's placeholder (an error table) holds no device: that is no disk gone
     assert.deepEqual(goneBelow("dm-1", sys), []);
   } finally {
-    await Deno.remove(sys, { recursive: true });
+    await Deno.remove(`${sys}/..`, { recursive: true });
+  }
+});
+
+Deno.test("goneUnder: a swap record's data device by number: gone from sysfs, or an LV whose disk went", async () => {
+  const sys = await tree({ "dm-2": ["vdc"], vdc: [], vdd: [] }, { "253:2": "dm-2", "254:48": "vdd" });
+  try {
+    assert.deepEqual(goneUnder("254:48", sys), [], "a disk that is there");
+    assert.deepEqual(goneUnder("253:2", sys), []);
+    await Deno.remove(`${sys}/vdc`, { recursive: true });
+    assert.deepEqual(goneUnder("253:2", sys), ["vdc"], "the LV stays, its disk went");
+    assert.deepEqual(goneUnder("254:32", sys), ["254:32"], "no such number any more");
+    assert.deepEqual(goneUnder("not-a-number", sys), []);
+  } finally {
+    await Deno.remove(`${sys}/..`, { recursive: true });
   }
 });

@@ -59,10 +59,14 @@ export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<Loc
   const gone = goneBelow(volume.kname);
   if (gone.length) {
     // no header left to lock by, and nothing to unlock later: the error target drops the crypt table, key and all
+    const pinned = (await pinnedKeys(volume.uuid)).length > 0;
     retire(volume);
     const names = gone.join(", ");
-    // a kernel keyring may still pin its key (6.18): said, as for any volume
-    const stillPinned = (await pinnedKeys(volume.uuid)).length > 0;
+    // a key a kernel keyring pinned through the dropped table goes a moment later (the kernel's cleanup work)
+    const stillPinned = pinned && (await waitUnpinned(volume.uuid)).length > 0;
+    if (stillPinned && ctx.job.options.refuseLeak) {
+      throw new Error(`lock ${volume.dmName}: its disk is gone and its key stays in a kernel keyring (--refuse-leak)`);
+    }
     warnUser(
       ctx,
       `${volume.dmName}: its disk is gone (${names}): its mapping's key was dropped` +

@@ -108,8 +108,6 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
   run: async (ctx) => {
     // as systemd-sleep would: sleep.conf picks the state and the mem_sleep mode
     const took: Record<string, number> = {};
-    // carried on in this cycle's report even when preflight refuses
-    ctx.timeline.facts.keyFileSlots = await readKeyslotMemory();
     try {
       if (ctx.options.fromSystemd) {
         ctx.options = await timeStep(took, "sleep.conf", () => sleepConfOptions(ctx.options));
@@ -135,6 +133,8 @@ const claimPhase: CyclePhase<OuterContext, Claim> = {
   run: async (ctx) => {
     // when this process started: the request a cycle ending later already answered
     const held = await claim({ ramfsDir: RAMFS_DIR, requestedAt: performance.timeOrigin });
+    // carried on in this cycle's report, whatever becomes of it (refused, failed before preflight)
+    ctx.timeline.facts.keyFileSlots = await readKeyslotMemory();
     for (const c of held.cleaned) ctx.timeline.warn(`cleaned what a crashed run left: ${c}`);
     for (const k of held.kept) ctx.timeline.warn(k);
     return held;

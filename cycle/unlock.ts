@@ -412,12 +412,15 @@ async function askWatching<W extends string>(
     while (!stop.signal.aborted) {
       for (const [name, seen] of Object.entries(watches) as [W, () => Promise<boolean>][]) {
         if (await seen().catch(() => false)) {
+          if (stop.signal.aborted) return; // the prompt returned meanwhile: what was typed wins
           came = name;
           return stop.abort();
         }
+        if (stop.signal.aborted) return;
       }
       // cut short when the prompt returns: the unlock must not wait for the next look
       await new Promise<void>((r) => {
+        if (stop.signal.aborted) return r();
         const done = () => (clearTimeout(t), stop.signal.removeEventListener("abort", done), r());
         const t = setTimeout(done, 1000);
         stop.signal.addEventListener("abort", done, { once: true });
