@@ -24,8 +24,8 @@ import { exists } from "../host/paths.ts";
 import { releaseFrozenCgroup } from "../cgroup/freezer.ts";
 import { RefusedError } from "./errors.ts";
 import { readRecord as readWatchdogRecord, rearm as rearmWatchdog } from "../systemd/watchdog.ts";
-import { MODPROBE_RECORD, readModprobeRecord } from "./modprobe.ts";
-import { KNOBS, restoreKnobs } from "../host/sysfs.ts";
+import { readModprobeRecord, releaseModprobe } from "./modprobe.ts";
+import { KNOBS } from "../host/sysfs.ts";
 
 /** The lock a cycle holds from its claim to its end. */
 export const LOCK_PATH = "/run/cryptsleep/lock";
@@ -173,11 +173,7 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
   if (modprobe !== null) {
     found.push({
       what: `kernel.modprobe was emptied by a crashed run (it was ${modprobe})`,
-      clean: async () => {
-        const errors = await restoreKnobs({ [KNOBS.modprobe]: modprobe });
-        if (errors.length) throw new Error(errors.join("; "));
-        await Deno.remove(MODPROBE_RECORD);
-      },
+      clean: () => releaseModprobe({ [KNOBS.modprobe]: modprobe }),
     });
   }
   const usec = await readWatchdogRecord();

@@ -15,7 +15,7 @@
 import * as dm from "../ffi/devmapper.ts";
 import type { Volume } from "../discovery/mod.ts";
 import { basename } from "../host/path.ts";
-import { isSwapped, placeholderName, readSwapRecord } from "./pinned/mod.ts";
+import { isSwapped, placeholderName, readSwapRecord, thawAfterFailedSwap } from "./pinned/mod.ts";
 
 /**
  * The lost devices under `kname` that take it down. A device is lost when its sysfs entry is gone (the kernel
@@ -102,10 +102,10 @@ export function isRetired(name: string, sysBlock = "/sys/block"): boolean {
 /**
  * Gives the volume's mapping the `error` target of the same size and resumes it: reads and writes fail (EIO), a
  * filesystem on it sees errors and can be unmounted, and the devices stacked above can resume. A table swap's
- * placeholder goes first and is removed. Again on a retired volume, it finishes one cut short. The mapping stays,
- * for the user to close.
+ * placeholder goes first and is removed, and a filesystem it froze is thawed (onto the error target). Again on a
+ * retired volume, it finishes one cut short. The mapping stays, for the user to close.
  */
-export function retire(volume: Volume, sysBlock = "/sys/block"): void {
+export async function retire(volume: Volume, sysBlock = "/sys/block"): Promise<void> {
   const hold = placeholderName(volume.dmName);
   const held = dm.info(hold);
   // what the swapped volume sent after the lock waits in its suspended placeholder (an error table): resumed first,
@@ -115,10 +115,12 @@ export function retire(volume: Volume, sysBlock = "/sys/block"): void {
   dm.reload(volume.dmName, [{ start: 0n, length: sectors, type: "error", params: "" }]);
   // a live mapping is suspended by the kernel for the new table: no filesystem freeze, whose writes could only fail
   dm.resume(volume.dmName, { lockfs: false });
-  if (!held.exists) return;
-  try {
-    dm.remove(hold);
-  } catch {
-    // unused now (an error table): left is harmless, and must not keep a filesystem frozen behind it
+  if (held.exists) {
+    try {
+      dm.remove(hold);
+    } catch {
+      // unused now (an error table): left is harmless, and must not keep a filesystem frozen behind it
+    }
   }
+  await thawAfterFailedSwap(volume);
 }

@@ -239,17 +239,15 @@ export type KeyslotMemory = Record<string, { path: string; keyslot: number }>;
 /**
  * The keyslots key files opened at earlier wakes this boot (the last report's `keyFileSlots`), each set on its
  * key file in `plan` as {@linkcode KeyFile.learnedKeyslot} where crypttab names no `keyslot=`: a key file added
- * after the passphrase (slot 1) costs one KDF run instead of two. Returns the memory, to be carried on.
+ * after the passphrase (slot 1) costs one KDF run instead of two; `memory` is {@linkcode readKeyslotMemory}'s.
  */
-export async function recallKeyslots(plan: Pick<Plan, "lock">, report = LAST_REPORT): Promise<KeyslotMemory> {
-  const memory = await readKeyslotMemory(report);
+export function recallKeyslots(plan: Pick<Plan, "lock">, memory: KeyslotMemory): void {
   for (const v of plan.lock) {
     const m = Object.hasOwn(memory, v.uuid) ? memory[v.uuid] : undefined;
     if (v.keyFile && v.keyFile.keyslot === undefined && m?.path === v.keyFile.path) {
       v.keyFile.learnedKeyslot = m.keyslot;
     }
   }
-  return memory;
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { probeFs, recallKeyslots } from "./keyfile.ts";
+import { probeFs, readKeyslotMemory, recallKeyslots } from "./keyfile.ts";
 import type { KeyFile, Volume } from "../discovery/mod.ts";
 
 async function run(cmd: string, ...args: string[]): Promise<void> {
@@ -70,7 +70,9 @@ Deno.test("recallKeyslots: the last report's keyslot per key file, set only wher
         volume("u-none"),
       ],
     };
-    assert.deepEqual(await recallKeyslots(plan, report), {}, "no report yet: nothing learned");
+    const none = await readKeyslotMemory(report);
+    recallKeyslots(plan, none);
+    assert.deepEqual(none, {}, "no report yet: nothing learned");
     assert.equal(plan.lock[0].keyFile!.learnedKeyslot, undefined);
     await Deno.writeTextFile(
       report,
@@ -86,7 +88,8 @@ Deno.test("recallKeyslots: the last report's keyslot per key file, set only wher
         },
       }),
     );
-    const memory = await recallKeyslots(plan, report);
+    const memory = await readKeyslotMemory(report);
+    recallKeyslots(plan, memory);
     assert.equal(plan.lock[0].keyFile!.learnedKeyslot, 1);
     assert.equal(plan.lock[1].keyFile!.learnedKeyslot, undefined, "keyslot= wins");
     assert.equal(plan.lock[2].keyFile!.learnedKeyslot, undefined, "another key file now");
@@ -96,7 +99,7 @@ Deno.test("recallKeyslots: the last report's keyslot per key file, set only wher
       "carried on, malformed dropped",
     );
     await Deno.writeTextFile(report, "{ not json");
-    assert.deepEqual(await recallKeyslots(plan, report), {});
+    assert.deepEqual(await readKeyslotMemory(report), {});
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -60,7 +60,7 @@ export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<Loc
   if (gone.length) {
     // no header left to lock by, and nothing to unlock later: the error target drops the crypt table, key and all
     const pinned = (await pinnedKeys(volume.uuid)).length > 0;
-    retire(volume);
+    await retire(volume);
     const names = gone.join(", ");
     // a key a kernel keyring pinned through the dropped table goes a moment later (the kernel's cleanup work)
     const stillPinned = pinned && (await waitUnpinned(volume.uuid)).length > 0;

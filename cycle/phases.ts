@@ -19,7 +19,7 @@ import { mountRoot, type Root } from "../chroot/root.ts";
 import { enterRoot, type Inside } from "../chroot/enter.ts";
 import { pinMappings, type Pinned, planPin } from "../chroot/pin.ts";
 import { loadTokenSupport } from "./tokens.ts";
-import { loadKeyDeviceDrivers, readKeyslotMemory, recallKeyslots } from "./keyfile.ts";
+import { type KeyslotMemory, loadKeyDeviceDrivers, readKeyslotMemory, recallKeyslots } from "./keyfile.ts";
 import { joinOwnCgroup, type OwnCgroup } from "../cgroup/own.ts";
 import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import { dropControllingTerminal, keepWorker, releaseWorker, setNotDumpable, setpriority } from "../ffi/libc.ts";
@@ -113,8 +113,8 @@ const preflightPhase: CyclePhase<OuterContext, Job> = {
         ctx.options = await timeStep(took, "sleep.conf", () => sleepConfOptions(ctx.options));
       }
       ctx.job = await preflight(ctx.options, ctx.lib.info, RAMFS_DIR, undefined, took);
-      // carried on in this cycle's report, with what its wake learns
-      ctx.timeline.facts.keyFileSlots = await recallKeyslots(ctx.job.plan);
+      // read at the claim (a dry run has none), carried on in this cycle's report with what its wake learns
+      recallKeyslots(ctx.job.plan, (ctx.timeline.facts.keyFileSlots ??= await readKeyslotMemory()) as KeyslotMemory);
       return ctx.job;
     } finally {
       ctx.timeline.facts.preflightMs = took;

@@ -57,9 +57,9 @@ export async function enterSleep(state: SuspendOptions["state"], mode: string | 
   return { state, memSleep, sleptMs: Math.round(performance.now() - start) };
 }
 
-/** The undo of sleep: every knob back to the value saved before the cycle (by the agent or the supervisor). */
+/** The undo of sleep: each knob it sets back to the value saved before the cycle (by the agent or the supervisor). */
 export async function restoreSleepKnobs(saved: Knobs): Promise<void> {
-  // kernel.modprobe stays empty until the unlock is done (cycle/modprobe.ts)
-  const errors = await restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => p !== KNOBS.modprobe)));
+  // only its own: kernel.modprobe, say, stays empty until the unlock is done (cycle/modprobe.ts)
+  const errors = await restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => SLEEP_KNOBS.includes(p))));
   if (errors.length) throw new Error(errors.join("; "));
 }

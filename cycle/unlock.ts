@@ -137,8 +137,7 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
     finishInterruptedReopen(volume, ctx.log);
     if (isRetired(volume.dmName)) {
       // retired at the lock, or by a try cut short: what it left (a placeholder, a frozen filesystem) goes too
-      retire(volume);
-      await thawAfterFailedSwap(volume);
+      await retire(volume);
       return "gone";
     }
     if (await retireIfGone(ctx, volume)) return "gone";
@@ -192,15 +191,13 @@ class DiskGone extends Error {
 }
 
 /**
- * When a disk under the locked volume is gone, retires the volume (gone.ts) and says so; its filesystems frozen for a
- * table swap are thawed (onto the error target). True when it did.
+ * When a disk under the locked volume is gone, retires the volume (gone.ts) and says so. True when it did.
  */
 async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean> {
   const gone = await goneOf(volume);
   if (gone.length === 0) return false;
   const names = gone.join(", ");
-  retire(volume);
-  await thawAfterFailedSwap(volume);
+  await retire(volume);
   say(
     ctx,
     `\ncryptsleep: ${volume.dmName}: its disk is gone (${names}): it cannot be unlocked; its reads and writes now fail.\n`,
