@@ -19,9 +19,11 @@ import { isSwapped, placeholderName, readSwapRecord, thawAfterFailedSwap } from 
 
 /**
  * The lost devices under `kname` that take it down. A device is lost when its sysfs entry is gone (the kernel
- * removed the disk; the `slaves/` link dangles), when it is a retired mapping, or when what is under it is lost: any
+ * removed the disk; the `slaves/` link dangles), when its disk's driver gave it up ({@linkcode deadDisk}: it is
+ * still there but would never answer a read), when it is a retired mapping, or when what is under it is lost: any
  * of its devices for a dm mapping (linear, striped, crypt: each holds part of it), all of them for an md array (one leg
  * of a mirror gone leaves it working). (A dm mirror, raid or multipath is counted as linear: rare on a laptop.)
+ * A dead disk is named with why: `vdc: virtio status 0x00000000`.
  */
 export function goneBelow(kname: string, sysBlock = "/sys/block"): string[] {
   let slaves: string[];
@@ -41,7 +43,8 @@ export function goneBelow(kname: string, sysBlock = "/sys/block"): string[] {
       whole++;
       continue;
     }
-    const below = retiredKname(s, sysBlock) ? [s] : goneBelow(s, sysBlock);
+    const dead = deadDisk(`${sysBlock}/${kname}/slaves/${s}`);
+    const below = dead ? [`${s}: ${dead}`] : retiredKname(s, sysBlock) ? [s] : goneBelow(s, sysBlock);
     if (below.length) whole++;
     lost.push(...below);
   }
@@ -72,7 +75,55 @@ export function goneUnder(devno: string, sysBlock = "/sys/block"): string[] {
   } catch {
     return [devno];
   }
+  const dead = deadDisk(`${sysBlock}/../dev/block/${devno}`);
+  if (dead) return [`${kname}: ${dead}`];
   return retiredKname(kname, sysBlock) ? [kname] : goneBelow(kname, sysBlock);
+}
+
+/** How the console names what happened: `its disk is gone (sdb)`, `its disk does not answer (vdc: …)`. */
+export function lostDisk(lost: string[]): string {
+  const dead = lost.filter((l) => l.includes(": ")).length;
+  const what = dead === 0 ? "is gone" : dead === lost.length ? "does not answer" : "is gone or does not answer";
+  return `its disk ${what} (${lost.join(", ")})`;
+}
+
+/** SCSI (`device/state`) and NVMe controller (`device/state`) states after which the disk answers no more I/O. */
+const DEAD_STATES = new Set([
+  "offline",
+  "transport-offline",
+  "cancel",
+  "deleted",
+  "dead",
+  "deleting",
+  "deleting (no IO)",
+]);
+/** virtio's device status bits (include/uapi/linux/virtio_config.h). */
+const VIRTIO_DRIVER_OK = 0x4, VIRTIO_NEEDS_RESET = 0x40, VIRTIO_FAILED = 0x80;
+
+/**
+ * Why the disk of block device `dir` (its sysfs directory, a partition's disk for a partition) would never answer
+ * I/O though it is still there, or null. A read of such a disk waits forever (virtio has no timeout): a disk taken
+ * away while the machine slept, whose driver could not bring it back at resume, stays with its queue stopped and its
+ * virtio status reset (seen on the bed: `device refuses features`, resume -19, status 0). Read from sysfs only: the
+ * disk itself is never touched.
+ */
+export function deadDisk(dir: string): string | null {
+  let disk = dir;
+  try {
+    Deno.statSync(`${dir}/partition`);
+    disk = `${dir}/..`;
+  } catch { /* a whole disk */ }
+  try {
+    const status = Number.parseInt(Deno.readTextFileSync(`${disk}/device/status`).trim(), 16);
+    if (!Number.isNaN(status) && (!(status & VIRTIO_DRIVER_OK) || status & (VIRTIO_NEEDS_RESET | VIRTIO_FAILED))) {
+      return `virtio status 0x${status.toString(16).padStart(8, "0")}`;
+    }
+  } catch { /* not virtio */ }
+  try {
+    const state = Deno.readTextFileSync(`${disk}/device/state`).trim();
+    if (DEAD_STATES.has(state)) return `state ${state}`;
+  } catch { /* neither SCSI nor NVMe */ }
+  return null;
 }
 
 function retiredKname(kname: string, sysBlock: string): boolean {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { goneBelow, goneUnder } from "./gone.ts";
+import { deadDisk, goneBelow, goneUnder, lostDisk } from "./gone.ts";
 
 /**
  * A sysfs-like tree (`<tmp>/block`, returned): each device a directory, `slaves/` entries symlinks to them, and
@@ -58,6 +58,38 @@ Deno.test("goneUnder: a swap record's data device by number: gone from sysfs, or
     assert.deepEqual(goneUnder("253:2", sys), ["vdc"], "the LV stays, its disk went");
     assert.deepEqual(goneUnder("254:32", sys), ["254:32"], "no such number any more");
     assert.deepEqual(goneUnder("not-a-number", sys), []);
+  } finally {
+    await Deno.remove(`${sys}/..`, { recursive: true });
+  }
+});
+
+Deno.test("deadDisk: a disk whose driver gave it up is lost, by sysfs alone; a partition goes by its disk", async () => {
+  const sys = await tree({ "dm-0": ["vdc"], "dm-1": ["sda"], "dm-2": ["nvme0n1"], vdc: [], sda: [], nvme0n1: [] });
+  const write = async (path: string, text: string) => {
+    await Deno.mkdir(`${sys}/${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
+    await Deno.writeTextFile(`${sys}/${path}`, `${text}\n`);
+  };
+  try {
+    await write("vdc/device/status", "0x0000000f"); // ACKNOWLEDGE|DRIVER|DRIVER_OK|FEATURES_OK: working
+    await write("sda/device/state", "running");
+    await write("nvme0n1/device/state", "live");
+    for (const dm of ["dm-0", "dm-1", "dm-2"]) assert.deepEqual(goneBelow(dm, sys), [], dm);
+    await write("vdc/device/status", "0x00000000"); // reset at resume, never made ready again
+    await write("sda/device/state", "offline");
+    await write("nvme0n1/device/state", "dead");
+    assert.deepEqual(goneBelow("dm-0", sys), ["vdc: virtio status 0x00000000"]);
+    assert.deepEqual(goneBelow("dm-1", sys), ["sda: state offline"]);
+    assert.deepEqual(goneBelow("dm-2", sys), ["nvme0n1: state dead"]);
+    await write("vdc/device/status", "0x0000008f"); // FAILED
+    assert.deepEqual(goneBelow("dm-0", sys), ["vdc: virtio status 0x0000008f"]);
+    assert.equal(lostDisk(goneBelow("dm-0", sys)), "its disk does not answer (vdc: virtio status 0x0000008f)");
+    assert.equal(lostDisk(["sdb"]), "its disk is gone (sdb)");
+    // a partition has no device/ of its own: its disk's driver is asked
+    await Deno.mkdir(`${sys}/vdc/vdc1`);
+    await Deno.writeTextFile(`${sys}/vdc/vdc1/partition`, "1\n");
+    assert.equal(deadDisk(`${sys}/vdc/vdc1`), "virtio status 0x0000008f");
+    await write("vdc/device/status", "0x0000000f");
+    assert.equal(deadDisk(`${sys}/vdc/vdc1`), null);
   } finally {
     await Deno.remove(`${sys}/..`, { recursive: true });
   }

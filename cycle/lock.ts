@@ -24,7 +24,7 @@ import { type AgentContext, warnUser } from "./context.ts";
 import type { Job } from "./job.ts";
 import { hostPath } from "../chroot/enter.ts";
 import { forgetKeyFiles } from "./keyfile.ts";
-import { goneBelow, retire } from "./gone.ts";
+import { goneBelow, lostDisk, retire } from "./gone.ts";
 import {
   finishInterruptedReopen,
   onLoopDevice,
@@ -61,18 +61,17 @@ export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<Loc
     // no header left to lock by, and nothing to unlock later: the error target drops the crypt table, key and all
     const pinned = (await pinnedKeys(volume.uuid)).length > 0;
     await retire(volume);
-    const names = gone.join(", ");
     // a key a kernel keyring pinned through the dropped table goes a moment later (the kernel's cleanup work)
     const stillPinned = pinned && (await waitUnpinned(volume.uuid)).length > 0;
     if (stillPinned && ctx.job.options.refuseLeak) {
-      throw new Error(`lock ${volume.dmName}: its disk is gone and its key stays in a kernel keyring (--refuse-leak)`);
+      throw new Error(`lock ${volume.dmName}: ${lostDisk(gone)} and its key stays in a kernel keyring (--refuse-leak)`);
     }
     warnUser(
       ctx,
-      `${volume.dmName}: its disk is gone (${names}): its mapping's key was dropped` +
+      `${volume.dmName}: ${lostDisk(gone)}: its mapping's key was dropped` +
         (stillPinned ? ", but a kernel keyring still holds it" : "") + "; its reads and writes now fail",
     );
-    ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: names, at: "lock" });
+    ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: gone.join(", "), at: "lock" });
     return { dmName: volume.dmName, stillPinned, gone: true };
   }
   for (const above of volume.above) dm.suspend(above, { lockfs: true });

@@ -38,6 +38,7 @@ import {
   finishInterruptedReopen,
   isLive,
   isSwapped,
+  NotThisVolume,
   releaseAtUnlock,
   removeStrayPlaceholder,
   thawAfterFailedSwap,
@@ -46,7 +47,7 @@ import {
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
-import { goneOf, isRetired, retire } from "./gone.ts";
+import { goneOf, isRetired, lostDisk, retire } from "./gone.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
 const TOO_LONG = `longer than ${MAX_PASSPHRASE - 1} bytes`;
@@ -140,7 +141,8 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       await retire(volume);
       return "gone";
     }
-    if (await retireIfGone(ctx, volume)) return "gone";
+    if (await retireIfGone(ctx, volume) || await retireIfSilent(ctx, volume)) return "gone";
+    checkIdentity(ctx, volume);
     if (isSwapped(volume)) {
       // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
       await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
@@ -162,6 +164,13 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
     }
   } catch (err) {
     sleptAgain = err instanceof SleptAgain;
+    if (err instanceof NotThisVolume) {
+      // its own header is not there any more: it can never be unlocked, so it must not hold the machine frozen
+      await retire(volume);
+      say(ctx, `\ncryptsleep: ${err.message}\n`);
+      ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: "exchanged", at: "unlock" });
+      return "gone";
+    }
     // a try that failed because the disk went away meanwhile (its header unreadable)
     if (!sleptAgain && await retireIfGone(ctx, volume)) return "gone";
     throw err;
@@ -196,15 +205,83 @@ class DiskGone extends Error {
 async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean> {
   const gone = await goneOf(volume);
   if (gone.length === 0) return false;
-  const names = gone.join(", ");
   await retire(volume);
   say(
     ctx,
-    `\ncryptsleep: ${volume.dmName}: its disk is gone (${names}): it cannot be unlocked; its reads and writes now fail.\n`,
+    `\ncryptsleep: ${volume.dmName}: ${lostDisk(gone)}: it cannot be unlocked; its reads and writes now fail.\n`,
   );
-  ctx.log(`${volume.dmName}: its disk is gone (${names}); given the error target`);
-  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: names, at: "unlock" });
+  ctx.log(`${volume.dmName}: ${lostDisk(gone)}; given the error target`);
+  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: gone.join(", "), at: "unlock" });
   return true;
+}
+
+/** How long the disk under a locked volume has to answer a read at wake before the volume is retired. */
+const ANSWER_MS = 30_000;
+/** After this long without an answer the console says what the unlock waits for. */
+const ANSWER_SAY_MS = 2_000;
+
+/**
+ * A disk that stops answering with nothing in sysfs to show it (gone.ts sees the rest): libcryptsetup's header read
+ * would wait forever, on this thread, before any prompt. So one block of each device under a locked volume is read
+ * first, on a worker thread; one that has not answered in {@linkcode ANSWER_MS} gets the volume retired, and the
+ * other volumes go on. The read stays blocked in the kernel: the process cannot end before it returns.
+ */
+async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolean> {
+  const info = dm.info(volume.dmName);
+  // only a locked volume waits on its disk; a device under it still suspended (a lower volume not unlocked) is
+  // no silent disk: its read would wait for that unlock
+  if (!info.exists || !info.suspended || isSwapped(volume) || suspendedBelow(volume.kname)) return false;
+  const under = devicesUnder(volume.kname);
+  const answered = new Set<string>();
+  const reads = Promise.allSettled(
+    under.map((kname) => readBlockDirect(`/dev/${kname}`, 0, 4096).finally(() => answered.add(kname))),
+  );
+  const after = (ms: number) => new Promise<"late">((r) => setTimeout(() => r("late"), ms));
+  if (await Promise.race([reads, after(ANSWER_SAY_MS)]) !== "late") return false;
+  const waiting = () => under.filter((k) => !answered.has(k)).join(", ");
+  say(ctx, `\ncryptsleep: waiting for the disk of ${volume.dmName} (${waiting()}) to answer\n`);
+  if (await Promise.race([reads, after(ANSWER_MS - ANSWER_SAY_MS)]) !== "late") return false;
+  const silent = waiting();
+  await retire(volume);
+  say(
+    ctx,
+    `\ncryptsleep: ${volume.dmName}: ${lostDisk([`${silent}: no answer to a read in ${ANSWER_MS / 1000} s`])}: ` +
+      `it cannot be unlocked; its reads and writes now fail. (cryptsleep cannot end before that read returns.)\n`,
+  );
+  ctx.log(`${volume.dmName}: its disk (${silent}) does not answer; given the error target`);
+  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: silent, at: "unlock" });
+  return true;
+}
+
+/**
+ * Throws {@linkcode NotThisVolume} when the disk under a locked volume now holds another LUKS header, or none: a disk
+ * exchanged while the machine slept under the same device (seen on the bed: a virtio disk taken away and another
+ * plugged into its slot comes back as the old one at resume; the kernel cannot tell). The header is read past the
+ * page cache (libcryptsetup), which may still hold the old one. A detached header says nothing of the data device.
+ */
+function checkIdentity(ctx: AgentContext, volume: Volume): void {
+  const info = dm.info(volume.dmName);
+  if (!info.exists || !info.suspended || isSwapped(volume) || volume.header.detached) return;
+  const [data, ...more] = devicesUnder(volume.kname);
+  if (!data || more.length) return; // not one crypt target on one device: nothing to compare
+  using device = CryptDevice.init(ctx.lib, `/dev/${data}`);
+  try {
+    device.load();
+  } catch (err) {
+    if (err instanceof SysError && err.code === "EINVAL") throw new NotThisVolume(volume, `/dev/${data}`, undefined);
+    throw err;
+  }
+  const uuid = device.uuid();
+  if (uuid !== volume.uuid) throw new NotThisVolume(volume, `/dev/${data}`, uuid);
+}
+
+/** The devices right under `kname` (sysfs `slaves/`). */
+function devicesUnder(kname: string, sysBlock = "/sys/block"): string[] {
+  try {
+    return [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
+  } catch {
+    return [];
+  }
 }
 
 /**

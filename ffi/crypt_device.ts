@@ -140,6 +140,11 @@ export class CryptDevice implements Disposable {
     );
   }
 
+  /** The loaded header's UUID (`crypt_get_uuid`); undefined before {@linkcode CryptDevice.load}. */
+  uuid(): string | undefined {
+    return this.#sync("crypt_get_uuid", () => readCString(this.lib.sym.crypt_get_uuid(this.#ptr)) ?? undefined);
+  }
+
   /** Whether the mapping is suspended (`crypt_get_active_device`, flag `CRYPT_ACTIVATE_SUSPENDED`). */
   isSuspended(dmName: string): boolean {
     // struct crypt_active_device { uint64_t offset, iv_offset, size; uint32_t flags; } = 32 bytes.

@@ -2,6 +2,7 @@
 // suspend and resume are tested in the VM tests, their failures here.
 import assert from "node:assert/strict";
 import { makeLuksImage } from "../tests/luks_images.ts";
+import { readLuksHeader } from "../discovery/luks_header.ts";
 import { CRYPT_ANY_SLOT, CRYPT_ANY_TOKEN, CryptDevice } from "./crypt_device.ts";
 import { SysError } from "./errors.ts";
 import { Libcryptsetup } from "./libcryptsetup.ts";
@@ -45,7 +46,10 @@ async function keySize(dev: CryptDevice, keyslot: number, text: string): Promise
 Deno.test("LUKS1 pbkdf2: load, passphrase check through the volume key", async () => {
   await using img = await makeLuksImage({ type: "luks1", pbkdf: "pbkdf2", passphrase: enc.encode("right one") });
   using dev = CryptDevice.init(lib, img.path);
+  assert.equal(dev.uuid(), undefined, "no header loaded yet");
   dev.load();
+  // the same UUID as the TypeScript parser reads from the header
+  assert.equal(dev.uuid(), (await readLuksHeader(img.path)).uuid);
   assert.equal(await keySize(dev, CRYPT_ANY_SLOT, "right one"), 64);
   const e = await expectSysError(keySize(dev, CRYPT_ANY_SLOT, "wrong one"), "crypt_volume_key_get", "EPERM");
   assert.equal(e.subject, img.path);

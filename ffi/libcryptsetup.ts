@@ -42,6 +42,7 @@ export type LibcryptsetupSymbol =
   | "crypt_load"
   | "crypt_free"
   | "crypt_get_device_name"
+  | "crypt_get_uuid"
   | "crypt_get_active_device"
   | "crypt_suspend"
   | "crypt_resume_by_passphrase"
@@ -65,6 +66,7 @@ const SYMBOLS = {
   crypt_load: { parameters: ["pointer", "buffer", "pointer"], result: "i32" },
   crypt_free: { parameters: ["pointer"], result: "void" },
   crypt_get_device_name: { parameters: ["pointer"], result: "pointer" },
+  crypt_get_uuid: { parameters: ["pointer"], result: "pointer" },
   crypt_get_active_device: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
   crypt_suspend: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
   crypt_resume_by_passphrase: {

@@ -177,6 +177,10 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
   {
     using device = CryptDevice.init(ctx.lib, hostPath(record.header));
     device.load();
+    // nothing holds a swapped volume's device while it sleeps: the header must still be this volume's, or the
+    // rebuild would give its filesystem another volume's data
+    const uuid = device.uuid();
+    if (uuid !== volume.uuid) throw new NotThisVolume(volume, record.header, uuid);
     try {
       unlocked = await device.volumeKeyGet(secret.keyslot ?? -1, secret.buffer, secret.length);
       // a key file's slot is remembered for the next wake, as after a resume
@@ -210,6 +214,22 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
   for (const m of record.frozen) fsThaw(hostPath(m));
   await Deno.remove(recordPath(volume.dmName)).catch(() => {});
   return true;
+}
+
+/**
+ * Where a locked volume's header was, another LUKS volume's header is now (or none): a disk or image exchanged while
+ * the machine slept. Nothing is unlocked or rebuilt onto it; the caller retires the volume.
+ */
+export class NotThisVolume extends Error {
+  /** `header`: where the header was read; `found`: the UUID there, or undefined for no LUKS header. */
+  constructor(volume: Volume, header: string, found: string | undefined) {
+    super(
+      `${volume.dmName}: ${header} now holds ${found ? `LUKS volume ${found}` : "no LUKS header"}, not ` +
+        `${volume.uuid}: its disk was exchanged while the machine slept. Nothing of it is used; ` +
+        `${volume.dmName}'s reads and writes now fail`,
+    );
+    this.name = "NotThisVolume";
+  }
 }
 
 /** Thaws what a swap froze when the volume is unlocked another way (the swap failed before it was done). */

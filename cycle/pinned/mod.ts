@@ -27,6 +27,7 @@ export { cryptsetupLoop, onLoopDevice, pinnedKeys, waitUnpinned } from "./keys.t
 export {
   isLive,
   isSwapped,
+  NotThisVolume,
   placeholderName,
   readSwapRecord,
   releaseAtLock,

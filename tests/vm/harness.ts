@@ -97,6 +97,8 @@ export interface QmpEvent {
 }
 
 const enc = new TextEncoder();
+/** CRYPTSLEEP_VM_ECHO=1: every VM's console goes to stderr as it arrives (to watch a test's guest). */
+const ECHO = Deno.env.get("CRYPTSLEEP_VM_ECHO") === "1";
 const KERNEL_LINE = /\[\s*\d+\.\d{6}\] [^\n]*\n/g;
 
 function sleep(ms: number) {
@@ -310,7 +312,7 @@ export class VM implements AsyncDisposable {
     readAll(qconn, (b) => this.onQmp(b));
     readAll(sconn, (b) => {
       const t = this.decoder.decode(b, { stream: true }).replaceAll("\r", "");
-      if (this.opts.echoConsole) Deno.stderr.writeSync(enc.encode(t));
+      if (this.opts.echoConsole || ECHO) Deno.stderr.writeSync(enc.encode(t));
       this.console += t;
       this.notify();
     });
@@ -554,15 +556,48 @@ export class VM implements AsyncDisposable {
    * Plugs a disk image in as a virtio disk while the guest runs (ACPI PCI hotplug: the kernel alone takes it, no
    * udev needed). `id` names it for {@linkcode VM.unplugDisk}.
    */
-  async plugDisk(id: string, image: string, opts: { readOnly?: boolean } = {}): Promise<void> {
+  async plugDisk(id: string, image: string, opts: { readOnly?: boolean; stallable?: boolean } = {}): Promise<void> {
     const readOnly = opts.readOnly ?? true;
+    const file = { driver: "file", filename: image, "read-only": readOnly };
     await this.qmp("blockdev-add", {
       "node-name": id,
       driver: "raw",
       "read-only": readOnly,
-      file: { driver: "file", filename: image, "read-only": readOnly },
+      // blkdebug between: stallDisk can hold its reads
+      file: opts.stallable ? { driver: "blkdebug", "node-name": `${id}-debug`, image: file } : file,
     });
     await this.qmp("device_add", { driver: "virtio-blk-pci", drive: id, id });
+  }
+
+  /**
+   * Puts another image under disk `id` (plugged by {@linkcode VM.plugDisk}): the guest's device stays, with other
+   * contents — a disk exchanged under the same name, as the guest's kernel cannot tell (QMP blockdev-reopen).
+   */
+  async exchangeDiskImage(id: string, image: string): Promise<void> {
+    const file = `${id}-exchanged`;
+    await this.qmp("blockdev-add", { "node-name": file, driver: "file", filename: image });
+    await this.qmp("blockdev-reopen", { options: [{ "node-name": id, driver: "raw", "read-only": false, file }] });
+  }
+
+  /**
+   * From now on the next read of disk `id` (plugged with `stallable`) is never answered, until
+   * {@linkcode VM.unstallDisk}: a disk that stops answering with nothing in the guest's sysfs to show it
+   * (blkdebug's breakpoint on raw's read event).
+   */
+  async stallDisk(id: string): Promise<void> {
+    await this.hmp(`qemu-io ${id} "break read_aio stall-${id}"`);
+  }
+
+  /** Answers the read {@linkcode VM.stallDisk} held, and the ones after it. */
+  async unstallDisk(id: string): Promise<void> {
+    await this.hmp(`qemu-io ${id} "resume stall-${id}"`);
+  }
+
+  /** An HMP command through QMP; throws on what it prints, as HMP's errors come back as text. */
+  private async hmp(command: string): Promise<string> {
+    const out = String(await this.qmp("human-monitor-command", { "command-line": command }) ?? "");
+    if (out.trim()) throw new Error(`HMP ${command}: ${out.trim()}`);
+    return out;
   }
 
   /** Unplugs a disk {@linkcode VM.plugDisk} plugged in; waits until the guest let go of it. */
