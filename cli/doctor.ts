@@ -282,7 +282,7 @@ async function checkConsole(root: string): Promise<Check> {
 
 /**
  * Runs every check; never throws for a finding, only for a bug. The lines named like cycle/requirements.ts
- * (root, cgroup root, sleep states, sync_on_suspend, libcryptsetup, memory, watchdog, open files) are the requirements preflight
+ * (root, cgroup root, sleep states, sync_on_suspend, libcryptsetup, memory, watchdog, open files, pm_test) are the requirements preflight
  * enforces, evaluated the same way; the others only inform.
  */
 export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
@@ -296,16 +296,17 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
     sysfs.push({ status: "fail", name: "sysfs", detail: (e as Error).message });
   }
   const lib = opts.lib !== undefined ? opts.lib : live ? probeLibcryptsetup() : null;
-  const [rootCheck, cgroupRoot, , syncOnSuspend, libcryptsetup, , watchdog, openFiles] = await checkRequirements({
-    root,
-    uid: opts.uid === undefined ? Deno.uid() : opts.uid,
-    state: opts.state ?? "mem",
-    lib,
-    argon2MemoryKiB: plan?.maxArgon2MemoryKiB,
-    watchdogUSec: live ? await liveWatchdogUSec() : undefined,
-    // doctor runs as the cycle would (the same wrapper, the same DENO_DIR): what it holds, the cycle would
-    writableOnLocked: live && plan ? writableFilesOn(lockedMountpoints(plan)) : undefined,
-  });
+  const [rootCheck, cgroupRoot, , syncOnSuspend, libcryptsetup, , watchdog, openFiles, pmTest] =
+    await checkRequirements({
+      root,
+      uid: opts.uid === undefined ? Deno.uid() : opts.uid,
+      state: opts.state ?? "mem",
+      lib,
+      argon2MemoryKiB: plan?.maxArgon2MemoryKiB,
+      watchdogUSec: live ? await liveWatchdogUSec() : undefined,
+      // doctor runs as the cycle would (the same wrapper, the same DENO_DIR): what it holds, the cycle would
+      writableOnLocked: live && plan ? writableFilesOn(lockedMountpoints(plan)) : undefined,
+    });
   const checks: Check[] = [fromVerdict(rootCheck), ...sysfs];
   checks.push(
     (await existsUnder(root, "/dev/mapper/control"))
@@ -319,7 +320,7 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
   );
   checks.push(...(await checkCgroups(root)), fromVerdict(cgroupRoot));
   checks.push(await checkSleep(root, opts.state), ...(await checkPower(root)));
-  checks.push(fromVerdict(syncOnSuspend), ...(await checkKnobs(root)));
+  checks.push(fromVerdict(syncOnSuspend), ...(await checkKnobs(root)), fromVerdict(pmTest));
   if (plan) checks.push(...(await checkVolumes(root, plan)));
   // a recorded tree has no library to load: not probed is not a finding
   checks.push(lib === null ? { ...fromVerdict(libcryptsetup), status: "ok" } : fromVerdict(libcryptsetup));

@@ -44,6 +44,8 @@ export interface AgentContext {
   recovery: boolean;
   /** Waits until the supervisor is ready to take over; absent in the supervisor itself. */
   supervisorReady?: () => Promise<unknown>;
+  /** When the firmware phase's dry run ended (`performance.now()`): the sleep must come soon after it. */
+  firmwarePrimedAt?: number;
 }
 
 /** The outer phases: preflight … agent. Each fills in what the next one needs. */

@@ -30,7 +30,7 @@ import { leftOf, runPhases, undoPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "../cgroup/mod.ts";
 import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
-import { type AgentContext, type OuterContext, say } from "./context.ts";
+import { type AgentContext, type OuterContext, say, warnUser } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";
 import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned/mod.ts";
@@ -52,6 +52,14 @@ import {
 } from "../systemd/watchdog.ts";
 import { unlockAll } from "./unlock.ts";
 import { holdModprobe, modprobeLeft, releaseModprobe } from "./modprobe.ts";
+import {
+  cannotPrime,
+  firmwareLeft,
+  type Primed,
+  PRIMED_FOR_MS,
+  primeFirmwareCache,
+  restoreFirmwareKnobs,
+} from "./firmware.ts";
 import * as dm from "../ffi/devmapper.ts";
 
 /** What a dry run is told besides the job. */
@@ -472,6 +480,37 @@ const modprobePhase: CyclePhase<AgentContext, boolean> = {
   },
 };
 
+const firmwarePhase: CyclePhase<AgentContext, Primed> = {
+  name: "firmware",
+  where: AGENT,
+  // the kernel caches firmware at suspend, reading what drivers released from the root: done now, while it is
+  // unlocked, the suspend right after the lock finds it all cached (cycle/firmware.ts)
+  run: async (ctx) => {
+    const primed = await primeFirmwareCache(ctx.job.options.state, ctx.job.knobs);
+    if (primed.ok) ctx.firmwarePrimedAt = primed.endedAt;
+    else {warnUser(
+        ctx,
+        `firmware cache not primed: ${primed.why}; a firmware file the kernel caches at suspend may be read from the locked root`,
+      );}
+    return primed;
+  },
+  detail: (p) => ({ ...p }),
+  describe: async () => {
+    const why = await cannotPrime();
+    return lines(
+      why
+        ? `would not prime the firmware cache: ${why}`
+        : `would write freezer to ${KNOBS.pmTest} and the state to /sys/power/state (a dry run), then put back ${KNOBS.pmTest}`,
+    );
+  },
+  undo: {
+    name: "firmware-back",
+    summary: "pm_test and the dry run's knobs put back",
+    run: (ctx) => restoreFirmwareKnobs(ctx.job.knobs),
+    left: (ctx) => firmwareLeft(ctx.job.knobs),
+  },
+};
+
 const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
   name: "lock",
   where: AGENT,
@@ -527,6 +566,14 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
   where: AGENT,
   // returns after wake, or throws the kernel's refusal: either way the runner unlocks and thaws
   run: async (ctx) => {
+    const since = ctx.firmwarePrimedAt === undefined ? null : performance.now() - ctx.firmwarePrimedAt;
+    if (since !== null && since > PRIMED_FOR_MS) {
+      // the lock took long: the kernel may have dropped what it cached (nothing to do about it now, locked)
+      warnUser(
+        ctx,
+        `the firmware cache was primed ${Math.round(since / 1000)} s before the sleep; the kernel keeps it 10 s`,
+      );
+    }
     const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
     ctx.timeline.mark("woke");
     return slept;
@@ -565,6 +612,7 @@ export const AGENT_PHASES: readonly CyclePhase<AgentContext>[] = [
   syncfsPhase,
   guardPhase,
   modprobePhase,
+  firmwarePhase,
   lockPhase,
   sleepPhase,
 ];

@@ -113,6 +113,7 @@ export const REQUIREMENTS = [
   "memory",
   "watchdog",
   "open files",
+  "pm_test",
 ] as const;
 /** One of {@linkcode REQUIREMENTS}. */
 export type RequirementName = typeof REQUIREMENTS[number];
@@ -181,6 +182,33 @@ async function checkSyncOnSuspend(root: string): Promise<Verdict> {
     status: "fail",
     seen: `no ${KNOBS.syncOnSuspend}: ${why}; the kernel's own sync would hang on a locked volume`,
     fix: "run a kernel >= 5.6 with CONFIG_SUSPEND",
+  };
+}
+
+/**
+ * `pm_test` must be `none`: set to a test level, every suspend stops there and never sleeps (a cycle that died in its
+ * firmware dry run could leave it so, and the next one would save and restore that). Absent, the firmware cache
+ * cannot be primed (cycle/firmware.ts): said, not refused.
+ */
+async function checkPmTest(root: string): Promise<Verdict> {
+  const raw = await readTrimmed(root, KNOBS.pmTest);
+  if (raw === undefined) {
+    return {
+      name: "pm_test",
+      status: "ok",
+      seen: `no ${KNOBS.pmTest} (a kernel without CONFIG_PM_DEBUG): the firmware cache is not primed before the ` +
+        "lock, so a firmware file a driver released may be read from the locked root at suspend",
+    };
+  }
+  const selected = /\[(\S+)\]/.exec(raw)?.[1] ?? raw;
+  if (selected === "none") {
+    return { name: "pm_test", status: "ok", seen: "none; a dry run at this level primes the firmware cache" };
+  }
+  return {
+    name: "pm_test",
+    status: "fail",
+    seen: `${KNOBS.pmTest} is ${selected}: every suspend stops at that test level and never sleeps`,
+    fix: `echo none > ${KNOBS.pmTest}`,
   };
 }
 
@@ -278,6 +306,7 @@ export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
     await checkMemory(host.root, host.argon2MemoryKiB),
     await checkWatchdog(host.root, host.watchdogUSec),
     checkOpenFiles(host.writableOnLocked),
+    await checkPmTest(host.root),
   ];
 }
 

@@ -94,6 +94,19 @@ Deno.test("requirements: too little RAM, no MemAvailable, the hybrid cgroup layo
   assert.equal(await agree(tree.root, plan, 0, "mem", lib), 1);
 });
 
+Deno.test("requirements: pm_test left at a test level refuses in both; absent or none passes", async () => {
+  await using tree = await buildTree("luks-root");
+  const plan = await discover({ root: tree.root, uid: 0 });
+  const [lib] = libs();
+  await Deno.mkdir(`${tree.root}/sys/power`, { recursive: true });
+  await Deno.writeTextFile(`${tree.root}/sys/power/pm_test`, "[none] core processors platform devices freezer\n");
+  assert.equal(await agree(tree.root, plan, 0, "mem", lib), 0);
+  await Deno.writeTextFile(`${tree.root}/sys/power/pm_test`, "none core processors platform devices [freezer]\n");
+  assert.equal(await agree(tree.root, plan, 0, "mem", lib), 1);
+  const [reason] = refusals(await requirementsFor({ state: "mem" }, lib, plan, { root: tree.root, uid: 0 }));
+  assert.match(reason, /pm_test is freezer: every suspend stops .*: echo none > \/sys\/power\/pm_test/);
+});
+
 Deno.test("requirements: the ffi probe lists every required symbol; one missing fails, naming the version", () => {
   const [real] = libs();
   assert.ok(real.ok);

@@ -33,6 +33,10 @@ export const KNOBS = {
   memSleep: "/sys/power/mem_sleep",
   /** The usermode helper request_module execs (cycle/modprobe.ts). */
   modprobe: "/proc/sys/kernel/modprobe",
+  /** A choice file: a suspend that stops at a test level (cycle/firmware.ts). CONFIG_PM_DEBUG. */
+  pmTest: "/sys/power/pm_test",
+  /** Seconds such a test waits at its level. */
+  pmTestDelay: "/sys/module/suspend/parameters/pm_test_delay",
 } as const;
 
 /** A knob's value as it is written: the selected word of a choice file ("s2idle [deep]" → "deep"), else as read. */

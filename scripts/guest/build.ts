@@ -83,6 +83,8 @@ const MODULES: { name: string; required: boolean }[] = [
     "cbc",
     "ecb",
     "hmac",
+    // a driver that loads firmware and releases it, as iwlwifi does (tests/vm/firmware_test.ts)
+    "test_firmware",
   ].map((name) => ({ name, required: false })),
 ];
 

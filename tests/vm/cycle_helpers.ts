@@ -63,8 +63,9 @@ export async function systemState(vm: VM): Promise<string> {
   const r = await vm.sh(
     "for d in /sys/block/dm-*; do echo $(cat $d/dm/name) suspended=$(cat $d/dm/suspended); done; " +
       "for c in /sys/fs/cgroup/*/cgroup.freeze; do echo $c=$(cat $c); done; " +
-      "for k in sync_on_suspend pm_freeze_timeout freeze_filesystems; do " +
+      "for k in sync_on_suspend pm_freeze_timeout freeze_filesystems pm_test; do " +
       "[ -e /sys/power/$k ] && echo $k=$(cat /sys/power/$k); done; echo modprobe=$(cat /proc/sys/kernel/modprobe); " +
+      "echo pm_test_delay=$(cat /sys/module/suspend/parameters/pm_test_delay 2>/dev/null); " +
       "grep -c . /proc/mounts",
   );
   assert.equal(r.code, 0, r.out);

@@ -1,0 +1,95 @@
+/**
+ * @module
+ * The kernel reads firmware from the root by itself at suspend: at PM_SUSPEND_PREPARE the firmware loader caches,
+ * for resume, every firmware a bound driver loaded since boot (`fw_pm_notify` → `device_cache_fw_images`), and one
+ * the driver released after loading (iwlwifi's, i915's GuC/HuC, Bluetooth's) is read again from /lib/firmware of
+ * PID 1's root — not ours — inside the write to /sys/power/state, which waits for it with no timeout. After the lock
+ * that read waits forever on the locked root unless the file happens to be in the page cache: frozen, locked, no
+ * prompt, and the machine never sleeps.
+ *
+ * So the cycle primes that cache just before the lock, with the root still unlocked: a dry run of the suspend
+ * (`pm_test` = `freezer`, `pm_test_delay` = 0) goes through PM_SUSPEND_PREPARE, caches every firmware, freezes and
+ * thaws the tasks and stops there. The kernel keeps what it cached for 10 s after such a run, and a suspend within
+ * them finds every name cached and reads nothing; {@linkcode PRIMED_FOR_MS} is the margin the sleep checks. The knobs
+ * are put back right after the run (a `pm_test` left set would make the real suspend a test); the phase's undo puts
+ * them back again from what preflight saved, for a process that died in between. Needs `CONFIG_PM_DEBUG` (Debian's
+ * kernels have it); without it the cycle goes on unprimed and says so.
+ *
+ * @example
+ * ```ts
+ * import { primeFirmwareCache } from "./firmware.ts";
+ * import { saveKnobs } from "../host/sysfs.ts";
+ * const primed = await primeFirmwareCache("mem", await saveKnobs()); // needs root; freezes and thaws all tasks
+ * console.log(primed.ok ? `primed in ${primed.ms} ms` : primed.why);
+ * ```
+ */
+import { writeFile } from "../ffi/libc.ts";
+import { SysError } from "../ffi/errors.ts";
+import type { Knobs, SuspendOptions } from "./job.ts";
+import { KNOBS, readKnob, restoreKnobs, setKnob } from "../host/sysfs.ts";
+
+/** How long after a dry run the kernel keeps the firmware it cached (10 s), less a margin. */
+export const PRIMED_FOR_MS = 8_000;
+
+/** The knobs the dry run sets; the phase's undo puts them back. */
+export const FIRMWARE_KNOBS: readonly string[] = [
+  KNOBS.pmTest,
+  KNOBS.pmTestDelay,
+  KNOBS.syncOnSuspend,
+  KNOBS.freezeFilesystems,
+];
+
+/** What priming did: done (with its time and when it ended, `performance.now()`), or why not. */
+export type Primed = { ok: true; ms: number; endedAt: number } | { ok: false; why: string };
+
+/** Why the dry run cannot be made on this kernel, or null when it can. */
+export async function cannotPrime(): Promise<string | null> {
+  if ((await readKnob(KNOBS.pmTest)) === null) return `no ${KNOBS.pmTest} (a kernel without CONFIG_PM_DEBUG)`;
+  // without it each dry run waits 5 s inside the kernel
+  if ((await readKnob(KNOBS.pmTestDelay)) === null) return `no ${KNOBS.pmTestDelay} (a kernel before 5.x)`;
+  return null;
+}
+
+/**
+ * The dry run: the kernel's own sync and filesystem freeze off (as for the real sleep: a sync could wait on a frozen
+ * FUSE daemon), `pm_test` = `freezer`, `state` written, then `pm_test` and the delay back to what `saved` holds.
+ */
+export async function primeFirmwareCache(state: SuspendOptions["state"], saved: Knobs): Promise<Primed> {
+  const why = await cannotPrime();
+  if (why) return { ok: false, why };
+  await setKnob(KNOBS.syncOnSuspend, "0");
+  if ((await readKnob(KNOBS.freezeFilesystems)) !== null) await setKnob(KNOBS.freezeFilesystems, "0");
+  await setKnob(KNOBS.pmTestDelay, "0");
+  const start = performance.now();
+  try {
+    await setKnob(KNOBS.pmTest, "freezer");
+    await writeFile("/sys/power/state", state);
+  } catch (err) {
+    if (!(err instanceof SysError)) throw err;
+    // the kernel refused the dry run (a task that would not freeze, a wakeup event): the real one may still go
+    return { ok: false, why: `the dry run was refused (write ${state} to /sys/power/state: ${err.code})` };
+  } finally {
+    await putBack(saved, [KNOBS.pmTest, KNOBS.pmTestDelay]);
+  }
+  const endedAt = performance.now();
+  return { ok: true, ms: Math.round(endedAt - start), endedAt };
+}
+
+/** The undo: every knob the dry run sets back to the value saved before the cycle. */
+export async function restoreFirmwareKnobs(saved: Knobs): Promise<void> {
+  await putBack(saved, FIRMWARE_KNOBS);
+}
+
+/** What of the dry run is still in force: `pm_test` not what was saved (the real suspend would be a test). */
+export async function firmwareLeft(saved: Knobs): Promise<string[]> {
+  const value = saved[KNOBS.pmTest];
+  if (value === undefined) return [];
+  const now = await readKnob(KNOBS.pmTest);
+  const selected = now === null ? null : /\[(\S+)\]/.exec(now)?.[1] ?? now;
+  return selected === null || selected === value ? [] : [`${KNOBS.pmTest} is ${selected}, not ${value}`];
+}
+
+async function putBack(saved: Knobs, paths: readonly string[]): Promise<void> {
+  const errors = await restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => paths.includes(p))));
+  if (errors.length) throw new Error(errors.join("; "));
+}

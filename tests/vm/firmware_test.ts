@@ -1,0 +1,49 @@
+/**
+ * The kernel reads firmware at suspend (#10): at PM_SUSPEND_PREPARE the firmware loader caches every firmware a bound
+ * driver loaded, and one the driver released (iwlwifi's, i915's, Bluetooth's; here the kernel's test_firmware module
+ * in that pattern) is read again from /lib/firmware, inside the write to /sys/power/state — after the lock, from the
+ * locked root. On a machine whose page cache no longer holds the file that read waits forever: the machine never
+ * sleeps, frozen, locked, no prompt. The cycle primes the cache with a dry run before the lock (cycle/firmware.ts);
+ * the kernel's debug lines show the read happen there, with the root unlocked, and not after the lock.
+ */
+import assert from "node:assert/strict";
+import { boot } from "./harness.ts";
+import { answerPrompt, SLOW, startSuspend, suspendExit, systemState, tierKernels } from "./cycle_helpers.ts";
+
+const TRIGGER = "/sys/devices/virtual/misc/test_firmware/trigger_request";
+
+for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
+  Deno.test({
+    name: `kernel ${kernel}: a firmware a driver released is not read from the locked root at suspend`,
+    ...SLOW,
+    fn: async () => {
+      await using vm = await boot({ kernel });
+      const before = await systemState(vm);
+      const setup = await vm.sh(
+        `[ -e ${TRIGGER} ] || { echo no test_firmware; exit 1; }; dmesg -n 8; ` +
+          "echo 'file drivers/base/firmware_loader/main.c +p' > /proc/dynamic_debug/control && " +
+          "mkdir -p /lib/firmware && head -c 300000 /dev/urandom > /lib/firmware/cs-test.bin && sync && " +
+          // loaded, then released (a name that does not exist releases it): the driver keeps only the name
+          `printf %s cs-test.bin > ${TRIGGER} && { printf %s nope.bin > ${TRIGGER} 2>/dev/null; true; } && ` +
+          // nothing of it in the page cache, as after a while of use
+          "sync && echo 3 > /proc/sys/vm/drop_caches && echo ready",
+        { timeoutMs: 120_000 },
+      );
+      assert.match(setup.out, /ready/, setup.out);
+      const from = vm.console.length;
+      await startSuspend(vm);
+      // unprimed, the suspend never comes: the write waits on the locked root
+      await vm.waitForEvent("SUSPEND", 300_000);
+      const text = vm.console.slice(from);
+      const lockedAt = text.indexOf("cryptsleep: locked root");
+      assert.ok(lockedAt > 0, text);
+      // control: the kernel did want the file, in the dry run, with the root unlocked
+      assert.match(text.slice(0, lockedAt), /cache_firmware: cs-test\.bin/, text);
+      assert.doesNotMatch(text.slice(lockedAt), /cache_firmware: cs-test\.bin|firmware.*cs-test\.bin/, text);
+      await vm.wake();
+      await answerPrompt(vm);
+      assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
+      assert.equal(await systemState(vm), before, "pm_test, its delay and the sleep knobs are back");
+    },
+  });
+}
