@@ -21,6 +21,7 @@ import type { Supervisor } from "./start.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import type { Secrets } from "./secrets.ts";
 import type { Timeline } from "./timeline.ts";
+import type { FirmwareCache } from "./firmware.ts";
 import { messages } from "./errors.ts";
 
 /** The agent's phases (sync … sleep) and their undos. */
@@ -44,8 +45,8 @@ export interface AgentContext {
   recovery: boolean;
   /** Waits until the supervisor is ready to take over; absent in the supervisor itself. */
   supervisorReady?: () => Promise<unknown>;
-  /** When the firmware phase's dry run ended (`performance.now()`): the sleep must come soon after it. */
-  firmwarePrimedAt?: number;
+  /** The kernel's firmware cache, primed by the firmware phase and kept so until nothing is locked. */
+  firmware?: FirmwareCache;
 }
 
 /** The outer phases: preflight … agent. Each fills in what the next one needs. */

@@ -10,7 +10,8 @@
  * So the cycle primes that cache just before the lock, with the root still unlocked: a dry run of the suspend
  * (`pm_test` = `freezer`, `pm_test_delay` = 0) goes through PM_SUSPEND_PREPARE, caches every firmware, freezes and
  * thaws the tasks and stops there. The kernel keeps what it cached for 10 s after such a run, and a suspend within
- * them finds every name cached and reads nothing; {@linkcode PRIMED_FOR_MS} is the margin the sleep checks. The knobs
+ * them finds every name cached and reads nothing; another dry run within them keeps it 10 s more
+ * ({@linkcode FirmwareCache}: through the lock, at the prompt, for a sleep again from it). The knobs
  * are put back right after the run (a `pm_test` left set would make the real suspend a test); the phase's undo puts
  * them back again from what preflight saved, for a process that died in between. Needs `CONFIG_PM_DEBUG` (Debian's
  * kernels have it); without it the cycle goes on unprimed and says so.
@@ -28,8 +29,10 @@ import { SysError } from "../ffi/errors.ts";
 import type { Knobs, SuspendOptions } from "./job.ts";
 import { KNOBS, readKnob, restoreKnobs, setKnob } from "../host/sysfs.ts";
 
-/** How long after a dry run the kernel keeps the firmware it cached (10 s), less a margin. */
+/** How long after a dry run (or a suspend) the kernel keeps the firmware it cached (10 s), less a margin. */
 export const PRIMED_FOR_MS = 8_000;
+/** Age at which {@linkcode FirmwareCache.keep} runs another dry run, well inside {@linkcode PRIMED_FOR_MS}. */
+export const REFRESH_AFTER_MS = 4_000;
 
 /** The knobs the dry run sets; the phase's undo puts them back. */
 export const FIRMWARE_KNOBS: readonly string[] = [
@@ -46,7 +49,7 @@ export type Primed = { ok: true; ms: number; endedAt: number } | { ok: false; wh
 export async function cannotPrime(): Promise<string | null> {
   if ((await readKnob(KNOBS.pmTest)) === null) return `no ${KNOBS.pmTest} (a kernel without CONFIG_PM_DEBUG)`;
   // without it each dry run waits 5 s inside the kernel
-  if ((await readKnob(KNOBS.pmTestDelay)) === null) return `no ${KNOBS.pmTestDelay} (a kernel before 5.x)`;
+  if ((await readKnob(KNOBS.pmTestDelay)) === null) return `no ${KNOBS.pmTestDelay} on this kernel`;
   return null;
 }
 
@@ -73,6 +76,75 @@ export async function primeFirmwareCache(state: SuspendOptions["state"], saved: 
   }
   const endedAt = performance.now();
   return { ok: true, ms: Math.round(endedAt - start), endedAt };
+}
+
+/** The kernel may have dropped the firmware it cached: a suspend now could read firmware from a locked root. */
+export class FirmwareStale extends Error {
+  /** `ms`: since the cache was last primed. */
+  constructor(readonly ms: number) {
+    super(
+      `the kernel's firmware cache was primed ${Math.round(ms / 1000)} s ago and it keeps it 10 s: a suspend now ` +
+        "could read a firmware file from the locked root and never return",
+    );
+    this.name = "FirmwareStale";
+  }
+}
+
+let turn: Promise<unknown> = Promise.resolve();
+/** Runs `fn` once no other dry run or sleep of this process writes /sys/power/state (the kernel takes one). */
+export function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+  const run = turn.then(fn, fn);
+  turn = run.catch(() => {});
+  return run;
+}
+
+/**
+ * The firmware cache kept primed from the lock until nothing is locked: a dry run made while the kernel still holds
+ * what it cached reads nothing (every name is cached) and keeps it 10 s more, so one every
+ * {@linkcode REFRESH_AFTER_MS} keeps it as long as needed — through a long lock, at the prompt after wake, for a
+ * sleep again from the prompt. Once it may be gone, nothing can prime it while the root is locked: {@linkcode keep}
+ * throws {@linkcode FirmwareStale} and the caller does not suspend.
+ */
+export class FirmwareCache {
+  #at: number;
+  /** `state`: what the dry runs write; `saved`: the knobs preflight saved; `primedAt`: when the last one ended. */
+  constructor(readonly state: SuspendOptions["state"], readonly saved: Knobs, primedAt: number) {
+    this.#at = primedAt;
+  }
+  /** A suspend (or a dry run) just ended: the kernel keeps the cache 10 s from now. */
+  renewed(at = performance.now()): void {
+    this.#at = at;
+  }
+  /** Ms since it was last primed. */
+  get age(): number {
+    return performance.now() - this.#at;
+  }
+  /** Primes it again when older than `refreshAfter` ms; throws {@linkcode FirmwareStale} when it may be gone. */
+  async keep(refreshAfter = REFRESH_AFTER_MS): Promise<void> {
+    await oneAtATime(async () => {
+      if (this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
+      if (this.age <= refreshAfter) return;
+      const primed = await primeFirmwareCache(this.state, this.saved);
+      // a refused dry run may or may not have cached: only a done one counts
+      if (primed.ok) this.renewed(primed.endedAt);
+    });
+  }
+  /**
+   * Keeps it primed every {@linkcode REFRESH_AFTER_MS} until the returned stop is called (and awaited); a refresh
+   * that fails is left for the next tick, or for the {@linkcode keep} before a sleep to refuse.
+   */
+  keepPrimed(): () => Promise<void> {
+    let stopped = false;
+    let last: Promise<unknown> = Promise.resolve();
+    const timer = setInterval(() => {
+      if (!stopped) last = this.keep().catch(() => {});
+    }, REFRESH_AFTER_MS / 2);
+    return async () => {
+      stopped = true;
+      clearInterval(timer);
+      await last;
+    };
+  }
 }
 
 /** The undo: every knob the dry run sets back to the value saved before the cycle. */

@@ -80,6 +80,43 @@ export function goneUnder(devno: string, sysBlock = "/sys/block"): string[] {
   return retiredKname(kname, sysBlock) ? [kname] : goneBelow(kname, sysBlock);
 }
 
+/** A virtio disk's device status (`device/status`, `0x%08x`), or null for any other disk. */
+function virtioStatus(disk: string): number | null {
+  try {
+    const text = Deno.readTextFileSync(`${disk}/device/status`).trim();
+    return /^0x[0-9a-f]{8}$/.test(text) ? Number.parseInt(text, 16) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether every disk under `kname` is virtio: its requests have no timeout in the kernel, so one not answered is
+ * never answered. Other disks (SCSI, NVMe, USB) get an error from their driver in the end (timeouts, resets, retries).
+ */
+export function onlyVirtioBelow(kname: string, sysBlock = "/sys/block"): boolean {
+  let slaves: string[];
+  try {
+    slaves = [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
+  } catch {
+    return false;
+  }
+  return slaves.length > 0 &&
+    slaves.every((s) =>
+      virtioStatus(diskOf(`${sysBlock}/${kname}/slaves/${s}`)) !== null || onlyVirtioBelow(s, sysBlock)
+    );
+}
+
+/** The sysfs directory of the disk holding block device `dir`: itself, or a partition's disk. */
+function diskOf(dir: string): string {
+  try {
+    Deno.statSync(`${dir}/partition`);
+    return `${dir}/..`;
+  } catch {
+    return dir;
+  }
+}
+
 /** How the console names what happened: `its disk is gone (sdb)`, `its disk does not answer (vdc: …)`. */
 export function lostDisk(lost: string[]): string {
   const dead = lost.filter((l) => l.includes(": ")).length;
@@ -108,17 +145,11 @@ const VIRTIO_DRIVER_OK = 0x4, VIRTIO_NEEDS_RESET = 0x40, VIRTIO_FAILED = 0x80;
  * disk itself is never touched.
  */
 export function deadDisk(dir: string): string | null {
-  let disk = dir;
-  try {
-    Deno.statSync(`${dir}/partition`);
-    disk = `${dir}/..`;
-  } catch { /* a whole disk */ }
-  try {
-    const status = Number.parseInt(Deno.readTextFileSync(`${disk}/device/status`).trim(), 16);
-    if (!Number.isNaN(status) && (!(status & VIRTIO_DRIVER_OK) || status & (VIRTIO_NEEDS_RESET | VIRTIO_FAILED))) {
-      return `virtio status 0x${status.toString(16).padStart(8, "0")}`;
-    }
-  } catch { /* not virtio */ }
+  const disk = diskOf(dir);
+  const status = virtioStatus(disk);
+  if (status !== null && (!(status & VIRTIO_DRIVER_OK) || status & (VIRTIO_NEEDS_RESET | VIRTIO_FAILED))) {
+    return `virtio status 0x${status.toString(16).padStart(8, "0")}`;
+  }
   try {
     const state = Deno.readTextFileSync(`${disk}/device/state`).trim();
     if (DEAD_STATES.has(state)) return `state ${state}`;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { deadDisk, goneBelow, goneUnder, lostDisk } from "./gone.ts";
+import { deadDisk, goneBelow, goneUnder, lostDisk, onlyVirtioBelow } from "./gone.ts";
 
 /**
  * A sysfs-like tree (`<tmp>/block`, returned): each device a directory, `slaves/` entries symlinks to them, and
@@ -90,6 +90,14 @@ Deno.test("deadDisk: a disk whose driver gave it up is lost, by sysfs alone; a p
     assert.equal(deadDisk(`${sys}/vdc/vdc1`), "virtio status 0x0000008f");
     await write("vdc/device/status", "0x0000000f");
     assert.equal(deadDisk(`${sys}/vdc/vdc1`), null);
+    // only a status in virtio's own form counts (another bus's "status" file is no virtio status)
+    await write("sda/device/status", "basic");
+    await write("sda/device/state", "running");
+    assert.deepEqual(goneBelow("dm-1", sys), []);
+    // virtio disks have no I/O timeout; SCSI and NVMe ones do
+    assert.equal(onlyVirtioBelow("dm-0", sys), true);
+    assert.equal(onlyVirtioBelow("dm-1", sys), false);
+    assert.equal(onlyVirtioBelow("dm-2", sys), false);
   } finally {
     await Deno.remove(`${sys}/..`, { recursive: true });
   }

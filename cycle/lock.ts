@@ -49,7 +49,11 @@ export async function lockVolumes(ctx: AgentContext): Promise<LockResult[]> {
   const results: LockResult[] = [];
   // a key file on a volume to lock is read again after the wake: its page-cache copy must not sleep in RAM
   await forgetKeyFiles(ctx);
-  for (const volume of ctx.job.plan.lock) results.push(await lockVolume(ctx, volume));
+  for (const volume of ctx.job.plan.lock) {
+    // a long lock must not outlast the firmware cache the suspend after it needs (cycle/firmware.ts)
+    await ctx.firmware?.keep();
+    results.push(await lockVolume(ctx, volume));
+  }
   return results;
 }
 

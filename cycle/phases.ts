@@ -54,10 +54,12 @@ import { unlockAll } from "./unlock.ts";
 import { holdModprobe, modprobeLeft, releaseModprobe } from "./modprobe.ts";
 import {
   cannotPrime,
+  FirmwareCache,
   firmwareLeft,
+  oneAtATime,
   type Primed,
-  PRIMED_FOR_MS,
   primeFirmwareCache,
+  REFRESH_AFTER_MS,
   restoreFirmwareKnobs,
 } from "./firmware.ts";
 import * as dm from "../ffi/devmapper.ts";
@@ -486,21 +488,27 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
   // the kernel caches firmware at suspend, reading what drivers released from the root: done now, while it is
   // unlocked, the suspend right after the lock finds it all cached (cycle/firmware.ts)
   run: async (ctx) => {
-    const primed = await primeFirmwareCache(ctx.job.options.state, ctx.job.knobs);
-    if (primed.ok) ctx.firmwarePrimedAt = primed.endedAt;
-    else {warnUser(
+    const primed = await oneAtATime(() => primeFirmwareCache(ctx.job.options.state, ctx.job.knobs));
+    if (primed.ok) ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt);
+    else {
+      warnUser(
         ctx,
-        `firmware cache not primed: ${primed.why}; a firmware file the kernel caches at suspend may be read from the locked root`,
-      );}
+        `firmware cache not primed: ${primed.why}; a firmware file the kernel caches at suspend may be read from ` +
+          "the locked root (a kernel with CONFIG_PM_DEBUG lets cryptsleep prime it; dmesg tells why a dry run was refused)",
+      );
+    }
     return primed;
   },
   detail: (p) => ({ ...p }),
-  describe: async () => {
+  describe: async (job) => {
     const why = await cannotPrime();
     return lines(
       why
         ? `would not prime the firmware cache: ${why}`
-        : `would write freezer to ${KNOBS.pmTest} and the state to /sys/power/state (a dry run), then put back ${KNOBS.pmTest}`,
+        : `would set ${KNOBS.syncOnSuspend}, ${KNOBS.freezeFilesystems} (where it exists) and ${KNOBS.pmTestDelay} ` +
+          `to 0, ${KNOBS.pmTest} to freezer, write ${job.options.state} to /sys/power/state (the kernel stops after ` +
+          `freezing the tasks and thaws them), put back ${KNOBS.pmTest} and its delay; again every ` +
+          `${REFRESH_AFTER_MS / 1000} s while a volume is locked`,
     );
   },
   undo: {
@@ -566,15 +574,12 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
   where: AGENT,
   // returns after wake, or throws the kernel's refusal: either way the runner unlocks and thaws
   run: async (ctx) => {
-    const since = ctx.firmwarePrimedAt === undefined ? null : performance.now() - ctx.firmwarePrimedAt;
-    if (since !== null && since > PRIMED_FOR_MS) {
-      // the lock took long: the kernel may have dropped what it cached (nothing to do about it now, locked)
-      warnUser(
-        ctx,
-        `the firmware cache was primed ${Math.round(since / 1000)} s before the sleep; the kernel keeps it 10 s`,
-      );
-    }
-    const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
+    // fresh for the suspend right after; once it may be gone (a lock that took too long) there is no suspend: the
+    // runner unlocks and thaws
+    await ctx.firmware?.keep(2_000);
+    const slept = await oneAtATime(() => enterSleep(ctx.job.options.state, ctx.job.options.memSleep));
+    // the kernel keeps what it cached for 10 s from the wake
+    ctx.firmware?.renewed();
     ctx.timeline.mark("woke");
     return slept;
   },

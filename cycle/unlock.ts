@@ -24,7 +24,7 @@
  */
 import * as dm from "../ffi/devmapper.ts";
 import { CryptDevice } from "../ffi/libcryptsetup.ts";
-import { powerOff, readBlockDirect } from "../ffi/libc.ts";
+import { powerOff, readBlockDirect, readDirectBytes } from "../ffi/libc.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { PromptLeft } from "../ffi/tty.ts";
 import { enterSleep, restoreSleepKnobs } from "./sleep.ts";
@@ -47,7 +47,10 @@ import {
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
-import { goneOf, isRetired, lostDisk, retire } from "./gone.ts";
+import { goneOf, isRetired, lostDisk, onlyVirtioBelow, retire } from "./gone.ts";
+import { cannotPrime, oneAtATime } from "./firmware.ts";
+import { luksUuidOf } from "../discovery/luks_header.ts";
+import { devPathOf } from "../host/paths.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
 const TOO_LONG = `longer than ${MAX_PASSPHRASE - 1} bytes`;
@@ -68,6 +71,8 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
   } catch (err) {
     ctx.log(`console: ${messages(err).join("; ")}`);
   }
+  // from the wake until nothing is locked: a sleep again from the prompt needs it (cycle/firmware.ts)
+  const stopKeeping = ctx.firmware?.keepPrimed();
   try {
     for (let pass = true; pass;) {
       pass = false;
@@ -87,6 +92,7 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
       }
     }
   } finally {
+    await stopKeeping?.();
     ctx.secrets.forget();
     try {
       ctx.console.keepQuiet(false);
@@ -142,7 +148,6 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       return "gone";
     }
     if (await retireIfGone(ctx, volume) || await retireIfSilent(ctx, volume)) return "gone";
-    checkIdentity(ctx, volume);
     if (isSwapped(volume)) {
       // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
       await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
@@ -215,16 +220,27 @@ async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean>
   return true;
 }
 
-/** How long the disk under a locked volume has to answer a read at wake before the volume is retired. */
-const ANSWER_MS = 30_000;
+/**
+ * How long the disks under a locked volume have to answer a read at wake before the volume is retired: virtio disks
+ * have no timeout in the kernel (a request not answered never is); other drivers end in an error by themselves
+ * (SCSI's 30 s command timeout, resets and retries), so they are given longer.
+ */
+const ANSWER_MS = { virtio: 30_000, other: 180_000 };
 /** After this long without an answer the console says what the unlock waits for. */
 const ANSWER_SAY_MS = 2_000;
 
 /**
- * A disk that stops answering with nothing in sysfs to show it (gone.ts sees the rest): libcryptsetup's header read
- * would wait forever, on this thread, before any prompt. So one block of each device under a locked volume is read
- * first, on a worker thread; one that has not answered in {@linkcode ANSWER_MS} gets the volume retired, and the
- * other volumes go on. The read stays blocked in the kernel: the process cannot end before it returns.
+ * Before anything reads the disks under a locked volume on this thread (libcryptsetup's header read, which would
+ * wait forever on a disk that stopped answering, before any prompt), one block of each is read on a worker thread.
+ * - Silent: after {@linkcode ANSWER_SAY_MS} the console says what the unlock waits for; after {@linkcode ANSWER_MS}
+ *   the volume is retired and the others go on (that read stays blocked in the kernel: the process cannot end
+ *   before it returns). The root filesystem's volume is never given up: without it nothing could go on.
+ * - Exchanged: the block read from the device its header was read from at discovery holds another volume's LUKS
+ *   header ({@linkcode NotThisVolume}, retired by the caller): a disk taken away while the machine slept and another
+ *   plugged into its slot comes back under the old name (seen on the bed); the kernel cannot tell. Read past the
+ *   page cache, which may still hold the old header. A block without any LUKS header decides nothing (a LUKS2
+ *   header whose primary copy is damaged still opens from its secondary one).
+ * True when the volume was retired.
  */
 async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolean> {
   const info = dm.info(volume.dmName);
@@ -232,47 +248,49 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
   // no silent disk: its read would wait for that unlock
   if (!info.exists || !info.suspended || isSwapped(volume) || suspendedBelow(volume.kname)) return false;
   const under = devicesUnder(volume.kname);
-  const answered = new Set<string>();
-  const reads = Promise.allSettled(
-    under.map((kname) => readBlockDirect(`/dev/${kname}`, 0, 4096).finally(() => answered.add(kname))),
-  );
-  const after = (ms: number) => new Promise<"late">((r) => setTimeout(() => r("late"), ms));
-  if (await Promise.race([reads, after(ANSWER_SAY_MS)]) !== "late") return false;
-  const waiting = () => under.filter((k) => !answered.has(k)).join(", ");
-  say(ctx, `\ncryptsleep: waiting for the disk of ${volume.dmName} (${waiting()}) to answer\n`);
-  if (await Promise.race([reads, after(ANSWER_MS - ANSWER_SAY_MS)]) !== "late") return false;
-  const silent = waiting();
-  await retire(volume);
-  say(
-    ctx,
-    `\ncryptsleep: ${volume.dmName}: ${lostDisk([`${silent}: no answer to a read in ${ANSWER_MS / 1000} s`])}: ` +
-      `it cannot be unlocked; its reads and writes now fail. (cryptsleep cannot end before that read returns.)\n`,
-  );
-  ctx.log(`${volume.dmName}: its disk (${silent}) does not answer; given the error target`);
-  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: silent, at: "unlock" });
-  return true;
-}
-
-/**
- * Throws {@linkcode NotThisVolume} when the disk under a locked volume now holds another LUKS header, or none: a disk
- * exchanged while the machine slept under the same device (seen on the bed: a virtio disk taken away and another
- * plugged into its slot comes back as the old one at resume; the kernel cannot tell). The header is read past the
- * page cache (libcryptsetup), which may still hold the old one. A detached header says nothing of the data device.
- */
-function checkIdentity(ctx: AgentContext, volume: Volume): void {
-  const info = dm.info(volume.dmName);
-  if (!info.exists || !info.suspended || isSwapped(volume) || volume.header.detached) return;
-  const [data, ...more] = devicesUnder(volume.kname);
-  if (!data || more.length) return; // not one crypt target on one device: nothing to compare
-  using device = CryptDevice.init(ctx.lib, `/dev/${data}`);
+  const firsts = new Map<string, Uint8Array>();
+  const timers: ReturnType<typeof setTimeout>[] = [];
+  const after = (ms: number) => new Promise<"late">((r) => timers.push(setTimeout(() => r("late"), ms)));
+  const reads = Promise.allSettled(under.map(async (kname) => {
+    firsts.set(kname, await readDirectBytes(`/dev/${kname}`, 0, 4096).catch(() => new Uint8Array()));
+  }));
   try {
-    device.load();
-  } catch (err) {
-    if (err instanceof SysError && err.code === "EINVAL") throw new NotThisVolume(volume, `/dev/${data}`, undefined);
-    throw err;
+    if (await Promise.race([reads, after(ANSWER_SAY_MS)]) === "late") {
+      const waiting = () => under.filter((k) => !firsts.has(k)).join(", ");
+      const holdsRoot = volume.mounts.some((m) => m.mountpoint === "/");
+      const budget = onlyVirtioBelow(volume.kname) ? ANSWER_MS.virtio : ANSWER_MS.other;
+      say(
+        ctx,
+        `\ncryptsleep: waiting for the disk of ${volume.dmName} (${waiting()}) to answer` +
+          (holdsRoot ? " (it holds the root filesystem: as long as it takes)\n" : ` (up to ${budget / 1000} s)\n`),
+      );
+      if (holdsRoot) await reads;
+      else if (await Promise.race([reads, after(budget - ANSWER_SAY_MS)]) === "late") {
+        const silent = waiting();
+        await retire(volume);
+        say(
+          ctx,
+          `\ncryptsleep: ${volume.dmName}: ${lostDisk([`${silent}: no answer to a read in ${budget / 1000} s`])}: ` +
+            `it cannot be unlocked; its reads and writes now fail. (cryptsleep cannot end before that read returns.)\n`,
+        );
+        ctx.log(`${volume.dmName}: its disk (${silent}) does not answer; given the error target`);
+        ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: silent, at: "unlock" });
+        return true;
+      }
+    }
+  } finally {
+    for (const t of timers) clearTimeout(t);
   }
-  const uuid = device.uuid();
-  if (uuid !== volume.uuid) throw new NotThisVolume(volume, `/dev/${data}`, uuid);
+  const [data] = under;
+  // only where discovery read this volume's header (not a detached one, not through dm-integrity's helper device)
+  if (
+    under.length === 1 && !volume.header.detached && volume.keyslots.length > 0 &&
+    volume.header.path === devPathOf(data)
+  ) {
+    const found = luksUuidOf(firsts.get(data) ?? new Uint8Array());
+    if (found !== null && found !== volume.uuid.toLowerCase()) throw new NotThisVolume(volume, `/dev/${data}`, found);
+  }
+  return false;
 }
 
 /** The devices right under `kname` (sysfs `slaves/`). */
@@ -612,6 +630,8 @@ class SleptAgain extends Error {
  * again either way.
  */
 async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise<void> {
+  // the firmware cache must still be primed: nothing can prime it again while the root is locked
+  if (!(await firmwareFresh(ctx, said))) return;
   ctx.secrets.forget();
   const relocked: string[] = [];
   const open: string[] = [];
@@ -632,14 +652,18 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
     : relocked.length
     ? "all locked again"
     : "still locked";
-  say(ctx, `cryptsleep: ${said}: suspending again, ${locked}.\n`);
-  ctx.log(`${said}: suspending again, ${locked}`);
   const fact: Record<string, unknown> = { why, relocked, keptOpen: open };
   try {
-    const slept = await enterSleep(ctx.job.options.state, ctx.job.options.memSleep);
+    // (the relock took long: no sleep, the unlock starts over and asks for what it locked again)
+    if (!(await firmwareFresh(ctx, said))) throw new SleptAgain(relocked);
+    say(ctx, `cryptsleep: ${said}: suspending again, ${locked}.\n`);
+    ctx.log(`${said}: suspending again, ${locked}`);
+    const slept = await oneAtATime(() => enterSleep(ctx.job.options.state, ctx.job.options.memSleep));
+    ctx.firmware?.renewed();
     ctx.timeline.mark("woke");
     fact.sleptMs = slept.sleptMs;
   } catch (err) {
+    if (err instanceof SleptAgain) throw err;
     say(ctx, `cryptsleep: ${messages(err).join("; ")}\n`);
     fact.error = messages(err).join("; ");
   } finally {
@@ -649,6 +673,22 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   // the unlock starts over from the bottom, by what it sees: what was locked again, or half locked by a lock that
   // failed part way, is unlocked in turn
   throw new SleptAgain(relocked);
+}
+
+/**
+ * Whether a sleep again may go: the firmware cache still primed (a dry run refreshes it), or a kernel on which it
+ * cannot be primed at all (the cycle warned). A recovery knows nothing of it: no sleep. Says why not.
+ */
+async function firmwareFresh(ctx: AgentContext, said: string): Promise<boolean> {
+  try {
+    if (ctx.firmware) await ctx.firmware.keep(1_000);
+    else if ((await cannotPrime()) === null) throw new Error("the firmware cache is not known to be primed");
+    return true;
+  } catch (err) {
+    say(ctx, `cryptsleep: ${said}: not suspending again: ${messages(err).join("; ")}; asking again.\n`);
+    ctx.timeline.appendFact("sleptAgain", { why: "refused", error: messages(err).join("; ") });
+    return false;
+  }
 }
 
 /** A token's PIN as typed, or none for a token without one. */

@@ -240,6 +240,16 @@ function luks2Keyslots(json: string): LuksKeyslot[] {
 }
 
 /**
+ * The UUID in a LUKS1 or LUKS2 primary header's first block (`first`: its bytes from offset 0), lowercased; null
+ * when the block holds no LUKS header (a damaged primary whose secondary copy still serves is null too).
+ */
+export function luksUuidOf(first: Uint8Array): string | null {
+  if (first.length < 208 || !hasMagic(first, LUKS_MAGIC)) return null;
+  const version = new DataView(first.buffer, first.byteOffset, first.byteLength).getUint16(6);
+  return version === 1 || version === 2 ? cString(first, 168, 40).toLowerCase() : null;
+}
+
+/**
  * Reads the LUKS header at `path` (a block device, an image file, or a detached header file).
  * Throws {@link LuksHeaderError} when the file can't be read or holds no valid LUKS header.
  */

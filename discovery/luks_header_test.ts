@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { LuksHeaderError, readLuksHeader } from "./luks_header.ts";
+import { LuksHeaderError, luksUuidOf, readLuksHeader } from "./luks_header.ts";
 
 async function rejectsWithHeaderError(fn: () => Promise<unknown>): Promise<LuksHeaderError> {
   try {
@@ -71,6 +71,10 @@ async function assertMatchesDump(path: string, extra: string[] = []): Promise<vo
     expected,
   );
   assert.deepEqual(hdr.uuid, (await cryptsetup("luksUUID", path)).trim());
+  // the unlock's identity check reads only the first block
+  const first = (await Deno.readFile(path)).subarray(0, 4096);
+  assert.equal(luksUuidOf(first), hdr.uuid.toLowerCase());
+  assert.equal(luksUuidOf(new Uint8Array(4096)), null, "no LUKS header: nothing to say");
 }
 
 Deno.test("LUKS2 argon2id: memory, time and cpus as formatted, same as luksDump", async () => {
@@ -186,6 +190,7 @@ Deno.test("LUKS1: PBKDF2 keyslots, UUID, no memory", async () => {
     const hdr = await readLuksHeader(img);
     assert.deepEqual(hdr.version, 1);
     assert.deepEqual(hdr.uuid, "01234567-89ab-cdef-0123-456789abcdef");
+    assert.equal(luksUuidOf((await Deno.readFile(img)).subarray(0, 4096)), hdr.uuid);
     assert.deepEqual(hdr.keyslots.map((k) => [k.slot, k.kdf.type, k.kdf.time, k.kdf.memoryKiB]), [
       [0, "pbkdf2", 1000, 0],
       [1, "pbkdf2", 1500, 0],

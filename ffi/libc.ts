@@ -339,7 +339,10 @@ self.onmessage = (ev) => {
     if (fd < 0) res = { call: "open", errno: en() };
     else {
       const r = Number(l.symbols.pread(fd, aligned, BigInt(m.size), BigInt(m.offset)));
-      res = r < 0 ? { call: "pread", errno: en() } : { ok: true, value: r };
+      const from = Number(Deno.UnsafePointer.value(aligned) - base);
+      res = r < 0
+        ? { call: "pread", errno: en() }
+        : { ok: true, value: r, ...(m.keep ? { bytes: buf.slice(from, from + r) } : {}) };
       l.symbols.close(fd);
     }
   } else if (m.op === "readKey" || m.op === "dropCache") {
@@ -368,7 +371,7 @@ self.onmessage = (ev) => {
 };
 `;
 
-type WorkerResult = { ok: true; value?: number } | { ok?: false; call: string; errno: number };
+type WorkerResult = { ok: true; value?: number; bytes?: Uint8Array } | { ok?: false; call: string; errno: number };
 
 let workerUrl: string | null = null;
 
@@ -471,6 +474,18 @@ export async function readBlockDirect(path: string, offset: number, size: number
   });
   if (!r.ok) throw new SysError(r.call, r.errno, { subject: path });
   return r.value ?? 0;
+}
+
+/**
+ * {@linkcode readBlockDirect} that hands back what it read (never a secret: a LUKS header's first block, say).
+ * `size` is a multiple of the device's logical block size.
+ */
+export async function readDirectBytes(path: string, offset: number, size: number): Promise<Uint8Array> {
+  const O_DIRECT = arm ? 0o200000 : 0o40000;
+  const flags = O_RDONLY | O_CLOEXEC | O_DIRECT;
+  const r = await inWorker({ op: "readDirect", path: cstr(path), flags, offset, size, keep: true });
+  if (!r.ok) throw new SysError(r.call, r.errno, { subject: path });
+  return r.bytes ?? new Uint8Array();
 }
 
 /**

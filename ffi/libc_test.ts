@@ -12,6 +12,7 @@ import {
   O_RDWR,
   openFd,
   readBlockDirect,
+  readDirectBytes,
   releaseWorker,
   setpriority,
   syncAsync,
@@ -130,8 +131,12 @@ Deno.test("readBlockDirect reads past the page cache, and names the errno of a m
   const dir = await Deno.makeTempDir({ dir: "/var/tmp" });
   try {
     const path = `${dir}/blocks`;
-    await Deno.writeFile(path, new Uint8Array(8192).fill(7));
+    const data = new Uint8Array(8192).fill(7);
+    data.set([1, 2, 3], 4096);
+    await Deno.writeFile(path, data);
     assert.equal(await readBlockDirect(path, 4096, 4096), 4096);
+    // the bytes themselves, from the aligned buffer's start
+    assert.deepEqual(await readDirectBytes(path, 4096, 4096), data.slice(4096));
     await assert.rejects(() => readBlockDirect(`${dir}/missing`, 0, 4096), (e: unknown) => {
       return e instanceof SysError && e.code === "ENOENT";
     });

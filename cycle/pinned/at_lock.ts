@@ -179,8 +179,8 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
     device.load();
     // nothing holds a swapped volume's device while it sleeps: the header must still be this volume's, or the
     // rebuild would give its filesystem another volume's data
-    const uuid = device.uuid();
-    if (uuid !== volume.uuid) throw new NotThisVolume(volume, record.header, uuid);
+    const uuid = device.uuid()?.toLowerCase();
+    if (uuid !== volume.uuid.toLowerCase()) throw new NotThisVolume(volume, record.header, uuid);
     try {
       unlocked = await device.volumeKeyGet(secret.keyslot ?? -1, secret.buffer, secret.length);
       // a key file's slot is remembered for the next wake, as after a resume

@@ -1,0 +1,30 @@
+import assert from "node:assert/strict";
+import { FirmwareCache, FirmwareStale, oneAtATime, PRIMED_FOR_MS } from "./firmware.ts";
+
+// (a dry run itself writes /sys/power/state: it runs on the bed only, tests/vm/firmware_test.ts)
+
+Deno.test("FirmwareCache: fresh enough, nothing runs; once the kernel may have dropped it, a suspend is refused", async () => {
+  const fresh = new FirmwareCache("mem", {}, performance.now());
+  await fresh.keep(); // younger than REFRESH_AFTER_MS: no dry run
+  const stale = new FirmwareCache("mem", {}, performance.now() - PRIMED_FOR_MS - 1);
+  await assert.rejects(
+    () => stale.keep(),
+    (e: unknown) => e instanceof FirmwareStale && /keeps it 10 s/.test(e.message),
+  );
+  stale.renewed(); // a suspend just ended: fresh again
+  await stale.keep();
+  assert.ok(stale.age < 1000);
+});
+
+Deno.test("oneAtATime: writes to /sys/power/state never overlap, whatever failed before", async () => {
+  const log: string[] = [];
+  const step = (name: string, ms: number, fail = false) =>
+    oneAtATime(async () => {
+      log.push(`${name}+`);
+      await new Promise((r) => setTimeout(r, ms));
+      log.push(`${name}-`);
+      if (fail) throw new Error(name);
+    });
+  await Promise.allSettled([step("a", 20, true), step("b", 1), step("c", 5)]);
+  assert.deepEqual(log, ["a+", "a-", "b+", "b-", "c+", "c-"]);
+});
