@@ -24,11 +24,7 @@ Deno.test({
   ...SLOW,
   fn: async () => {
     await using vm = await boot({});
-    const image = join(vm.tmp, "usb.img");
-    {
-      using f = await Deno.open(image, { create: true, write: true });
-      await f.truncate(64 << 20);
-    }
+    const image = await sparseImage(vm, "usb.img", 64);
     await vm.plugDisk("usb", image, { readOnly: false });
     const pass = vm.guest.passphrase;
     const setup = await vm.sh(
@@ -88,12 +84,7 @@ Deno.test({
     // pulled out before the suspend, the mapping still open (its key in RAM): the lock has no header to go by;
     // the suspend goes on, and the key must not sleep in RAM
     await vm.plugDisk("usb2", image, { readOnly: false });
-    const dev = await diskOfSize(vm, 131072);
-    await must(
-      vm,
-      `printf %s '${pass}' | cryptsetup open --key-file - /dev/${dev} usb && mount /dev/mapper/usb /mnt/usb`,
-    );
-    await must(vm, "(while :; do echo w >> /mnt/usb/w.log; sleep 1; done) >/dev/null 2>&1 &");
+    const dev = await openWithWriter(vm, 131072);
     const needles = keyHalves(await volumeKey(vm, `/dev/${dev}`));
     await vm.unplugDisk("usb2");
     assert.ok((await vm.searchRam(needles)).every((n) => n > 0), "control: the open mapping's key is in RAM");
@@ -108,22 +99,13 @@ Deno.test({
     assert.match(text2, new RegExp(`usb: its disk is gone \\(${dev}\\): its mapping.s key was dropped`), text2);
     assert.match(text2, /cryptsetup close usb/, text2);
     assert.doesNotMatch(text2, /Passphrase to unlock usb/, text2);
-    const after = await must(
-      vm,
-      "dmsetup table usb; kill %1; wait; umount /mnt/usb && cryptsetup close usb && echo closed",
-    );
-    assert.match(after, /^0 \d+ error\s*$/m, after);
-    assert.match(after, /closed/, after);
+    await closeRetired(vm);
 
     // exchanged while the machine sleeps: another LUKS disk, with the same passphrase, under the same device (as a
     // disk taken away and another plugged into its slot, which the guest's driver then takes for the old one: seen
     // with QMP hot-plug, not reproducibly), so the mapping now sits on the other disk. Nothing of it may be used:
     // its header's UUID tells, the volume is retired
-    const image4 = join(vm.tmp, "usb4.img"), other = join(vm.tmp, "other.img");
-    for (const [path, mib] of [[image4, 72], [other, 80]] as const) {
-      using f = await Deno.open(path, { create: true, write: true });
-      await f.truncate(mib << 20);
-    }
+    const image4 = await sparseImage(vm, "usb4.img", 72), other = await sparseImage(vm, "other.img", 80);
     const format = (d: string) =>
       `printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 ` +
       `--pbkdf-force-iterations 1000 --key-file - /dev/${d}`;
@@ -154,25 +136,16 @@ Deno.test({
       text4,
     );
     assert.doesNotMatch(text4, /Passphrase to unlock usb/, text4);
-    const after4 = await must(
-      vm,
-      "dmsetup table usb; kill %1; wait; umount /mnt/usb && cryptsetup close usb && echo closed",
-    );
-    assert.match(after4, /^0 \d+ error\s*$/m, after4);
-    assert.match(after4, /closed/, after4);
+    await closeRetired(vm);
     assert.equal(await digest(other), otherBefore, "not a byte of the other disk was written");
 
     // last, as the guest's kernel does not survive a later hot-plug once such a dead disk is there (a GPF in its ACPI
-    // hot-plug work, seen on 6.1). Taken away while the machine sleeps: QEMU drops the virtio disk without the guest's eject, the guest's driver
+    // hot-plug work, seen on 6.1). Taken away while the machine sleeps: QEMU drops the virtio disk without the
+    // guest's eject, the guest's driver
     // fails to bring it back at resume (the disk stays, its queue stopped), and a read of it never returns. Nothing
     // may read it: the cycle sees the failed device, retires the volume and asks for the root
     await vm.plugDisk("usb3", image, { readOnly: false });
-    const dev3 = await diskOfSize(vm, 131072);
-    await must(
-      vm,
-      `printf %s '${pass}' | cryptsetup open --key-file - /dev/${dev3} usb && mount /dev/mapper/usb /mnt/usb`,
-    );
-    await must(vm, "(while :; do echo w >> /mnt/usb/w.log; sleep 1; done) >/dev/null 2>&1 &");
+    const dev3 = await openWithWriter(vm, 131072);
     const from3 = vm.console.length;
     await startSuspend(vm);
     await vm.waitForEvent("SUSPEND", 300_000);
@@ -184,13 +157,7 @@ Deno.test({
     assert.match(text3, /failed to resume/, "control: the guest's driver failed to bring the disk back");
     assert.match(text3, new RegExp(`usb: its disk does not answer \\(${dev3}: virtio status 0x0+\\)`), text3);
     assert.doesNotMatch(text3, /Passphrase to unlock usb/, text3);
-    const after3 = await must(
-      vm,
-      "dmsetup table usb; kill %1; wait; umount /mnt/usb && cryptsetup close usb && echo closed; " +
-        "cat /proc/sys/kernel/modprobe",
-    );
-    assert.match(after3, /^0 \d+ error\s*$/m, after3);
-    assert.match(after3, /closed/, after3);
+    const after3 = await closeRetired(vm, "cat /proc/sys/kernel/modprobe");
     assert.match(after3, /^\/sbin\/modprobe$/m, after3);
   },
 });
@@ -201,11 +168,7 @@ Deno.test({
   ...SLOW,
   fn: async () => {
     await using vm = await boot({});
-    const image = join(vm.tmp, "slow.img");
-    {
-      using f = await Deno.open(image, { create: true, write: true });
-      await f.truncate(64 << 20);
-    }
+    const image = await sparseImage(vm, "slow.img", 64);
     // blkdebug under the disk: QEMU can hold its reads, while the guest sees a working virtio disk
     await vm.plugDisk("slow", image, { readOnly: false, stallable: true });
     const dev = await diskOfSize(vm, 131072);
@@ -279,4 +242,37 @@ async function diskOfSize(vm: VM, sectors: number): Promise<string> {
 async function digest(path: string): Promise<string> {
   const bytes = new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(path)));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A sparse image file of `mib` MiB in the VM's temporary directory (a disk to plug in). */
+async function sparseImage(vm: VM, name: string, mib: number): Promise<string> {
+  const path = join(vm.tmp, name);
+  using f = await Deno.open(path, { create: true, write: true });
+  await f.truncate(mib << 20);
+  return path;
+}
+
+/**
+ * The retired volume `usb` is the error target, and what the console said to do works: its writer stopped, unmounted,
+ * closed. Then `more` (a shell command); returns everything printed.
+ */
+async function closeRetired(vm: VM, more = "true"): Promise<string> {
+  const out = await must(
+    vm,
+    `dmsetup table usb; kill %1; wait; umount /mnt/usb && cryptsetup close usb && echo closed; ${more}`,
+  );
+  assert.match(out, /^0 \d+ error\s*$/m, out);
+  assert.match(out, /closed/, out);
+  return out;
+}
+
+/** Opens the LUKS disk of `sectors` sectors (the test image) as usb, mounts it, starts a writer on it; its name. */
+async function openWithWriter(vm: VM, sectors: number): Promise<string> {
+  const dev = await diskOfSize(vm, sectors);
+  await must(
+    vm,
+    `printf %s '${vm.guest.passphrase}' | cryptsetup open --key-file - /dev/${dev} usb && mount /dev/mapper/usb /mnt/usb`,
+  );
+  await must(vm, "(while :; do echo w >> /mnt/usb/w.log; sleep 1; done) >/dev/null 2>&1 &");
+  return dev;
 }
