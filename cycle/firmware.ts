@@ -11,10 +11,12 @@
  * (`pm_test` = `freezer`, `pm_test_delay` = 0) goes through PM_SUSPEND_PREPARE, caches every firmware, freezes and
  * thaws the tasks and stops there. The kernel keeps what it cached for 10 s after such a run, and a suspend within
  * them finds every name cached and reads nothing; another dry run within them keeps it 10 s more
- * ({@linkcode FirmwareCache}: through the lock, at the prompt, for a sleep again from it). The knobs
- * are put back right after the run (a `pm_test` left set would make the real suspend a test); the phase's undo puts
- * them back again from what preflight saved, for a process that died in between. Needs `CONFIG_PM_DEBUG` (Debian's
- * kernels have it); without it the cycle goes on unprimed and says so.
+ * ({@linkcode FirmwareCache}: before each volume's lock, before the sleep, every 4 s at the prompt, for a sleep again
+ * from it). `pm_test` and its delay are put back right after each run (a `pm_test` left set would make the real
+ * suspend a test); `sync_on_suspend` and `freeze_filesystems` stay 0 until the phase's undo puts all four back from
+ * what preflight saved (the supervisor's too, for a process that died in between). Needs `CONFIG_PM_DEBUG` (Debian's
+ * kernels have it); without it the cycle goes on unprimed and says so. A dry run the kernel refuses fails the cycle
+ * before the lock: the suspend itself would most likely be refused the same way.
  *
  * @example
  * ```ts
@@ -70,7 +72,7 @@ export async function primeFirmwareCache(state: SuspendOptions["state"], saved: 
   } catch (err) {
     if (!(err instanceof SysError)) throw err;
     // the kernel refused the dry run (a task that would not freeze, a wakeup event): the real one may still go
-    return { ok: false, why: `the dry run was refused (write ${state} to /sys/power/state: ${err.code})` };
+    return { ok: false, why: `write ${state} to /sys/power/state with pm_test=freezer: ${err.code}` };
   } finally {
     await putBack(saved, [KNOBS.pmTest, KNOBS.pmTestDelay]);
   }
@@ -83,8 +85,11 @@ export class FirmwareStale extends Error {
   /** `ms`: since the cache was last primed. */
   constructor(readonly ms: number) {
     super(
-      `the kernel's firmware cache was primed ${Math.round(ms / 1000)} s ago and it keeps it 10 s: a suspend now ` +
-        "could read a firmware file from the locked root and never return",
+      `the kernel's firmware cache was primed ${(ms / 1000).toFixed(1)} s ago, more than the ${
+        PRIMED_FOR_MS / 1000
+      } s ` +
+        "cryptsleep counts on of the 10 s the kernel keeps it: a suspend now could read a firmware file from the " +
+        "locked root and never return",
     );
     this.name = "FirmwareStale";
   }
@@ -125,8 +130,9 @@ export class FirmwareCache {
       if (this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
       if (this.age <= refreshAfter) return;
       const primed = await primeFirmwareCache(this.state, this.saved);
-      // a refused dry run may or may not have cached: only a done one counts
+      // a refused dry run may or may not have cached: only a done one counts, and one refused late leaves it stale
       if (primed.ok) this.renewed(primed.endedAt);
+      else if (this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
     });
   }
   /**

@@ -9,7 +9,7 @@ Deno.test("FirmwareCache: fresh enough, nothing runs; once the kernel may have d
   const stale = new FirmwareCache("mem", {}, performance.now() - PRIMED_FOR_MS - 1);
   await assert.rejects(
     () => stale.keep(),
-    (e: unknown) => e instanceof FirmwareStale && /keeps it 10 s/.test(e.message),
+    (e: unknown) => e instanceof FirmwareStale && /10 s the kernel keeps it/.test(e.message),
   );
   stale.renewed(); // a suspend just ended: fresh again
   await stale.keep();

@@ -51,7 +51,7 @@ export async function lockVolumes(ctx: AgentContext): Promise<LockResult[]> {
   await forgetKeyFiles(ctx);
   for (const volume of ctx.job.plan.lock) {
     // a long lock must not outlast the firmware cache the suspend after it needs (cycle/firmware.ts)
-    await ctx.firmware?.keep();
+    await ctx.firmware?.keep(1_000);
     results.push(await lockVolume(ctx, volume));
   }
   return results;

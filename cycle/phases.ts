@@ -488,18 +488,29 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
   // the kernel caches firmware at suspend, reading what drivers released from the root: done now, while it is
   // unlocked, the suspend right after the lock finds it all cached (cycle/firmware.ts)
   run: async (ctx) => {
-    const primed = await oneAtATime(() => primeFirmwareCache(ctx.job.options.state, ctx.job.knobs));
-    if (primed.ok) ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt);
-    else {
+    const why = await cannotPrime();
+    if (why) {
       warnUser(
         ctx,
-        `firmware cache not primed: ${primed.why}; a firmware file the kernel caches at suspend may be read from ` +
-          "the locked root (a kernel with CONFIG_PM_DEBUG lets cryptsleep prime it; dmesg tells why a dry run was refused)",
+        `firmware cache not primed: ${why}; a firmware file the kernel caches at suspend may be read from the ` +
+          "locked root (a kernel with CONFIG_PM_DEBUG lets cryptsleep prime it)",
+      );
+      return { ok: false, why };
+    }
+    // a dry run the kernel refuses (a wakeup event, a task that would not freeze): once more, then the cycle stops
+    // here, unlocked; the real suspend would most likely be refused the same way
+    let primed = await oneAtATime(() => primeFirmwareCache(ctx.job.options.state, ctx.job.knobs));
+    if (!primed.ok) primed = await oneAtATime(() => primeFirmwareCache(ctx.job.options.state, ctx.job.knobs));
+    if (!primed.ok) {
+      throw new Error(
+        `the kernel refused a dry run of the suspend (${primed.why}): it would refuse the suspend too, so nothing ` +
+          "was locked; dmesg tells which task or device refused",
       );
     }
+    ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt);
     return primed;
   },
-  detail: (p) => ({ ...p }),
+  detail: (p) => (p.ok ? { ok: true, ms: p.ms } : { ...p }),
   describe: async (job) => {
     const why = await cannotPrime();
     return lines(

@@ -248,6 +248,7 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
   // no silent disk: its read would wait for that unlock
   if (!info.exists || !info.suspended || isSwapped(volume) || suspendedBelow(volume.kname)) return false;
   const under = devicesUnder(volume.kname);
+  const holdsRoot = volume.mounts.some((m) => m.mountpoint === "/");
   const firsts = new Map<string, Uint8Array>();
   const timers: ReturnType<typeof setTimeout>[] = [];
   const after = (ms: number) => new Promise<"late">((r) => timers.push(setTimeout(() => r("late"), ms)));
@@ -257,7 +258,6 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
   try {
     if (await Promise.race([reads, after(ANSWER_SAY_MS)]) === "late") {
       const waiting = () => under.filter((k) => !firsts.has(k)).join(", ");
-      const holdsRoot = volume.mounts.some((m) => m.mountpoint === "/");
       const budget = onlyVirtioBelow(volume.kname) ? ANSWER_MS.virtio : ANSWER_MS.other;
       say(
         ctx,
@@ -282,13 +282,14 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
     for (const t of timers) clearTimeout(t);
   }
   const [data] = under;
-  // only where discovery read this volume's header (not a detached one, not through dm-integrity's helper device)
+  // only where discovery read this volume's header (not a detached one, not through dm-integrity's helper device),
+  // and never for the root filesystem's volume: without it nothing could go on (its unlock fails, and says why)
   if (
-    under.length === 1 && !volume.header.detached && volume.keyslots.length > 0 &&
-    volume.header.path === devPathOf(data)
+    under.length === 1 && !volume.header.detached && volume.headerUuid && volume.header.path === devPathOf(data) &&
+    !holdsRoot
   ) {
     const found = luksUuidOf(firsts.get(data) ?? new Uint8Array());
-    if (found !== null && found !== volume.uuid.toLowerCase()) throw new NotThisVolume(volume, `/dev/${data}`, found);
+    if (found !== null && found !== volume.headerUuid) throw new NotThisVolume(volume, `/dev/${data}`, found);
   }
   return false;
 }
@@ -655,7 +656,10 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   const fact: Record<string, unknown> = { why, relocked, keptOpen: open };
   try {
     // (the relock took long: no sleep, the unlock starts over and asks for what it locked again)
-    if (!(await firmwareFresh(ctx, said))) throw new SleptAgain(relocked);
+    if (!(await firmwareFresh(ctx, said))) {
+      fact.refused = true;
+      throw new SleptAgain(relocked);
+    }
     say(ctx, `cryptsleep: ${said}: suspending again, ${locked}.\n`);
     ctx.log(`${said}: suspending again, ${locked}`);
     const slept = await oneAtATime(() => enterSleep(ctx.job.options.state, ctx.job.options.memSleep));
@@ -668,7 +672,11 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
     fact.error = messages(err).join("; ");
   } finally {
     ctx.timeline.appendFact("sleptAgain", fact);
-    await restoreSleepKnobs(ctx.job.knobs).catch((err) => ctx.timeline.warn(messages(err).join("; ")));
+    // one at a time with the keeper's dry runs, which set sync_on_suspend to 0 first: put back between that and
+    // their write, the kernel's sync would run on the locked root
+    await oneAtATime(() => restoreSleepKnobs(ctx.job.knobs)).catch((err) =>
+      ctx.timeline.warn(messages(err).join("; "))
+    );
   }
   // the unlock starts over from the bottom, by what it sees: what was locked again, or half locked by a lock that
   // failed part way, is unlocked in turn
@@ -677,7 +685,7 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
 
 /**
  * Whether a sleep again may go: the firmware cache still primed (a dry run refreshes it), or a kernel on which it
- * cannot be primed at all (the cycle warned). A recovery knows nothing of it: no sleep. Says why not.
+ * cannot be primed at all (the cycle warned). The supervisor's recovery knows nothing of it: no sleep. Says why not.
  */
 async function firmwareFresh(ctx: AgentContext, said: string): Promise<boolean> {
   try {

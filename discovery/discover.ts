@@ -44,6 +44,8 @@ export interface Volume {
   backing: string[];
   /** Where its LUKS header is read from, and whether that is a detached header file or device. */
   header: { path: string; detached: boolean };
+  /** The UUID the header there holds, lowercased, when discovery could read it (dm's may differ: `uuid`). */
+  headerUuid?: string;
   /** dm names stacked above, top-down: suspend these first, resume them after the volume. */
   above: string[];
   /** Filesystems mounted on it or on anything above it. */
@@ -458,6 +460,7 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
               `for (enroll it with a PIN to use it)`,
           );
         }
+        vol.headerUuid = hdr.uuid.toLowerCase();
         if (!vol.uuid) vol.uuid = hdr.uuid;
         else if (hdr.uuid.toLowerCase() !== vol.uuid) {
           warnings.push(`volume ${dm.name}: header at ${header.path} has UUID ${hdr.uuid}, dm says ${vol.uuid}`);

@@ -50,7 +50,7 @@
 import { join } from "node:path";
 import { REPO_ROOT } from "./guest/build.ts";
 import type { DebianGuest } from "./guest/debian.ts";
-import { boot, type VM } from "../tests/vm/harness.ts";
+import { boot, REAL_SUSPENDS, type VM } from "../tests/vm/harness.ts";
 import { buildDeb } from "./deb.ts";
 import { VERSION } from "../cli/version.ts";
 import { bundle, lastReport, step } from "./demo.ts";
@@ -219,7 +219,7 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
   const before = parseProbe(
     await must(
       vm,
-      "rm -f /run/bench-hook.log; " + SETTLE + "echo S3=$(cat /sys/power/suspend_stats/success); " +
+      "rm -f /run/bench-hook.log; " + SETTLE + "echo S3=$(" + REAL_SUSPENDS + "); " +
         `echo KEPT=$(mountpoint -q ${KEPT_RAMFS} && stat -c %d:%i ${KEPT_RAMFS}); ` + MEMORY_PROBE,
     ),
   );
@@ -259,7 +259,7 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
       vm,
       'for i in $(seq 600); do [ "$(systemctl show -P ActiveState systemd-suspend.service)" = inactive ] && ' +
         "break; sleep 0.5; done; echo RESULT=$(systemctl show -P Result systemd-suspend.service); " +
-        "echo S3=$(cat /sys/power/suspend_stats/success); sed 's/ /\\n/g' /run/bench-hook.log; " + SETTLE +
+        "echo S3=$(" + REAL_SUSPENDS + "); sed 's/ /\\n/g' /run/bench-hook.log; " + SETTLE +
         MEMORY_PROBE + "; " +
         "echo MOUNTS=$(findmnt -rn -o TARGET | grep -cE '[c]ryptsleep|[c]ryptsetup-suspend'); n=0; " +
         "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | " +

@@ -128,21 +128,27 @@ Deno.test({
       assert.equal(await systemState(vm), before);
     });
 
-    await t.step("the kernel refuses to suspend: unlocked, thawed, the cause named", async () => {
-      // a D-state process in the tool's own cgroup: cryptsleep's freezer leaves it, the kernel's cannot freeze it
-      const knob = await vm.sh("echo 2000 > /sys/power/pm_freeze_timeout");
-      assert.equal(knob.code, 0);
-      await stuckReader(vm, "/sys/fs/cgroup/cryptsleep");
-      await startSuspend(vm);
-      await answerPrompt(vm);
-      assert.equal(await suspendExit(vm), 1);
-      assert.match(vm.console.slice(-4000), /the kernel refused to suspend/);
-      await releaseStuckReader(vm);
-      await vm.sh(
-        "echo 20000 > /sys/power/pm_freeze_timeout; sleep 1; rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true",
-      );
-      assert.equal(await systemState(vm), before);
-    });
+    await t.step(
+      "the kernel refuses to suspend: found by the dry run before the lock, thawed, the cause named",
+      async () => {
+        // a D-state process in the tool's own cgroup: cryptsleep's freezer leaves it, the kernel's cannot freeze it;
+        // the firmware phase's dry run meets that refusal first, so nothing is locked and nobody is asked
+        const knob = await vm.sh("echo 2000 > /sys/power/pm_freeze_timeout");
+        assert.equal(knob.code, 0);
+        await stuckReader(vm, "/sys/fs/cgroup/cryptsleep");
+        const from = vm.console.length;
+        await startSuspend(vm);
+        assert.equal(await suspendExit(vm), 1);
+        const text = vm.console.slice(from);
+        assert.match(text, /the kernel refused a dry run of the suspend .*EBUSY.*nothing was locked/, text);
+        assert.doesNotMatch(text, /Passphrase to unlock|cryptsleep: locked/, text);
+        await releaseStuckReader(vm);
+        await vm.sh(
+          "echo 20000 > /sys/power/pm_freeze_timeout; sleep 1; rmdir /sys/fs/cgroup/cryptsleep 2>/dev/null; true",
+        );
+        assert.equal(await systemState(vm), before);
+      },
+    );
 
     await t.step(
       "cryptsleep suspend killed with SIGKILL after the lock: the supervisor prompts, unlocks, thaws",

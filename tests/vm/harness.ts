@@ -97,6 +97,13 @@ export interface QmpEvent {
 }
 
 const enc = new TextEncoder();
+/**
+ * A shell snippet printing how many suspends the guest's kernel really made: /sys/power/suspend_stats counts the
+ * firmware phase's dry runs too (cycle/firmware.ts), each of which says "suspend debug: Waiting" in its log.
+ */
+export const REAL_SUSPENDS =
+  "echo $(( $(cat /sys/power/suspend_stats/success) - $(dmesg | grep -c 'suspend debug: Waiting') ))";
+
 /** CRYPTSLEEP_VM_ECHO=1: every VM's console goes to stderr as it arrives (to watch a test's guest). */
 const ECHO = Deno.env.get("CRYPTSLEEP_VM_ECHO") === "1";
 const KERNEL_LINE = /\[\s*\d+\.\d{6}\] [^\n]*\n/g;
