@@ -84,12 +84,11 @@ export async function primeFirmwareCache(state: SuspendOptions["state"], saved: 
 export class FirmwareStale extends Error {
   /** `ms`: since the cache was last primed. */
   constructor(readonly ms: number) {
+    const limit = PRIMED_FOR_MS / 1000;
     super(
-      `the kernel's firmware cache was primed ${(ms / 1000).toFixed(1)} s ago, more than the ${
-        PRIMED_FOR_MS / 1000
-      } s ` +
-        "cryptsleep counts on of the 10 s the kernel keeps it: a suspend now could read a firmware file from the " +
-        "locked root and never return",
+      `the kernel's firmware cache was primed ${(ms / 1000).toFixed(1)} s ago, more than the ${limit} s cryptsleep ` +
+        "counts on of the 10 s the kernel keeps it: a suspend now could read a firmware file from the locked root " +
+        "and never return",
     );
     this.name = "FirmwareStale";
   }
