@@ -169,10 +169,17 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
     }
   } catch (err) {
     sleptAgain = err instanceof SleptAgain;
-    if (err instanceof NotThisVolume) {
+    // its disk answered the probe, but no LUKS header is where this volume's was: exchanged for another disk (a
+    // blank one, say) — libcryptsetup cannot load one, so every try would fail for ever
+    const exchanged = err instanceof NotThisVolume
+      ? err
+      : headerless(err, volume) && !(await goneOf(volume)).length
+      ? new NotThisVolume(volume, volume.header.path, undefined)
+      : null;
+    if (exchanged) {
       // its own header is not there any more: it can never be unlocked, so it must not hold the machine frozen
       await retire(volume);
-      say(ctx, `\ncryptsleep: ${err.message}\n`);
+      say(ctx, `\ncryptsleep: ${exchanged.message}\n`);
       ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: "exchanged", at: "unlock" });
       return "gone";
     }
@@ -236,10 +243,10 @@ const ANSWER_SAY_MS = 2_000;
  *   the volume is retired and the others go on (that read stays blocked in the kernel: the process cannot end
  *   before it returns). The root filesystem's volume is never given up: without it nothing could go on.
  * - Exchanged: the block read from the device its header was read from at discovery holds another volume's LUKS
- *   header ({@linkcode NotThisVolume}, retired by the caller): a disk taken away while the machine slept and another
- *   plugged into its slot comes back under the old name (seen on the bed); the kernel cannot tell. Read past the
- *   page cache, which may still hold the old header. A block without any LUKS header decides nothing (a LUKS2
- *   header whose primary copy is damaged still opens from its secondary one).
+ *   header, or none ({@linkcode NotThisVolume}, retired by the caller): a disk taken away while the machine slept and
+ *   another plugged into its slot comes back under the old name (seen on the bed); the kernel cannot tell. Read past
+ *   the page cache, which still holds the old header: libcryptsetup then found it there, asked for the passphrase
+ *   and would have resumed the old key onto the other disk (seen on the bed with a blank one).
  * True when the volume was retired.
  */
 async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolean> {
@@ -288,10 +295,22 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
     under.length === 1 && !volume.header.detached && volume.headerUuid && volume.header.path === devPathOf(data) &&
     !holdsRoot
   ) {
-    const found = luksUuidOf(firsts.get(data) ?? new Uint8Array());
-    if (found !== null && found !== volume.headerUuid) throw new NotThisVolume(volume, `/dev/${data}`, found);
+    // a read that failed says nothing; a block without the header discovery read there minutes ago (before the
+    // lock) is another disk — libcryptsetup, whose reads may come from the page cache, would still find the old one
+    const first = firsts.get(data);
+    const found = first?.length ? luksUuidOf(first) : volume.headerUuid;
+    if (found !== volume.headerUuid) throw new NotThisVolume(volume, `/dev/${data}`, found ?? undefined);
   }
   return false;
+}
+
+/**
+ * Whether `err` is libcryptsetup finding no LUKS header on the device this volume's was read from at discovery
+ * (`crypt_init_by_name`: EINVAL), for a volume that may be given up: not the root filesystem's, not a detached header.
+ */
+function headerless(err: unknown, volume: Volume): boolean {
+  return err instanceof SysError && err.call === "crypt_init_by_name" && err.code === "EINVAL" &&
+    !volume.header.detached && volume.headerUuid !== undefined && !volume.mounts.some((m) => m.mountpoint === "/");
 }
 
 /** The devices right under `kname` (sysfs `slaves/`). */

@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
-import { answerPrompt, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { answerPrompt, FULL_TIER, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
 
 Deno.test({
   name:
@@ -217,6 +217,42 @@ Deno.test({
     assert.match(after, /closed/, after);
     assert.doesNotMatch(after, /FROZEN/, after);
     assert.match(after, /^\/sbin\/modprobe$/m, after);
+  },
+});
+
+Deno.test({
+  name: "a disk exchanged while asleep for one without any LUKS header: retired, not asked for, the rest unlocks",
+  ...SLOW,
+  ignore: !FULL_TIER,
+  fn: async () => {
+    await using vm = await boot({});
+    const image = await sparseImage(vm, "usb.img", 64), blank = await sparseImage(vm, "blank.img", 64);
+    await vm.plugDisk("usb", image, { readOnly: false });
+    const dev = await diskOfSize(vm, 131072);
+    await must(
+      vm,
+      `printf %s '${vm.guest.passphrase}' | cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 ` +
+        `--pbkdf-force-iterations 1000 --key-file - /dev/${dev} && printf %s '${vm.guest.passphrase}' | ` +
+        `cryptsetup open --key-file - /dev/${dev} usb && mkfs.ext4 -q /dev/mapper/usb && cryptsetup close usb && ` +
+        "mkdir -p /mnt/usb",
+    );
+    await openWithWriter(vm, 131072);
+    const from = vm.console.length;
+    await startSuspend(vm);
+    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.exchangeDiskImage("usb", blank);
+    await vm.wake();
+    await answerPrompt(vm);
+    assert.equal(await suspendExit(vm, 600_000), 1, vm.console.slice(from));
+    const text = vm.console.slice(from);
+    assert.match(
+      text,
+      new RegExp(`usb: /dev/${dev} now holds no LUKS header, not [0-9a-f-]+: its disk was exchanged`),
+      text,
+    );
+    assert.doesNotMatch(text, /Passphrase to unlock usb|Press Enter to try again/, text);
+    await closeRetired(vm);
+    assert.equal(await digest(blank), await digest(await sparseImage(vm, "zeros.img", 64)), "nothing written to it");
   },
 });
 
