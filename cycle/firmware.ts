@@ -29,7 +29,7 @@
 import { writeFile } from "../ffi/libc.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { Knobs, SuspendOptions } from "./job.ts";
-import { KNOBS, readKnob, restoreKnobs, setKnob } from "../host/sysfs.ts";
+import { KNOBS, knobValue, readKnob, restoreKnobs, setKnob } from "../host/sysfs.ts";
 
 /** How long after a dry run (or a suspend) the kernel keeps the firmware it cached (10 s), less a margin. */
 export const PRIMED_FOR_MS = 8_000;
@@ -161,8 +161,7 @@ export async function restoreFirmwareKnobs(saved: Knobs): Promise<void> {
 export async function firmwareLeft(saved: Knobs): Promise<string[]> {
   const value = saved[KNOBS.pmTest];
   if (value === undefined) return [];
-  const now = await readKnob(KNOBS.pmTest);
-  const selected = now === null ? null : /\[(\S+)\]/.exec(now)?.[1] ?? now;
+  const selected = await knobValue(KNOBS.pmTest);
   return selected === null || selected === value ? [] : [`${KNOBS.pmTest} is ${selected}, not ${value}`];
 }
 

@@ -26,12 +26,7 @@ import { isSwapped, placeholderName, readSwapRecord, thawAfterFailedSwap } from 
  * A dead disk is named with why: `vdc: virtio status 0x00000000`.
  */
 export function goneBelow(kname: string, sysBlock = "/sys/block"): string[] {
-  let slaves: string[];
-  try {
-    slaves = [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
-  } catch {
-    return []; // a disk or a partition: nothing under it
-  }
+  const slaves = slavesOf(kname, sysBlock);
   const lost: string[] = [];
   let whole = 0;
   for (const s of slaves) {
@@ -95,16 +90,20 @@ function virtioStatus(disk: string): number | null {
  * never answered. Other disks (SCSI, NVMe, USB) get an error from their driver in the end (timeouts, resets, retries).
  */
 export function onlyVirtioBelow(kname: string, sysBlock = "/sys/block"): boolean {
-  let slaves: string[];
-  try {
-    slaves = [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
-  } catch {
-    return false;
-  }
+  const slaves = slavesOf(kname, sysBlock);
   return slaves.length > 0 &&
     slaves.every((s) =>
       virtioStatus(diskOf(`${sysBlock}/${kname}/slaves/${s}`)) !== null || onlyVirtioBelow(s, sysBlock)
     );
+}
+
+/** The devices right under `kname` (sysfs `slaves/`); none for a disk or a partition. */
+export function slavesOf(kname: string, sysBlock = "/sys/block"): string[] {
+  try {
+    return [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
+  } catch {
+    return [];
+  }
 }
 
 /** The sysfs directory of the disk holding block device `dir`: itself, or a partition's disk. */

@@ -25,7 +25,7 @@ import type { LibcryptsetupInfo, LibcryptsetupSymbol } from "../ffi/libcryptsetu
 import type { Plan } from "../discovery/mod.ts";
 import { readTrimmed } from "../host/paths.ts";
 import { readMeminfo } from "../host/proc.ts";
-import { KNOBS } from "../host/sysfs.ts";
+import { KNOBS, knobValue } from "../host/sysfs.ts";
 import { refusalOf, watchdogDevices } from "../systemd/watchdog.ts";
 
 /**
@@ -191,8 +191,8 @@ async function checkSyncOnSuspend(root: string): Promise<Verdict> {
  * cannot be primed (cycle/firmware.ts): said, not refused.
  */
 async function checkPmTest(root: string): Promise<Verdict> {
-  const raw = await readTrimmed(root, KNOBS.pmTest);
-  if (raw === undefined) {
+  const selected = await knobValue(KNOBS.pmTest, root);
+  if (selected === null) {
     return {
       name: "pm_test",
       status: "ok",
@@ -200,7 +200,6 @@ async function checkPmTest(root: string): Promise<Verdict> {
         "lock, so a firmware file a driver released may be read from the locked root at suspend",
     };
   }
-  const selected = /\[(\S+)\]/.exec(raw)?.[1] ?? raw;
   if (selected === "none") {
     return { name: "pm_test", status: "ok", seen: "none; a dry run at this level primes the firmware cache" };
   }

@@ -47,7 +47,7 @@ import {
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, lockVolume } from "./lock.ts";
-import { goneOf, isRetired, lostDisk, onlyVirtioBelow, retire } from "./gone.ts";
+import { goneOf, isRetired, lostDisk, onlyVirtioBelow, retire, slavesOf } from "./gone.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
 import { luksUuidOf } from "../discovery/luks_header.ts";
 import { devPathOf } from "../host/paths.ts";
@@ -254,8 +254,8 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
   // only a locked volume waits on its disk; a device under it still suspended (a lower volume not unlocked) is
   // no silent disk: its read would wait for that unlock
   if (!info.exists || !info.suspended || isSwapped(volume) || suspendedBelow(volume.kname)) return false;
-  const under = devicesUnder(volume.kname);
-  const holdsRoot = volume.mounts.some((m) => m.mountpoint === "/");
+  const under = slavesOf(volume.kname);
+  const root = holdsRoot(volume);
   const firsts = new Map<string, Uint8Array>();
   const timers: ReturnType<typeof setTimeout>[] = [];
   const after = (ms: number) => new Promise<"late">((r) => timers.push(setTimeout(() => r("late"), ms)));
@@ -269,9 +269,9 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
       say(
         ctx,
         `\ncryptsleep: waiting for the disk of ${volume.dmName} (${waiting()}) to answer` +
-          (holdsRoot ? " (it holds the root filesystem: as long as it takes)\n" : ` (up to ${budget / 1000} s)\n`),
+          (root ? " (it holds the root filesystem: as long as it takes)\n" : ` (up to ${budget / 1000} s)\n`),
       );
-      if (holdsRoot) await reads;
+      if (root) await reads;
       else if (await Promise.race([reads, after(budget - ANSWER_SAY_MS)]) === "late") {
         const silent = waiting();
         await retire(volume);
@@ -293,7 +293,7 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
   // and never for the root filesystem's volume: without it nothing could go on (its unlock fails, and says why)
   if (
     under.length === 1 && !volume.header.detached && volume.headerUuid && volume.header.path === devPathOf(data) &&
-    !holdsRoot
+    !root
   ) {
     // a read that failed says nothing; a block without the header discovery read there minutes ago (before the
     // lock) is another disk — libcryptsetup, whose reads may come from the page cache, would still find the old one
@@ -304,22 +304,18 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
   return false;
 }
 
+/** Whether the root filesystem is on `volume` or on what is stacked above it: it is never given up. */
+function holdsRoot(volume: Volume): boolean {
+  return volume.mounts.some((m) => m.mountpoint === "/");
+}
+
 /**
  * Whether `err` is libcryptsetup finding no LUKS header on the device this volume's was read from at discovery
  * (`crypt_init_by_name`: EINVAL), for a volume that may be given up: not the root filesystem's, not a detached header.
  */
 function headerless(err: unknown, volume: Volume): boolean {
   return err instanceof SysError && err.call === "crypt_init_by_name" && err.code === "EINVAL" &&
-    !volume.header.detached && volume.headerUuid !== undefined && !volume.mounts.some((m) => m.mountpoint === "/");
-}
-
-/** The devices right under `kname` (sysfs `slaves/`). */
-function devicesUnder(kname: string, sysBlock = "/sys/block"): string[] {
-  try {
-    return [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
-  } catch {
-    return [];
-  }
+    !volume.header.detached && volume.headerUuid !== undefined && !holdsRoot(volume);
 }
 
 /**
@@ -338,13 +334,7 @@ function resumeAbove(volume: Volume): void {
 
 /** Whether any device under `kname` (sysfs `slaves/`, all the way down) is a suspended dm device. */
 export function suspendedBelow(kname: string, sysBlock = "/sys/block"): boolean {
-  let slaves: string[];
-  try {
-    slaves = [...Deno.readDirSync(`${sysBlock}/${kname}/slaves`)].map((e) => e.name);
-  } catch {
-    return false; // no slaves: a disk or a partition
-  }
-  return slaves.some((s) => {
+  return slavesOf(kname, sysBlock).some((s) => {
     try {
       if (Deno.readTextFileSync(`${sysBlock}/${s}/dm/suspended`).trim() === "1") return true;
     } catch { /* not a dm device */ }
