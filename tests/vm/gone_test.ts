@@ -122,14 +122,7 @@ Deno.test({
     const otherUuid = (await must(vm, `${format(o)} && cryptsetup luksUUID /dev/${o}`)).trim();
     await vm.unplugDisk("other");
     const otherBefore = await digest(other);
-    const from4 = vm.console.length;
-    await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
-    await vm.exchangeDiskImage("usb4", other);
-    await vm.wake();
-    await answerPrompt(vm);
-    assert.equal(await suspendExit(vm, 600_000), 1, vm.console.slice(from4));
-    const text4 = vm.console.slice(from4);
+    const text4 = await exchangedWhileAsleep(vm, "usb4", other);
     assert.match(
       text4,
       new RegExp(`usb: /dev/${dev4} now holds LUKS volume ${otherUuid}, not [0-9a-f-]+: its disk was exchanged`),
@@ -237,14 +230,7 @@ Deno.test({
         "mkdir -p /mnt/usb",
     );
     await openWithWriter(vm, 131072);
-    const from = vm.console.length;
-    await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
-    await vm.exchangeDiskImage("usb", blank);
-    await vm.wake();
-    await answerPrompt(vm);
-    assert.equal(await suspendExit(vm, 600_000), 1, vm.console.slice(from));
-    const text = vm.console.slice(from);
+    const text = await exchangedWhileAsleep(vm, "usb", blank);
     assert.match(
       text,
       new RegExp(`usb: /dev/${dev} now holds no LUKS header, not [0-9a-f-]+: its disk was exchanged`),
@@ -311,4 +297,19 @@ async function openWithWriter(vm: VM, sectors: number): Promise<string> {
   );
   await must(vm, "(while :; do echo w >> /mnt/usb/w.log; sleep 1; done) >/dev/null 2>&1 &");
   return dev;
+}
+
+/**
+ * A cycle during whose sleep disk `id` gets `image` under it (QMP blockdev-reopen); the root's passphrase is typed.
+ * Asserts exit 1 (the volume on it retired); returns the console from the cycle's start.
+ */
+async function exchangedWhileAsleep(vm: VM, id: string, image: string): Promise<string> {
+  const from = vm.console.length;
+  await startSuspend(vm);
+  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.exchangeDiskImage(id, image);
+  await vm.wake();
+  await answerPrompt(vm);
+  assert.equal(await suspendExit(vm, 600_000), 1, vm.console.slice(from));
+  return vm.console.slice(from);
 }
