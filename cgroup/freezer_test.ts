@@ -16,6 +16,7 @@ import {
   mount,
   sleep,
   waitState,
+  within,
   write,
 } from "./testing.ts";
 
@@ -31,9 +32,11 @@ Deno.test({
     // Directly in the (test) root: a busy loop, and a loop that keeps forking.
     const rootBusy = await bed.spawn("while :; do :; done", bed.root);
     const rootForker = await bed.spawn("while :; do sleep 0.01; done", bed.root);
-    // The own cgroup's process: a counter that must keep running.
+    // The own cgroup's process: a counter that must keep running. It appends a byte per tick, so its count (the
+    // file's size) is never read half-written as `echo > file` can be (truncated, then written).
     const counterFile = join(bed.tmp, "count");
-    const counter = await bed.spawn(`i=0; while :; do i=$((i+1)); echo $i > ${counterFile}; sleep 0.01; done`);
+    const counter = await bed.spawn(`while :; do printf . >> ${counterFile}; sleep 0.01; done`);
+    const count = async () => (await Deno.stat(counterFile).catch(() => ({ size: 0 }))).size;
     const counterOrigin = await procCgroup(counter);
 
     const own = await joinOwnCgroup({ cgroupRoot: bed.root, pids: [counter] });
@@ -72,11 +75,12 @@ Deno.test({
       // Frozen processes do not get CPU; the own counter keeps counting.
       const busyBefore = await cpuTicks(busy);
       const rootBefore = await cpuTicks(rootBusy);
-      const countBefore = Number(await Deno.readTextFile(counterFile));
+      const countBefore = await count();
+      // The counter must tick on (a loaded CI machine may take a while: up to 30 s); the frozen loops meanwhile not.
+      assert.ok(await within(30_000, async () => (await count()) > countBefore + 3), "own counter stopped");
       await sleep(300);
       assert.equal(await cpuTicks(busy), busyBefore, "busy loop ran while frozen");
       assert.equal(await cpuTicks(rootBusy), rootBefore, "root busy loop ran while frozen");
-      assert.ok(Number(await Deno.readTextFile(counterFile)) > countBefore + 3, "own counter stopped");
       for (const pid of [sleeper, busy, rootBusy]) assert.equal((await readStat(`/proc/${pid}/stat`))?.state, "S");
     } finally {
       await frozen.thaw();
@@ -89,8 +93,10 @@ Deno.test({
     const back = (await Deno.readTextFile(join(bed.root, "cgroup.procs"))).split("\n").map(Number);
     assert.ok(back.includes(rootBusy) && back.includes(rootForker), `${back}`);
     const busyAfter = await cpuTicks(busy);
-    await sleep(200);
-    assert.ok((await cpuTicks(busy)) > busyAfter, "busy loop still stopped after thaw");
+    assert.ok(
+      await within(30_000, async () => (await cpuTicks(busy)) > busyAfter),
+      "busy loop still stopped after thaw",
+    );
 
     await own.leave();
     await own[Symbol.asyncDispose](); // idempotent

@@ -44,6 +44,16 @@ export async function cpuTicks(pid: number): Promise<number> {
 /** Waits `ms` milliseconds. */
 export const sleep = (ms: number): Promise<unknown> => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `check` every 20 ms until it holds or `ms` pass; true if it held. For "it moves" checks on a slow machine. */
+export async function within(ms: number, check: () => Promise<boolean>): Promise<boolean> {
+  const end = Date.now() + ms;
+  do {
+    if (await check()) return true;
+    await sleep(20);
+  } while (Date.now() < end);
+  return check();
+}
+
 /** The capability that lowering oom_score_adj needs. */
 export const CAP_SYS_RESOURCE = 24;
 /** Whether this process has capability `bit` in effect. */
