@@ -61,6 +61,7 @@ const USER_PACKAGES = [
   "keyutils",
   "libc6",
   "libgcc-s1",
+  "bindfs", // a real FUSE daemon for the tests of FUSE mounts over locked volumes
 ];
 
 /** Modules wanted in the guest; `required` ones must exist as module or built-in. */
@@ -85,6 +86,7 @@ const MODULES: { name: string; required: boolean }[] = [
     "hmac",
     // a driver that loads firmware and releases it, as iwlwifi does (tests/vm/firmware_test.ts)
     "test_firmware",
+    "fuse",
   ].map((name) => ({ name, required: false })),
 ];
 
@@ -306,6 +308,8 @@ interface Resolved {
   kernelSelector: string;
   kernel: { package: string; version: string; suite: string };
   userspaceSuite: string;
+  /** The USER_PACKAGES this was resolved for: a cached resolution for another list is resolved again. */
+  wanted?: string[];
   packages: { name: string; version: string }[];
 }
 
@@ -343,6 +347,7 @@ async function resolve(kernel: string, aptDir: string, log: (m: string) => void)
     kernelSelector: kernel,
     kernel: { package: kpkg, version: kver, suite: k.defaultRelease },
     userspaceSuite: k.userspace,
+    wanted: USER_PACKAGES,
     packages,
   };
 }
@@ -496,8 +501,11 @@ export async function ensureGuest(opts: EnsureOptions = {}): Promise<Guest> {
   const aptDir = join(root, "apt", kernel);
   const resolvedFile = join(root, `resolved-${kernel}.json`);
   let resolved: Resolved;
-  if (!opts.refresh && await exists(resolvedFile)) {
-    resolved = JSON.parse(await Deno.readTextFile(resolvedFile));
+  const cached: Resolved | null = !opts.refresh && await exists(resolvedFile)
+    ? JSON.parse(await Deno.readTextFile(resolvedFile))
+    : null;
+  if (cached && JSON.stringify(cached.wanted) === JSON.stringify(USER_PACKAGES)) {
+    resolved = cached;
   } else {
     resolved = await resolve(kernel, aptDir, log);
     await Deno.mkdir(root, { recursive: true });
@@ -843,6 +851,7 @@ async function build(
     userBins.push({ src: await findBin(n), dst: `usr/sbin/${n}` });
   }
   userBins.push({ src: await findBin("keyctl"), dst: "usr/bin/keyctl" });
+  userBins.push({ src: await findBin("bindfs"), dst: "usr/bin/bindfs" });
   await populate(rootfs, userBins);
   // libcryptsetup and libdevmapper for FFI (dlopen by soname): already pulled in by cryptsetup/dmsetup.
   for (const l of ["libcryptsetup.so.12", "libdevmapper.so.1.02.1"]) {
