@@ -13,6 +13,7 @@
  * ```
  * @module
  */
+import { getXattr, removeXattr, setXattr } from "../ffi/libc.ts";
 import { join } from "../host/path.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import { mountOf, readMountinfo } from "../host/mountinfo.ts";
@@ -25,6 +26,32 @@ export const OWN_NAME = "cryptsleep";
 /** Where processes of the root cgroup are moved to be frozen (the root cgroup has no cgroup.freeze). */
 export const FROZEN_NAME = "cryptsleep-frozen";
 const PF_KTHREAD = 0x00200000;
+/**
+ * The mark (an extended attribute) the freeze leaves on cgroups below the top level (fuse.ts): "frozen" on those it
+ * froze, "split" on those it froze piecewise (every level down to a FUSE server's). The undo by looking follows the
+ * "split" marks down and thaws what is marked "frozen", and never a unit someone else froze (`systemctl freeze`).
+ * Marks outlive a dead agent.
+ */
+const MARK = "trusted.cryptsleep";
+
+/** Marks cgroup `dir`. Throws SysError where it cannot (EPERM: `trusted.*` needs CAP_SYS_ADMIN; EOPNOTSUPP). */
+export function markCgroup(dir: string, kind: "frozen" | "split"): void {
+  setXattr(dir, MARK, kind);
+}
+
+/** The mark of {@linkcode markCgroup} on `dir`, or null (none, or it cannot be read). */
+export function cgroupMark(dir: string): string | null {
+  try {
+    return getXattr(dir, MARK);
+  } catch {
+    return null;
+  }
+}
+
+/** Takes the mark of {@linkcode markCgroup} off `dir`; a cgroup gone meanwhile is no error. */
+export function unmarkCgroup(dir: string): void {
+  removeXattr(dir, MARK);
+}
 
 /** A cleanup (thaw, leave) finished every step it could but some failed. */
 export class CleanupError extends Error {
@@ -118,13 +145,17 @@ export async function procCgroup(pid: number): Promise<string | null> {
   }
 }
 
-/** The directory of cgroup `path` (as in /proc/PID/cgroup) under the mount of `root`. */
+/**
+ * The directory of cgroup `path` (as in /proc/PID/cgroup) under the mount of `root`; never with a trailing slash
+ * (the root cgroup "/" is the mountpoint itself, as `root.dir` is).
+ */
 export function cgroupDir(root: Cgroup2Root, path: string): string {
   let rel = path;
   if (root.mountRoot !== "/" && (rel === root.mountRoot || rel.startsWith(root.mountRoot + "/"))) {
     rel = rel.slice(root.mountRoot.length);
   }
-  return join(root.mountpoint, rel);
+  const dir = join(root.mountpoint, rel);
+  return dir.length > 1 && dir.endsWith("/") ? dir.slice(0, -1) : dir;
 }
 
 /** The cgroup path of directory `dir`, relative to the cgroup2 mount. */

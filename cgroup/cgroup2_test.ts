@@ -1,7 +1,7 @@
 // Real kernel freezer tests: a throw-away sub-hierarchy of the host's cgroup2 mount plays the cgroup root.
 // Needs root and a cgroup2 mount (here /sys/fs/cgroup/unified, hybrid layout).
 import assert from "node:assert/strict";
-import { memoryPeakBytes, resolveCgroup2 } from "./cgroup2.ts";
+import { cgroupDir, memoryPeakBytes, resolveCgroup2 } from "./cgroup2.ts";
 import { ignore, mount } from "./testing.ts";
 
 Deno.test({
@@ -28,4 +28,14 @@ Deno.test("memoryPeakBytes reads memory.peak; null where it is absent or not a b
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("cgroupDir: the root cgroup is the mountpoint itself, no trailing slash (a process there is compared to it)", () => {
+  const root = { dir: "/sys/fs/cgroup", mountpoint: "/sys/fs/cgroup", mountRoot: "/", isRealRoot: true };
+  assert.equal(cgroupDir(root, "/"), root.dir);
+  assert.equal(cgroupDir(root, "/user.slice/x.scope"), "/sys/fs/cgroup/user.slice/x.scope");
+  // a container's view: its mount root is a cgroup deeper down
+  const inner = { ...root, mountRoot: "/machine.slice/c1" };
+  assert.equal(cgroupDir(inner, "/machine.slice/c1"), root.dir);
+  assert.equal(cgroupDir(inner, "/machine.slice/c1/app"), "/sys/fs/cgroup/app");
 });

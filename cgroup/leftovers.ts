@@ -15,6 +15,7 @@ import { exists } from "../host/paths.ts";
 import { describe } from "../host/errors.ts";
 import { readStat } from "../host/proc.ts";
 import {
+  cgroupMark,
   CleanupError,
   DEFAULT_CGROUP_ROOT,
   FROZEN_NAME,
@@ -22,6 +23,7 @@ import {
   readOr,
   readProcs,
   resolveCgroup2,
+  unmarkCgroup,
   writeFile,
 } from "./cgroup2.ts";
 import { releaseFrozenCgroup } from "./freezer.ts";
@@ -44,26 +46,59 @@ export async function listFreezable(
 }
 
 /**
- * The freeze's undo by looking (the supervisor after the agent died, or a freeze cut short): finds every top-level cgroup (but `own`) with cgroup.freeze=1 and
- * the cryptsleep-frozen cgroup, and unless `dryRun` thaws them, moving the latter's processes back to the
- * root. It reads state instead of trusting the dead agent's account; a cgroup someone else had frozen
- * before the cycle is thawed too — a thawed machine is the lesser harm. Returns the cgroups found frozen.
+ * The freeze's undo by looking (the supervisor after the agent died, or a freeze cut short): finds every cgroup
+ * (but `own`) with cgroup.freeze=1 — at the top level, and below it those the freeze marked (fuse.ts) — and unless
+ * `dryRun` thaws them, moving cryptsleep-frozen's processes back to the root. It reads state instead of trusting
+ * the dead agent's account; a cgroup someone else had frozen before the cycle is thawed too — a thawed machine is
+ * the lesser harm. Returns the cgroups found frozen.
  */
 export async function thawLeftovers(opts: { cgroupRoot?: string; own: string; dryRun: boolean }): Promise<string[]> {
   const root = await resolveCgroup2(opts.cgroupRoot ?? DEFAULT_CGROUP_ROOT);
   const found: string[] = [];
   const errors: string[] = [];
+  const thaw = async (dir: string) => {
+    found.push(dir);
+    if (opts.dryRun) return true;
+    try {
+      await writeFile(join(dir, "cgroup.freeze"), "0");
+      return true;
+    } catch (err) {
+      errors.push(describe(`write 0 to ${dir}/cgroup.freeze`, err));
+      return false;
+    }
+  };
+  const frozenNow = async (dir: string) => (await readOr(join(dir, "cgroup.freeze"), "0")) === "1";
+  // Below the top level only where the freeze left its marks (fuse.ts): down the "split" ones, thawing the "frozen"
+  // ones; a mark goes once what it marks is thawed (so a failed round leaves the way for the next).
+  const below = async (dir: string): Promise<boolean> => {
+    const children: string[] = [];
+    try {
+      for await (const e of Deno.readDir(dir)) if (e.isDirectory) children.push(join(dir, e.name));
+    } catch { /* removed meanwhile */ }
+    let allThawed = true;
+    for (const child of children.sort()) {
+      const mark = cgroupMark(child);
+      let ok: boolean;
+      if (mark === "split") ok = await below(child);
+      else if (mark === "frozen") ok = !(await frozenNow(child)) || await thaw(child);
+      else continue;
+      if (ok && !opts.dryRun) unmark(child);
+      allThawed &&= ok;
+    }
+    return allThawed;
+  };
+  const unmark = (dir: string) => {
+    try {
+      unmarkCgroup(dir);
+    } catch (err) {
+      errors.push(describe(`take the mark off ${dir}`, err));
+    }
+  };
   for await (const e of Deno.readDir(root.dir)) {
     if (!e.isDirectory || e.name === opts.own) continue;
     const dir = join(root.dir, e.name);
-    if ((await readOr(join(dir, "cgroup.freeze"), "0")) !== "1") continue;
-    found.push(dir);
-    if (opts.dryRun) continue;
-    try {
-      await writeFile(join(dir, "cgroup.freeze"), "0");
-    } catch (err) {
-      errors.push(describe(`write 0 to ${dir}/cgroup.freeze`, err));
-    }
+    const thawed = !(await frozenNow(dir)) || await thaw(dir);
+    if (cgroupMark(dir) === "split" && (await below(dir)) && thawed && !opts.dryRun) unmark(dir);
   }
   const frozenDir = join(root.dir, FROZEN_NAME);
   if (!opts.dryRun && (await exists(join(frozenDir, "cgroup.procs")))) {

@@ -48,15 +48,17 @@ export class FreezeTimeoutError extends Error {
    * @param timeoutMs The timeout that expired.
    * @param refusers Who did not freeze.
    * @param thawErrors What failed while thawing again.
+   * @param how How it was frozen, when not all at once.
    */
-  constructor(timeoutMs: number, refusers: Refuser[], thawErrors: string[] = []) {
+  constructor(timeoutMs: number, refusers: Refuser[], thawErrors: string[] = [], how = "") {
     const who = refusers.length
       ? refusers.map((r) =>
         `pid ${r.pid}${r.tid ? `/${r.tid}` : ""} (${r.comm}) in ${r.cgroup}: state ${r.state}, wchan ${r.wchan || "?"}`
       ).join("; ")
       : "no single process identified (the kernel still reported frozen 0)";
     super(
-      `userspace did not freeze within ${timeoutMs} ms: ${who}. Nothing was locked and everything was thawed` +
+      `userspace did not freeze within ${timeoutMs} ms${how ? ` (${how})` : ""}: ${who}. Nothing was locked and ` +
+        `everything was thawed` +
         (thawErrors.length ? ` (thaw errors: ${thawErrors.join("; ")})` : "") +
         `. Processes in state D are stuck in the kernel (typically a hung NFS/FUSE/network mount or a device ` +
         `driver): finish or cancel their I/O, unmount the hung filesystem (umount -l), or kill them (kill -9 PID), ` +

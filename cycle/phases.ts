@@ -26,7 +26,7 @@ import { dropControllingTerminal, keepWorker, releaseWorker, setNotDumpable, set
 import { footprint } from "../host/maps.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
-import { leftOf, runPhases, undoPhases } from "./runner.ts";
+import { DIE_AT_ENV, dieHereIfAsked, leftOf, runPhases, undoPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "../cgroup/mod.ts";
 import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
@@ -409,9 +409,19 @@ const freezePhase: CyclePhase<AgentContext, Frozen> = {
     // from here to the thaw a key like Alt+F7 must not take the prompt's VT away to a frozen display server's,
     // whose raw keyboard could not switch back; hooks before and after may switch VTs freely
     ctx.console.holdSwitch();
-    return freezeUserspace({ own: OWN_CGROUP, timeoutMs: ctx.job.options.freezeTimeoutMs });
+    return freezeUserspace({
+      own: OWN_CGROUP,
+      timeoutMs: ctx.job.options.freezeTimeoutMs,
+      betweenWaves: () => dieHereIfAsked("freeze:wave"),
+      // the bed's death test needs the waves at once, not only when a FUSE request happens to hold the freeze up
+      ...(Deno.env.get(DIE_AT_ENV) === "freeze:wave" ? { fuseOrder: "waves" as const } : {}),
+    });
   },
-  detail: (f) => ({ cgroups: f.cgroups, moved: f.movedPids.length }),
+  detail: (f) => ({
+    cgroups: f.cgroups,
+    moved: f.movedPids.length,
+    ...(f.fuse ? { fuse: f.fuse } : {}),
+  }),
   describe: async (job) => {
     const freezable = await listFreezable({ own: OWN_CGROUP });
     return [
@@ -419,6 +429,7 @@ const freezePhase: CyclePhase<AgentContext, Frozen> = {
       (freezable.rootPids.length
         ? `, and ${freezable.rootPids.length} processes of the root cgroup moved into cryptsleep-frozen`
         : "") +
+      "; if a FUSE request holds that up, everything again, FUSE servers last" +
       `; gives up after ${job.options.freezeTimeoutMs} ms`,
     ];
   },
