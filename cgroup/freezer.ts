@@ -44,7 +44,7 @@ import {
   unmarkCgroup,
   writeFile,
 } from "./cgroup2.ts";
-import { FUSE_WAIT, planWaves, type WavePlan } from "./fuse.ts";
+import { fuseInUse, fuseWaitIn, planWaves, type WavePlan } from "./fuse.ts";
 import { findRefusers, FreezeTimeoutError } from "./refusers.ts";
 
 /** Userspace, frozen; dispose (or {@linkcode Frozen.thaw}) to thaw it. */
@@ -83,6 +83,9 @@ export interface FreezeOptions {
   betweenWaves?: () => void | Promise<void>;
 }
 
+/** How long the first try runs before it looks (and looks again) whether a FUSE request holds it up. */
+const FUSE_PROBE_MS = 500;
+
 /** The first try saw a FUSE request hold it up, and thawed. */
 class FuseHeldUp extends Error {}
 
@@ -118,7 +121,7 @@ export async function freezeUserspace(opts: FreezeOptions): Promise<Frozen> {
   const started = performance.now();
   const deadline = started + opts.timeoutMs;
   if (opts.fuseOrder !== "waves") {
-    const probeAt = started + (opts.fuseProbeMs ?? 500);
+    const probeAt = started + (opts.fuseProbeMs ?? FUSE_PROBE_MS);
     try {
       return await attempt(root, targets, null, { ...opts, started, deadline, probeAt });
     } catch (err) {
@@ -164,9 +167,14 @@ async function attempt(
       for (const dir of [...cgroups].reverse()) {
         try {
           await writeFile(join(dir, "cgroup.freeze"), "0");
-          if (below(dir)) unmarkCgroup(dir);
         } catch (err) {
           if (!(err instanceof Deno.errors.NotFound)) errors.push(describe(`write 0 to ${dir}/cgroup.freeze`, err));
+          continue;
+        }
+        try {
+          if (below(dir)) unmarkCgroup(dir);
+        } catch (err) {
+          errors.push(describe(`take the mark off ${dir}`, err));
         }
       }
       if (frozenUsed || frozenCreated) {
@@ -239,6 +247,8 @@ async function attempt(
       if (!(await exists(join(dir, "cgroup.freeze")))) continue;
       if ((await readOr(join(dir, "cgroup.freeze"), "0")) === "1") {
         alreadyFrozen.push(dir);
+        // someone else's: a mark left from a cycle that died between a thaw and its unmark must not claim it
+        if (below(dir)) unmarkCgroup(dir);
         continue;
       }
       try {
@@ -264,28 +274,29 @@ async function attempt(
     const poll = opts.pollMs ?? 10;
     for (;;) {
       // A process can appear in the root later (e.g. a daemon's child re-parented there): catch it too.
-      if ((await sweepRoot()) === 0) {
-        const all = [...cgroups, ...alreadyFrozen, ...(frozenUsed ? [frozenDir] : [])];
-        const pending = [];
-        for (const dir of all) if (!(await isFrozen(dir))) pending.push(dir);
-        if (!pending.length) return;
-        const now = performance.now();
-        if (now >= opts.deadline || (opts.probeAt !== null && now >= opts.probeAt)) {
-          const refusers = await findRefusers(root, pending);
-          if (now < opts.deadline) {
-            opts.probeAt = null; // looked once
-            if (!refusers.some((r) => FUSE_WAIT.test(r.wchan))) continue;
-            await frozen.thaw();
-            throw new FuseHeldUp();
-          }
-          let thawErrors: string[] = [];
-          try {
-            await frozen.thaw();
-          } catch (err) {
-            thawErrors = err instanceof CleanupError ? err.errors : [String(err)];
-          }
-          const how = plan ? "frozen again in two waves, FUSE servers last, after a FUSE request held it up" : "";
-          throw new FreezeTimeoutError(opts.timeoutMs, refusers, thawErrors, how);
+      const moved = await sweepRoot();
+      const all = [...cgroups, ...alreadyFrozen, ...(frozenUsed ? [frozenDir] : [])];
+      const pending = [];
+      for (const dir of all) if (!(await isFrozen(dir))) pending.push(dir);
+      if (!pending.length && moved === 0) return;
+      const now = performance.now();
+      if (now >= opts.deadline) {
+        const refusers = await findRefusers(root, pending);
+        let thawErrors: string[] = [];
+        try {
+          await frozen.thaw();
+        } catch (err) {
+          thawErrors = err instanceof CleanupError ? err.errors : [String(err)];
+        }
+        const how = plan ? "frozen again in two waves, FUSE servers last, after a FUSE request held it up" : "";
+        throw new FreezeTimeoutError(opts.timeoutMs, refusers, thawErrors, how);
+      }
+      if (opts.probeAt !== null && now >= opts.probeAt && pending.length) {
+        // looked at again every so often: a FUSE wait may begin late, or hide behind a busy thread
+        opts.probeAt = now + (opts.fuseProbeMs ?? FUSE_PROBE_MS);
+        if (fuseInUse() && await fuseWaitIn(pending)) {
+          await frozen.thaw();
+          throw new FuseHeldUp();
         }
       }
       await new Promise((r) => setTimeout(r, poll));
@@ -293,11 +304,13 @@ async function attempt(
   }
 
   try {
-    if (plan) {
-      for (const dir of plan.split) {
-        // top-level ones too: the undo by looking goes down only where it finds this mark
+    for (const dir of plan?.split ?? []) {
+      // top-level ones too: the undo by looking goes down only where it finds this mark
+      try {
         markCgroup(dir, "split");
         split.push(dir);
+      } catch (err) {
+        if (errnoCode(err) !== "ENOENT") throw err; // removed meanwhile: nothing below it to freeze either
       }
     }
     // Processes in the root cgroup first: repeat while they fork.

@@ -26,8 +26,36 @@ import { type Cgroup2Root, cgroupDir, markCgroup, procCgroup, readProcs, unmarkC
 const CONNECTIONS = "/sys/fs/fuse/connections";
 const DEV_FUSE = new TextEncoder().encode("/dev/fuse");
 
-/** What a thread waiting on a FUSE server shows in `/proc/…/wchan`. */
-export const FUSE_WAIT = /^(request_wait_answer|fuse_\w+)$/;
+/** A thread waiting on a FUSE server: its wchan, or a frame of its kernel stack (the wait may be inlined). */
+const FUSE_WCHAN = /^_*(request_wait_answer|fuse_\w+)$/;
+const FUSE_FRAME = /(^|\s)_*(request_wait_answer|fuse_\w+)\+/m;
+
+/**
+ * Whether a thread of a process in the cgroups `dirs` (or below them) waits on a FUSE server. Reads the threads of
+ * the cgroups not frozen yet: what still holds a freeze up.
+ */
+export async function fuseWaitIn(dirs: string[]): Promise<boolean> {
+  const visit = async (dir: string): Promise<boolean> => {
+    if (/^frozen 1$/m.test(await Deno.readTextFile(join(dir, "cgroup.events")).catch(() => ""))) return false;
+    for (const pid of await readProcs(dir).catch(() => [])) {
+      let tids: string[] = [];
+      try {
+        tids = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => t.name);
+      } catch { /* gone */ }
+      for (const tid of tids) {
+        const base = `/proc/${pid}/task/${tid}`;
+        if (FUSE_WCHAN.test((await Deno.readTextFile(`${base}/wchan`).catch(() => "")).trim())) return true;
+        if (FUSE_FRAME.test(await Deno.readTextFile(`${base}/stack`).catch(() => ""))) return true;
+      }
+    }
+    try {
+      for (const e of Deno.readDirSync(dir)) if (e.isDirectory && await visit(join(dir, e.name))) return true;
+    } catch { /* removed meanwhile */ }
+    return false;
+  };
+  for (const dir of dirs) if (await visit(dir)) return true;
+  return false;
+}
 
 /**
  * Whether a FUSE filesystem is mounted: in PID 1's view (the cycle runs chrooted, and a process's own mountinfo
@@ -116,8 +144,8 @@ export async function planWaves(root: Cgroup2Root, targets: string[]): Promise<W
   }
   const late = serverDirs.includes(root.dir) ? await rootFamily(root.dir, servers) : new Set<number>();
   const plan: WavePlan = { servers, ...splitForFuse(targets, serverDirs), late };
-  const nested = plan.first.find((dir) => dirname(dir) !== root.dir);
-  const why = nested === undefined ? null : markFails(nested);
+  const marked = plan.split[0] ?? plan.first.find((dir) => dirname(dir) !== root.dir);
+  const why = marked === undefined ? null : markFails(marked);
   if (why !== null) {
     // unmarked, a freeze below the top could outlive a dead agent unseen: all at once, as without a server
     return { ...plan, first: targets, last: [], split: [], note: `FUSE servers frozen with the rest: ${why}` };

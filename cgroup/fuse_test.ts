@@ -71,6 +71,11 @@ Deno.test({
     // in the root cgroup: a server with a helper child that holds no /dev/fuse (sshfs's ssh), and a plain process
     const inRoot = await bed.spawn(server(m2, "(exec 3>&- sleep 1000) & "), bed.root);
     const plain = await bed.spawn("exec sleep 1000", bed.root);
+    // a unit someone froze, bearing a stale mark (a cycle that died between its thaw and the unmark)
+    const theirs = await bed.cgroup("a.slice/theirs.scope");
+    await bed.spawn("exec sleep 1000", theirs);
+    await write(join(theirs, "cgroup.freeze"), "1");
+    markCgroup(theirs, "frozen");
     const own = await bed.cgroup("cryptsleep");
     const frozenDir = join(bed.root, FROZEN_NAME);
     try {
@@ -113,6 +118,8 @@ Deno.test({
       });
       try {
         assert.ok(between, "two waves");
+        assert.deepEqual(frozen.alreadyFrozen, [theirs]);
+        assert.equal(cgroupMark(theirs), null, "the stale mark on someone else's frozen unit is gone");
         assert.deepEqual(frozen.fuse?.lastWave, [a, frozenDir]);
         assert.deepEqual(frozen.cgroups, [client, b, a], "first wave first, then the server's");
         for (const pid of [inRoot, helper, plain]) assert.ok(frozen.movedPids.includes(pid), `${pid} moved`);
@@ -122,6 +129,8 @@ Deno.test({
         await frozen.thaw();
       }
       for (const dir of [a, client, b]) assert.equal(await freezeOf(dir), "0", dir);
+      assert.equal(await freezeOf(theirs), "1", "someone else's unit stays frozen");
+      await write(join(theirs, "cgroup.freeze"), "0");
       assert.equal(await frozenFlag(client), "0");
       assert.deepEqual([cgroupMark(a), cgroupMark(client)], [null, null], "the thaw took the marks off");
       assert.deepEqual(await thawLeftovers({ cgroupRoot: bed.root, own: "cryptsleep", dryRun: true }), []);
