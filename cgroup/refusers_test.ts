@@ -64,6 +64,8 @@ Deno.test({
         assert.equal((await Deno.readTextFile(join(dir, "cgroup.freeze"))).trim(), "0");
         assert.equal(await frozenFlag(dir), "0");
       }
+      // thawed, it runs a moment (R) on its way back to sleep: waited for, not caught in between
+      await waitState(fine, "S");
       assert.equal((await readStat(`/proc/${fine}/stat`))?.state, "S");
     } finally {
       holder.kill("SIGKILL"); // closing /dev/fuse aborts the connection: the stuck stat returns ENOTCONN
