@@ -58,6 +58,7 @@ const INCLUDE = [
   "e2fsprogs", // not in trixie's minbase: mkfs and fsck of the ext4 volumes
   "linux-image-amd64",
   "zstd",
+  "bindfs", // a real FUSE server, run as a systemd service (tests/vm/fuse_test.ts)
 ];
 /** The busybox guest whose kernel and initramfs run the builder boot. */
 const BUILDER_KERNEL = "6.1";
