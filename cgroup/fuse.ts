@@ -20,7 +20,7 @@ import { dirname, join } from "../host/path.ts";
 import { readMountinfoSync } from "../host/mountinfo.ts";
 import { readStat } from "../host/proc.ts";
 import { linksTo } from "../ffi/libc.ts";
-import { type Cgroup2Root, cgroupDir, markCgroup, procCgroup, readProcs, unmarkCgroup } from "./cgroup2.ts";
+import { type Cgroup2Root, cgroupDir, isFrozen, markCgroup, procCgroup, readProcs, unmarkCgroup } from "./cgroup2.ts";
 
 /** The kernel's FUSE connections, one directory each, where fusectl is mounted (systemd mounts it). */
 const CONNECTIONS = "/sys/fs/fuse/connections";
@@ -36,7 +36,7 @@ const FUSE_FRAME = /(^|\s)_*(request_wait_answer|fuse_\w+)\+/m;
  */
 export async function fuseWaitIn(dirs: string[]): Promise<boolean> {
   const visit = async (dir: string): Promise<boolean> => {
-    if (/^frozen 1$/m.test(await Deno.readTextFile(join(dir, "cgroup.events")).catch(() => ""))) return false;
+    if (await isFrozen(dir)) return false;
     for (const pid of await readProcs(dir).catch(() => [])) {
       let tids: string[] = [];
       try {
