@@ -41,6 +41,29 @@ async function writerWent(vm: VM, file: string): Promise<void> {
   assert.match(gaps.out, /rc=0/, gaps.out);
 }
 
+/**
+ * Runs `cycles` whole cycles (S3 reached, the passphrase typed, exit 0 each); returns how many froze in two waves
+ * (the freeze phase's detail names the FUSE servers when a FUSE request held its first try up).
+ */
+async function cyclesInWaves(vm: VM, cycles: number, timeoutMs: number): Promise<number> {
+  let waves = 0;
+  for (let cycle = 1; cycle <= cycles; cycle++) {
+    const from = vm.console.length;
+    await startSuspend(vm, "", CONSOLE);
+    const asleep = await Promise.race([
+      vm.waitForEvent("SUSPEND", timeoutMs).then(() => true),
+      suspendExit(vm, timeoutMs).then(() => false),
+    ]);
+    assert.ok(asleep, `cycle ${cycle}: no S3, the cycle ended:\n${vm.console.slice(from)}`);
+    await vm.wake();
+    await answerPrompt(vm, timeoutMs);
+    assert.equal(await suspendExit(vm, timeoutMs), 0, `cycle ${cycle}:\n${vm.console.slice(from)}`);
+    const report = JSON.parse((await vm.sh("cat /run/cryptsleep/last.json")).out);
+    if (report.phases.find((p: { name: string }) => p.name === "freeze")?.detail?.fuse) waves++;
+  }
+  return waves;
+}
+
 for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
   Deno.test({
     name: `kernel ${kernel}: writers busy on FUSE mounts of the locked root: frozen after their clients, they sleep`,
@@ -60,23 +83,7 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       const before = await systemState(vm);
 
       await t.step("busybox: server and writer in the root cgroup, three cycles", async () => {
-        let waves = 0;
-        for (let cycle = 1; cycle <= 3; cycle++) {
-          const from = vm.console.length;
-          await startSuspend(vm, "", CONSOLE);
-          const asleep = await Promise.race([
-            vm.waitForEvent("SUSPEND", 300_000).then(() => true),
-            suspendExit(vm, 300_000).then(() => false),
-          ]);
-          assert.ok(asleep, `cycle ${cycle}: no S3, the cycle ended:\n${vm.console.slice(from)}`);
-          await vm.wake();
-          await answerPrompt(vm);
-          assert.equal(await suspendExit(vm), 0, `cycle ${cycle}:\n${vm.console.slice(from)}`);
-          // the freeze phase's detail names the FUSE servers when a FUSE request held its first try up
-          const report = JSON.parse((await vm.sh("cat /run/cryptsleep/last.json")).out);
-          const freeze = report.phases.find((p: { name: string }) => p.name === "freeze");
-          if (freeze?.detail?.fuse) waves++;
-        }
+        const waves = await cyclesInWaves(vm, 3, 300_000);
         // not every cycle catches a request in flight, but before the waves every run failed at its first
         assert.ok(waves > 0, "no cycle was held up by a FUSE request: the waves were not tried");
         await writerWent(vm, "/root/src/w.log");
@@ -155,21 +162,7 @@ Deno.test({
     );
     assert.equal(setup.out.trim().split("\n").filter(Boolean).slice(-3).join(" "), "frozen running running", setup.out);
 
-    let waves = 0;
-    for (let cycle = 1; cycle <= 2; cycle++) {
-      const from = vm.console.length;
-      await startSuspend(vm, "", CONSOLE);
-      const asleep = await Promise.race([
-        vm.waitForEvent("SUSPEND", 600_000).then(() => true),
-        suspendExit(vm, 600_000).then(() => false),
-      ]);
-      assert.ok(asleep, `cycle ${cycle}: no S3, the cycle ended:\n${vm.console.slice(from)}`);
-      await vm.wake();
-      await answerPrompt(vm, 600_000); // one passphrase opens the root and /home's volume
-      assert.equal(await suspendExit(vm, 600_000), 0, `cycle ${cycle}:\n${vm.console.slice(from)}`);
-      const report = JSON.parse((await vm.sh("cat /run/cryptsleep/last.json")).out);
-      if (report.phases.find((p: { name: string }) => p.name === "freeze")?.detail?.fuse) waves++;
-    }
+    const waves = await cyclesInWaves(vm, 2, 600_000); // one passphrase opens the root and /home's volume
     // the waves are a race's answer: counted, not required here (the busybox test requires them)
     console.log(`debian: ${waves} of 2 cycles froze in two waves`);
     await writerWent(vm, "/root/src/w.log");
