@@ -227,7 +227,10 @@ async function checkVolumes(root: string, plan: Plan): Promise<Check[]> {
       detail: `${plan.lock.length} to lock: ${plan.lock.map((v) => v.dmName).join(", ")}`,
     });
   }
-  for (const w of plan.warnings) out.push({ status: "warn", name: "plan", detail: w });
+  // what suspend would refuse is a failure here, not a warning
+  for (const w of plan.warnings) {
+    out.push({ status: plan.unsafe.includes(w) ? "fail" : "warn", name: "plan", detail: w });
+  }
   const keys = (await readProcKeys(root)).filter((k) => k.description.startsWith("cryptsetup:"));
   for (const v of plan.lock) {
     const mine = keys.filter((k) => v.uuid && k.description.startsWith(`cryptsetup:${v.uuid}`));

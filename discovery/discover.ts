@@ -120,6 +120,8 @@ export interface Plan {
   notLockable: NotLockable[];
   /** What the user should know (swap on a volume, a missing header…). */
   warnings: string[];
+  /** Layouts a cycle would hang on (a header it could not read after the lock): preflight refuses; also in warnings. */
+  unsafe: string[];
   /** Largest Argon2 memory (KiB) any volume needs on unlock. */
   maxArgon2MemoryKiB: number;
   /** The root the plan was read from ("/" = live system). */
@@ -165,7 +167,7 @@ class Graph {
   readonly byDmName = new Map<string, string>();
   /** Loop devices whose backing file lives on a device (device → loops): above it, though sysfs does not say so. */
   readonly #fileHolders = new Map<string, string[]>();
-  /** Order-only edges (device → the devices locked before it): a volume whose key file lives on the device. */
+  /** Order-only edges (device → the devices locked before it): a volume whose key file or header lives on it. */
   readonly #orderHolders = new Map<string, string[]>();
   #heights = new Map<string, number>();
 
@@ -195,7 +197,7 @@ class Graph {
 
   /**
    * Orders `first` above `then` (locked before it, unlocked after it), as if stacked on it: a key file of `first`
-   * lives on `then`. Refused (false) when `then` already sits above `first`: the order would go round in a circle.
+   * or detached header lives on `then`. Refused (false) when `then` already sits above `first`: the order would go round in a circle.
    */
   orderBefore(first: string, then: string): boolean {
     if (first === then || this.#upward(first).has(then)) return false;
@@ -385,6 +387,7 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   const g = new Graph(root, devs, mounts);
   await g.linkLoopFiles();
   const warnings: string[] = [];
+  const unsafe: string[] = [];
   const notLockable: NotLockable[] = [];
 
   if (uid !== null && uid !== 0) {
@@ -476,15 +479,19 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
     volumes.push(vol);
   }
 
+  // The volumes a file lives on: through loop devices too (a file in an image file's filesystem on a volume).
+  const volumesHolding = async (path: string): Promise<Volume[]> => {
+    const k = path.startsWith("/") ? await g.deviceOfPath(path) : undefined;
+    return k === undefined ? [] : volumes.filter((w) => w.kname === k || g.dependents(w.kname).has(k));
+  };
+
   // A key file on a locked volume is read once that volume is unlocked: it is unlocked first, so locked last.
   for (const v of volumes) {
     const kf = keyFileOf(v, warnings);
     if (!kf) continue;
     v.keyFile = kf;
     if (kf.device) continue; // on a device of its own (a USB stick): found after wake
-    const k = kf.path.startsWith("/") ? await g.deviceOfPath(kf.path) : undefined;
-    // through loop devices too: a key file in an image file's filesystem on a locked volume waits for that volume
-    const under = k === undefined ? [] : volumes.filter((w) => w.kname === k || g.dependents(w.kname).has(k));
+    const under = await volumesHolding(kf.path);
     kf.on = under.map((w) => w.dmName);
     if (under.includes(v)) {
       // kept, so its page-cache copy is dropped before the lock like any other's; never read after wake
@@ -506,6 +513,23 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       warnings.push(
         `volume ${v.dmName}: its crypttab key file ${kf.path} stays readable while ${v.dmName} is locked: ` +
           `whoever takes the sleeping machine can unlock it; remove the key file or keep it on a locked volume`,
+      );
+    }
+  }
+
+  // A detached header is read to lock its volume and again to unlock it: one that lives on another volume (a file on
+  // the root) is locked before that volume and unlocked after it, whatever the names; else the read waits forever.
+  for (const v of volumes.filter((v) => v.header.detached)) {
+    const under = await volumesHolding(v.header.path);
+    const circle = under.includes(v) ? [v] : under.filter((w) => !g.orderBefore(v.kname, w.kname));
+    if (circle.length) {
+      const why = circle[0] === v
+        ? `it can't be read while ${v.dmName} is locked`
+        : `${circle.map((w) => w.dmName).join(", ")} needs ${v.dmName} unlocked first`;
+      unsafe.push(
+        `volume ${v.dmName}: its detached header ${v.header.path} is on ` +
+          `${circle.map((w) => w.dmName).join(", ")}, and ${why}: it could not be unlocked after wake; move the ` +
+          `header to an unencrypted disk (/boot) or to another volume, and set header= in /etc/crypttab`,
       );
     }
   }
@@ -567,7 +591,8 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
     lock,
     unlock: [...lock].reverse(),
     notLockable,
-    warnings,
+    warnings: [...warnings, ...unsafe],
+    unsafe,
     maxArgon2MemoryKiB: lock.reduce((m, v) => Math.max(m, v.argon2MemoryKiB), 0),
     root,
     dmDevices: dms.length,

@@ -130,6 +130,15 @@ Deno.test("detached header from crypttab header=; an unnamed detached header is 
   warned(p, "stray", "/dev/vdb", "no LUKS header", "header=");
   assert.ok(p.warnings.every((w) => !w.includes("cryptsleep-tree")), "warnings name host paths, not the tree");
   assert.equal(p.maxArgon2MemoryKiB, 49152);
+  // zz-data's header is a file on cryptroot: locked before it and unlocked after it, although "zz" sorts after it
+  assert.deepEqual(vol(p, "zz-data").header, { path: "/root/zz.hdr", detached: true });
+  assert.equal(vol(p, "zz-data").type, "LUKS1");
+  assert.ok(names(p).indexOf("zz-data") < names(p).indexOf("cryptroot"), `${names(p)}`);
+  assert.ok(names(p, "unlock").indexOf("cryptroot") < names(p, "unlock").indexOf("zz-data"), `${names(p, "unlock")}`);
+  // a header inside the volume's own filesystem could not be read to unlock it: preflight refuses
+  assert.equal(p.unsafe.length, 1, `${p.unsafe}`);
+  assert.ok(p.unsafe[0].includes("selfish") && p.unsafe[0].includes("/mnt/selfish/h.hdr"), p.unsafe[0]);
+  assert.ok(p.unsafe[0].includes("header=") && p.warnings.includes(p.unsafe[0]), p.unsafe[0]);
 });
 
 Deno.test("plain dm-crypt is not lockable; a missing header is a warning, not a crash", async () => {

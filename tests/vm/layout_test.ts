@@ -1,11 +1,13 @@
 /**
- * Layouts whose lock order the block device graph alone does not give: a volume opened from an image file that
- * lives on another LUKS volume. The image's volume must be locked before its host (its filesystem is frozen and
- * its key wiped while the host still takes writes) and unlocked after it. Named to sort after its host, so a
- * name order would lock the host first: then the image's own lock writes through the loop device into the locked
- * host, the agent blocks in D state, and the machine stays frozen with no prompt. On 6.1 the image's key is pinned
- * (its loop device), so its lock is the table swap with its filesystem frozen. CI's tier runs 6.1; the full tier
- * every kernel (on 6.18 the root's key is pinned too).
+ * Layouts whose lock order the block device graph alone does not give: volumes that need a file living on another
+ * LUKS volume, named to sort after it, so a name order would lock that volume first.
+ * - A volume opened from an image file on the LUKS root: its own lock would write through the loop device into the
+ *   locked root, the agent blocks in D state, and the machine stays frozen with no prompt. On 6.1 the image's key is
+ *   pinned (its loop device), so its lock is the table swap with its filesystem frozen.
+ * - A LUKS1 volume on a disk of its own whose detached header is a file on the LUKS root (crypttab `header=`):
+ *   libcryptsetup reads that header to lock it and again to unlock it, so it is locked before the root and unlocked
+ *   after it. Nothing is stacked on either, so only the header gives the order.
+ * CI's tier runs 6.1; the full tier every kernel (on 6.18 the root's key is pinned too).
  */
 import assert from "node:assert/strict";
 import { fullCycle, lineCount, SLOW, tierKernels } from "./cycle_helpers.ts";
@@ -55,6 +57,55 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       const before = await lineCount(vm, "/mnt/vault/writer.log");
       await vm.sh("sleep 2");
       assert.ok(await lineCount(vm, "/mnt/vault/writer.log") > before, "the writer on the image volume goes on");
+      await vm.sh("kill %1; wait");
+    },
+  });
+}
+
+for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
+  Deno.test({
+    name:
+      `kernel ${kernel}: a LUKS1 volume whose detached header is a file on the LUKS root, named after it, is locked ` +
+      "before the root and unlocked after it",
+    ...SLOW,
+    fn: async () => {
+      await using vm = await boot({ kernel, dataDisk: true });
+      const pass = vm.guest.passphrase;
+      // crypttab says where the header is, as a user's would; the header file is the only link between the two
+      const setup = await vm.sh(
+        `truncate -s 4M /root/zz.hdr && printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks1 ` +
+          `--pbkdf-force-iterations 1000 --header /root/zz.hdr --key-file - /dev/vdc && ` +
+          `printf %s '${pass}' | cryptsetup open --header /root/zz.hdr --key-file - /dev/vdc zz-data && ` +
+          "echo 'zz-data /dev/vdc none luks,header=/root/zz.hdr' >> /etc/crypttab && " +
+          "mkfs.ext4 -F -q /dev/mapper/zz-data && mkdir -p /mnt/zz && mount /dev/mapper/zz-data /mnt/zz && " +
+          "echo kept > /mnt/zz/kept && sync && grep -c ' /mnt/zz ' /proc/mounts",
+        { timeoutMs: 180_000 },
+      );
+      assert.equal(setup.code, 0, setup.out);
+      const writer = await vm.sh(
+        "(while :; do echo x >> /mnt/zz/writer.log; sync; sleep 0.2; done) >/dev/null 2>&1 & sleep 1; echo started",
+      );
+      assert.equal(writer.code, 0, writer.out);
+
+      const needles = [
+        ...keyHalves(await volumeKey(vm, "/dev/vda")),
+        ...keyHalves(await volumeKey(vm, "--header /root/zz.hdr /dev/vdc")),
+      ];
+      // the cycle before the order is asserted: a wrong order shows as what it does to the cycle
+      const cycle = await fullCycle(vm, needles);
+      assert.deepEqual(cycle.hits, needles.map(() => 0), "no key half of either volume in RAM while suspended");
+
+      const plan = await vm.sh("cryptsleep plan --json", { timeoutMs: 120_000 });
+      assert.equal(plan.code, 0, plan.out);
+      const order = JSON.parse(plan.out.slice(plan.out.indexOf("{"), plan.out.lastIndexOf("}") + 1)).lock
+        .map((v: { dmName: string }) => v.dmName);
+      assert.deepEqual(order, ["zz-data", "root"], "the volume goes before the volume holding its header");
+
+      const kept = await vm.sh("cat /mnt/zz/kept");
+      assert.equal(kept.out.trim(), "kept", `the detached-header volume's data does not read back: ${kept.out}`);
+      const before = await lineCount(vm, "/mnt/zz/writer.log");
+      await vm.sh("sleep 2");
+      assert.ok(await lineCount(vm, "/mnt/zz/writer.log") > before, "the writer on the detached volume goes on");
       await vm.sh("kill %1; wait");
     },
   });
