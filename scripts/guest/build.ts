@@ -62,6 +62,8 @@ const USER_PACKAGES = [
   "libc6",
   "libgcc-s1",
   "bindfs", // a real FUSE daemon for the tests of FUSE mounts over locked volumes
+  "lvm2", // LUKS on LVM (tests/vm/layout_test.ts)
+  "btrfs-progs", // btrfs on LUKS (tests/vm/layout_test.ts)
 ];
 
 /** Modules wanted in the guest; `required` ones must exist as module or built-in. */
@@ -87,6 +89,7 @@ const MODULES: { name: string; required: boolean }[] = [
     // a driver that loads firmware and releases it, as iwlwifi does (tests/vm/firmware_test.ts)
     "test_firmware",
     "fuse",
+    "btrfs",
   ].map((name) => ({ name, required: false })),
 ];
 
@@ -852,6 +855,8 @@ async function build(
   }
   userBins.push({ src: await findBin("keyctl"), dst: "usr/bin/keyctl" });
   userBins.push({ src: await findBin("bindfs"), dst: "usr/bin/bindfs" });
+  userBins.push({ src: await findBin("lvm"), dst: "usr/sbin/lvm" });
+  for (const n of ["mkfs.btrfs", "btrfs"]) userBins.push({ src: await findBin(n), dst: `usr/sbin/${n}` });
   await populate(rootfs, userBins);
   // libcryptsetup and libdevmapper for FFI (dlopen by soname): already pulled in by cryptsetup/dmsetup.
   for (const l of ["libcryptsetup.so.12", "libdevmapper.so.1.02.1"]) {

@@ -7,6 +7,7 @@
  * - A LUKS1 volume on a disk of its own whose detached header is a file on the LUKS root (crypttab `header=`):
  *   libcryptsetup reads that header to lock it and again to unlock it, so it is locked before the root and unlocked
  *   after it. Nothing is stacked on either, so only the header gives the order.
+ * And a layout the graph does give, checked end to end: LUKS2 on an LVM logical volume, with btrfs on it.
  * CI's tier runs 6.1; the full tier every kernel (on 6.18 the root's key is pinned too).
  */
 import assert from "node:assert/strict";
@@ -106,6 +107,57 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       const before = await lineCount(vm, "/mnt/zz/writer.log");
       await vm.sh("sleep 2");
       assert.ok(await lineCount(vm, "/mnt/zz/writer.log") > before, "the writer on the detached volume goes on");
+      await vm.sh("kill %1; wait");
+    },
+  });
+}
+
+for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
+  Deno.test({
+    name: `kernel ${kernel}: LUKS on LVM with btrfs on it: locked and unlocked with the root, the LV left alone`,
+    ...SLOW,
+    fn: async () => {
+      await using vm = await boot({ kernel, dataDisk: true });
+      const pass = vm.guest.passphrase;
+      // the busybox guest runs no udev: lvm makes its device nodes itself (DM_DISABLE_UDEV)
+      const lvm = await vm.sh(
+        "export DM_DISABLE_UDEV=1 && mkdir -p /run/lvm /run/lock/lvm && lvm pvcreate -q -ff -y /dev/vdc && lvm vgcreate -q vg /dev/vdc && " +
+          "lvm lvcreate -q -y -L 48M -n lv vg && ls -l /dev/mapper/vg-lv",
+        { timeoutMs: 180_000 },
+      );
+      assert.equal(lvm.code, 0, lvm.out);
+      const setup = await vm.sh(
+        `printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 --luks2-keyslots-size 1m ` +
+          `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - /dev/vg/lv && ` +
+          `printf %s '${pass}' | cryptsetup open --key-file - /dev/vg/lv crypt-lv && ` +
+          "mkfs.btrfs -q -f --mixed /dev/mapper/crypt-lv && mkdir -p /mnt/b && mount -t btrfs /dev/mapper/crypt-lv /mnt/b && " +
+          "echo kept > /mnt/b/kept && sync && grep -c ' /mnt/b btrfs ' /proc/mounts",
+        { timeoutMs: 180_000 },
+      );
+      assert.equal(setup.code, 0, setup.out);
+      const writer = await vm.sh(
+        "(while :; do echo x >> /mnt/b/writer.log; sync; sleep 0.2; done) >/dev/null 2>&1 & sleep 1; echo started",
+      );
+      assert.equal(writer.code, 0, writer.out);
+
+      const needles = [
+        ...keyHalves(await volumeKey(vm, "/dev/vda")),
+        ...keyHalves(await volumeKey(vm, "/dev/vg/lv")),
+      ];
+      const cycle = await fullCycle(vm, needles);
+      assert.deepEqual(cycle.hits, needles.map(() => 0), "no key half of either volume in RAM while suspended");
+
+      const after = await vm.sh(
+        "cat /mnt/b/kept; for d in /sys/block/dm-*; do echo $(cat $d/dm/name) suspended=$(cat $d/dm/suspended); done; " +
+          "btrfs device stats /mnt/b | grep -v ' 0$'; dmesg | grep -i -E 'btrfs.*(error|warn)|I/O error' | head -5",
+      );
+      assert.equal(after.code, 0, after.out);
+      assert.match(after.out, /^kept$/m, "the btrfs data reads back");
+      assert.match(after.out, /^vg-lv suspended=0$/m, "the LV under the volume is live");
+      assert.doesNotMatch(after.out, /suspended=1|_errs|error|warn/i, "nothing left suspended, no btrfs or I/O error");
+      const before = await lineCount(vm, "/mnt/b/writer.log");
+      await vm.sh("sleep 2");
+      assert.ok(await lineCount(vm, "/mnt/b/writer.log") > before, "the writer on btrfs goes on");
       await vm.sh("kill %1; wait");
     },
   });
