@@ -1,8 +1,9 @@
 /**
  * @module
  * Soak on the QEMU bed (issue #10): boots one busybox guest, starts loads that run for the whole soak — an appender
- * on the LUKS root and one on the LUKS2 data disk (layout root+data) that print `ACK <writer> <n>` on the serial
- * console only after the record's fsync returned, and a reader walking the tree — then runs N full
+ * on the LUKS root and one on the LUKS2 data disk (layout root+data), and an O_DIRECT writer (a 4096-byte block per
+ * record, on the data disk when there is one), that print `ACK <writer> <n>` on the serial console only after the
+ * record's fsync returned, and a reader walking the tree — then runs N full
  * `cryptsleep suspend` cycles (S3, wake, passphrase, exit code, `cryptsleep status --json`). Every k cycles (and the
  * first and last) guest RAM is dumped while asleep and searched for the volume key halves. At the end the loads
  * stop, the page cache is dropped and every ACKed record is looked for in its file, and the kernel log is searched
@@ -73,11 +74,16 @@ export interface SoakResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The loads of a layout: the appenders (name, record file) and the reader's trees. */
+/**
+ * The loads of a layout: the writers (name, record file, kind) and the reader's trees. Kind "writer": an fsync'ed
+ * append through the page cache; "direct": a block of its own per record, O_DIRECT and fsync'ed, on the data volume
+ * when there is one.
+ */
 function loadsOf(options: SoakOptions) {
   const data = options.layout === "root+data";
-  const writers = [{ name: "root", file: "/root/soak/root.log" }];
-  if (data) writers.push({ name: "data", file: "/mnt/data/soak/data.log" });
+  const writers = [{ name: "root", file: "/root/soak/root.log", kind: "writer" }];
+  if (data) writers.push({ name: "data", file: "/mnt/data/soak/data.log", kind: "writer" });
+  writers.push({ name: "direct", file: `${data ? "/mnt/data" : "/root"}/soak/direct.bin`, kind: "direct" });
   return { writers, reader: { name: "reader", trees: data ? ["/", "/mnt/data"] : ["/"] } };
 }
 
@@ -190,7 +196,7 @@ export async function soak(options: SoakOptions, log: (message: string) => void 
   );
   if (ship.code !== 0) throw new Error(`shipping the load script failed: ${ship.out}`);
   const loads = [
-    ...writers.map((w) => ({ name: w.name, args: `writer ${w.name} ${w.file}` })),
+    ...writers.map((w) => ({ name: w.name, args: `${w.kind} ${w.name} ${w.file}` })),
     { name: reader.name, args: `reader ${reader.name} ${reader.trees.join(" ")}` },
   ];
   for (const l of loads) {
@@ -270,7 +276,8 @@ export async function soak(options: SoakOptions, log: (message: string) => void 
     if (drop.code !== 0) throw new Error(`sync + drop_caches failed: ${drop.out}`);
     end.records = [];
     for (const w of writers) {
-      const r = await vm.sh(recordsScript(w.name, w.file, `${STATE}/${w.name}.nums`), { timeoutMs: 300_000 });
+      const script = recordsScript(w.name, w.file, `${STATE}/${w.name}.nums`, w.kind === "direct");
+      const r = await vm.sh(script, { timeoutMs: 300_000 });
       const file = parseRecords(stripLoadLines(r.out), w.name);
       const acked = loadLog.acked(w.name);
       const lost = missingRecords(acked, file?.ranges ?? []);
@@ -291,7 +298,10 @@ export async function soak(options: SoakOptions, log: (message: string) => void 
   const summary = summarize(rows, options.cycles, end);
   const kernelVersion = guest.manifest.kernel.version;
   const title = `cryptsleep soak: ${options.cycles} cycle(s), kernel ${kernelVersion}, layout ${options.layout}, ` +
-    `loads: ${writers.map((w) => `fsync appender on ${w.name}`).join(", ")}, reader — QEMU TCG`;
+    `loads: ${
+      writers.map((w) => w.kind === "direct" ? `O_DIRECT writer (${w.file})` : `fsync appender on ${w.name}`)
+        .join(", ")
+    }, reader — QEMU TCG`;
   const table = soakTable(summary, title, end.records);
   const files: string[] = [];
   if (options.out) {

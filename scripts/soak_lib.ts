@@ -148,6 +148,21 @@ if [ "$kind" = writer ]; then
     fi
     sleep ${WRITER_PAUSE_S}
   done
+elif [ "$kind" = direct ]; then
+  # record n in block n of its own, O_DIRECT: past the page cache, each fsync'ed; the rest of the block is NULs
+  f=$1
+  mkdir -p "$(dirname "$f")"
+  while [ ! -e "$state/stop" ]; do
+    n=$((n + 1))
+    if printf '%s %d %s\n' "$name" "$n" ${PAYLOAD} |
+      dd of="$f" bs=4096 seek=$n oflag=direct conv=notrunc,sync,fsync 2>/dev/null; then
+      echo "ACK $name $n" >> "$console"
+    else
+      echo "ERR $name $n" >> "$console"
+      sleep 1
+    fi
+    sleep ${WRITER_PAUSE_S}
+  done
 else
   while [ ! -e "$state/stop" ]; do
     n=$((n + 1))
@@ -169,16 +184,19 @@ echo "END $name $n" >> "$console"
  * `NAME n PAYLOAD`), `DUP NAME D` (numbers found twice) and `RANGES NAME a-b,c-d` (the numbers found, as runs), or
  * `REC NAME missing` when there is no FILE. `tmp`: a scratch file.
  */
-export function recordsScript(name: string, file: string, tmp: string): string {
+export function recordsScript(name: string, file: string, tmp: string, direct = false): string {
   const re = `^${name} [0-9]+ ${PAYLOAD}$`;
+  // the O_DIRECT writer's file: a record per 4096-byte block, NUL-padded (block 0 a hole): read without the NULs
+  const text = direct ? `${tmp}.txt` : file;
   return [
     `if [ ! -f ${file} ]; then echo "REC ${name} missing"; else`,
-    `echo "REC ${name} lines=$(wc -l < ${file}) bad=$(grep -cvE '${re}' ${file})"`,
-    `grep -E '${re}' ${file} | cut -d' ' -f2 | sort -n > ${tmp}`,
+    ...(direct ? [`tr -d '\\000' < ${file} > ${text}`] : []),
+    `echo "REC ${name} lines=$(wc -l < ${text}) bad=$(grep -cvE '${re}' ${text})"`,
+    `grep -E '${re}' ${text} | cut -d' ' -f2 | sort -n > ${tmp}`,
     `echo "DUP ${name} $(uniq -d ${tmp} | wc -l)"`,
     `uniq ${tmp} | awk 'NR==1{s=$1;e=$1;next} $1==e+1{e=$1;next} {r=r s "-" e ","; s=$1; e=$1} ` +
     `END{if (NR) r=r s "-" e; print "RANGES ${name} " r}'`,
-    `rm -f ${tmp}; fi`,
+    `rm -f ${tmp}${direct ? ` ${text}` : ""}; fi`,
   ].join("\n");
 }
 

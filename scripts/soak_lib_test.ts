@@ -117,17 +117,23 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "soak-lib-" });
     try {
       const [state, console, file] = [join(dir, "state"), join(dir, "console"), join(dir, "w", "root.log")];
+      const direct = join(dir, "w", "direct.bin");
       await Deno.mkdir(state);
       await Deno.writeTextFile(join(state, "load.sh"), LOAD_SH);
       await Deno.writeTextFile(join(dir, "tree.txt"), "a file to read\n");
       const loads = [
         ["writer", "root", file],
+        ["direct", "direct", direct],
         ["reader", "reader", dir],
       ].map((a) =>
         new Deno.Command("sh", { args: [join(state, "load.sh"), state, console, ...a], stdout: "null" }).spawn()
       );
       const log = new LoadLog();
-      for (let i = 0; i < 100 && (log.acked("root").length < 5 || !log.walks("reader")); i++) {
+      for (
+        let i = 0;
+        i < 100 && (log.acked("root").length < 5 || log.acked("direct").length < 3 || !log.walks("reader"));
+        i++
+      ) {
         await new Promise((r) => setTimeout(r, 100));
         log.feed(await Deno.readTextFile(console).catch(() => ""));
       }
@@ -135,7 +141,7 @@ Deno.test({
       for (const l of loads) assert.ok((await l.status).success);
       const end = new LoadLog();
       end.feed(await Deno.readTextFile(console));
-      assert.ok(end.ended("root") && end.ended("reader"));
+      assert.ok(end.ended("root") && end.ended("direct") && end.ended("reader"));
       assert.deepEqual(end.errors, []);
       const acked = end.acked("root");
       assert.ok(acked.length >= 5, `the writer ACKed ${acked.length} records`);
@@ -146,6 +152,14 @@ Deno.test({
       assert.equal(whole.lines, acked.length);
       assert.deepEqual([whole.bad, whole.dups], [0, 0]);
       assert.deepEqual(missingRecords(acked, whole.ranges), []);
+
+      // the O_DIRECT writer: a record per 4096-byte block, read back without the NULs
+      const blocks = parseRecords(await sh(recordsScript("direct", direct, join(state, "dnums"), true)), "direct")!;
+      const dAcked = end.acked("direct");
+      assert.ok(dAcked.length >= 3, `the direct writer ACKed ${dAcked.length} records`);
+      assert.equal((await Deno.stat(direct)).size, 4096 * (dAcked.length + 1));
+      assert.deepEqual([blocks.lines, blocks.bad, blocks.dups], [dAcked.length, 0, 0]);
+      assert.deepEqual(missingRecords(dAcked, blocks.ranges), []);
 
       // lose record 3, garble record 4, write record 2 twice
       const lines = (await Deno.readTextFile(file)).split("\n");
