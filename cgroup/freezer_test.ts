@@ -62,7 +62,7 @@ Deno.test({
     }
     assert.ok(own.swapNote.length > 0);
 
-    const frozen = await freezeUserspace({ cgroupRoot: bed.root, own: own.path, timeoutMs: 5000 });
+    const frozen = await freezeUserspace({ cgroupRoot: bed.root, own: own.path, timeoutMs: 30_000 });
     try {
       assert.deepEqual(frozen.cgroups, [join(bed.root, "a.slice"), join(bed.root, "b.slice")]);
       const frozenDir = join(bed.root, FROZEN_NAME);
