@@ -27,6 +27,7 @@ import { forgetKeyFiles } from "./keyfile.ts";
 import { goneBelow, lostDisk, retire } from "./gone.ts";
 import {
   finishInterruptedReopen,
+  isLive,
   onLoopDevice,
   pinnedKeys,
   placeholderName,
@@ -113,7 +114,22 @@ export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<Loc
   return { dmName: volume.dmName, stillPinned };
 }
 
-/** The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. */
-export function detachedHeader(_job: Job, volume: Volume): string | undefined {
-  return volume.header.detached ? hostPath(volume.header.path) : undefined;
+/**
+ * The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. Throws while a
+ * volume the header lives on is locked: libcryptsetup's read there would wait forever (the plan unlocks that volume
+ * first, but its unlock may have failed).
+ */
+export function detachedHeader(job: Job, volume: Volume): string | undefined {
+  if (!volume.header.detached) return undefined;
+  const locked = (volume.header.on ?? []).filter((name) => {
+    const holder = job.plan.lock.find((v) => v.dmName === name);
+    return !holder || !isLive(holder);
+  });
+  if (locked.length) {
+    throw new Error(
+      `${volume.dmName}: its detached header ${volume.header.path} is on ${locked.join(", ")}, still locked: ` +
+        `unlock that first`,
+    );
+  }
+  return hostPath(volume.header.path);
 }

@@ -42,8 +42,11 @@ export interface Volume {
   type: "LUKS1" | "LUKS2";
   /** The devices it is mapped on (`/dev/vda2`). */
   backing: string[];
-  /** Where its LUKS header is read from, and whether that is a detached header file or device. */
-  header: { path: string; detached: boolean };
+  /**
+   * Where its LUKS header is read from, and whether that is a detached header file or device; `on`: for a detached
+   * header, the volumes it lives on (they are unlocked first, and it is never read while one is locked).
+   */
+  header: { path: string; detached: boolean; on?: string[] };
   /** The UUID the header there holds, lowercased, when discovery could read it (dm's may differ: `uuid`). */
   headerUuid?: string;
   /** dm names stacked above, top-down: suspend these first, resume them after the volume. */
@@ -372,8 +375,36 @@ function describeHeaderError(
       hint = "; if it has a detached header, add header=<path> to its /etc/crypttab line";
     } else if (e.code === "ENOENT") hint = "; is the device or header file present?";
   }
+  if (vol.header.detached) {
+    return `volume ${vol.dmName}: cannot read its detached LUKS header at ${vol.header.path} (${msg}): it could ` +
+      `not be unlocked after wake; check header= on its /etc/crypttab line${hint}`;
+  }
   return `volume ${vol.dmName}: cannot read its LUKS header at ${vol.header.path} (${msg}): ` +
     `Argon2 memory unknown, counted as 0${hint}`;
+}
+
+/** `path` with every symlink resolved, as a path under `root` (a recorded tree's links are relative); else undefined. */
+async function hostRealPath(root: string, path: string): Promise<string | undefined> {
+  try {
+    const top = await Deno.realPath(underRoot(root, "/"));
+    const real = await Deno.realPath(underRoot(root, path));
+    if (top === "/") return real;
+    return real === top ? "/" : real.startsWith(`${top}/`) ? real.slice(top.length) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why the cycle could not read a crypttab `header=` value, or undefined: a relative path, or systemd's `path:device`
+ * form (a file on a filesystem systemd mounts for it; `/dev/disk/by-path/pci-0000:00:…` names are plain paths).
+ */
+function unusableHeader(value: string): string | undefined {
+  if (!value.startsWith("/")) return "is not an absolute path";
+  if (/^\/[^:]*:(UUID|LABEL|PARTUUID|PARTLABEL|ID)=/.test(value) || /^\/[^:]*:\/dev\//.test(value)) {
+    return "names a file on another device (systemd's path:device form), which cryptsleep does not mount";
+  }
+  return undefined;
 }
 
 /** Discovers the LUKS volumes under `root` and plans how to lock and unlock them. */
@@ -441,16 +472,20 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       warnings.push(`volume ${dm.name}: expected one backing device, sysfs lists ${d.slaves.length}`);
     }
     if (dm.suspended) warnings.push(`volume ${dm.name} is suspended already (dm suspended=1)`);
-    if (typeof headerOpt === "string" && headerOpt.includes(":")) {
-      warnings.push(`volume ${dm.name}: header=${headerOpt} names a file on another device; only plain paths are read`);
-    }
-    if (header.path) {
+    const headerUnusable = typeof headerOpt === "string" ? unusableHeader(headerOpt) : undefined;
+    if (headerUnusable) {
+      unsafe.push(
+        `volume ${dm.name}: header=${headerOpt} ${headerUnusable}: it could not be unlocked after wake; name the ` +
+          `header by an absolute path on a mounted filesystem in /etc/crypttab (header=/path/to/header)`,
+      );
+    } else if (header.path) {
       let hdr: LuksHeader | undefined;
       const resolved = underRoot(root, header.path);
       try {
         hdr = await readLuksHeader(resolved);
       } catch (e) {
-        warnings.push(describeHeaderError(e, vol, resolved));
+        // a detached header read nowhere else: libcryptsetup would lock the volume and never unlock it
+        (header.detached ? unsafe : warnings).push(describeHeaderError(e, vol, resolved));
       }
       if (hdr) {
         vol.argon2MemoryKiB = hdr.maxArgon2MemoryKiB;
@@ -480,10 +515,36 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   }
 
   // The volumes a file lives on: through loop devices too (a file in an image file's filesystem on a volume).
+  // A path through a symlink counts for the volumes of both ends.
   const volumesHolding = async (path: string): Promise<Volume[]> => {
-    const k = path.startsWith("/") ? await g.deviceOfPath(path) : undefined;
-    return k === undefined ? [] : volumes.filter((w) => w.kname === k || g.dependents(w.kname).has(k));
+    if (!path.startsWith("/")) return [];
+    const real = await hostRealPath(root, path);
+    const ks = new Set<string>();
+    for (const p of new Set([path, real ?? path])) {
+      const k = await g.deviceOfPath(p);
+      if (k !== undefined) ks.add(k);
+    }
+    return volumes.filter((w) => [...ks].some((k) => w.kname === k || g.dependents(w.kname).has(k)));
   };
+
+  // A detached header is read to lock its volume and again to unlock it: one that lives on another volume (a file on
+  // the root) is locked before that volume and unlocked after it, whatever the names; else the read waits forever.
+  // Before the key files' edges: a key file only saves a passphrase, a header is needed.
+  for (const v of volumes.filter((v) => v.header.detached && !unusableHeader(v.header.path))) {
+    const under = await volumesHolding(v.header.path);
+    v.header.on = under.map((w) => w.dmName);
+    const circle = under.includes(v) ? [v] : under.filter((w) => !g.orderBefore(v.kname, w.kname));
+    if (circle.length) {
+      const why = circle[0] === v
+        ? `it can't be read while ${v.dmName} is locked`
+        : `${circle.map((w) => w.dmName).join(", ")} needs ${v.dmName} unlocked first`;
+      unsafe.push(
+        `volume ${v.dmName}: its detached header ${v.header.path} is on ` +
+          `${circle.map((w) => w.dmName).join(", ")}, and ${why}: it could not be unlocked after wake; move the ` +
+          `header to an unencrypted disk (/boot) or to another volume, and set header= in /etc/crypttab`,
+      );
+    }
+  }
 
   // A key file on a locked volume is read once that volume is unlocked: it is unlocked first, so locked last.
   for (const v of volumes) {
@@ -513,23 +574,6 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       warnings.push(
         `volume ${v.dmName}: its crypttab key file ${kf.path} stays readable while ${v.dmName} is locked: ` +
           `whoever takes the sleeping machine can unlock it; remove the key file or keep it on a locked volume`,
-      );
-    }
-  }
-
-  // A detached header is read to lock its volume and again to unlock it: one that lives on another volume (a file on
-  // the root) is locked before that volume and unlocked after it, whatever the names; else the read waits forever.
-  for (const v of volumes.filter((v) => v.header.detached)) {
-    const under = await volumesHolding(v.header.path);
-    const circle = under.includes(v) ? [v] : under.filter((w) => !g.orderBefore(v.kname, w.kname));
-    if (circle.length) {
-      const why = circle[0] === v
-        ? `it can't be read while ${v.dmName} is locked`
-        : `${circle.map((w) => w.dmName).join(", ")} needs ${v.dmName} unlocked first`;
-      unsafe.push(
-        `volume ${v.dmName}: its detached header ${v.header.path} is on ` +
-          `${circle.map((w) => w.dmName).join(", ")}, and ${why}: it could not be unlocked after wake; move the ` +
-          `header to an unencrypted disk (/boot) or to another volume, and set header= in /etc/crypttab`,
       );
     }
   }
