@@ -8,10 +8,22 @@
  * MemAvailable is just below, then just above, what preflight asks for; a process with 32 MiB of its own memory
  * stands for the application the OOM killer would pick. Full tier only (a feature of preflight with a CI case of its
  * own in cycle/requirements_test.ts).
+ *
+ * And swap on a LUKS volume with pages in it (#10's memory-pressure load): pages swapped out before the lock must
+ * wait on the locked volume while asleep and come back intact after the unlock; nothing may read them before it.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, CONSOLE, FULL_TIER, SLOW, startSuspend, suspendExit, systemState } from "./cycle_helpers.ts";
-import { boot, type VM } from "./harness.ts";
+import {
+  answerPrompt,
+  CONSOLE,
+  FULL_TIER,
+  fullCycle,
+  SLOW,
+  startSuspend,
+  suspendExit,
+  systemState,
+} from "./cycle_helpers.ts";
+import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
 
 const ARGON2_MIB = 96;
 /** What preflight adds for the cycle itself (cycle/requirements.ts AGENT_HEADROOM_KIB). */
@@ -100,5 +112,45 @@ Deno.test({
       assert.equal((await vm.sh(`kill -0 ${appPid} && echo alive`)).out.trim(), "alive");
       assert.equal((await vm.sh("cat /mnt/big/kept")).out.trim(), "kept");
     });
+  },
+});
+
+Deno.test({
+  name: "swap on a LUKS volume with pages in it: locked with the rest, its key not in RAM, the pages come back intact",
+  ignore: !FULL_TIER,
+  ...SLOW,
+  fn: async () => {
+    await using vm = await boot({ ramMiB: 512, dataDisk: true });
+    const pass = vm.guest.passphrase;
+    // swap straight on the data disk's volume; a tmpfs file written from a cgroup held to 16 MiB: the rest of its
+    // 40 MiB must go to that swap (shmem pages are swapped like anonymous ones)
+    const setup = await vm.sh(
+      `printf %s '${pass}' | cryptsetup open --key-file - /dev/vdc swapvol && mkswap /dev/mapper/swapvol && ` +
+        "swapon /dev/mapper/swapvol && mkdir -p /mnt/hog && mount -t tmpfs -o size=64M tmpfs /mnt/hog && " +
+        "echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p /sys/fs/cgroup/hog && " +
+        "echo 16M > /sys/fs/cgroup/hog/memory.max && " +
+        "sh -c 'echo $$ > /sys/fs/cgroup/hog/cgroup.procs; exec dd if=/dev/urandom of=/mnt/hog/pages bs=1M count=40 " +
+        "2>/dev/null' && md5sum /mnt/hog/pages > /root/pages.md5 && " +
+        "awk '/^SwapTotal:/ { t = $2 } /^SwapFree:/ { f = $2 } END { print \"swapped \" int((t - f) / 1024) }' " +
+        "/proc/meminfo",
+      { timeoutMs: 300_000 },
+    );
+    assert.equal(setup.code, 0, setup.out);
+    const swapped = Number(/swapped (\d+)/.exec(setup.out)?.[1] ?? 0);
+    assert.ok(swapped >= 16, `pages in the swap on the LUKS volume: ${swapped} MiB\n${setup.out}`);
+
+    const needles = [...keyHalves(await volumeKey(vm, "/dev/vda")), ...keyHalves(await volumeKey(vm, "/dev/vdc"))];
+    const cycle = await fullCycle(vm, needles);
+    assert.deepEqual(cycle.hits, needles.map(() => 0), "no key half of the root or the swap's volume while asleep");
+
+    // read back through the swap, now unlocked; a fresh read of every page
+    const back = await vm.sh(
+      "md5sum -c /root/pages.md5 && dmesg | grep -ciE 'oom-kill|I/O error|swap.*error' || true",
+      {
+        timeoutMs: 300_000,
+      },
+    );
+    assert.match(back.out, /\/mnt\/hog\/pages: OK/, back.out);
+    assert.equal(back.out.trim().split("\n").at(-1), "0", `no OOM kill, no I/O or swap error:\n${back.out}`);
   },
 });
