@@ -1,8 +1,8 @@
 /**
  * @module
  * Soak on the QEMU bed (issue #10): boots one busybox guest, starts loads that run for the whole soak — an appender
- * on the LUKS root and one on the LUKS2 data disk (layout root+data), and an O_DIRECT writer (a 4096-byte block per
- * record, on the data disk when there is one), that print `ACK <writer> <n>` on the serial console only after the
+ * on the LUKS root and one on the LUKS2 data disk (layout root+data), an O_DIRECT writer (a 4096-byte block per
+ * record, on the data disk when there is one) and an mmap writer (a page per record, msync'ed, on the root), that print `ACK <writer> <n>` on the serial console only after the
  * record's fsync returned, and a reader walking the tree — then runs N full
  * `cryptsleep suspend` cycles (S3, wake, passphrase, exit code, `cryptsleep status --json`). Every k cycles (and the
  * first and last) guest RAM is dumped while asleep and searched for the volume key halves. At the end the loads
@@ -34,6 +34,7 @@ import {
   LOAD_SH,
   LoadLog,
   missingRecords,
+  MMAP_JS,
   parseRecords,
   parseSoakArgs,
   type RecordCheck,
@@ -77,13 +78,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * The loads of a layout: the writers (name, record file, kind) and the reader's trees. Kind "writer": an fsync'ed
  * append through the page cache; "direct": a block of its own per record, O_DIRECT and fsync'ed, on the data volume
- * when there is one.
+ * when there is one; "mmap": a page of its own per record in a shared mapping, msync'ed (the guest's deno), on the
+ * root.
  */
 function loadsOf(options: SoakOptions) {
   const data = options.layout === "root+data";
   const writers = [{ name: "root", file: "/root/soak/root.log", kind: "writer" }];
   if (data) writers.push({ name: "data", file: "/mnt/data/soak/data.log", kind: "writer" });
   writers.push({ name: "direct", file: `${data ? "/mnt/data" : "/root"}/soak/direct.bin`, kind: "direct" });
+  writers.push({ name: "mmap", file: "/root/soak/mmap.bin", kind: "mmap" });
   return { writers, reader: { name: "reader", trees: data ? ["/", "/mnt/data"] : ["/"] } };
 }
 
@@ -192,7 +195,7 @@ export async function soak(options: SoakOptions, log: (message: string) => void 
   const pump = () => (fed += loadLog.feed(vm.console.slice(fed)));
   const ship = await vm.sh(
     `rm -rf ${STATE} ${writers.map((w) => w.file).join(" ")} && mkdir -p ${STATE} && ` +
-      `cat > ${STATE}/load.sh <<'EOF'\n${LOAD_SH}EOF\necho shipped`,
+      `cat > ${STATE}/load.sh <<'EOF'\n${LOAD_SH}EOF\ncat > ${STATE}/mmap.js <<'EOF'\n${MMAP_JS}EOF\necho shipped`,
   );
   if (ship.code !== 0) throw new Error(`shipping the load script failed: ${ship.out}`);
   const loads = [
@@ -276,7 +279,7 @@ export async function soak(options: SoakOptions, log: (message: string) => void 
     if (drop.code !== 0) throw new Error(`sync + drop_caches failed: ${drop.out}`);
     end.records = [];
     for (const w of writers) {
-      const script = recordsScript(w.name, w.file, `${STATE}/${w.name}.nums`, w.kind === "direct");
+      const script = recordsScript(w.name, w.file, `${STATE}/${w.name}.nums`, w.kind !== "writer");
       const r = await vm.sh(script, { timeoutMs: 300_000 });
       const file = parseRecords(stripLoadLines(r.out), w.name);
       const acked = loadLog.acked(w.name);
@@ -299,7 +302,11 @@ export async function soak(options: SoakOptions, log: (message: string) => void 
   const kernelVersion = guest.manifest.kernel.version;
   const title = `cryptsleep soak: ${options.cycles} cycle(s), kernel ${kernelVersion}, layout ${options.layout}, ` +
     `loads: ${
-      writers.map((w) => w.kind === "direct" ? `O_DIRECT writer (${w.file})` : `fsync appender on ${w.name}`)
+      writers.map((w) =>
+        w.kind === "writer"
+          ? `fsync appender on ${w.name}`
+          : `${w.kind === "mmap" ? "mmap" : "O_DIRECT"} writer (${w.file})`
+      )
         .join(", ")
     }, reader — QEMU TCG`;
   const table = soakTable(summary, title, end.records);

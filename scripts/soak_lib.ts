@@ -120,10 +120,59 @@ export const WRITER_PAUSE_S = 0.05;
 /** Seconds the reader waits between two walks of the tree. */
 export const READER_PAUSE_S = 1;
 
+/** The mmap writer's mapping: 4096-byte records, one per page (16,383 records at most; its file grows as it goes). */
+export const MMAP_BYTES = 64 << 20;
+/** Seconds the mmap writer waits between two records: a deno process, dearer per record under TCG than dd. */
+export const MMAP_PAUSE_S = 0.2;
+
 /**
- * The loads, one shell script for both kinds (busybox ash and dash alike):
+ * The mmap writer, run by the guest's deno (`deno run -A mmap.js STATE CONSOLE NAME FILE`): maps FILE shared and,
+ * for record n, grows FILE to n + 1 pages, writes `NAME n PAYLOAD` at the start of page n and msync(MS_SYNC)s that
+ * page; only once msync
+ * returned 0 it prints `ACK NAME n` to CONSOLE (`ERR NAME n` else). The rest of each page stays NUL, as the O_DIRECT
+ * writer's blocks. Stops when STATE/stop exists (or the file is full), printing `END NAME n`.
+ */
+export const MMAP_JS = `// cryptsleep soak load: see scripts/soak_lib.ts (MMAP_JS)
+const [state, consolePath, name, file] = Deno.args;
+const libc = Deno.dlopen("libc.so.6", {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  msync: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+});
+const say = (line) => Deno.writeTextFileSync(consolePath, line + "\\n", { append: true });
+const size = ${MMAP_BYTES};
+Deno.mkdirSync(file.slice(0, file.lastIndexOf("/")), { recursive: true });
+const fd = libc.symbols.open(new TextEncoder().encode(file + "\\0"), 0o1102 /* O_RDWR|O_CREAT|O_TRUNC */, 0o644);
+if (fd < 0) throw new Error("open " + file);
+const base = libc.symbols.mmap(null, BigInt(size), 3 /* PROT_READ|PROT_WRITE */, 1 /* MAP_SHARED */, fd, 0n);
+if (Deno.UnsafePointer.value(base) === 0xffffffffffffffffn) throw new Error("mmap " + file);
+const pages = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(base, size));
+let n = 0;
+const stop = () => { try { Deno.statSync(state + "/stop"); return true; } catch { return false; } };
+while (!stop() && (n + 1) * 4096 < size) {
+  n++;
+  // a page past the file's end would be SIGBUS: the file grows first
+  if (libc.symbols.ftruncate(fd, BigInt((n + 1) * 4096)) !== 0) {
+    say("ERR " + name + " " + n);
+    await new Promise((r) => setTimeout(r, 1000));
+    continue;
+  }
+  pages.set(new TextEncoder().encode(name + " " + n + " ${PAYLOAD}\\n"), n * 4096);
+  const page = Deno.UnsafePointer.offset(base, n * 4096);
+  if (libc.symbols.msync(page, 4096n, 4 /* MS_SYNC */) === 0) say("ACK " + name + " " + n);
+  else say("ERR " + name + " " + n);
+  await new Promise((r) => setTimeout(r, ${MMAP_PAUSE_S * 1000}));
+}
+say("END " + name + " " + n);
+`;
+
+/**
+ * The loads, one shell script for every kind (busybox ash and dash alike):
  *
  *     sh load.sh STATE CONSOLE writer NAME FILE
+ *     sh load.sh STATE CONSOLE direct NAME FILE
+ *     sh load.sh STATE CONSOLE mmap NAME FILE     (runs STATE/mmap.js: MMAP_JS)
  *     sh load.sh STATE CONSOLE reader NAME TREE...
  *
  * A writer appends `NAME n PAYLOAD` to FILE with `dd oflag=append conv=fsync` (one write, then fsync) and only once
@@ -148,6 +197,8 @@ if [ "$kind" = writer ]; then
     fi
     sleep ${WRITER_PAUSE_S}
   done
+elif [ "$kind" = mmap ]; then
+  exec "\${DENO:-deno}" run -A --no-config --no-lock "$state/mmap.js" "$state" "$console" "$name" "$1"
 elif [ "$kind" = direct ]; then
   # record n in block n of its own, O_DIRECT: past the page cache, each fsync'ed; the rest of the block is NULs
   f=$1

@@ -10,6 +10,7 @@ import {
   LOAD_SH,
   LoadLog,
   missingRecords,
+  MMAP_JS,
   parseRecords,
   parseSoakArgs,
   PAYLOAD,
@@ -118,20 +119,28 @@ Deno.test({
     try {
       const [state, console, file] = [join(dir, "state"), join(dir, "console"), join(dir, "w", "root.log")];
       const direct = join(dir, "w", "direct.bin");
+      const mapped = join(dir, "w", "mmap.bin");
       await Deno.mkdir(state);
       await Deno.writeTextFile(join(state, "load.sh"), LOAD_SH);
+      await Deno.writeTextFile(join(state, "mmap.js"), MMAP_JS);
       await Deno.writeTextFile(join(dir, "tree.txt"), "a file to read\n");
       const loads = [
         ["writer", "root", file],
         ["direct", "direct", direct],
+        ["mmap", "mmap", mapped],
         ["reader", "reader", dir],
       ].map((a) =>
-        new Deno.Command("sh", { args: [join(state, "load.sh"), state, console, ...a], stdout: "null" }).spawn()
+        new Deno.Command("sh", {
+          args: [join(state, "load.sh"), state, console, ...a],
+          env: { DENO: Deno.execPath() },
+          stdout: "null",
+        }).spawn()
       );
       const log = new LoadLog();
       for (
         let i = 0;
-        i < 100 && (log.acked("root").length < 5 || log.acked("direct").length < 3 || !log.walks("reader"));
+        i < 300 && (log.acked("root").length < 5 || log.acked("direct").length < 3 || log.acked("mmap").length < 3 ||
+          !log.walks("reader"));
         i++
       ) {
         await new Promise((r) => setTimeout(r, 100));
@@ -141,7 +150,7 @@ Deno.test({
       for (const l of loads) assert.ok((await l.status).success);
       const end = new LoadLog();
       end.feed(await Deno.readTextFile(console));
-      assert.ok(end.ended("root") && end.ended("direct") && end.ended("reader"));
+      assert.ok(end.ended("root") && end.ended("direct") && end.ended("mmap") && end.ended("reader"));
       assert.deepEqual(end.errors, []);
       const acked = end.acked("root");
       assert.ok(acked.length >= 5, `the writer ACKed ${acked.length} records`);
@@ -160,6 +169,14 @@ Deno.test({
       assert.equal((await Deno.stat(direct)).size, 4096 * (dAcked.length + 1));
       assert.deepEqual([blocks.lines, blocks.bad, blocks.dups], [dAcked.length, 0, 0]);
       assert.deepEqual(missingRecords(dAcked, blocks.ranges), []);
+
+      // the mmap writer: a record per page of its sparse file, read back the same way
+      const paged = parseRecords(await sh(recordsScript("mmap", mapped, join(state, "mnums"), true)), "mmap")!;
+      const mAcked = end.acked("mmap");
+      assert.ok(mAcked.length >= 3, `the mmap writer ACKed ${mAcked.length} records`);
+      assert.equal((await Deno.stat(mapped)).size, 4096 * (Math.max(...mAcked) + 1), "grown a page at a time");
+      assert.deepEqual([paged.lines, paged.bad, paged.dups], [mAcked.length, 0, 0]);
+      assert.deepEqual(missingRecords(mAcked, paged.ranges), []);
 
       // lose record 3, garble record 4, write record 2 twice
       const lines = (await Deno.readTextFile(file)).split("\n");

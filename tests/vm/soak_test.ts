@@ -1,7 +1,7 @@
 /**
  * The soak's short form (issue #10; `deno task soak` runs it for N cycles): 3 cycles on one boot with the LUKS root
- * and the LUKS2 data disk open, an fsync appender on each, an O_DIRECT writer on the data disk and a reader walking
- * the tree the whole time. Every
+ * and the LUKS2 data disk open, an fsync appender on each, an O_DIRECT writer on the data disk, an mmap writer on the
+ * root and a reader walking the tree the whole time. Every
  * record ACKed after its fsync returned is in its file after the soak (read back with the page cache dropped),
  * every cycle reaches S3 and exits 0, no volume key half is in RAM while asleep (dumped every cycle here), no I/O
  * error is logged, the loads go on after each wake.
@@ -13,7 +13,7 @@ import { soak } from "../../scripts/soak.ts";
 for (const kernel of tierKernels(["6.1"], ["6.1"])) {
   Deno.test({
     name:
-      `kernel ${kernel}: soak, 3 cycles under fsync appenders, an O_DIRECT writer and a reader: 0 failures, 0 records lost, 0 key hits`,
+      `kernel ${kernel}: soak, 3 cycles under fsync appenders, O_DIRECT and mmap writers and a reader: 0 failures, 0 records lost, 0 key hits`,
     ...SLOW,
     fn: async () => {
       const r = await soak(
