@@ -115,15 +115,31 @@ export async function lockVolume(ctx: AgentContext, volume: Volume): Promise<Loc
 }
 
 /**
- * The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. Throws while a
- * volume the header lives on is locked: libcryptsetup's read there would wait forever (the plan unlocks that volume
- * first, but its unlock may have failed).
+ * The header path to pass libcryptsetup when it is not on the data device, as seen from the chroot. Throws while the
+ * header cannot be read ({@linkcode headerReadable}).
  */
 export function detachedHeader(job: Job, volume: Volume): string | undefined {
   if (!volume.header.detached) return undefined;
+  headerReadable(job, volume);
+  return hostPath(volume.header.path);
+}
+
+/**
+ * Throws while a volume a detached header lives on is locked, or a device stacked on that volume (the LV holding the
+ * file) is still suspended: libcryptsetup's read there would wait forever. The plan unlocks those first, but their
+ * unlock may have failed; then this volume's unlock fails too and is asked again after theirs.
+ */
+export function headerReadable(job: Job, volume: Volume): void {
+  if (!volume.header.detached) return;
   const locked = (volume.header.on ?? []).filter((name) => {
     const holder = job.plan.lock.find((v) => v.dmName === name);
-    return !holder || !isLive(holder);
+    return !holder || !isLive(holder) || holder.above.some((above) => {
+      try {
+        return dm.info(above).suspended;
+      } catch {
+        return true;
+      }
+    });
   });
   if (locked.length) {
     throw new Error(
@@ -131,5 +147,4 @@ export function detachedHeader(job: Job, volume: Volume): string | undefined {
         `unlock that first`,
     );
   }
-  return hostPath(volume.header.path);
 }

@@ -46,7 +46,7 @@ import {
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
-import { detachedHeader, lockVolume } from "./lock.ts";
+import { detachedHeader, headerReadable, lockVolume } from "./lock.ts";
 import { goneOf, isRetired, lostDisk, onlyVirtioBelow, retire, slavesOf } from "./gone.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
 import { luksUuidOf } from "../discovery/luks_header.ts";
@@ -149,7 +149,9 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
     }
     if (await retireIfGone(ctx, volume) || await retireIfSilent(ctx, volume)) return "gone";
     if (isSwapped(volume)) {
-      // locked by the table swap: no crypt table to resume, the passphrase rebuilds it
+      // locked by the table swap: no crypt table to resume, the passphrase rebuilds it from the header, read
+      // straight by its path (never while what holds it is locked)
+      headerReadable(ctx.job, volume);
       await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
     } else {
       removeStrayPlaceholder(volume);

@@ -401,7 +401,9 @@ async function hostRealPath(root: string, path: string): Promise<string | undefi
  */
 function unusableHeader(value: string): string | undefined {
   if (!value.startsWith("/")) return "is not an absolute path";
-  if (/^\/[^:]*:(UUID|LABEL|PARTUUID|PARTLABEL|ID)=/.test(value) || /^\/[^:]*:\/dev\//.test(value)) {
+  // systemd splits at the last colon, and takes what follows for a device when it is a path or a tag
+  const device = value.slice(value.lastIndexOf(":") + 1);
+  if (value.includes(":") && (/^(UUID|LABEL|PARTUUID|PARTLABEL|ID)=/.test(device) || device.startsWith("/"))) {
     return "names a file on another device (systemd's path:device form), which cryptsleep does not mount";
   }
   return undefined;
