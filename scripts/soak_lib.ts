@@ -184,36 +184,32 @@ export const LOAD_SH = `#!/bin/sh
 # cryptsleep soak load: see scripts/soak_lib.ts (LOAD_SH)
 state=$1; console=$2; kind=$3; name=$4; shift 4
 n=0
+# writes record n with the command "$1" (its stdin: the record), ACKed only once it returned 0
+writes() {
+  mkdir -p "$(dirname "$f")"
+  while [ ! -e "$state/stop" ]; do
+    n=$((n + 1))
+    if printf '%s %d %s\\n' "$name" "$n" ${PAYLOAD} | "$1" 2>/dev/null; then
+      echo "ACK $name $n" >> "$console"
+    else
+      echo "ERR $name $n" >> "$console"
+      sleep 1
+    fi
+    sleep ${WRITER_PAUSE_S}
+  done
+}
+# one write appended, then fsync
+append() { dd of="$f" oflag=append conv=notrunc,fsync; }
+# record n in block n of its own, O_DIRECT: past the page cache, then fsync; the rest of the block is NULs
+direct() { dd of="$f" bs=4096 seek=$n oflag=direct conv=notrunc,sync,fsync; }
 if [ "$kind" = writer ]; then
   f=$1
-  mkdir -p "$(dirname "$f")"
-  while [ ! -e "$state/stop" ]; do
-    n=$((n + 1))
-    if printf '%s %d %s\\n' "$name" "$n" ${PAYLOAD} | dd of="$f" oflag=append conv=notrunc,fsync 2>/dev/null; then
-      echo "ACK $name $n" >> "$console"
-    else
-      echo "ERR $name $n" >> "$console"
-      sleep 1
-    fi
-    sleep ${WRITER_PAUSE_S}
-  done
+  writes append
+elif [ "$kind" = direct ]; then
+  f=$1
+  writes direct
 elif [ "$kind" = mmap ]; then
   exec "\${DENO:-deno}" run -A --no-config --no-lock "$state/mmap.js" "$state" "$console" "$name" "$1"
-elif [ "$kind" = direct ]; then
-  # record n in block n of its own, O_DIRECT: past the page cache, each fsync'ed; the rest of the block is NULs
-  f=$1
-  mkdir -p "$(dirname "$f")"
-  while [ ! -e "$state/stop" ]; do
-    n=$((n + 1))
-    if printf '%s %d %s\n' "$name" "$n" ${PAYLOAD} |
-      dd of="$f" bs=4096 seek=$n oflag=direct conv=notrunc,sync,fsync 2>/dev/null; then
-      echo "ACK $name $n" >> "$console"
-    else
-      echo "ERR $name $n" >> "$console"
-      sleep 1
-    fi
-    sleep ${WRITER_PAUSE_S}
-  done
 else
   while [ ! -e "$state/stop" ]; do
     n=$((n + 1))
