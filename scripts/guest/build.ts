@@ -90,6 +90,8 @@ const MODULES: { name: string; required: boolean }[] = [
     "test_firmware",
     "fuse",
     "btrfs",
+    // btrfs asks the crypto API for "crc32c" (a softdep, not in depends=); 6.18 ships it as a module of its own
+    "crc32c_cryptoapi",
   ].map((name) => ({ name, required: false })),
 ];
 
