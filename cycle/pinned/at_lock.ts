@@ -43,6 +43,7 @@ import type { AgentContext } from "../context.ts";
 import { hostMountinfo, hostPath } from "../../chroot/enter.ts";
 import type { Secret } from "../secrets.ts";
 import { cryptsetupLoop } from "./keys.ts";
+import { dieHereIfAsked } from "../runner.ts";
 
 /** What the unlock needs to rebuild a swapped volume; nothing secret. */
 export interface SwapRecord {
@@ -124,13 +125,18 @@ export async function releaseAtLock(ctx: AgentContext, volume: Volume): Promise<
     await Deno.remove(recordPath(name)).catch(() => {});
     return false;
   }
-  // from here on the volume is locked whatever fails: the lock phase's undo (the unlock) undoes it
+  // from here on the volume is locked whatever fails: the lock phase's undo (the unlock) undoes it, by what it
+  // finds after each of these steps (the bed's death test stops the agent at each)
+  dieHereIfAsked("hold:frozen");
   dm.suspend(name, { lockfs: false });
   dm.message(name, "key wipe");
+  dieHereIfAsked("hold:wiped");
   const hold = placeholderName(name);
   const placeholder = dm.create(hold, [{ start: 0n, length: BigInt(record.length), type: "error", params: "" }]);
   dm.suspend(hold, { lockfs: false, noflush: true });
+  dieHereIfAsked("hold:placeholder");
   dm.reload(name, [dm.linearOnto(BigInt(record.length), placeholder)], { readOnly: record.readOnly });
+  dieHereIfAsked("hold:reloaded");
   dm.resume(name);
   ctx.log(`locked ${name} by table swap onto ${hold}${record.frozen.length ? `; froze ${record.frozen}` : ""}`);
   return true;
@@ -206,11 +212,15 @@ export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: S
   // the placeholder first: I/O waiting in it flows to dm-crypt; then the volume gets its own crypt table
   dm.reload(hold, [crypt], { readOnly: record.readOnly });
   dm.resume(hold);
+  dieHereIfAsked("rebuild:placeholder");
   dm.reload(volume.dmName, [crypt], { readOnly: record.readOnly });
+  dieHereIfAsked("rebuild:reloaded");
   // the volume is live (linear onto the placeholder) with its filesystem frozen by our FIFREEZE: the kernel's
   // suspend inside this resume must not freeze it a second time (before 6.8 that is EBUSY)
   dm.resume(volume.dmName, { lockfs: false });
+  dieHereIfAsked("rebuild:resumed");
   dm.remove(hold);
+  dieHereIfAsked("rebuild:removed");
   for (const m of record.frozen) fsThaw(hostPath(m));
   await Deno.remove(recordPath(volume.dmName)).catch(() => {});
   return true;

@@ -31,6 +31,7 @@ import type { Volume } from "../../discovery/mod.ts";
 import type { AgentContext } from "../context.ts";
 import { hostPath } from "../../chroot/enter.ts";
 import { cryptsetupLoop, pinnedKeys, waitUnpinned } from "./keys.ts";
+import { dieHereIfAsked } from "../runner.ts";
 
 /** The helper mapping's name for a volume (dm names are at most 127 bytes). */
 export function reopenName(dmName: string): string {
@@ -70,6 +71,8 @@ export async function releaseAtUnlock(ctx: AgentContext, volume: Volume): Promis
 
   const helper = reopenName(name);
   const through = dm.create(helper, [{ ...crypt, params }], { readOnly: live.readOnly });
+  // the bed's death test stops the agent after each step: finishInterruptedReopen must find its way from each
+  dieHereIfAsked("reopen:helper");
   try {
     dm.reload(name, [dm.linearOnto(crypt.length, through)], { readOnly: live.readOnly });
     dm.resume(name);
@@ -79,9 +82,12 @@ export async function releaseAtUnlock(ctx: AgentContext, volume: Volume): Promis
   }
   // the old table is gone: whatever pinned the opener's keyring is closed
   const left = await waitUnpinned(volume.uuid);
+  dieHereIfAsked("reopen:through");
   // back to a crypt table of its own; the device is opened anew, by us
   dm.reload(name, [{ ...crypt, params }], { readOnly: live.readOnly });
+  dieHereIfAsked("reopen:reloaded");
   dm.resume(name);
+  dieHereIfAsked("reopen:resumed");
   dm.remove(helper);
   if (left.length > 0) {
     throw new Error(

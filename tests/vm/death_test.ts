@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { CONSOLE, FULL_TIER, fullCycle, SLOW, SUPERVISOR_GONE, systemState } from "./cycle_helpers.ts";
-import { boot, type VM } from "./harness.ts";
+import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
 import { AGENT_PHASES, OUTER_PHASES } from "../../cycle/phases.ts";
 
 const ALL = [
@@ -59,11 +59,11 @@ async function driveUntilExit(vm: VM, from: number): Promise<{ code: number; pro
   throw new Error(`no exit within 400 s:\n${vm.console.slice(from)}`);
 }
 
-async function dieAt(vm: VM, point: string): Promise<{ code: number; prompts: number; text: string }> {
+async function dieAt(vm: VM, point: string, args = ""): Promise<{ code: number; prompts: number; text: string }> {
   const env = point.startsWith("supervise:") ? "CRYPTSLEEP_TEST_DIE_AT_SUPERVISOR" : "CRYPTSLEEP_TEST_DIE_AT";
   vm.clearEvents();
   const from = vm.cursor = vm.console.length;
-  await vm.type(`${env}=${point} cryptsleep suspend ${CONSOLE}; echo "CS-EXIT-""$?"\n`);
+  await vm.type(`${env}=${point} cryptsleep suspend ${CONSOLE} ${args}; echo "CS-EXIT-""$?"\n`);
   const r = await driveUntilExit(vm, from);
   // the supervisor may still be finishing (unmount, report) after the shell thawed
   const gone = await vm.sh(SUPERVISOR_GONE, { timeoutMs: 120_000 });
@@ -104,6 +104,87 @@ Deno.test({
     await t.step("the next cycle cleans what the dead ones left and ends with the machine as before", async () => {
       const cycle = await fullCycle(vm, []);
       assert.doesNotMatch(cycle.text, /refused/);
+      assert.equal(await systemState(vm), before, cycle.text);
+    });
+  },
+});
+
+/**
+ * The steps inside the table swap of a volume whose key is pinned (cycle/pinned/): the hold at the lock, the
+ * rebuild at the unlock, and the re-open after it (`--release-at unlock`). The agent dies after each; the
+ * supervisor's unlock must find its way from what is left (a frozen filesystem, a wiped key, a placeholder, a
+ * loaded but inactive table, a half-rebuilt stack, a helper mapping).
+ */
+const INSIDE = FULL_TIER
+  ? [
+    "hold:frozen",
+    "hold:wiped",
+    "hold:placeholder",
+    "hold:reloaded",
+    "rebuild:placeholder",
+    "rebuild:reloaded",
+    "rebuild:resumed",
+    "rebuild:removed",
+    "reopen:helper",
+    "reopen:through",
+    "reopen:reloaded",
+    "reopen:resumed",
+  ]
+  : ["hold:reloaded", "rebuild:placeholder"];
+
+Deno.test({
+  name: `death inside the table swap (${INSIDE.length} moments): the supervisor unlocks, nothing of the swap is left`,
+  ...SLOW,
+  fn: async (t) => {
+    await using vm = await boot({});
+    const pass = vm.guest.passphrase;
+    // an image file's volume: cryptsetup's loop device pins its key, so the lock swaps its table (every kernel)
+    const setup = await vm.sh(
+      `truncate -s 48M /run/img.luks && printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 ` +
+        `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - /run/img.luks && ` +
+        `printf %s '${pass}' | cryptsetup open --key-file - /run/img.luks img && mkfs.ext4 -F -q /dev/mapper/img && ` +
+        "mkdir -p /mnt/img && mount /dev/mapper/img /mnt/img && echo start > /mnt/img/log && sync",
+      { timeoutMs: 180_000 },
+    );
+    assert.equal(setup.code, 0, setup.out);
+    const before = await systemState(vm);
+    const locks = await lockState(vm);
+    const needles = [
+      ...keyHalves(await volumeKey(vm, "/dev/vda")),
+      ...keyHalves(await volumeKey(vm, "/run/img.luks")),
+    ];
+
+    for (const point of INSIDE) {
+      await t.step(`killed at ${point}`, async () => {
+        // opened by cryptsetup again, so the key is pinned and the swap (or the re-open) happens at all
+        const pinned = await vm.sh(
+          `umount /mnt/img && cryptsetup close img && printf %s '${pass}' | cryptsetup open --key-file - ` +
+            `/run/img.luks img && mount /dev/mapper/img /mnt/img && echo ${point} >> /mnt/img/log && sync && ` +
+            "grep -c 'logon.*cryptsetup:' /proc/keys",
+          { timeoutMs: 180_000 },
+        );
+        assert.equal(pinned.code, 0, pinned.out);
+        const r = await dieAt(vm, point, point.startsWith("reopen:") ? "--release-at unlock" : "");
+        assert.equal(r.code, 137, r.text);
+        assert.equal(await lockState(vm), locks, `after a death at ${point}:\n${r.text}`);
+        const after = await vm.sh(
+          "dmsetup ls | grep -c '^cryptsleep-'; dmsetup table img | cut -d' ' -f3; " +
+            // a filesystem left frozen would hang this write: the timeout makes that a failure, not a hang
+            `timeout 60 sh -c 'echo after-${point} >> /mnt/img/log && sync' && echo written; ` +
+            "echo 3 > /proc/sys/vm/drop_caches; cat /mnt/img/log",
+          { timeoutMs: 120_000 },
+        );
+        const [helpers, target, written, ...log] = after.out.trim().split("\n");
+        assert.equal(helpers, "0", `no placeholder or helper mapping left:\n${after.out}\n${r.text}`);
+        assert.equal(target, "crypt", `img is a crypt mapping again:\n${after.out}`);
+        assert.equal(written, "written", `img's filesystem takes writes:\n${after.out}\n${r.text}`);
+        assert.deepEqual(log.slice(-2), [point, `after-${point}`], `img's data:\n${after.out}`);
+      });
+    }
+
+    await t.step("the next cycle is clean and ends with the machine as before", async () => {
+      const cycle = await fullCycle(vm, needles);
+      assert.deepEqual(cycle.hits, needles.map(() => 0), cycle.text);
       assert.equal(await systemState(vm), before, cycle.text);
     });
   },
