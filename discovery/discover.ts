@@ -15,7 +15,7 @@
  */
 import { tokenType } from "./token_types.ts";
 import { type LuksHeader, LuksHeaderError, type LuksToken, readLuksHeader } from "./luks_header.ts";
-import { devPathOf, lvmDmName, underRoot } from "../host/paths.ts";
+import { devPathOf, lvmDmName, pathReads, underRoot } from "../host/paths.ts";
 import { type MountEntry, mountOf, readMountinfo } from "../host/mountinfo.ts";
 import { type CrypttabEntry, readCrypttab, readSwaps } from "../host/proc.ts";
 import { type BlockDevice, readBlockDevices } from "./sysfs.ts";
@@ -383,18 +383,6 @@ function describeHeaderError(
     `Argon2 memory unknown, counted as 0${hint}`;
 }
 
-/** `path` with every symlink resolved, as a path under `root` (a recorded tree's links are relative); else undefined. */
-async function hostRealPath(root: string, path: string): Promise<string | undefined> {
-  try {
-    const top = await Deno.realPath(underRoot(root, "/"));
-    const real = await Deno.realPath(underRoot(root, path));
-    if (top === "/") return real;
-    return real === top ? "/" : real.startsWith(`${top}/`) ? real.slice(top.length) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Why the cycle could not read a crypttab `header=` value, or undefined: a relative path, or systemd's `path:device`
  * form (a file on a filesystem systemd mounts for it; `/dev/disk/by-path/pci-0000:00:…` names are plain paths).
@@ -517,12 +505,11 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   }
 
   // The volumes a file lives on: through loop devices too (a file in an image file's filesystem on a volume).
-  // A path through a symlink counts for the volumes of both ends.
+  // A path through symlinks counts for the volumes of every link on the way and of where it ends.
   const volumesHolding = async (path: string): Promise<Volume[]> => {
     if (!path.startsWith("/")) return [];
-    const real = await hostRealPath(root, path);
     const ks = new Set<string>();
-    for (const p of new Set([path, real ?? path])) {
+    for (const p of new Set([path, ...(await pathReads(root, path) ?? [])])) {
       const k = await g.deviceOfPath(p);
       if (k !== undefined) ks.add(k);
     }

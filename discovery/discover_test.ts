@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { buildTree } from "../tests/fixtures/trees/build.ts";
+import { buildTree, loadSpec } from "../tests/fixtures/trees/build.ts";
 import { discover, NoSysfsError, parseCryptUuid, type Plan } from "./mod.ts";
 
 async function planOf(name: string, uid: number | null = 0): Promise<Plan> {
@@ -147,6 +147,20 @@ Deno.test("detached header from crypttab header=; an unnamed detached header is 
   assert.ok(p.unsafe.every((u) => p.warnings.includes(u)), "each is said in the warnings too");
   // neither of those is ordered against the root by a path it cannot read
   assert.equal(vol(p, "pd").header.on, undefined);
+});
+
+Deno.test("a detached header reached through a link on another volume: that volume holds it too", async () => {
+  // zz-data's header is on /boot at both ends of its path, but the path goes through a link that lives on stray:
+  // the lookup reads stray's filesystem, so stray must be unlocked before zz-data's header is read
+  const spec = await loadSpec("detached-header");
+  const crypttab = spec.files!["/etc/crypttab"] as string[];
+  spec.files!["/etc/crypttab"] = crypttab.map((l) => l.replace("header=/root/zz.hdr", "header=/boot/hdr/zz.hdr"));
+  spec.images = spec.images!.map((i) => i.path === "/root/zz.hdr" ? { ...i, path: "/boot/real/zz.hdr" } : i);
+  spec.links = { "/boot/hdr": "/mnt/stray/next", "/mnt/stray/next": "../../boot/real" };
+  await using tree = await buildTree(spec);
+  const p = await discover({ root: tree.root, uid: 0 });
+  assert.deepEqual(vol(p, "zz-data").header, { path: "/boot/hdr/zz.hdr", detached: true, on: ["stray"] });
+  assert.ok(names(p).indexOf("zz-data") < names(p).indexOf("stray"), `${names(p)}`);
 });
 
 Deno.test("plain dm-crypt is not lockable; a missing header is a warning, not a crash", async () => {

@@ -67,3 +67,40 @@ export async function readTrimmed(root: string, path: string): Promise<string | 
     return undefined;
   }
 }
+
+/**
+ * Every place the kernel reads on its way to `path` under `root`: the path of each symlink it follows (its own
+ * directory resolved first: a link in the middle lives on whatever filesystem that is), then the path it ends at,
+ * all as host paths. A link's absolute target starts again at `root` (a recorded tree's links are its own).
+ * Undefined when a part is missing or the links loop (40 of them, as the kernel's ELOOP).
+ */
+export async function pathReads(root: string, path: string): Promise<string[] | undefined> {
+  const reads: string[] = [];
+  const parts = path.split("/").filter((p) => p && p !== ".");
+  let at = "/";
+  for (let links = 0; parts.length;) {
+    const part = parts.shift()!;
+    if (part === "..") {
+      at = at.slice(0, at.lastIndexOf("/")) || "/";
+      continue;
+    }
+    const next = at === "/" ? `/${part}` : `${at}/${part}`;
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(underRoot(root, next));
+    } catch {
+      return undefined;
+    }
+    if (!info.isSymlink) {
+      at = next;
+      continue;
+    }
+    if (++links > 40) return undefined;
+    reads.push(next);
+    const target = await Deno.readLink(underRoot(root, next));
+    if (target.startsWith("/")) at = "/";
+    parts.unshift(...target.split("/").filter((p) => p && p !== "."));
+  }
+  reads.push(at);
+  return reads;
+}
