@@ -227,9 +227,9 @@ async function checkVolumes(root: string, plan: Plan): Promise<Check[]> {
       detail: `${plan.lock.length} to lock: ${plan.lock.map((v) => v.dmName).join(", ")}`,
     });
   }
-  // what suspend would refuse is a failure here, not a warning
-  for (const w of plan.warnings) {
-    out.push({ status: plan.unsafe.includes(w) ? "fail" : "warn", name: "plan", detail: w });
+  // what suspend would refuse is the layout requirement's failure, not a warning as well
+  for (const w of plan.warnings.filter((w) => !plan.unsafe.includes(w))) {
+    out.push({ status: "warn", name: "plan", detail: w });
   }
   const keys = (await readProcKeys(root)).filter((k) => k.description.startsWith("cryptsetup:"));
   for (const v of plan.lock) {
@@ -299,7 +299,7 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
     sysfs.push({ status: "fail", name: "sysfs", detail: (e as Error).message });
   }
   const lib = opts.lib !== undefined ? opts.lib : live ? probeLibcryptsetup() : null;
-  const [rootCheck, cgroupRoot, , syncOnSuspend, libcryptsetup, , watchdog, openFiles, pmTest] =
+  const [rootCheck, cgroupRoot, , syncOnSuspend, libcryptsetup, , watchdog, openFiles, pmTest, layout] =
     await checkRequirements({
       root,
       uid: opts.uid === undefined ? Deno.uid() : opts.uid,
@@ -309,6 +309,7 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
       watchdogUSec: live ? await liveWatchdogUSec() : undefined,
       // doctor runs as the cycle would (the same wrapper, the same DENO_DIR): what it holds, the cycle would
       writableOnLocked: live && plan ? writableFilesOn(lockedMountpoints(plan)) : undefined,
+      unsafe: plan?.unsafe,
     });
   const checks: Check[] = [fromVerdict(rootCheck), ...sysfs];
   checks.push(
@@ -325,6 +326,7 @@ export async function runChecks(opts: DoctorOptions = {}): Promise<Check[]> {
   checks.push(await checkSleep(root, opts.state), ...(await checkPower(root)));
   checks.push(fromVerdict(syncOnSuspend), ...(await checkKnobs(root)), fromVerdict(pmTest));
   if (plan) checks.push(...(await checkVolumes(root, plan)));
+  checks.push(fromVerdict(layout));
   // a recorded tree has no library to load: not probed is not a finding
   checks.push(lib === null ? { ...fromVerdict(libcryptsetup), status: "ok" } : fromVerdict(libcryptsetup));
   checks.push(await checkConsole(root), fromVerdict(watchdog), fromVerdict(openFiles));

@@ -64,6 +64,7 @@ export async function requirementsFor(
     argon2MemoryKiB: plan.maxArgon2MemoryKiB,
     watchdogUSec,
     writableOnLocked: host.root === "/" ? writableFilesOn(lockedMountpoints(plan)) : undefined,
+    unsafe: plan.unsafe,
   });
 }
 
@@ -102,7 +103,7 @@ export async function preflight(
   const timed = <T>(step: string, fn: () => Promise<T>) => timeStep(took, step, fn);
   plan ??= await timed("discover", () => discover());
   const verdicts = await timed("requirements", () => requirementsFor(options, { ok: true, info: lib }, plan));
-  const reasons = [...refusals(verdicts), ...plan.unsafe];
+  const reasons = refusals(verdicts);
   if (plan.lock.length === 0 && !options.allowPlain) {
     reasons.push("no lockable LUKS volume is active (see cryptsleep plan); pass --allow-plain to suspend anyway");
   }

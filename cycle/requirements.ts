@@ -89,6 +89,8 @@ export interface HostInputs {
    * asked (a recorded tree, no plan).
    */
   writableOnLocked?: string[];
+  /** What of the plan's layout a cycle would hang on (`Plan.unsafe`); undefined without a plan. */
+  unsafe?: string[];
 }
 
 /** One requirement's verdict: "unknown" when it was not evaluated (library not probed, no plan). */
@@ -114,6 +116,7 @@ export const REQUIREMENTS = [
   "watchdog",
   "open files",
   "pm_test",
+  "layout",
 ] as const;
 /** One of {@linkcode REQUIREMENTS}. */
 export type RequirementName = typeof REQUIREMENTS[number];
@@ -294,6 +297,21 @@ export function checkOpenFiles(files: string[] | undefined): Verdict {
   };
 }
 
+/** Whether the plan's layout has a volume the cycle could lock but never unlock (each item says what to change). */
+export function checkLayout(unsafe: string[] | undefined): Verdict {
+  const name = "layout";
+  if (unsafe === undefined) return { name, status: "ok", seen: "not asked (no plan)" };
+  if (!unsafe.length) {
+    return { name, status: "ok", seen: "every volume can be unlocked after wake in the plan's order" };
+  }
+  return {
+    name,
+    status: "fail",
+    seen: unsafe.join("; "),
+    fix: "change what each names (cryptsleep plan lists them), then run cryptsleep doctor again",
+  };
+}
+
 /** Evaluates every requirement, in {@linkcode REQUIREMENTS} order. */
 export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
   return [
@@ -306,6 +324,7 @@ export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
     await checkWatchdog(host.root, host.watchdogUSec),
     checkOpenFiles(host.writableOnLocked),
     await checkPmTest(host.root),
+    checkLayout(host.unsafe),
   ];
 }
 

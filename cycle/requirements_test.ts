@@ -119,3 +119,24 @@ Deno.test("requirements: the ffi probe lists every required symbol; one missing 
   assert.equal(v.status, "fail");
   assert.match(`${v.seen}: ${v.fix}`, /needs crypt_safe_free: install libcryptsetup >= 2\.3/);
 });
+
+Deno.test("requirements: a layout the cycle would hang on refuses in both, naming each volume; doctor says it once", async () => {
+  await using tree = await buildTree("detached-header");
+  const plan = await discover({ root: tree.root, uid: 0 });
+  const [lib] = libs();
+  const verdicts = await requirementsFor({ state: "mem" }, lib, plan, { root: tree.root, uid: 0 });
+  const layout = verdicts.find((v) => v.name === "layout")!;
+  assert.equal(layout.status, "fail");
+  for (const u of plan.unsafe) assert.ok(layout.seen.includes(u), `${u} is in: ${layout.seen}`);
+  const refused = refusals(verdicts).find((r) => r.startsWith("volume "));
+  for (const name of ["selfish", "pd", "rel"]) assert.match(refused ?? "", new RegExp(`volume ${name}: `));
+  const checks = await runChecks({ root: tree.root, uid: 0, state: "mem", lib });
+  assert.equal(checks.filter((c) => plan.unsafe.some((u) => c.detail.includes(u))).length, 1, "one doctor line");
+  // a layout without any: the requirement passes
+  await using plain = await buildTree("luks-root");
+  const ok = await requirementsFor({ state: "mem" }, lib, await discover({ root: plain.root, uid: 0 }), {
+    root: plain.root,
+    uid: 0,
+  });
+  assert.equal(ok.find((v) => v.name === "layout")!.status, "ok");
+});
