@@ -9,7 +9,8 @@
  * stop, the page cache is dropped and every ACKed record is looked for in its file, and the kernel log is searched
  * for I/O errors. Prints a table (cycles, S3 reached, freeze failures, max freeze ms, records lost, key hits, memory
  * first → last) and writes soak.json (one row per cycle), soak.svg (each phase's ms across the cycles) and soak.md
- * into --out (default dist/soak/). Exits 1 when a cycle failed, a record was lost, a key half was found, an I/O error
+ * into --out (default dist/soak/). SIGINT or SIGTERM stops it after the cycle under way, with the end checks and
+ * the report on the cycles done (the verdict then says how many of those asked ran). Exits 1 when a cycle failed, a record was lost, a key half was found, an I/O error
  * was logged or a load failed or stalled; 2 on bad arguments.
  *
  * The core, {@linkcode soak}, is what tests/vm/soak_test.ts runs for 3 cycles; the pure parts are in
@@ -172,7 +173,11 @@ async function kernelIoErrors(vm: VM): Promise<string[]> {
  * records and the kernel log; writes soak.json, soak.svg and soak.md into `options.out` unless it is null. Throws
  * only when the guest cannot be set up; a cycle or check that fails is in the result (`summary.reasons`).
  */
-export async function soak(options: SoakOptions, log: (message: string) => void = step): Promise<SoakResult> {
+export async function soak(
+  options: SoakOptions,
+  log: (message: string) => void = step,
+  stop?: AbortSignal,
+): Promise<SoakResult> {
   const started = new Date();
   const guest = await ensureGuest({ kernel: options.kernel });
   const data = options.layout === "root+data";
@@ -229,6 +234,10 @@ export async function soak(options: SoakOptions, log: (message: string) => void 
     }
   };
   for (let i = 1; i <= options.cycles; i++) {
+    if (stop?.aborted) {
+      log(`stopped by request before cycle ${i}: the end checks run on the ${i - 1} cycle(s) done`);
+      break;
+    }
     const dump = isDumpCycle(i, options.cycles, options.dumpEvery);
     const row = await runCycle(vm, i, dump ? needles : null);
     pump();
@@ -361,7 +370,18 @@ if (import.meta.main) {
   try {
     step("deno bundle → dist/cryptsleep.js");
     await bundle();
-    const result = await soak(options);
+    // SIGINT or SIGTERM ends a long soak after the cycle under way, with its end checks and report (a second one
+    // kills it as usual)
+    const stop = new AbortController();
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      const listener = () => {
+        step(`${signal}: stopping after this cycle (again to stop at once)`);
+        stop.abort();
+        Deno.removeSignalListener(signal, listener);
+      };
+      Deno.addSignalListener(signal, listener);
+    }
+    const result = await soak(options, step, stop.signal);
     console.log(result.table);
     if (result.files.length) console.log(`\n${result.files.join("\n")}`);
     pass = result.summary.reasons.length === 0;
