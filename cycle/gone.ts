@@ -205,3 +205,18 @@ export async function retire(volume: Volume, sysBlock = "/sys/block"): Promise<v
   }
   await thawAfterFailedSwap(volume);
 }
+
+/**
+ * A volume whose detached header lives on a volume retired for its gone disk (`holders`): it cannot be unlocked this
+ * cycle, so it is retired too (its unlock would otherwise be asked for ever behind a frozen machine).
+ */
+export class HeaderGone extends Error {
+  /** `holders`: the retired volumes the header was on. */
+  constructor(volume: Volume, holders: string[]) {
+    super(
+      `${volume.dmName}: its detached header ${volume.header.path} was on ${holders.join(", ")}, whose disk is ` +
+        "gone: it cannot be unlocked; its reads and writes now fail",
+    );
+    this.name = "HeaderGone";
+  }
+}

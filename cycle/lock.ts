@@ -24,7 +24,7 @@ import { type AgentContext, warnUser } from "./context.ts";
 import type { Job } from "./job.ts";
 import { hostPath } from "../chroot/enter.ts";
 import { forgetKeyFiles } from "./keyfile.ts";
-import { goneBelow, lostDisk, retire } from "./gone.ts";
+import { goneBelow, HeaderGone, isRetired, lostDisk, retire } from "./gone.ts";
 import {
   finishInterruptedReopen,
   isLive,
@@ -127,10 +127,14 @@ export function detachedHeader(job: Job, volume: Volume): string | undefined {
 /**
  * Throws while a volume a detached header lives on is locked, or a device stacked on that volume (the LV holding the
  * file) is still suspended: libcryptsetup's read there would wait forever. The plan unlocks those first, but their
- * unlock may have failed; then this volume's unlock fails too and is asked again after theirs.
+ * unlock may have failed; then this volume's unlock fails too and is asked again after theirs. Throws
+ * {@linkcode HeaderGone} when that volume was retired (its disk gone): then this one cannot be unlocked at all.
  */
 export function headerReadable(job: Job, volume: Volume): void {
   if (!volume.header.detached) return;
+  // a holder retired for its gone disk never comes back this cycle: asking again would be for ever
+  const gone = (volume.header.on ?? []).filter((name) => isRetired(name));
+  if (gone.length) throw new HeaderGone(volume, gone);
   const locked = (volume.header.on ?? []).filter((name) => {
     const holder = job.plan.lock.find((v) => v.dmName === name);
     return !holder || !isLive(holder) || holder.above.some((above) => {

@@ -47,7 +47,7 @@ import {
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, headerReadable, lockVolume } from "./lock.ts";
-import { goneOf, isRetired, lostDisk, onlyVirtioBelow, retire, slavesOf } from "./gone.ts";
+import { goneOf, HeaderGone, isRetired, lostDisk, onlyVirtioBelow, retire, slavesOf } from "./gone.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
 import { luksUuidOf } from "../discovery/luks_header.ts";
 import { devPathOf } from "../host/paths.ts";
@@ -178,6 +178,13 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       : headerless(err, volume) && !(await goneOf(volume)).length
       ? new NotThisVolume(volume, volume.header.path, undefined)
       : null;
+    if (err instanceof HeaderGone) {
+      await retire(volume);
+      say(ctx, `\ncryptsleep: ${err.message}.\n`);
+      ctx.log(err.message);
+      ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: "header's volume gone", at: "unlock" });
+      return "gone";
+    }
     if (exchanged) {
       // its own header is not there any more: it can never be unlocked, so it must not hold the machine frozen
       await retire(volume);
@@ -199,12 +206,15 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
   return "unlocked";
 }
 
-/** A volume that cannot come back: its disk went away while it was locked. */
+/** A volume that cannot come back: its disk, or the one of its detached header, went away while it was locked. */
 class DiskGone extends Error {
   constructor(volume: Volume) {
     const mounts = [...new Set(volume.mounts.map((m) => m.mountpoint))];
+    const holders = volume.header.detached ? (volume.header.on ?? []).filter((name) => isRetired(name)) : [];
     super(
-      `${volume.dmName}: its disk is gone; every read and write on it now fails. ` +
+      `${volume.dmName}: ${
+        holders.length ? `the disk of its detached header (on ${holders.join(", ")}) is gone` : "its disk is gone"
+      }; every read and write on it now fails. ` +
         (mounts.length ? `Unmount what was on it (umount ${mounts.join(" ")}), then close ` : "Close ") +
         (volume.above.length ? `what is stacked on it (dmsetup remove ${volume.above.join(" ")}) and ` : "") +
         `the volume (cryptsetup close ${volume.dmName}); plug the disk in again and open it to use it`,

@@ -14,9 +14,9 @@
  * sysfs, never read, its volume retired, the root unlocked. A second test holds a disk's reads in QEMU (blkdebug).
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
 import { answerPrompt, FULL_TIER, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { digest, diskOfSize, must, sparseImage } from "./disks.ts";
 
 Deno.test({
   name:
@@ -241,38 +241,6 @@ Deno.test({
     assert.equal(await digest(blank), await digest(await sparseImage(vm, "zeros.img", 64)), "nothing written to it");
   },
 });
-
-async function must(vm: VM, cmd: string): Promise<string> {
-  const r = await vm.sh(cmd, { timeoutMs: 300_000 });
-  assert.equal(r.code, 0, `${cmd}\n${r.out}`);
-  return r.out;
-}
-
-/** The name of the virtio disk of `sectors` sectors, once the kernel has set it up (its node and holders/ there). */
-async function diskOfSize(vm: VM, sectors: number): Promise<string> {
-  const name = (await must(
-    vm,
-    "i=0; while [ $i -lt 120 ]; do for d in /sys/block/vd*; do n=${d##*/}; " +
-      `[ "$(cat $d/size)" = ${sectors} ] && [ -d $d/holders ] && [ -b /dev/$n ] && { echo $n; break 2; }; ` +
-      "done; i=$((i+1)); sleep 1; done",
-  )).trim();
-  assert.match(name, /^vd[a-z]+$/, `no disk of ${sectors} sectors came`);
-  return name;
-}
-
-/** SHA-256 of a file on the host, hex. */
-async function digest(path: string): Promise<string> {
-  const bytes = new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(path)));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** A sparse image file of `mib` MiB in the VM's temporary directory (a disk to plug in). */
-async function sparseImage(vm: VM, name: string, mib: number): Promise<string> {
-  const path = join(vm.tmp, name);
-  using f = await Deno.open(path, { create: true, write: true });
-  await f.truncate(mib << 20);
-  return path;
-}
 
 /**
  * The retired volume `usb` is the error target, and what the console said to do works: its writer stopped, unmounted,
