@@ -133,7 +133,13 @@ export function detachedHeader(job: Job, volume: Volume): string | undefined {
 export function headerReadable(job: Job, volume: Volume): void {
   if (!volume.header.detached) return;
   // a holder retired for its gone disk never comes back this cycle: asking again would be for ever
-  const gone = (volume.header.on ?? []).filter((name) => isRetired(name));
+  const gone = (volume.header.on ?? []).filter((name) => {
+    try {
+      return isRetired(name);
+    } catch {
+      return false; // dm cannot tell: not known gone, so it counts as locked below
+    }
+  });
   if (gone.length) throw new HeaderGone(volume, gone);
   const locked = (volume.header.on ?? []).filter((name) => {
     const holder = job.plan.lock.find((v) => v.dmName === name);

@@ -49,7 +49,7 @@ import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, headerReadable, lockVolume } from "./lock.ts";
 import { goneOf, HeaderGone, isRetired, lostDisk, onlyVirtioBelow, retire, slavesOf } from "./gone.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
-import { luksUuidOf } from "../discovery/luks_header.ts";
+import { LUKS2_SECONDARY_OFFSETS, luks2SecondaryUuidOf, luksUuidOf } from "../discovery/luks_header.ts";
 import { devPathOf } from "../host/paths.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
@@ -155,17 +155,16 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       await untilPassphraseFits(ctx, volume, (secret) => unlockSwapped(ctx, volume, secret));
     } else {
       removeStrayPlaceholder(volume);
-      {
+      // only a locked volume needs its header: a live one is never judged by where its header lives
+      if (dm.info(volume.dmName).suspended) {
         using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
         device.setKeyring(false);
-        if (device.isSuspended(volume.dmName)) {
-          await untilPassphraseFits(
-            ctx,
-            volume,
-            (secret) => tryResume(device, volume, secret),
-            (token, pin) => tryTokenResume(ctx, device, volume, token, pin),
-          );
-        }
+        await untilPassphraseFits(
+          ctx,
+          volume,
+          (secret) => tryResume(device, volume, secret),
+          (token, pin) => tryTokenResume(ctx, device, volume, token, pin),
+        );
       }
       await thawAfterFailedSwap(volume);
     }
@@ -178,7 +177,8 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       : headerless(err, volume) && !(await goneOf(volume)).length
       ? new NotThisVolume(volume, volume.header.path, undefined)
       : null;
-    if (err instanceof HeaderGone) {
+    // the root filesystem's volume is never given up (as for a silent disk): it stays locked, and says why
+    if (err instanceof HeaderGone && !holdsRoot(volume)) {
       await retire(volume);
       say(ctx, `\ncryptsleep: ${err.message}.\n`);
       ctx.log(err.message);
@@ -310,10 +310,23 @@ async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolea
     // a read that failed says nothing; a block without the header discovery read there minutes ago (before the
     // lock) is another disk — libcryptsetup, whose reads may come from the page cache, would still find the old one
     const first = firsts.get(data);
-    const found = first?.length ? luksUuidOf(first) : volume.headerUuid;
+    let found = first?.length ? luksUuidOf(first) : volume.headerUuid;
+    // a LUKS2 primary damaged (while asleep) is no other disk while its secondary copy is this volume's:
+    // libcryptsetup unlocks from that copy
+    if (found === null && volume.type === "LUKS2") found = await secondaryUuid(`/dev/${data}`);
     if (found !== volume.headerUuid) throw new NotThisVolume(volume, `/dev/${data}`, found ?? undefined);
   }
   return false;
+}
+
+/** The UUID of the first LUKS2 secondary header found on `device` (read past the page cache), or null. */
+async function secondaryUuid(device: string): Promise<string | null> {
+  for (const offset of LUKS2_SECONDARY_OFFSETS) {
+    const block = await readDirectBytes(device, offset, 4096).catch(() => null);
+    const uuid = block && luks2SecondaryUuidOf(block);
+    if (uuid) return uuid;
+  }
+  return null;
 }
 
 /** Whether the root filesystem is on `volume` or on what is stacked above it: it is never given up. */

@@ -249,6 +249,17 @@ export function luksUuidOf(first: Uint8Array): string | null {
   return version === 1 || version === 2 ? cString(first, 168, 40).toLowerCase() : null;
 }
 
+/** Where a LUKS2 secondary header may start on its device (right after a primary of each size LUKS2 allows). */
+export const LUKS2_SECONDARY_OFFSETS: readonly number[] = LUKS2_HDR_SIZES;
+
+/** The UUID in a LUKS2 secondary header's first block (`block`: its bytes from its offset), lowercased; else null. */
+export function luks2SecondaryUuidOf(block: Uint8Array): string | null {
+  if (block.length < 208 || !hasMagic(block, LUKS2_SECONDARY_MAGIC)) return null;
+  return new DataView(block.buffer, block.byteOffset, block.byteLength).getUint16(6) === 2
+    ? cString(block, 168, 40).toLowerCase()
+    : null;
+}
+
 /**
  * Reads the LUKS header at `path` (a block device, an image file, or a detached header file).
  * Throws {@link LuksHeaderError} when the file can't be read or holds no valid LUKS header.

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { LuksHeaderError, luksUuidOf, readLuksHeader } from "./luks_header.ts";
+import {
+  LUKS2_SECONDARY_OFFSETS,
+  luks2SecondaryUuidOf,
+  LuksHeaderError,
+  luksUuidOf,
+  readLuksHeader,
+} from "./luks_header.ts";
 
 async function rejectsWithHeaderError(fn: () => Promise<unknown>): Promise<LuksHeaderError> {
   try {
@@ -72,9 +78,16 @@ async function assertMatchesDump(path: string, extra: string[] = []): Promise<vo
   );
   assert.deepEqual(hdr.uuid, (await cryptsetup("luksUUID", path)).trim());
   // the unlock's identity check reads only the first block
-  const first = (await Deno.readFile(path)).subarray(0, 4096);
+  const bytes = await Deno.readFile(path);
+  const first = bytes.subarray(0, 4096);
   assert.equal(luksUuidOf(first), hdr.uuid.toLowerCase());
   assert.equal(luksUuidOf(new Uint8Array(4096)), null, "no LUKS header: nothing to say");
+  if (hdr.version === 2) {
+    // a damaged primary: the secondary copy, at one of the offsets LUKS2 allows, still names the volume
+    const found = LUKS2_SECONDARY_OFFSETS.map((o) => luks2SecondaryUuidOf(bytes.subarray(o, o + 4096)));
+    assert.deepEqual(found.filter((u) => u !== null), [hdr.uuid.toLowerCase()]);
+    assert.equal(luks2SecondaryUuidOf(first), null, "a primary is no secondary");
+  }
 }
 
 Deno.test("LUKS2 argon2id: memory, time and cpus as formatted, same as luksDump", async () => {
