@@ -509,7 +509,8 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   const volumesHolding = async (path: string): Promise<Volume[]> => {
     if (!path.startsWith("/")) return [];
     const ks = new Set<string>();
-    for (const p of new Set([path, ...(await pathReads(root, path) ?? [])])) {
+    // the path as written only when its parts cannot be followed (a lexical `..` would name a volume never read)
+    for (const p of new Set(await pathReads(root, path) ?? [path])) {
       const k = await g.deviceOfPath(p);
       if (k !== undefined) ks.add(k);
     }

@@ -161,6 +161,14 @@ Deno.test("a detached header reached through a link on another volume: that volu
   const p = await discover({ root: tree.root, uid: 0 });
   assert.deepEqual(vol(p, "zz-data").header, { path: "/boot/hdr/zz.hdr", detached: true, on: ["stray"] });
   assert.ok(names(p).indexOf("zz-data") < names(p).indexOf("stray"), `${names(p)}`);
+  // a `..` out of stray's mountpoint reads nothing of stray: no volume holds that header
+  spec.files!["/etc/crypttab"] = crypttab.map((l) =>
+    l.replace("header=/root/zz.hdr", "header=/mnt/stray/../../boot/real/zz.hdr")
+  );
+  spec.links = { "/mnt/stray/next": "../../boot/real" }; // not on the path: it makes stray's mountpoint
+  await using dotdot = await buildTree(spec);
+  const q = await discover({ root: dotdot.root, uid: 0 });
+  assert.deepEqual(vol(q, "zz-data").header.on, []);
 });
 
 Deno.test("plain dm-crypt is not lockable; a missing header is a warning, not a crash", async () => {

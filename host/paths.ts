@@ -78,9 +78,12 @@ export async function pathReads(root: string, path: string): Promise<string[] | 
   const reads: string[] = [];
   const parts = path.split("/").filter((p) => p && p !== ".");
   let at = "/";
+  let directory = true;
   for (let links = 0; parts.length;) {
     const part = parts.shift()!;
     if (part === "..") {
+      // ENOTDIR, as the kernel: no `..` out of a file
+      if (!directory) return undefined;
       at = at.slice(0, at.lastIndexOf("/")) || "/";
       continue;
     }
@@ -93,11 +96,13 @@ export async function pathReads(root: string, path: string): Promise<string[] | 
     }
     if (!info.isSymlink) {
       at = next;
+      directory = info.isDirectory;
       continue;
     }
     if (++links > 40) return undefined;
     reads.push(next);
     const target = await Deno.readLink(underRoot(root, next));
+    directory = true; // the target's own parts say what it is
     if (target.startsWith("/")) at = "/";
     parts.unshift(...target.split("/").filter((p) => p && p !== "."));
   }

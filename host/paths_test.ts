@@ -14,6 +14,7 @@ Deno.test("pathReads: each link followed, where it lives, and where the path end
     assert.deepEqual(await pathReads(root, "/boot/real/h.hdr"), ["/boot/real/h.hdr"]);
     assert.deepEqual(await pathReads(root, "/mnt/x/../../boot//real/h.hdr"), ["/boot/real/h.hdr"]);
     assert.equal(await pathReads(root, "/boot/hdr/missing"), undefined);
+    assert.equal(await pathReads(root, "/boot/real/h.hdr/.."), undefined, "no `..` out of a file (ENOTDIR)");
     await Deno.symlink("loop", `${root}/loop`);
     assert.equal(await pathReads(root, "/loop/h.hdr"), undefined, "a loop of links");
   } finally {
