@@ -1,29 +1,35 @@
 /**
  * @module
- * Soak on the QEMU bed (issue #10): boots one busybox guest, starts loads that run for the whole soak — an appender
- * on the LUKS root and one on the LUKS2 data disk (layout root+data), an O_DIRECT writer (a 4096-byte block per
- * record, on the data disk when there is one) and an mmap writer (a page per record, msync'ed, on the root), that print `ACK <writer> <n>` on the serial console only after the
- * record's fsync returned, and a reader walking the tree — then runs N full
- * `cryptsleep suspend` cycles (S3, wake, passphrase, exit code, `cryptsleep status --json`). Every k cycles (and the
- * first and last) guest RAM is dumped while asleep and searched for the volume key halves. At the end the loads
- * stop, the page cache is dropped and every ACKed record is looked for in its file, and the kernel log is searched
- * for I/O errors. Prints a table (cycles, S3 reached, freeze failures, max freeze ms, records lost, key hits, memory
- * first → last) and writes soak.json (one row per cycle), soak.svg (each phase's ms across the cycles) and soak.md
- * into --out (default dist/soak/). SIGINT or SIGTERM stops it after the cycle under way, with the end checks and
- * the report on the cycles done (the verdict then says how many of those asked ran). Exits 1 when a cycle failed, a record was lost, a key half was found, an I/O error
- * was logged or a load failed or stalled; 2 on bad arguments.
+ * Soak on the QEMU bed (issue #10): boots one busybox guest, sets up its layout (the LUKS root alone, or with a data
+ * volume on /mnt/data: LUKS2, LVM on LUKS with a swap LV, LUKS on LVM, LUKS1, a detached header, btrfs; see
+ * scripts/soak_layouts.ts), starts loads that run for the whole soak — an appender on the LUKS root and one on the
+ * data volume, an O_DIRECT writer (a 4096-byte block per record, on the data volume when there is one) and an mmap
+ * writer (a page per record, msync'ed, on the root), that print `ACK <writer> <n>` on the serial console only after
+ * the record's fsync returned, and a reader walking the tree — then runs N full `cryptsleep suspend` cycles (S3,
+ * wake, passphrase, exit code, `cryptsleep status --json`). Every k cycles (and the first and last) guest RAM is
+ * dumped while asleep and searched for the volume key halves. At the end the loads stop, the page cache is dropped
+ * and every ACKed record is looked for in its file, and the kernel log is searched for I/O errors. Prints a table
+ * (cycles, S3 reached, freeze failures, max freeze ms, records lost, key hits, memory first → last) and writes
+ * soak.json (one row per cycle), soak.svg (each phase's ms across the cycles) and soak.md into --out (default
+ * dist/soak/). Several kernels or layouts (lists, or `all`) make a matrix: one soak each, in a folder of its own,
+ * then a table of all (matrix.md). SIGTERM or SIGINT sent to its process stops after the cycle under way, with the
+ * end checks and the report on the cycles done (the verdict then says how many of those asked ran); Ctrl-C in its
+ * terminal also reaches QEMU (its process group), which ends at once. Exits 1 when a cycle failed, a
+ * record was lost, a key half was found, an I/O error was logged or a load failed or stalled; 2 on bad arguments.
  *
  * The core, {@linkcode soak}, is what tests/vm/soak_test.ts runs for 3 cycles; the pure parts are in
  * scripts/soak_lib.ts.
  *
  * ```sh
  * deno task soak -- --cycles 20 --kernel 6.1 --layout root+data [--dump-every 10] [--out dist/soak]
+ * deno task soak -- --cycles 3 --kernel all --layout all    # the kernels × layouts matrix
  * ```
  */
 
 import { join, resolve } from "node:path";
-import { ensureGuest, REPO_ROOT } from "./guest/build.ts";
-import { boot, keyHalves, openDataDisk, type VM, volumeKey } from "../tests/vm/harness.ts";
+import { ensureGuest, KERNELS, REPO_ROOT } from "./guest/build.ts";
+import { boot, keyHalves, type VM, volumeKey } from "../tests/vm/harness.ts";
+import { layoutSetup } from "./soak_layouts.ts";
 import { startSuspend } from "../tests/vm/cycle_helpers.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { bundle, step } from "./demo.ts";
@@ -34,10 +40,12 @@ import {
   isDumpCycle,
   LOAD_SH,
   LoadLog,
+  type MatrixCell,
+  matrixTable,
   missingRecords,
   MMAP_JS,
   parseRecords,
-  parseSoakArgs,
+  parseSoakRuns,
   type RecordCheck,
   recordsScript,
   reportFields,
@@ -83,7 +91,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * root.
  */
 function loadsOf(options: SoakOptions) {
-  const data = options.layout === "root+data";
+  const data = options.layout !== "root";
   const writers = [{ name: "root", file: "/root/soak/root.log", kind: "writer" }];
   if (data) writers.push({ name: "data", file: "/mnt/data/soak/data.log", kind: "writer" });
   writers.push({ name: "direct", file: `${data ? "/mnt/data" : "/root"}/soak/direct.bin`, kind: "direct" });
@@ -180,16 +188,17 @@ export async function soak(
 ): Promise<SoakResult> {
   const started = new Date();
   const guest = await ensureGuest({ kernel: options.kernel });
-  const data = options.layout === "root+data";
   log(`boot (kernel ${options.kernel}, layout ${options.layout})`);
-  await using vm = await boot({ kernel: options.kernel, dataDisk: data });
+  await using vm = await boot({ kernel: options.kernel, dataDisk: options.layout !== "root" });
+  const data = layoutSetup(options.layout, vm.guest.passphrase);
   if (data) {
-    log("open the LUKS2 data disk on /mnt/data");
-    await openDataDisk(vm);
+    log(`set up the data volume (${options.layout}) on /mnt/data`);
+    const r = await vm.sh(data.shell, { timeoutMs: 300_000 });
+    if (r.code !== 0) throw new Error(`setting up layout ${options.layout} failed (${r.code}): ${r.out}`);
   }
   log("read the volume keys (RAM is searched for their halves while asleep)");
   const needles = [...keyHalves(await volumeKey(vm, "/dev/vda"))];
-  if (data) needles.push(...keyHalves(await volumeKey(vm, "/dev/vdc")));
+  if (data) needles.push(...keyHalves(await volumeKey(vm, data.keyDevice)));
 
   log("control: RAM dump with the volumes open (every key half must be found)");
   const controlHits = await vm.searchRam(needles);
@@ -354,40 +363,60 @@ export async function soak(
 }
 
 if (import.meta.main) {
-  let options: SoakOptions;
+  let runs: SoakOptions[];
   try {
-    options = parseSoakArgs(Deno.args, {
+    runs = parseSoakRuns(Deno.args, {
       kernel: Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1",
+      kernels: Object.keys(KERNELS),
       out: join(REPO_ROOT, "dist", "soak"),
     });
-    if (options.out) options.out = resolve(options.out);
+    for (const r of runs) if (r.out) r.out = resolve(r.out);
   } catch (err) {
     console.error(err instanceof Error ? err.message : err);
     console.error(USAGE);
     Deno.exit(2);
   }
-  let pass = false;
+  // SIGINT or SIGTERM ends a long soak after the cycle under way, with its end checks and report, and starts no
+  // other soak of a matrix (a second one kills it as usual)
+  const stop = new AbortController();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    const listener = () => {
+      step(`${signal}: stopping after this cycle (again to stop at once)`);
+      stop.abort();
+      Deno.removeSignalListener(signal, listener);
+    };
+    Deno.addSignalListener(signal, listener);
+  }
+  const cells: MatrixCell[] = [];
   try {
     step("deno bundle → dist/cryptsleep.js");
     await bundle();
-    // SIGINT or SIGTERM ends a long soak after the cycle under way, with its end checks and report (a second one
-    // kills it as usual)
-    const stop = new AbortController();
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
-      const listener = () => {
-        step(`${signal}: stopping after this cycle (again to stop at once)`);
-        stop.abort();
-        Deno.removeSignalListener(signal, listener);
-      };
-      Deno.addSignalListener(signal, listener);
-    }
-    const result = await soak(options, step, stop.signal);
-    console.log(result.table);
-    if (result.files.length) console.log(`\n${result.files.join("\n")}`);
-    pass = result.summary.reasons.length === 0;
   } catch (err) {
     console.error(err instanceof Error ? err.stack ?? err.message : err);
     console.log("FAIL");
+    Deno.exit(1);
   }
+  for (const options of runs) {
+    if (stop.signal.aborted) break;
+    try {
+      const result = await soak(options, step, stop.signal);
+      console.log(result.table);
+      if (result.files.length) console.log(`\n${result.files.join("\n")}`);
+      cells.push({ kernel: options.kernel, layout: options.layout, summary: result.summary });
+    } catch (err) {
+      console.error(err instanceof Error ? err.stack ?? err.message : err);
+      cells.push({ kernel: options.kernel, layout: options.layout, summary: null, error: String(err).split("\n")[0] });
+    }
+  }
+  const pass = cells.length === runs.length && cells.every((c) => c.summary && !c.summary.reasons.length);
+  if (runs.length > 1) {
+    const table = matrixTable(cells);
+    console.log(`\n${table}`);
+    const out = runs[0].out ? join(runs[0].out, "..") : null;
+    if (out) {
+      await Deno.writeTextFile(join(out, "matrix.md"), table + "\n");
+      console.log(join(out, "matrix.md"));
+    }
+  } else if (!pass) console.log("FAIL");
   if (!pass) Deno.exit(1);
 }

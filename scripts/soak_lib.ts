@@ -7,8 +7,8 @@
  * a plot of each phase's time across the cycles (SVG).
  *
  * ```ts
- * import { LoadLog, missingRecords, parseSoakArgs } from "./soak_lib.ts";
- * const options = parseSoakArgs(["--cycles", "20", "--kernel", "6.1", "--layout", "root+data"]);
+ * import { LoadLog, missingRecords, parseSoakRuns } from "./soak_lib.ts";
+ * const [options] = parseSoakRuns(["--cycles", "20", "--kernel", "6.1", "--layout", "root+data"]);
  * const log = new LoadLog();
  * log.feed("ACK root 1\nACK root 2\nWALK reader 1\n");
  * console.log(options.cycles, missingRecords(log.acked("root"), [[1, 1]])); // 20 [2]
@@ -18,10 +18,22 @@
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { escapeXml, formatBytes, formatInt, svgDocument } from "./bench_lib.ts";
 
-/** The volumes a soak runs with: the LUKS root alone, or the root and the LUKS2 data disk on /mnt/data. */
-export type Layout = "root" | "root+data";
+/**
+ * The volumes a soak runs with: the LUKS root alone, or the root and a volume on the data disk mounted on /mnt/data —
+ * LUKS2 (`root+data`), LVM on LUKS2 with a home LV and a swap LV in use, LUKS2 on an LVM LV, LUKS1, LUKS2 with its
+ * detached header a file on the root, btrfs on LUKS2 (scripts/soak_layouts.ts sets each up in the guest).
+ */
+export type Layout = "root" | "root+data" | "lvm-on-luks" | "luks-on-lvm" | "luks1" | "detached-header" | "btrfs";
 /** Every layout `--layout` takes. */
-export const LAYOUTS: readonly Layout[] = ["root", "root+data"];
+export const LAYOUTS: readonly Layout[] = [
+  "root",
+  "root+data",
+  "lvm-on-luks",
+  "luks-on-lvm",
+  "luks1",
+  "detached-header",
+  "btrfs",
+];
 
 /** What `deno task soak` was asked to do. */
 export interface SoakOptions {
@@ -38,9 +50,8 @@ export interface SoakOptions {
 }
 
 /** The usage line of `deno task soak`. */
-export const USAGE =
-  "usage: deno task soak -- --cycles N [--kernel 6.1|6.12|6.18|7.3] [--layout root|root+data] [--dump-every k] " +
-  "[--out dir]";
+export const USAGE = "usage: deno task soak -- --cycles N [--kernel 6.1|6.12|6.18|7.3[,…]|all] " +
+  `[--layout ${LAYOUTS.join("|")}[,…]|all] [--dump-every k] [--out dir]`;
 
 function count(name: string, value: string, min: number): number {
   const n = Number(value);
@@ -51,21 +62,27 @@ function count(name: string, value: string, min: number): number {
 }
 
 /**
- * Parses the arguments (a `--` that `deno task` passes on is skipped). Defaults: kernel `$CRYPTSLEEP_KERNEL` or
- * 6.1, layout root+data, a dump every 10 cycles, out `defaultOut`. Throws on anything unknown or malformed.
+ * Parses the arguments (a `--` that `deno task` passes on is skipped) into the soaks to run, one per kernel × layout:
+ * `--kernel` and `--layout` each take one, a comma-separated list or `all` (the matrix). Defaults: kernel
+ * `$CRYPTSLEEP_KERNEL` or 6.1, layout root+data, a dump every 10 cycles, out `defaultOut` (a folder
+ * `<kernel>-<layout>` in it for each soak when there are several). Throws on anything unknown or malformed.
  */
-export function parseSoakArgs(
+export function parseSoakRuns(
   args: string[],
-  defaults: { kernel?: string; out?: string } = {},
-): SoakOptions {
-  const o: SoakOptions = {
-    cycles: 0,
-    kernel: defaults.kernel ?? "6.1",
-    layout: "root+data",
-    dumpEvery: 10,
-    out: defaults.out ?? "dist/soak",
-  };
+  defaults: { kernel?: string; out?: string; kernels?: readonly string[] } = {},
+): SoakOptions[] {
+  let kernels = [defaults.kernel ?? "6.1"];
+  let layouts: Layout[] = ["root+data"];
+  let dumpEvery = 10;
+  let out: string | null = defaults.out ?? "dist/soak";
   let cycles: number | null = null;
+  const list = <T extends string>(name: string, v: string, known: readonly T[]): T[] => {
+    const items = v === "all" ? [...known] : v.split(",");
+    for (const item of items) {
+      if (!known.includes(item as T)) throw new Error(`${name} ${item}: one of ${known.join(", ")}, or all`);
+    }
+    return [...new Set(items)] as T[];
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--") continue;
@@ -81,30 +98,35 @@ export function parseSoakArgs(
       case "--cycles":
         cycles = count(name, value(), 1);
         break;
-      case "--kernel":
-        o.kernel = value();
-        break;
-      case "--layout": {
+      case "--kernel": {
         const v = value();
-        if (!(LAYOUTS as readonly string[]).includes(v)) {
-          throw new Error(`--layout ${v}: one of ${LAYOUTS.join(", ")}`);
-        }
-        o.layout = v as Layout;
+        kernels = defaults.kernels ? list(name, v, defaults.kernels) : v.split(",");
         break;
       }
+      case "--layout":
+        layouts = list(name, value(), LAYOUTS);
+        break;
       case "--dump-every":
-        o.dumpEvery = count(name, value(), 1);
+        dumpEvery = count(name, value(), 1);
         break;
       case "--out":
-        o.out = value();
+        out = value();
         break;
       default:
         throw new Error(`unknown argument ${a}`);
     }
   }
   if (cycles === null) throw new Error("--cycles is required");
-  o.cycles = cycles;
-  return o;
+  const several = kernels.length * layouts.length > 1;
+  return kernels.flatMap((kernel) =>
+    layouts.map((layout) => ({
+      cycles: cycles!,
+      kernel,
+      layout,
+      dumpEvery,
+      out: out !== null && several ? `${out}/${kernel}-${layout}` : out,
+    }))
+  );
 }
 
 /** Whether cycle `i` (1-based) of `n` dumps RAM: the first, the last, and every `every`-th. */
@@ -721,4 +743,33 @@ export function svgPhaseLines(title: string, rows: CycleRow[]): string {
   });
   y += 20;
   return svgDocument(title, left + width + 130, y + 6, out);
+}
+
+/** One soak of a matrix run: what it was, and its summary (null: it could not be set up, with why). */
+export interface MatrixCell {
+  kernel: string;
+  layout: Layout;
+  summary: SoakSummary | null;
+  error?: string;
+}
+
+/** The matrix's table: a line per kernel × layout, what matters of each soak, and its verdict. */
+export function matrixTable(cells: MatrixCell[]): string {
+  const head = "| kernel | layout | cycles | S3 | failed cycles | records lost / ACKed | key hits | verdict |";
+  const lines = cells.map(({ kernel, layout, summary: s, error }) => {
+    if (!s) return `| ${kernel} | ${layout} | – | – | – | – | – | FAIL: ${error ?? "not run"} |`;
+    const cycles = s.cycles === s.cyclesAsked ? `${s.cycles}` : `${s.cycles} of ${s.cyclesAsked}`;
+    const lost = s.recordsLost === null ? "not checked" : `${formatInt(s.recordsLost)} / ${formatInt(s.acked)}`;
+    return `| ${kernel} | ${layout} | ${cycles} | ${s.s3Reached} | ${s.failures.length} | ${lost} | ` +
+      `${s.keyHits} in ${s.dumps.length} dump(s) | ${s.reasons.length ? `FAIL: ${s.reasons.join("; ")}` : "PASS"} |`;
+  });
+  const failed = cells.filter((c) => !c.summary || c.summary.reasons.length).length;
+  return [
+    head,
+    "|---|---|--:|--:|--:|--:|--:|---|",
+    ...lines,
+    "",
+    failed ? `FAIL (${failed} of ${cells.length})` : "PASS",
+  ]
+    .join("\n");
 }

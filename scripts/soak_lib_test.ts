@@ -7,12 +7,14 @@ import {
   type EndChecks,
   ioErrorLines,
   isDumpCycle,
+  LAYOUTS,
   LOAD_SH,
   LoadLog,
+  matrixTable,
   missingRecords,
   MMAP_JS,
   parseRecords,
-  parseSoakArgs,
+  parseSoakRuns,
   PAYLOAD,
   rangeCount,
   recordsScript,
@@ -23,30 +25,65 @@ import {
   svgPhaseLines,
 } from "./soak_lib.ts";
 
-Deno.test("parseSoakArgs: defaults, the -- deno task passes on, --name=value, and what it refuses", () => {
-  assert.deepEqual(parseSoakArgs(["--", "--cycles", "20", "--kernel", "6.1"], { out: "/x/dist/soak" }), {
+Deno.test("parseSoakRuns: defaults, the -- deno task passes on, --name=value, and what it refuses", () => {
+  assert.deepEqual(parseSoakRuns(["--", "--cycles", "20", "--kernel", "6.1"], { out: "/x/dist/soak" }), [{
     cycles: 20,
     kernel: "6.1",
     layout: "root+data",
     dumpEvery: 10,
     out: "/x/dist/soak",
-  });
-  assert.deepEqual(parseSoakArgs(["--cycles=3", "--layout=root", "--dump-every", "1", "--out", "o"]), {
+  }]);
+  assert.deepEqual(parseSoakRuns(["--cycles=3", "--layout=root", "--dump-every", "1", "--out", "o"]), [{
     cycles: 3,
     kernel: "6.1",
     layout: "root",
     dumpEvery: 1,
     out: "o",
+  }]);
+  assert.equal(parseSoakRuns(["--cycles", "2"], { kernel: "7.3" })[0].kernel, "7.3");
+  assert.throws(() => parseSoakRuns([]), /--cycles is required/);
+  assert.throws(() => parseSoakRuns(["--cycles", "0"]), /want a count ≥ 1/);
+  assert.throws(() => parseSoakRuns(["--cycles", "2x"]), /want a count/);
+  assert.throws(() => parseSoakRuns(["--cycles", "2", "--dump-every", "-1"]), /wants a value|want a count/);
+  assert.throws(() => parseSoakRuns(["--cycles", "2", "--layout", "data"]), /--layout data: one of root, root\+data/);
+  assert.throws(() => parseSoakRuns(["--cycles"]), /--cycles wants a value/);
+  assert.throws(() => parseSoakRuns(["--cycles", "--kernel"]), /--cycles wants a value/);
+  assert.throws(() => parseSoakRuns(["--cycles", "2", "--fast"]), /unknown argument --fast/);
+});
+
+Deno.test("parseSoakRuns: the matrix, one soak per kernel × layout, each with a folder of its own", () => {
+  const kernels = ["6.1", "6.12", "6.18", "7.3"];
+  const runs = parseSoakRuns(["--cycles", "3", "--kernel", "6.1,7.3", "--layout", "luks1,btrfs", "--out", "m"], {
+    kernels,
   });
-  assert.equal(parseSoakArgs(["--cycles", "2"], { kernel: "7.3" }).kernel, "7.3");
-  assert.throws(() => parseSoakArgs([]), /--cycles is required/);
-  assert.throws(() => parseSoakArgs(["--cycles", "0"]), /want a count ≥ 1/);
-  assert.throws(() => parseSoakArgs(["--cycles", "2x"]), /want a count/);
-  assert.throws(() => parseSoakArgs(["--cycles", "2", "--dump-every", "-1"]), /wants a value|want a count/);
-  assert.throws(() => parseSoakArgs(["--cycles", "2", "--layout", "data"]), /one of root, root\+data/);
-  assert.throws(() => parseSoakArgs(["--cycles"]), /--cycles wants a value/);
-  assert.throws(() => parseSoakArgs(["--cycles", "--kernel"]), /--cycles wants a value/);
-  assert.throws(() => parseSoakArgs(["--cycles", "2", "--fast"]), /unknown argument --fast/);
+  assert.deepEqual(runs.map((r) => `${r.kernel} ${r.layout} ${r.out}`), [
+    "6.1 luks1 m/6.1-luks1",
+    "6.1 btrfs m/6.1-btrfs",
+    "7.3 luks1 m/7.3-luks1",
+    "7.3 btrfs m/7.3-btrfs",
+  ]);
+  const all = parseSoakRuns(["--cycles", "1", "--kernel", "all", "--layout", "all"], { kernels });
+  assert.equal(all.length, kernels.length * LAYOUTS.length);
+  assert.ok(all.every((r) => r.cycles === 1 && r.out === `dist/soak/${r.kernel}-${r.layout}`));
+  assert.throws(() => parseSoakRuns(["--cycles", "1", "--kernel", "6.1,5.10"], { kernels }), /--kernel 5\.10: one of/);
+});
+
+Deno.test("matrixTable: a line per soak, a soak that could not be set up fails it", () => {
+  const ok = summarize([], 0, {
+    records: [],
+    ioErrors: [],
+    loadErrors: [],
+    loadsStalled: [],
+    walks: {},
+    controlHits: null,
+  });
+  const table = matrixTable([
+    { kernel: "6.1", layout: "luks1", summary: ok },
+    { kernel: "6.1", layout: "btrfs", summary: null, error: "setting up layout btrfs failed" },
+  ]);
+  assert.match(table, /^\| 6\.1 \| luks1 \| 0 \| 0 \| 0 \| 0 \/ 0 \| 0 in 0 dump\(s\) \| PASS \|$/m);
+  assert.match(table, /^\| 6\.1 \| btrfs \| .*FAIL: setting up layout btrfs failed \|$/m);
+  assert.match(table, /FAIL \(1 of 2\)$/);
 });
 
 Deno.test("isDumpCycle: the first, the last and every k-th", () => {
