@@ -142,17 +142,21 @@ export const WRITER_PAUSE_S = 0.05;
 /** Seconds the reader waits between two walks of the tree. */
 export const READER_PAUSE_S = 1;
 
-/** The mmap writer's mapping: 4096-byte records, one per page (16,383 records at most; its file grows as it goes). */
-export const MMAP_BYTES = 64 << 20;
+/**
+ * The blocks (O_DIRECT) or pages (mmap) a block writer's file holds records in, after a block 0 left as a hole:
+ * record n goes to slot `(n - 1) % SLOTS + 1`, so a long soak rewrites its file (8 MiB) instead of filling the disk
+ * (a 200-cycle soak wrote 40 MB of blocks and filled the 48 MiB data volume at cycle 64). A record overwritten by a
+ * later one in its slot is not lost ({@linkcode missingRecords}).
+ */
+export const SLOTS = 2048;
 /** Seconds the mmap writer waits between two records: a deno process, dearer per record under TCG than dd. */
 export const MMAP_PAUSE_S = 0.2;
 
 /**
  * The mmap writer, run by the guest's deno (`deno run -A mmap.js STATE CONSOLE NAME FILE`): maps FILE shared and,
- * for record n, grows FILE to n + 1 pages, writes `NAME n PAYLOAD` at the start of page n and msync(MS_SYNC)s that
- * page; only once msync
- * returned 0 it prints `ACK NAME n` to CONSOLE (`ERR NAME n` else). The rest of each page stays NUL, as the O_DIRECT
- * writer's blocks. Stops when STATE/stop exists (or the file is full), printing `END NAME n`.
+ * for record n, grows FILE to cover its slot's page ({@linkcode SLOTS}), writes `NAME n PAYLOAD` at the start of
+ * that page (the rest NUL, as the O_DIRECT writer's blocks) and msync(MS_SYNC)s it; only once msync returned 0 it
+ * prints `ACK NAME n` to CONSOLE (`ERR NAME n` else). Stops when STATE/stop exists, printing `END NAME n`.
  */
 export const MMAP_JS = `// cryptsleep soak load: see scripts/soak_lib.ts (MMAP_JS)
 const [state, consolePath, name, file] = Deno.args;
@@ -163,7 +167,7 @@ const libc = Deno.dlopen("libc.so.6", {
   msync: { parameters: ["pointer", "usize", "i32"], result: "i32" },
 });
 const say = (line) => Deno.writeTextFileSync(consolePath, line + "\\n", { append: true });
-const size = ${MMAP_BYTES};
+const size = ${(SLOTS + 1) * 4096};
 Deno.mkdirSync(file.slice(0, file.lastIndexOf("/")), { recursive: true });
 const fd = libc.symbols.open(new TextEncoder().encode(file + "\\0"), 0o1102 /* O_RDWR|O_CREAT|O_TRUNC */, 0o644);
 if (fd < 0) throw new Error("open " + file);
@@ -172,16 +176,22 @@ if (Deno.UnsafePointer.value(base) === 0xffffffffffffffffn) throw new Error("mma
 const pages = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(base, size));
 let n = 0;
 const stop = () => { try { Deno.statSync(state + "/stop"); return true; } catch { return false; } };
-while (!stop() && (n + 1) * 4096 < size) {
+let grown = 4096;
+while (!stop()) {
   n++;
+  const at = ((n - 1) % ${SLOTS} + 1) * 4096;
   // a page past the file's end would be SIGBUS: the file grows first
-  if (libc.symbols.ftruncate(fd, BigInt((n + 1) * 4096)) !== 0) {
-    say("ERR " + name + " " + n);
-    await new Promise((r) => setTimeout(r, 1000));
-    continue;
+  if (at + 4096 > grown) {
+    if (libc.symbols.ftruncate(fd, BigInt(at + 4096)) !== 0) {
+      say("ERR " + name + " " + n);
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
+    grown = at + 4096;
   }
-  pages.set(new TextEncoder().encode(name + " " + n + " ${PAYLOAD}\\n"), n * 4096);
-  const page = Deno.UnsafePointer.offset(base, n * 4096);
+  pages.fill(0, at, at + 4096);
+  pages.set(new TextEncoder().encode(name + " " + n + " ${PAYLOAD}\\n"), at);
+  const page = Deno.UnsafePointer.offset(base, at);
   if (libc.symbols.msync(page, 4096n, 4 /* MS_SYNC */) === 0) say("ACK " + name + " " + n);
   else say("ERR " + name + " " + n);
   await new Promise((r) => setTimeout(r, ${MMAP_PAUSE_S * 1000}));
@@ -222,8 +232,8 @@ writes() {
 }
 # one write appended, then fsync
 append() { dd of="$f" oflag=append conv=notrunc,fsync; }
-# record n in block n of its own, O_DIRECT: past the page cache, then fsync; the rest of the block is NULs
-direct() { dd of="$f" bs=4096 seek=$n oflag=direct conv=notrunc,sync,fsync; }
+# record n in its slot's block (SLOTS), O_DIRECT: past the page cache, then fsync; the rest of the block is NULs
+direct() { dd of="$f" bs=4096 seek=$(( (n - 1) % ${SLOTS} + 1 )) oflag=direct conv=notrunc,sync,fsync; }
 if [ "$kind" = writer ]; then
   f=$1
   writes append
@@ -296,15 +306,28 @@ export function parseRecords(out: string, name: string): RecordFile | null {
   return { lines: Number(rec[1]), bad: Number(rec[2]), dups: Number(dup[1]), ranges };
 }
 
-/** The numbers of `acked` (ascending) that no run of `ranges` (ascending) holds: records ACKed, then lost. */
-export function missingRecords(acked: number[], ranges: [number, number][]): number[] {
+/**
+ * The numbers of `acked` (ascending) that no run of `ranges` (ascending) holds: records ACKed, then lost. With
+ * `slots` (a block writer's file, {@linkcode SLOTS}), one whose slot holds a later record (n + k·slots) was
+ * overwritten, not lost; one whose slot holds an older record or nothing was lost.
+ */
+export function missingRecords(acked: number[], ranges: [number, number][], slots?: number): number[] {
   const missing: number[] = [];
   let r = 0;
   for (const n of acked) {
     while (r < ranges.length && ranges[r][1] < n) r++;
     if (r >= ranges.length || n < ranges[r][0]) missing.push(n);
   }
-  return missing;
+  if (!slots || !missing.length) return missing;
+  // the newest record found in each slot
+  const newest = new Map<number, number>();
+  for (const [a, b] of ranges) {
+    for (let m = Math.max(a, b - slots + 1); m <= b; m++) {
+      const slot = (m - 1) % slots;
+      if ((newest.get(slot) ?? 0) < m) newest.set(slot, m);
+    }
+  }
+  return missing.filter((n) => (newest.get((n - 1) % slots) ?? 0) <= n);
 }
 
 /** How many numbers the runs hold. */

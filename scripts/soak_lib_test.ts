@@ -130,6 +130,10 @@ Deno.test("missingRecords and rangeCount: ACKed numbers outside every run", () =
   assert.deepEqual(missingRecords([1, 2, 3, 4, 5, 9], [[1, 2], [4, 4], [6, 8]]), [3, 5, 9]);
   assert.deepEqual(missingRecords([1, 2], []), [1, 2]);
   assert.deepEqual(missingRecords([], [[1, 3]]), []);
+  // a block writer's file of 4 slots after records 1-10: slots hold 9, 10, 7, 8
+  assert.deepEqual(missingRecords([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [[7, 10]], 4), [], "overwritten, not lost");
+  // records 9 and 10 never reached their slots, which still hold 5 and 6: lost; 1 and 2 were overwritten by those
+  assert.deepEqual(missingRecords([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [[5, 8]], 4), [9, 10]);
   assert.equal(rangeCount([[1, 2], [4, 4], [6, 8]]), 6);
 });
 
