@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { CONSOLE, FULL_TIER, fullCycle, SLOW, SUPERVISOR_GONE, systemState } from "./cycle_helpers.ts";
 import { boot, keyHalves, type VM, volumeKey } from "./harness.ts";
+import { imageVolume } from "./disks.ts";
 import { AGENT_PHASES, OUTER_PHASES } from "../../cycle/phases.ts";
 
 const ALL = [
@@ -140,9 +141,7 @@ Deno.test({
     const pass = vm.guest.passphrase;
     // an image file's volume: cryptsetup's loop device pins its key, so the lock swaps its table (every kernel)
     const setup = await vm.sh(
-      `truncate -s 48M /run/img.luks && printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 ` +
-        `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - /run/img.luks && ` +
-        `printf %s '${pass}' | cryptsetup open --key-file - /run/img.luks img && mkfs.ext4 -F -q /dev/mapper/img && ` +
+      `${imageVolume(pass, "/run/img.luks", "img")} && mkfs.ext4 -F -q /dev/mapper/img && ` +
         "mkdir -p /mnt/img && mount /dev/mapper/img /mnt/img && echo start > /mnt/img/log && sync",
       { timeoutMs: 180_000 },
     );

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { VM } from "./harness.ts";
+import { startSuspend } from "./cycle_helpers.ts";
 
 /** Runs `cmd` in the guest; fails the test unless it exits 0. Returns what it printed. */
 export async function must(vm: VM, cmd: string): Promise<string> {
@@ -38,4 +39,28 @@ export async function sparseImage(vm: VM, name: string, mib: number): Promise<st
   using f = await Deno.open(path, { create: true, write: true });
   await f.truncate(mib << 20);
   return path;
+}
+
+/**
+ * Shell that formats the image file `file` as LUKS2 (Argon2id, small for the guest) and opens it as `name`:
+ * cryptsetup attaches the loop device itself, so the volume key is pinned in a kernel keyring (cycle/pinned/).
+ */
+export function imageVolume(pass: string, file: string, name: string): string {
+  return `truncate -s 48M ${file} && printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 ` +
+    `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - ${file} && ` +
+    `printf %s '${pass}' | cryptsetup open --key-file - ${file} ${name}`;
+}
+
+/**
+ * Starts a cycle and, as the guest wakes, pulls disk `id` out (QMP `device_del`): found gone after the resume, as a
+ * USB disk pulled out while asleep. Returns where the cycle's console text starts.
+ */
+export async function pulledAtWake(vm: VM, id: string): Promise<number> {
+  const from = vm.console.length;
+  await startSuspend(vm);
+  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.wake();
+  await vm.qmp("device_del", { id });
+  await vm.waitForEvent("DEVICE_DELETED", 120_000);
+  return from;
 }

@@ -5,8 +5,8 @@
  * with the disk: it must be retired too and said so, never asked for again and again behind a frozen machine.
  */
 import assert from "node:assert/strict";
-import { FULL_TIER, SLOW, startSuspend } from "./cycle_helpers.ts";
-import { diskOfSize, must, sparseImage } from "./disks.ts";
+import { FULL_TIER, SLOW } from "./cycle_helpers.ts";
+import { diskOfSize, must, pulledAtWake, sparseImage } from "./disks.ts";
 import { boot, type VM } from "./harness.ts";
 
 /** Answers every passphrase prompt until the cycle's exit marker; null when none came within `ms`. */
@@ -53,12 +53,7 @@ Deno.test({
       .map((v: { dmName: string }) => v.dmName);
     assert.ok(order.indexOf("dep") < order.indexOf("usb"), `dep is locked before the volume of its header: ${order}`);
 
-    const from = vm.console.length;
-    await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
-    await vm.wake();
-    await vm.qmp("device_del", { id: "usb" });
-    await vm.waitForEvent("DEVICE_DELETED", 120_000);
+    const from = await pulledAtWake(vm, "usb");
     const code = await answerUntilExit(vm, from, 420_000);
     const text = vm.console.slice(from);
     assert.notEqual(code, null, `no exit within 420 s: dep asked for ever behind a frozen machine?\n${text}`);

@@ -18,6 +18,7 @@ import {
   suspendExit,
 } from "./cycle_helpers.ts";
 import { boot, keyHalves, volumeKey } from "./harness.ts";
+import { imageVolume } from "./disks.ts";
 
 Deno.test({
   name: "image-file volume: the pinned key is detected and released at the lock (or re-opened at unlock on demand)",
@@ -26,9 +27,7 @@ Deno.test({
     await using vm = await boot({});
     const pass = vm.guest.passphrase;
     const setup = await vm.sh(
-      `truncate -s 48M /run/img.luks && printf %s '${pass}' | cryptsetup luksFormat --batch-mode --type luks2 ` +
-        `--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --key-file - /run/img.luks && ` +
-        `printf %s '${pass}' | cryptsetup open --key-file - /run/img.luks img && ` +
+      `${imageVolume(pass, "/run/img.luks", "img")} && ` +
         "printf kept | dd of=/dev/mapper/img conv=fsync 2>/dev/null && grep -c 'logon.*cryptsetup:' /proc/keys",
       { timeoutMs: 180_000 },
     );
