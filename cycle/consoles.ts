@@ -18,6 +18,7 @@
 import { Console, PromptLeft, type ReadSecretOptions } from "../ffi/tty.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { SysError } from "../ffi/errors.ts";
+import { basename, dirname } from "../host/path.ts";
 
 /** A terminal as the supervisor opens it again: its path, and for a VT of its own the VT to bring back. */
 export interface ConsoleRef {
@@ -35,10 +36,17 @@ export class Consoles implements Disposable {
   /** Between reads every terminal stays in the secret line mode ({@linkcode Console.keepQuiet}). */
   #quiet = false;
 
+  /** Where each terminal hangs off in sysfs ({@linkcode ttyPlace}), read while it answers: found again by it. */
+  readonly #places = new Map<Console, TtyPlace | null>();
+  /** Where sysfs is (a test gives a tree of its own). */
+  readonly #sys: string;
+
   /** `members`: the first is the main one (named first in messages). At least one. */
-  constructor(members: Console[]) {
+  constructor(members: Console[], sys = "/sys") {
     if (!members.length) throw new Error("Consoles: no terminal");
     this.#members = members;
+    this.#sys = sys;
+    for (const c of members) if (c.vt === null) this.#places.set(c, ttyPlace(c.path, sys));
   }
 
   /** Opens each of `refs`; one that cannot be opened is left out, unless none can. */
@@ -146,19 +154,25 @@ export class Consoles implements Disposable {
   }
 
   /**
-   * Opens again, by path, a terminal that hung up (a USB serial adapter unplugged and plugged in again comes back
-   * under the same name: devtmpfs makes the node, udev is not needed). A VT is left as it is.
+   * Opens again a terminal that hung up: a USB serial adapter re-enumerated at resume, or unplugged and plugged in
+   * again. It is closed first: while its old file is open the adapter's number stays taken, and it comes back under
+   * another name (ttyUSB1 for ttyUSB0, seen on the bed). Found by where it hangs off, or by what it is when plugged
+   * into another socket ({@linkcode terminalNow}); devtmpfs makes the node, udev is not needed. A VT is left as it is.
    */
   #revive(): void {
     for (const old of [...this.#gone]) {
       // a VT of its own is not opened again as a plain terminal: disposing the old one would switch the screen away
       if (old.vt !== null) continue;
+      old[Symbol.dispose](); // idempotent
+      const place = this.#places.get(old) ?? null;
+      const path = terminalNow(old.path, place, this.#sys);
+      if (!path) continue; // not back yet
       try {
-        const fresh = Console.open(old.path);
+        const fresh = Console.open(path);
         if (this.#quiet) fresh.keepQuiet(true);
         this.#members[this.#members.indexOf(old)] = fresh;
+        this.#places.set(fresh, place);
         this.#gone.delete(old);
-        old[Symbol.dispose]();
       } catch { /* not back yet */ }
     }
   }
@@ -196,6 +210,79 @@ export class Consoles implements Disposable {
   /** Disposes each terminal. */
   [Symbol.dispose](): void {
     for (const c of this.#members) c[Symbol.dispose]();
+  }
+}
+
+/** Where a terminal hangs off in sysfs, to find it again under another name ({@linkcode terminalNow}). */
+export interface TtyPlace {
+  /**
+   * For a USB serial adapter's port (`/sys/class/tty/ttyUSB0/device` is a device named after the tty) the interface
+   * it is on, the same when the adapter is re-enumerated in the same socket; else the device itself.
+   */
+  port: string;
+  /** For a USB adapter, `vendor:product` of its USB device; else null. */
+  usb: string | null;
+  /** For a USB adapter that has one, its serial number; else null. */
+  serial: string | null;
+}
+
+/** Where terminal `path` hangs off; null when sysfs says nothing (a pty, a VT). */
+export function ttyPlace(path: string, sys = "/sys"): TtyPlace | null {
+  try {
+    return placeOf(basename(Deno.realPathSync(path)), sys);
+  } catch {
+    return null;
+  }
+}
+
+function placeOf(name: string, sys: string): TtyPlace {
+  const dev = Deno.realPathSync(`${sys}/class/tty/${name}/device`);
+  const port = basename(dev) === name ? dirname(dev) : dev;
+  const read = (f: string) => Deno.readTextFileSync(`${dirname(port)}/${f}`).trim();
+  let usb: string | null = null, serial: string | null = null;
+  try {
+    usb = `${read("idVendor")}:${read("idProduct")}`;
+    serial = read("serial") || null;
+  } catch { /* not on USB, or no serial number: a cheap adapter */ }
+  return { port, usb, serial };
+}
+
+/**
+ * The `/dev` path of the terminal at `place` now: `path` while it is still there (or, with no place known, while it
+ * exists); else the terminal sysfs shows at the same port; else, for a USB adapter plugged into another socket, the
+ * one with its serial number, or the only one of its vendor and product; null when there is none yet (or several
+ * that could be it).
+ */
+export function terminalNow(path: string, place: TtyPlace | null, sys = "/sys"): string | null {
+  if (place === null) return existsSync(path) ? path : null;
+  if (ttyPlace(path, sys)?.port === place.port) return path;
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(`${sys}/class/tty`)].map((e) => e.name);
+  } catch {
+    return null;
+  }
+  const places = names.flatMap((name) => {
+    try {
+      return [{ name, at: placeOf(name, sys) }];
+    } catch {
+      return []; // no device: a virtual terminal
+    }
+  });
+  const same = places.filter((p) => place.usb !== null && p.at.usb === place.usb);
+  const found = places.find((p) => p.at.port === place.port) ??
+    (place.serial !== null ? same.find((p) => p.at.serial === place.serial) : undefined) ??
+    // a serial number that changed with the socket (QEMU's does) or none: the only adapter of its kind
+    (same.length === 1 ? same[0] : undefined);
+  return found ? `/dev/${found.name}` : null;
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { closeFd, writeFdSync } from "../ffi/libc.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { Console, PromptLeft } from "../ffi/tty.ts";
-import { Consoles, kernelSerialConsoles } from "./consoles.ts";
+import { Consoles, kernelSerialConsoles, terminalNow, ttyPlace } from "./consoles.ts";
 import { drain, openPty } from "../ffi/testing.ts";
 
 // Two real ptys play a VT and a serial console; their masters are the person's keyboards.
@@ -106,5 +106,65 @@ Deno.test("kernelSerialConsoles: the non-VT consoles of /sys/class/tty/console/a
     assert.deepEqual(kernelSerialConsoles(`${sys}/none`), []);
   } finally {
     await Deno.remove(sys, { recursive: true });
+  }
+});
+
+Deno.test("terminalNow: a USB adapter back under another name, at its port or in another socket; a serial port by itself", async () => {
+  const root = await Deno.makeTempDir({ prefix: "consoles-" });
+  try {
+    const sys = `${root}/sys`;
+    const usbDevice = async (dir: string, serial: string | null) => {
+      await Deno.mkdir(dir, { recursive: true });
+      await Deno.writeTextFile(`${dir}/idVendor`, "0403\n");
+      await Deno.writeTextFile(`${dir}/idProduct`, "6001\n");
+      if (serial !== null) await Deno.writeTextFile(`${dir}/serial`, `${serial}\n`);
+    };
+    const tty = async (name: string, device: string) => {
+      await Deno.mkdir(device, { recursive: true });
+      await Deno.mkdir(`${sys}/class/tty/${name}`, { recursive: true });
+      await Deno.symlink(device, `${sys}/class/tty/${name}/device`);
+      await Deno.writeTextFile(`${root}/${name}`, ""); // its /dev node
+    };
+    const port1 = `${sys}/devices/pci0000:00/usb1/1-1/1-1:1.0`, port2 = `${sys}/devices/pci0000:00/usb1/1-2/1-2:1.0`;
+    await usbDevice(`${sys}/devices/pci0000:00/usb1/1-1`, "A1");
+    await tty("ttyUSB0", `${port1}/ttyUSB0`);
+    await tty("ttyS0", `${sys}/devices/pnp0/00:04`);
+    await tty("ttyS1", `${sys}/devices/pnp0/00:05`);
+    const usb = ttyPlace(`${root}/ttyUSB0`, sys)!;
+    assert.deepEqual(
+      usb,
+      { port: Deno.realPathSync(port1), usb: "0403:6001", serial: "A1" },
+      "the interface, not the port device",
+    );
+    assert.equal(terminalNow(`${root}/ttyUSB0`, usb, sys), `${root}/ttyUSB0`, "still there: the same path");
+    // re-enumerated while the old one was open: ttyUSB0 gone, the adapter back as ttyUSB1 at the same port
+    await Deno.remove(`${sys}/class/tty/ttyUSB0`, { recursive: true });
+    await Deno.remove(`${root}/ttyUSB0`);
+    assert.equal(terminalNow(`${root}/ttyUSB0`, usb, sys), null, "not back yet");
+    await tty("ttyUSB1", `${port1}/ttyUSB1`);
+    assert.equal(terminalNow(`${root}/ttyUSB0`, usb, sys), "/dev/ttyUSB1");
+    // unplugged, and plugged into the other socket: found by vendor, product and serial; another adapter is not it
+    await Deno.remove(`${sys}/class/tty/ttyUSB1`, { recursive: true });
+    await Deno.remove(`${sys}/devices/pci0000:00/usb1/1-1`, { recursive: true });
+    await usbDevice(`${sys}/devices/pci0000:00/usb1/1-3`, "B2");
+    await tty("ttyUSB0", `${sys}/devices/pci0000:00/usb1/1-3/1-3:1.0/ttyUSB0`);
+    // the only adapter of its kind (a serial number may change with the socket: QEMU's does)
+    assert.equal(terminalNow(`${root}/ttyUSB1`, usb, sys), "/dev/ttyUSB0");
+    await usbDevice(`${sys}/devices/pci0000:00/usb1/1-2`, "A1");
+    await tty("ttyUSB2", `${port2}/ttyUSB2`);
+    assert.equal(terminalNow(`${root}/ttyUSB1`, usb, sys), "/dev/ttyUSB2", "two of its kind: its serial number");
+    const other = { ...usb, serial: "C3" };
+    assert.equal(terminalNow(`${root}/ttyUSB1`, other, sys), null, "two of its kind, neither its serial: none");
+    // a serial port never moves: by its path; its neighbour on the same bus is never taken for it
+    const s0 = ttyPlace(`${root}/ttyS0`, sys);
+    assert.deepEqual(s0, { port: Deno.realPathSync(`${sys}/devices/pnp0/00:04`), usb: null, serial: null });
+    assert.equal(terminalNow(`${root}/ttyS0`, s0, sys), `${root}/ttyS0`);
+    // a pty has no sysfs device: by its path, while it exists
+    assert.equal(ttyPlace(`${root}/nothing`, sys), null);
+    await Deno.writeTextFile(`${root}/pts3`, "");
+    assert.equal(terminalNow(`${root}/pts3`, null, sys), `${root}/pts3`);
+    assert.equal(terminalNow(`${root}/gone`, null, sys), null);
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

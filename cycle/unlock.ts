@@ -620,13 +620,23 @@ function waitForEnter(ctx: AgentContext, prompt: string): Promise<void> {
   });
 }
 
-/** Runs `read` until it gets a line; each time it is left (Esc, idle) the machine suspends again, still locked. */
+/**
+ * Runs `read` until it gets a line; each time it is left (Esc, idle) the machine suspends again, still locked; while
+ * every console is hung up it waits for one to come back.
+ */
 async function promptOrSleep<T>(ctx: AgentContext, read: (idleMs: number | undefined) => Promise<T>): Promise<T> {
   const idle = ctx.job.options.idleSuspendS;
   for (;;) {
     try {
       return await read(idle ? idle * 1000 : undefined);
     } catch (err) {
+      if (err instanceof SysError && ctx.console.live.length === 0) {
+        // every console hung up (a USB adapter re-enumerated at resume, or pulled out): still locked, the next read
+        // opens it again once it is back (cycle/consoles.ts)
+        ctx.log(`console: ${messages(err).join("; ")}`);
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
       if (!(err instanceof PromptLeft)) throw err;
       await sleepAgain(ctx, err.why === "escape" ? "Esc" : `nothing typed for ${idle} s`, err.why);
     }

@@ -66,6 +66,8 @@ export interface BootOptions {
    * line on {@linkcode VM.usbText} and {@linkcode VM.typeUsb}; {@linkcode VM.unplugUsbSerial} pulls it out.
    */
   usbSerial?: boolean;
+  /** The USB controller of {@linkcode BootOptions.usbSerial}: "xhci" (default) or "uhci" (PIIX3's UHCI). */
+  usbController?: "xhci" | "uhci";
   /** Print the serial console to stderr as it arrives. */
   echoConsole?: boolean;
   /**
@@ -286,7 +288,7 @@ export class VM implements AsyncDisposable {
       ...(this.opts.usbSerial
         ? [
           "-device",
-          "qemu-xhci,id=xhci",
+          this.opts.usbController === "uhci" ? "piix3-usb-uhci,id=uhci" : "qemu-xhci,id=xhci",
           "-chardev",
           `socket,id=us0,path=${join(this.tmp, "usb.sock")},server=on,wait=off`,
           "-device",
