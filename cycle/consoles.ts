@@ -79,6 +79,11 @@ export class Consoles implements Disposable {
     return this.#members.filter((c) => !this.#gone.has(c));
   }
 
+  /** Every terminal hung up, and one that can come back is among them (not a VT: those are not opened again). */
+  get awaitingReturn(): boolean {
+    return this.live.length === 0 && [...this.#gone].some((c) => c.vt === null);
+  }
+
   /** Writes on each; throws only when it reached none. */
   write(text: string): void {
     this.#each((c) => c.write(text));

@@ -630,7 +630,7 @@ async function promptOrSleep<T>(ctx: AgentContext, read: (idleMs: number | undef
     try {
       return await read(idle ? idle * 1000 : undefined);
     } catch (err) {
-      if (err instanceof SysError && ctx.console.live.length === 0) {
+      if (err instanceof SysError && ctx.console.awaitingReturn) {
         // every console hung up (a USB adapter re-enumerated at resume, or pulled out): still locked, the next read
         // opens it again once it is back (cycle/consoles.ts)
         ctx.log(`console: ${messages(err).join("; ")}`);
