@@ -19,6 +19,7 @@ import { Console, PromptLeft, type ReadSecretOptions } from "../ffi/tty.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { SysError } from "../ffi/errors.ts";
 import { basename, dirname } from "../host/path.ts";
+import { exists } from "../host/paths.ts";
 
 /** A terminal as the supervisor opens it again: its path, and for a VT of its own the VT to bring back. */
 export interface ConsoleRef {
@@ -112,7 +113,7 @@ export class Consoles implements Disposable {
    * error is thrown only when none is left.
    */
   async readSecret(buf: SafeBuffer, opts: ReadSecretOptions = {}): Promise<number> {
-    this.#revive();
+    await this.#revive();
     const live = this.live;
     if (!live.length) {
       throw new SysError("read", 5, {
@@ -164,13 +165,13 @@ export class Consoles implements Disposable {
    * another name (ttyUSB1 for ttyUSB0, seen on the bed). Found by where it hangs off, or by what it is when plugged
    * into another socket ({@linkcode terminalNow}); devtmpfs makes the node, udev is not needed. A VT is left as it is.
    */
-  #revive(): void {
+  async #revive(): Promise<void> {
     for (const old of [...this.#gone]) {
       // a VT of its own is not opened again as a plain terminal: disposing the old one would switch the screen away
       if (old.vt !== null) continue;
       old[Symbol.dispose](); // idempotent
       const place = this.#places.get(old) ?? null;
-      const path = terminalNow(old.path, place, this.#sys);
+      const path = await terminalNow(old.path, place, this.#sys);
       if (!path) continue; // not back yet
       try {
         const fresh = Console.open(path);
@@ -258,8 +259,8 @@ function placeOf(name: string, sys: string): TtyPlace {
  * one with its serial number, or the only one of its vendor and product; null when there is none yet (or several
  * that could be it).
  */
-export function terminalNow(path: string, place: TtyPlace | null, sys = "/sys"): string | null {
-  if (place === null) return existsSync(path) ? path : null;
+export async function terminalNow(path: string, place: TtyPlace | null, sys = "/sys"): Promise<string | null> {
+  if (place === null) return await exists(path) ? path : null;
   if (ttyPlace(path, sys)?.port === place.port) return path;
   let names: string[];
   try {
@@ -280,15 +281,6 @@ export function terminalNow(path: string, place: TtyPlace | null, sys = "/sys"):
     // a serial number that changed with the socket (QEMU's does) or none: the only adapter of its kind
     (same.length === 1 ? same[0] : undefined);
   return found ? `/dev/${found.name}` : null;
-}
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -136,34 +136,34 @@ Deno.test("terminalNow: a USB adapter back under another name, at its port or in
       { port: Deno.realPathSync(port1), usb: "0403:6001", serial: "A1" },
       "the interface, not the port device",
     );
-    assert.equal(terminalNow(`${root}/ttyUSB0`, usb, sys), `${root}/ttyUSB0`, "still there: the same path");
+    assert.equal(await terminalNow(`${root}/ttyUSB0`, usb, sys), `${root}/ttyUSB0`, "still there: the same path");
     // re-enumerated while the old one was open: ttyUSB0 gone, the adapter back as ttyUSB1 at the same port
     await Deno.remove(`${sys}/class/tty/ttyUSB0`, { recursive: true });
     await Deno.remove(`${root}/ttyUSB0`);
-    assert.equal(terminalNow(`${root}/ttyUSB0`, usb, sys), null, "not back yet");
+    assert.equal(await terminalNow(`${root}/ttyUSB0`, usb, sys), null, "not back yet");
     await tty("ttyUSB1", `${port1}/ttyUSB1`);
-    assert.equal(terminalNow(`${root}/ttyUSB0`, usb, sys), "/dev/ttyUSB1");
+    assert.equal(await terminalNow(`${root}/ttyUSB0`, usb, sys), "/dev/ttyUSB1");
     // unplugged, and plugged into the other socket: found by vendor, product and serial; another adapter is not it
     await Deno.remove(`${sys}/class/tty/ttyUSB1`, { recursive: true });
     await Deno.remove(`${sys}/devices/pci0000:00/usb1/1-1`, { recursive: true });
     await usbDevice(`${sys}/devices/pci0000:00/usb1/1-3`, "B2");
     await tty("ttyUSB0", `${sys}/devices/pci0000:00/usb1/1-3/1-3:1.0/ttyUSB0`);
     // the only adapter of its kind (a serial number may change with the socket: QEMU's does)
-    assert.equal(terminalNow(`${root}/ttyUSB1`, usb, sys), "/dev/ttyUSB0");
+    assert.equal(await terminalNow(`${root}/ttyUSB1`, usb, sys), "/dev/ttyUSB0");
     await usbDevice(`${sys}/devices/pci0000:00/usb1/1-2`, "A1");
     await tty("ttyUSB2", `${port2}/ttyUSB2`);
-    assert.equal(terminalNow(`${root}/ttyUSB1`, usb, sys), "/dev/ttyUSB2", "two of its kind: its serial number");
+    assert.equal(await terminalNow(`${root}/ttyUSB1`, usb, sys), "/dev/ttyUSB2", "two of its kind: its serial number");
     const other = { ...usb, serial: "C3" };
-    assert.equal(terminalNow(`${root}/ttyUSB1`, other, sys), null, "two of its kind, neither its serial: none");
+    assert.equal(await terminalNow(`${root}/ttyUSB1`, other, sys), null, "two of its kind, neither its serial: none");
     // a serial port never moves: by its path; its neighbour on the same bus is never taken for it
     const s0 = ttyPlace(`${root}/ttyS0`, sys);
     assert.deepEqual(s0, { port: Deno.realPathSync(`${sys}/devices/pnp0/00:04`), usb: null, serial: null });
-    assert.equal(terminalNow(`${root}/ttyS0`, s0, sys), `${root}/ttyS0`);
+    assert.equal(await terminalNow(`${root}/ttyS0`, s0, sys), `${root}/ttyS0`);
     // a pty has no sysfs device: by its path, while it exists
     assert.equal(ttyPlace(`${root}/nothing`, sys), null);
     await Deno.writeTextFile(`${root}/pts3`, "");
-    assert.equal(terminalNow(`${root}/pts3`, null, sys), `${root}/pts3`);
-    assert.equal(terminalNow(`${root}/gone`, null, sys), null);
+    assert.equal(await terminalNow(`${root}/pts3`, null, sys), `${root}/pts3`);
+    assert.equal(await terminalNow(`${root}/gone`, null, sys), null);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

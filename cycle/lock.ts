@@ -133,13 +133,7 @@ export function detachedHeader(job: Job, volume: Volume): string | undefined {
 export function headerReadable(job: Job, volume: Volume): void {
   if (!volume.header.detached) return;
   // a holder retired for its gone disk never comes back this cycle: asking again would be for ever
-  const gone = (volume.header.on ?? []).filter((name) => {
-    try {
-      return isRetired(name);
-    } catch {
-      return false; // dm cannot tell: not known gone, so it counts as locked below
-    }
-  });
+  const gone = retiredHolders(volume);
   if (gone.length) throw new HeaderGone(volume, gone);
   const locked = (volume.header.on ?? []).filter((name) => {
     const holder = job.plan.lock.find((v) => v.dmName === name);
@@ -157,4 +151,16 @@ export function headerReadable(job: Job, volume: Volume): void {
         `unlock that first`,
     );
   }
+}
+
+/** The volumes `volume`'s detached header lives on that were retired for their gone disk (none when dm cannot tell). */
+export function retiredHolders(volume: Volume): string[] {
+  if (!volume.header.detached) return [];
+  return (volume.header.on ?? []).filter((name) => {
+    try {
+      return isRetired(name);
+    } catch {
+      return false; // dm cannot tell: not known gone (headerReadable then counts it as locked)
+    }
+  });
 }

@@ -46,7 +46,7 @@ import {
 } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
-import { detachedHeader, headerReadable, lockVolume } from "./lock.ts";
+import { detachedHeader, headerReadable, lockVolume, retiredHolders } from "./lock.ts";
 import { goneOf, HeaderGone, isRetired, lostDisk, onlyVirtioBelow, retire, slavesOf } from "./gone.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
 import { LUKS2_SECONDARY_OFFSETS, luks2SecondaryUuidOf, luksUuidOf } from "../discovery/luks_header.ts";
@@ -210,7 +210,7 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
 class DiskGone extends Error {
   constructor(volume: Volume) {
     const mounts = [...new Set(volume.mounts.map((m) => m.mountpoint))];
-    const holders = volume.header.detached ? (volume.header.on ?? []).filter((name) => isRetired(name)) : [];
+    const holders = retiredHolders(volume);
     super(
       `${volume.dmName}: ${
         holders.length ? `the disk of its detached header (on ${holders.join(", ")}) is gone` : "its disk is gone"
