@@ -156,7 +156,7 @@ export const MMAP_PAUSE_S = 0.2;
  * The mmap writer, run by the guest's deno (`deno run -A mmap.js STATE CONSOLE NAME FILE`): maps FILE shared and,
  * for record n, grows FILE to cover its slot's page ({@linkcode SLOTS}), writes `NAME n PAYLOAD` at the start of
  * that page (the rest NUL, as the O_DIRECT writer's blocks) and msync(MS_SYNC)s it; only once msync returned 0 it
- * prints `ACK NAME n` to CONSOLE (`ERR NAME n` else). Stops when STATE/stop exists, printing `END NAME n`.
+ * prints `ACK NAME n` to CONSOLE (`ERR NAME n CALL errno E` else). Stops when STATE/stop exists, printing `END NAME n`.
  */
 export const MMAP_JS = `// cryptsleep soak load: see scripts/soak_lib.ts (MMAP_JS)
 const [state, consolePath, name, file] = Deno.args;
@@ -165,7 +165,10 @@ const libc = Deno.dlopen("libc.so.6", {
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   msync: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
 });
+// read at once after the failed call: what it set
+const errno = () => new Deno.UnsafePointerView(libc.symbols.__errno_location()).getInt32();
 const say = (line) => Deno.writeTextFileSync(consolePath, line + "\\n", { append: true });
 const size = ${(SLOTS + 1) * 4096};
 Deno.mkdirSync(file.slice(0, file.lastIndexOf("/")), { recursive: true });
@@ -183,7 +186,7 @@ while (!stop()) {
   // a page past the file's end would be SIGBUS: the file grows first
   if (at + 4096 > grown) {
     if (libc.symbols.ftruncate(fd, BigInt(at + 4096)) !== 0) {
-      say("ERR " + name + " " + n);
+      say("ERR " + name + " " + n + " ftruncate errno " + errno());
       await new Promise((r) => setTimeout(r, 1000));
       continue;
     }
@@ -193,7 +196,7 @@ while (!stop()) {
   pages.set(new TextEncoder().encode(name + " " + n + " ${PAYLOAD}\\n"), at);
   const page = Deno.UnsafePointer.offset(base, at);
   if (libc.symbols.msync(page, 4096n, 4 /* MS_SYNC */) === 0) say("ACK " + name + " " + n);
-  else say("ERR " + name + " " + n);
+  else say("ERR " + name + " " + n + " msync errno " + errno());
   await new Promise((r) => setTimeout(r, ${MMAP_PAUSE_S * 1000}));
 }
 say("END " + name + " " + n);
@@ -208,8 +211,9 @@ say("END " + name + " " + n);
  *     sh load.sh STATE CONSOLE reader NAME TREE...
  *
  * A writer appends `NAME n PAYLOAD` to FILE with `dd oflag=append conv=fsync` (one write, then fsync) and only once
- * dd returned prints `ACK NAME n` to CONSOLE (`ERR NAME n` when dd failed: that record is never ACKed). The reader
- * reads every file under 256 KiB of the TREEs (one filesystem each) and prints `WALK NAME n` (`ERR NAME n` on an
+ * dd returned prints `ACK NAME n` to CONSOLE (`ERR NAME n WHY` when dd failed, WHY its last line of stderr: that
+ * record is never ACKed). The reader
+ * reads every file under 256 KiB of the TREEs (one filesystem each) and prints `WALK NAME n` (`ERR NAME n WHY` on an
  * error other than a file that went away). Both stop when STATE/stop exists, printing `END NAME n`.
  */
 export const LOAD_SH = `#!/bin/sh
@@ -221,10 +225,11 @@ writes() {
   mkdir -p "$(dirname "$f")"
   while [ ! -e "$state/stop" ]; do
     n=$((n + 1))
-    if printf '%s %d %s\\n' "$name" "$n" ${PAYLOAD} | "$1" 2>/dev/null; then
+    if printf '%s %d %s\\n' "$name" "$n" ${PAYLOAD} | "$1" 2> "$state/$name.dd"; then
       echo "ACK $name $n" >> "$console"
     else
-      echo "ERR $name $n" >> "$console"
+      # dd's own words carry the errno's text (ENOSPC, EIO): the test says which
+      echo "ERR $name $n $(tail -n 1 "$state/$name.dd" | cut -c 1-160)" >> "$console"
       sleep 1
     fi
     sleep ${WRITER_PAUSE_S}
@@ -247,7 +252,7 @@ else
     n=$((n + 1))
     find "$@" -xdev -type f -size -256k -exec cat {} + > /dev/null 2> "$state/$name.err"
     if grep -v 'No such file' "$state/$name.err" | grep -q .; then
-      echo "ERR $name $n" >> "$console"
+      echo "ERR $name $n $(grep -v 'No such file' "$state/$name.err" | head -n 1 | cut -c 1-160)" >> "$console"
       cat "$state/$name.err" >> "$state/$name.errors"
     else
       echo "WALK $name $n" >> "$console"
@@ -338,7 +343,7 @@ export function rangeCount(ranges: [number, number][]): number {
 /** A kernel log line as the console shows it (they come in between other output, even mid-line). */
 const KERNEL_LINE = /\[\s*\d+\.\d{6}\] [^\n]*\n/g;
 /** A line a load printed. */
-const LOAD_LINE = /(ACK|WALK|ERR|END) ([A-Za-z0-9_-]+) (\d+)\n/g;
+const LOAD_LINE = /(ACK|WALK|END|ERR) ([A-Za-z0-9_-]+) (\d+)\n|ERR ([A-Za-z0-9_-]+) (\d+) ([^\n]*)\n/g;
 
 /** `text` without the lines the loads print (for output read over the console they share). */
 export function stripLoadLines(text: string): string {
@@ -363,7 +368,8 @@ export class LoadLog {
     const end = text.lastIndexOf("\n") + 1;
     const lines = text.slice(0, end).replace(KERNEL_LINE, "");
     for (const m of lines.matchAll(LOAD_LINE)) {
-      const [, kind, name, num] = m;
+      // an ERR line may say why (only ERR: a tail on another line is garbled, not counted)
+      const [kind, name, num, why] = m[1] ? [m[1], m[2], m[3], ""] : ["ERR", m[4], m[5], m[6]];
       const n = Number(num);
       if (kind === "ACK") {
         const list = this.#acks.get(name) ?? [];
@@ -372,7 +378,7 @@ export class LoadLog {
         this.#acks.set(name, list);
       } else if (kind === "WALK") this.#walks.set(name, Math.max(this.#walks.get(name) ?? 0, n));
       else if (kind === "END") this.#ended.set(name, n);
-      else this.errors.push(`ERR ${name} ${n}`);
+      else this.errors.push(`ERR ${name} ${n}` + (why ? ` ${why}` : ""));
     }
     return end;
   }

@@ -118,6 +118,12 @@ Deno.test("LoadLog: complete lines only, kernel lines cut out of a load's line, 
   // a line garbled otherwise is not counted (the check can miss it, never count it lost)
   log.feed("ACK root 8 x\nxx ACK root 9\n");
   assert.deepEqual(log.acked("root"), [1, 2, 3, 5, 7, 9]);
+  // an ERR line says why
+  log.feed("ERR data 3 dd: error writing 'x': No space left on device\nERR mmap 4 msync errno 5\n");
+  assert.deepEqual(log.errors.slice(1), [
+    "ERR data 3 dd: error writing 'x': No space left on device",
+    "ERR mmap 4 msync errno 5",
+  ]);
 });
 
 Deno.test("stripLoadLines: JSON read over the console the loads share parses again", () => {
@@ -167,6 +173,8 @@ Deno.test({
       await Deno.writeTextFile(join(dir, "tree.txt"), "a file to read\n");
       const loads = [
         ["writer", "root", file],
+        // dd cannot write a directory: every record an ERR that says why
+        ["writer", "bad", dir],
         ["direct", "direct", direct],
         ["mmap", "mmap", mapped],
         ["reader", "reader", dir],
@@ -192,7 +200,8 @@ Deno.test({
       const end = new LoadLog();
       end.feed(await Deno.readTextFile(console));
       assert.ok(end.ended("root") && end.ended("direct") && end.ended("mmap") && end.ended("reader"));
-      assert.deepEqual(end.errors, []);
+      assert.ok(end.ended("bad") && end.errors.length >= 1, "the bad writer ERRs");
+      for (const e of end.errors) assert.match(e, /^ERR bad \d+ dd: .*directory/i);
       const acked = end.acked("root");
       assert.ok(acked.length >= 5, `the writer ACKed ${acked.length} records`);
       assert.ok(end.walks("reader") >= 1);
