@@ -17,6 +17,8 @@ import { readOptional } from "./paths.ts";
 
 /** One line of mountinfo (see proc(5)); paths have their octal escapes decoded. */
 export interface MountEntry {
+  /** The mount's id (field 1), as `mnt_id:` in /proc/<pid>/fdinfo names it. */
+  id: number;
   /** "major:minor" of the filesystem's device (field 3). */
   devno: string;
   /** The directory of the filesystem that is mounted here (field 4; "/" unless a bind or subtree mount). */
@@ -45,6 +47,7 @@ export function parseMountinfo(text: string): MountEntry[] {
     const sep = f.indexOf("-", 6);
     if (f.length < 10 || sep < 0) continue;
     out.push({
+      id: Number(f[0]),
       devno: f[2],
       root: unescapeOctal(f[3]),
       mountpoint: unescapeOctal(f[4]),

@@ -8,6 +8,7 @@ Deno.test("mountinfo: optional fields, escaped spaces", () => {
   );
   assert.deepEqual(m, [
     {
+      id: 36,
       devno: "98:0",
       root: "/mnt1",
       mountpoint: "/mnt/my disk",
@@ -16,6 +17,7 @@ Deno.test("mountinfo: optional fields, escaped spaces", () => {
       superOptions: "rw,errors=continue",
     },
     {
+      id: 40,
       devno: "0:37",
       root: "/",
       mountpoint: "/sys/fs/cgroup/unified",
