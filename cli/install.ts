@@ -53,6 +53,7 @@ interface InstallFlags {
   exec?: string;
   console?: string;
   tokenWithoutPin?: boolean;
+  kept?: boolean;
   root: string;
 }
 
@@ -88,12 +89,17 @@ export const commands: CommandSpec[] = [
         help: "after wake, open volumes with LUKS2 tokens that need no PIN (a TPM2 token enrolled without one): " +
           "nobody types anything, so whoever opens the lid gets them unlocked",
       },
+      {
+        flag: "--kept",
+        help: "the kept mode: cryptsleep stays between suspends (cryptsleep-kept.service, about 60 MB of RAM, no " +
+          "key or passphrase), so a suspend starts no runtime and reaches sleep sooner",
+      },
       installRoot,
     ],
     run: async (values) => {
       const o = values as unknown as InstallFlags;
       if (!o.dryRun && o.root === "/") requireRoot("cryptsleep install");
-      const { root, dryRun, replaceDebian, exec, console, tokenWithoutPin } = o;
+      const { root, dryRun, replaceDebian, exec, console, tokenWithoutPin, kept } = o;
       await runInstall(installDropIn, {
         root,
         dryRun,
@@ -101,6 +107,7 @@ export const commands: CommandSpec[] = [
         exec,
         console,
         tokenWithoutPin: Boolean(tokenWithoutPin),
+        kept: Boolean(kept),
         ...promptValues(values),
       });
       return ExitCode.OK;

@@ -14,6 +14,7 @@ import { defaultOptions, type PromptOptions, type SuspendOptions } from "../cycl
 import type { Outcome } from "../cycle/outcome.ts";
 import { suspend } from "../cycle/outer.ts";
 import { supervise } from "../cycle/supervisor.ts";
+import { serve } from "../cycle/kept.ts";
 import { requireRoot } from "./errors.ts";
 import { promptOptions, promptValues } from "./prompt_options.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -95,29 +96,46 @@ const suspendCommand: CommandSpec = {
   ],
   run: async (o) => {
     requireRoot("cryptsleep suspend");
-    const options: SuspendOptions = {
-      state: o.state as SuspendOptions["state"],
-      // --from-systemd reads it from sleep.conf, as systemd-sleep does
-      memSleep: null,
-      console: (o.console as string | undefined) ?? null,
-      freezeTimeoutMs: o.freezeTimeout as number,
-      syncTimeoutS: o.syncTimeout as number,
-      refuseLeak: Boolean(o.refuseLeak),
-      releaseAt: o.releaseAt as SuspendOptions["releaseAt"],
-      // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
-      allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
-      tokenWithoutPin: Boolean(o.tokenWithoutPin),
-      // promptOptions(defaults): each is set
-      ...promptValues(o) as PromptOptions,
-      fromSystemd: Boolean(o.fromSystemd),
-    };
-    return exitCodeOf(await suspend(options, { dryRun: Boolean(o.dryRun) }));
+    return exitCodeOf(await suspend(optionsOf(o), { dryRun: Boolean(o.dryRun) }));
+  },
+};
+
+/** The cycle's options from the flags {@linkcode suspendCommand} and `serve` share. */
+function optionsOf(o: Record<string, unknown>): SuspendOptions {
+  return {
+    state: o.state as SuspendOptions["state"],
+    // --from-systemd reads it from sleep.conf, as systemd-sleep does
+    memSleep: null,
+    console: (o.console as string | undefined) ?? null,
+    freezeTimeoutMs: o.freezeTimeout as number,
+    syncTimeoutS: o.syncTimeout as number,
+    refuseLeak: Boolean(o.refuseLeak),
+    releaseAt: o.releaseAt as SuspendOptions["releaseAt"],
+    // nothing to lock is nothing to protect: refusing would only keep a closed laptop awake
+    allowPlain: Boolean(o.allowPlain) || Boolean(o.fromSystemd),
+    tokenWithoutPin: Boolean(o.tokenWithoutPin),
+    // promptOptions(defaults): each is set
+    ...promptValues(o) as PromptOptions,
+    fromSystemd: Boolean(o.fromSystemd),
+  };
+}
+
+/** `cryptsleep serve`: the kept mode (cycle/kept.ts), with the cycle's flags; its cycles are systemd's. */
+const serveCommand: CommandSpec = {
+  name: "serve",
+  help: "stay between suspends, ready (the kept mode: cryptsleep install --kept runs it as cryptsleep-kept.service); " +
+    "each request on /run/cryptsleep/kept/request is one suspend cycle",
+  options: suspendCommand.options.filter((f) => f.flag !== "--dry-run" && f.flag !== "--from-systemd"),
+  run: async (o) => {
+    requireRoot("cryptsleep serve");
+    return await serve(optionsOf({ ...o, fromSystemd: true }));
   },
 };
 
 /** `suspend` and the internal command it starts beside itself. */
 export const commands: CommandSpec[] = [
   suspendCommand,
+  serveCommand,
   // started by the cycle beside itself; not for hands: what it has to say went to the console
   { name: "supervise", help: "", hidden: true, options: [], run: async () => exitCodeOf(await supervise(), false) },
 ];

@@ -13,6 +13,7 @@
  * }
  * ```
  */
+import type { Kept } from "./kept.ts";
 import type { Libcryptsetup } from "../ffi/libcryptsetup.ts";
 import type { Consoles } from "./consoles.ts";
 import type { Root } from "../chroot/root.ts";
@@ -71,6 +72,8 @@ export interface OuterContext {
   console?: Consoles;
   /** Set by the agent phase: whether its phases and their undos all went well. */
   ok?: boolean;
+  /** In the kept mode (cycle/kept.ts): what `cryptsleep serve` has ready for this cycle. */
+  kept?: Kept;
 }
 
 /** A warning the user must see: in the report, on the console (before sleeping, where they look) and the log. */

@@ -23,16 +23,21 @@ import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { runPhases } from "./runner.ts";
 import { bundlePath } from "./start.ts";
 import { Timeline } from "./timeline.ts";
+import type { Kept } from "./kept.ts";
 
 /** The whole cycle, from this process's side; `dryRun` runs only what changes nothing and describes the rest. */
-export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }): Promise<Outcome> {
+export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }, kept?: Kept): Promise<Outcome> {
   // from the runtime's time origin to here: the program's load (the report says where the time before the first
   // phase went; the runtime's own start before its time origin and systemd's dispatch are not in it)
   const runtimeMs = Math.round(performance.now());
-  // loaded first: it maps every library the agent's phases will need, so the pin locks them
-  const lib = Libcryptsetup.open();
-  const ctx: OuterContext = { options, lib, timeline: new Timeline(), script: null };
-  ctx.timeline.facts.startMs = { runtime: runtimeMs, libcryptsetup: Math.round(performance.now()) - runtimeMs };
+  // loaded first: it maps every library the agent's phases will need, so the pin locks them (kept: loaded once)
+  const lib = kept?.lib ?? Libcryptsetup.open();
+  const ctx: OuterContext = { options, lib, timeline: new Timeline(), script: null, kept };
+  ctx.timeline.facts.startMs = kept
+    // kept: from the client's request to here (its shell's start and the FIFO)
+    ? { request: Math.max(0, Math.round(Date.now() - kept.requestedAt)) }
+    : { runtime: runtimeMs, libcryptsetup: Math.round(performance.now()) - runtimeMs };
+  if (kept) ctx.timeline.facts.kept = true;
   // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand
   if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
   // Ctrl-C (or SIGTERM) before the agent starts stops the list and undoes what ran; once the agent runs it is

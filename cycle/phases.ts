@@ -98,7 +98,20 @@ const spawnPhase: CyclePhase<OuterContext, Supervisor> = {
   where: OUTER,
   // in the own cgroup from its first page, before preflight: its runtime starts while this process runs
   // preflight; the supervisor phase hands it the job
-  run: (ctx) => Promise.resolve(ctx.supervisor = spawnSupervisor(ctx.script)),
+  run: async (ctx) => {
+    // kept mode: started ahead, between cycles (in a cgroup without swap); it joins this cycle's cgroup now
+    const spare = ctx.kept?.takeSupervisor() ?? null;
+    if (spare) {
+      try {
+        await ctx.own?.add(spare.pid);
+      } catch (err) {
+        await spare.dismiss();
+        throw err;
+      }
+      return ctx.supervisor = spare;
+    }
+    return ctx.supervisor = spawnSupervisor(ctx.script);
+  },
   detail: (s) => ({ pid: s.pid }),
   describe: () => lines("would start the supervisor (the same program) with no job yet, to start while preflight runs"),
   undo: {
@@ -142,7 +155,7 @@ const claimPhase: CyclePhase<OuterContext, Claim> = {
   where: OUTER,
   run: async (ctx) => {
     // when this process started: the request a cycle ending later already answered
-    const held = await claim({ ramfsDir: RAMFS_DIR, requestedAt: performance.timeOrigin });
+    const held = await claim({ ramfsDir: RAMFS_DIR, requestedAt: ctx.kept?.requestedAt ?? performance.timeOrigin });
     // carried on in this cycle's report, whatever becomes of it (refused, failed before preflight)
     ctx.timeline.facts.keyFileSlots = await readKeyslotMemory();
     for (const c of held.cleaned) ctx.timeline.warn(`cleaned what a crashed run left: ${c}`);

@@ -45,6 +45,8 @@ export interface Supervisor {
    * to take over.
    */
   handOver(job: Job, consoles: ConsoleRef[]): Promise<void>;
+  /** Whether it is still running (a supervisor started ahead, in the kept mode, may have died meanwhile). */
+  alive(): boolean;
   /** Waits until it is pinned and chrooted; throws if it has exited since. */
   ready(): Promise<void>;
   /**
@@ -117,6 +119,7 @@ export function spawnSupervisor(script: string | null): Supervisor {
   child.status.then(() => exited = true);
   return {
     pid: child.pid,
+    alive: () => !exited,
     async handOver(job, consoles) {
       try {
         await say(JSON.stringify(job));

@@ -27,8 +27,8 @@ import type { Job } from "./job.ts";
 import { detachedHeader } from "./lock.ts";
 import { messages } from "./errors.ts";
 
-/** Libraries loaded for tokens: kept open for the process's life, so a later dlopen finds them. */
-const held: Deno.DynamicLibrary<Record<string, never>>[] = [];
+/** Libraries loaded for tokens, by soname: kept open for the process's life (and its next cycles, kept mode). */
+const held = new Map<string, Deno.DynamicLibrary<Record<string, never>>>();
 /** Token types whose plugin this process loaded. */
 const usable = new Set<string>();
 
@@ -93,8 +93,9 @@ export function loadTokenSupport(lib: Libcryptsetup, job: Job, log: (m: string) 
 }
 
 function load(soname: string): boolean {
+  if (held.has(soname)) return true;
   try {
-    held.push(Deno.dlopen(soname, {}));
+    held.set(soname, Deno.dlopen(soname, {}));
     return true;
   } catch {
     return false;

@@ -97,6 +97,7 @@ export async function buildDeb(opts: DebOptions): Promise<string> {
     await put("usr/lib/cryptsleep/cryptsleep.js", await Deno.readFile(opts.bundle));
     await put("usr/lib/cryptsleep/systemd-suspend.service.d/cryptsleep.conf", renderDropIn(DEFAULT_EXEC));
     await put("usr/sbin/cryptsleep", await text("cryptsleep.sh"), 0o755);
+    await put("usr/lib/cryptsleep/cryptsleep-request", await text("cryptsleep-request"), 0o755);
     const man = join(stage, "cryptsleep.8");
     await Deno.writeTextFile(man, (await text("cryptsleep.8")).replaceAll("@VERSION@", version));
     await put("usr/share/man/man8/cryptsleep.8.gz", await sh("gzip", ["-9n", "-c", man], "piped"));
@@ -109,7 +110,7 @@ export async function buildDeb(opts: DebOptions): Promise<string> {
     );
     const kib = Number(new TextDecoder().decode(await sh("du", ["-sk", stage], "piped")).split(/\s/)[0]);
     await put("DEBIAN/control", control(version, kib));
-    for (const s of ["prerm", "postrm"]) await put(`DEBIAN/${s}`, await text(s), 0o755);
+    for (const s of ["postinst", "prerm", "postrm"]) await put(`DEBIAN/${s}`, await text(s), 0o755);
     await Deno.mkdir(opts.outDir, { recursive: true });
     const out = join(opts.outDir, `cryptsleep_${version}_amd64.deb`);
     await sh("dpkg-deb", ["--root-owner-group", `-Z${opts.compression ?? "xz"}`, "--build", stage, out]);

@@ -59,6 +59,7 @@ Deno.test({
           ["/usr/lib/cryptsleep/deno", "-rwxr-xr-x root/root"],
           ["/usr/lib/cryptsleep/cryptsleep.js", "-rw-r--r-- root/root"],
           ["/usr/sbin/cryptsleep", "-rwxr-xr-x root/root"],
+          ["/usr/lib/cryptsleep/cryptsleep-request", "-rwxr-xr-x root/root"],
           ["/usr/share/man/man8/cryptsleep.8.gz", "-rw-r--r-- root/root"],
           ["/usr/share/bash-completion/completions/cryptsleep", "-rw-r--r-- root/root"],
           ["/usr/lib/cryptsleep/systemd-suspend.service.d/cryptsleep.conf", "-rw-r--r-- root/root"],
@@ -72,6 +73,8 @@ Deno.test({
       const ctl = join(tmp, "ctl");
       assert.equal((await run("dpkg-deb", ["-e", deb, ctl])).code, 0);
       assert.ok((await Deno.stat(join(ctl, "prerm"))).mode! & 0o100);
+      assert.match(await Deno.readTextFile(join(ctl, "postinst")), /configure\)[\s\S]*restart cryptsleep-kept.service/);
+      assert.equal((await run("sh", ["-n", join(x, "usr/lib/cryptsleep/cryptsleep-request")])).code, 0);
       assert.match(await Deno.readTextFile(join(ctl, "prerm")), /remove \| deconfigure\)[\s\S]*cryptsleep uninstall/);
       assert.equal(
         await Deno.readTextFile(join(x, "usr/lib/cryptsleep/systemd-suspend.service.d/cryptsleep.conf")),

@@ -16,6 +16,7 @@
  * ```
  */
 import { dirname } from "../host/path.ts";
+import { KEPT_DIR } from "../cycle/kept.ts";
 import { describe } from "../host/errors.ts";
 import { existsUnder, underRoot } from "../host/paths.ts";
 import { promptOptionProblem, type SuspendOptions } from "../cycle/job.ts";
@@ -25,7 +26,12 @@ import {
   debianDropin,
   DROPIN,
   DROPIN_DIR,
+  KEPT_UNIT,
+  KEPT_UNIT_PATH,
   renderDropIn,
+  renderKeptUnit,
+  requestCommand,
+  requestPath,
   SUSPEND_FLAGS,
   type SuspendArgs,
   suspendCommand,
@@ -74,8 +80,12 @@ export interface InstallOptions {
   idleSuspendS?: number;
   /** `--token-without-pin` for the cycles systemd starts (default: off). */
   tokenWithoutPin?: boolean;
+  /** The kept mode: cryptsleep-kept.service runs the cycles (cycle/kept.ts); off by default. */
+  kept?: boolean;
   /** Reloads systemd after a change (default: `systemctl daemon-reload` on "/", nothing elsewhere). */
   reload?: () => Promise<void>;
+  /** Runs `systemctl ARGS` (the kept service's enable and start; default: on "/" only, nothing elsewhere). */
+  systemctl?: (args: string[]) => Promise<void>;
 }
 
 /** What was done (or, in a dry run, would be). */
@@ -107,6 +117,74 @@ async function systemctlReload(): Promise<void> {
 
 function reloader(root: string, opts: InstallOptions): () => Promise<void> {
   return opts.reload ?? (root === "/" ? systemctlReload : () => Promise.resolve());
+}
+
+async function runSystemctl(args: string[]): Promise<void> {
+  const what = `systemctl ${args.join(" ")}`;
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("systemctl", { args, stdout: "null", stderr: "piped" }).output();
+  } catch (err) {
+    throw new InstallError(`${describe(`spawn ${what}`, err)}; the files are in place: run it by hand`, "env");
+  }
+  if (!out.success) {
+    const msg = new TextDecoder().decode(out.stderr).trim();
+    throw new InstallError(`${what} exited with ${out.code} (${msg}): run it again by hand`, "env");
+  }
+}
+
+/**
+ * A step that runs systemctl (on "/"; a scratch root only says it). `mayFail`: a failure is said and the steps go on
+ * (stopping a service whose unit was removed by hand must not keep uninstall from restoring the rest).
+ */
+function systemctlStep(root: string, opts: InstallOptions, args: string[], mayFail = false): Step {
+  const run = opts.systemctl ?? (root === "/" ? runSystemctl : null);
+  return {
+    line: run ? `run systemctl ${args.join(" ")}` : `skip systemctl ${args.join(" ")} (not /)`,
+    apply: async () => {
+      try {
+        if (run) await run(args);
+      } catch (err) {
+        if (!mayFail) throw err;
+        console.error(`cryptsleep: warning: ${err instanceof Error ? err.message : err}; going on`);
+      }
+    },
+  };
+}
+
+/** Waits until the kept service is ready (its request FIFO there) or has failed; throws saying where to look. */
+async function awaitKept(): Promise<void> {
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const fifo = await Deno.lstat(`${KEPT_DIR}/request`).catch(() => null);
+    if (fifo?.isFifo) return;
+    const out = await new Deno.Command("systemctl", { args: ["is-active", KEPT_UNIT], stdout: "piped" }).output();
+    const state = new TextDecoder().decode(out.stdout).trim();
+    if (state === "failed" || state === "inactive" || Date.now() > deadline) {
+      throw new InstallError(
+        `${KEPT_UNIT} did not get ready (${state}): \`journalctl -u ${KEPT_UNIT}\` says why; suspends still lock, ` +
+          "each starting its own cryptsleep. Fix that and run cryptsleep install --kept again, or install without --kept",
+        "env",
+      );
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** The kept mode's client must be there, as the package lays it out beside `exec`. */
+async function checkClient(root: string, exec: string): Promise<void> {
+  const client = requestPath(exec);
+  const st = client ? await Deno.stat(underRoot(root, client)).catch(() => null) : null;
+  if (!client || !st?.isFile || ((st.mode ?? 0) & 0o111) === 0) {
+    const what = client
+      ? `${client} is missing or not executable`
+      : `${exec} is not laid out as the package does (…/sbin/cryptsleep), so it has no cryptsleep-request beside it`;
+    throw new InstallError(
+      `--kept: ${what}: systemd-suspend.service would have no client to run; install the package ` +
+        "(apt install ./cryptsleep_*.deb), or leave --kept out",
+      "env",
+    );
+  }
 }
 
 async function checkExec(root: string, exec: string): Promise<void> {
@@ -150,6 +228,8 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
   const root = opts.root ?? "/";
   const exec = opts.exec ?? Deno.env.get("CRYPTSLEEP_EXEC") ?? DEFAULT_EXEC;
   await checkExec(root, exec);
+  const kept = Boolean(opts.kept);
+  if (kept) await checkClient(root, exec);
   const args = suspendArgs(opts);
   const debian = await debianDropin(root);
   const record = await readRecord(root);
@@ -183,11 +263,21 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     }
   }
   const files: RecordedFile[] = [];
-  const command = suspendCommand(exec, args);
-  const want: [string, string, string][] = [[DROPIN, renderDropIn(exec, args), `ExecStart=${command}`]];
+  const command = kept ? requestCommand(exec, args) : suspendCommand(exec, args);
+  const want: [string, string, string][] = [[DROPIN, renderDropIn(exec, args, kept), `ExecStart=${command}`]];
   if (masking || recorded.has(DEBIAN_MASK)) want.push([DEBIAN_MASK, DEBIAN_MASK_TEXT, `masks ${debian.shipped}`]);
+  if (kept) want.push([KEPT_UNIT_PATH, renderKeptUnit(exec, args), "the kept mode's service"]);
   let changed = false;
   const writes: Step[] = [];
+  const after: Step[] = [];
+  // installed --kept before, not now: its service stops (before the record forgets it) and goes
+  const wasKept = record?.files.find((f) => f.path === KEPT_UNIT_PATH);
+  const before: Step[] = [];
+  if (wasKept && !kept) {
+    changed = true;
+    before.push(systemctlStep(root, opts, ["disable", "--now", KEPT_UNIT]));
+    writes.push(await restoreStep(root, wasKept));
+  }
   for (const [path, text, why] of want) {
     const before = recorded.get(path) ?? await snapshot(root, path);
     files.push({ path, before, wrote: text });
@@ -200,10 +290,16 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     writes.push(writeStep(root, path, text, `write ${path} (${why}; ${what})`));
   }
   if (!changed && record) return { lines: [`already installed: ${DROPIN} is as cryptsleep wrote it`], changed: false };
+  // (re)started with what it was written with now
+  if (kept) {
+    after.push(systemctlStep(root, opts, ["enable", KEPT_UNIT]), systemctlStep(root, opts, ["restart", KEPT_UNIT]));
+    // started is not ready: serve may refuse (its memory could go to swap); install says so
+    if (root === "/" && !opts.systemctl) after.push({ line: `wait until ${KEPT_UNIT} is ready`, apply: awaitKept });
+  }
   const text = recordText({ version: 1, installedAt: new Date().toISOString(), exec, files, createdDirs });
   // the record first: a write cut short is still undone by uninstall
-  steps.push(writeStep(root, RECORD, text, `write ${RECORD} (what uninstall restores)`), ...writes);
-  return await run(steps, root, opts);
+  steps.push(...before, writeStep(root, RECORD, text, `write ${RECORD} (what uninstall restores)`), ...writes);
+  return await run(steps, root, opts, after);
 }
 
 /** Restores what install replaced, removes what it created; nothing recorded: nothing to do. */
@@ -223,6 +319,10 @@ export async function uninstall(opts: InstallOptions = {}): Promise<InstallResul
     };
   }
   const steps: Step[] = [];
+  // the kept service stops before its unit goes
+  if (record.files.some((f) => f.path === KEPT_UNIT_PATH)) {
+    steps.push(systemctlStep(root, opts, ["disable", "--now", KEPT_UNIT], true));
+  }
   for (const f of [...record.files].reverse()) steps.push(await restoreStep(root, f));
   steps.push({ line: `remove ${RECORD}`, apply: () => Deno.remove(underRoot(root, RECORD)) });
   for (const dir of [...record.createdDirs].reverse()) {
@@ -240,12 +340,13 @@ export async function uninstall(opts: InstallOptions = {}): Promise<InstallResul
   return await run(steps, root, opts);
 }
 
-async function run(steps: Step[], root: string, opts: InstallOptions): Promise<InstallResult> {
+async function run(steps: Step[], root: string, opts: InstallOptions, after: Step[] = []): Promise<InstallResult> {
   const reload = root === "/" || opts.reload ? "run systemctl daemon-reload" : "skip systemctl daemon-reload (not /)";
-  const lines = [...steps.map((s) => s.line), reload];
+  const lines = [...steps.map((s) => s.line), reload, ...after.map((s) => s.line)];
   if (opts.dryRun) return { lines: lines.map((l) => `would ${l}`), changed: steps.length > 0 };
   for (const s of steps) await s.apply();
   await reloader(root, opts)();
+  for (const s of after) await s.apply();
   return { lines, changed: true };
 }
 

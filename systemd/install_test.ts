@@ -3,7 +3,17 @@ import { join } from "node:path";
 import { type Scratch, scratchRoot } from "../tests/fixtures/scratch.ts";
 import { install, InstallError, uninstall } from "./install.ts";
 import { RECORD } from "./record.ts";
-import { DEBIAN_MASK, debianDropin, DROPIN, execStart, isOurCommand, renderDropIn, suspendCommand } from "./unit.ts";
+import {
+  DEBIAN_MASK,
+  debianDropin,
+  DROPIN,
+  execStart,
+  isOurCommand,
+  KEPT_UNIT,
+  KEPT_UNIT_PATH,
+  renderDropIn,
+  suspendCommand,
+} from "./unit.ts";
 
 const EXEC = "/usr/sbin/cryptsleep";
 const UNIT_FILE = "usr/lib/systemd/system/systemd-suspend.service";
@@ -221,4 +231,68 @@ Deno.test("install --token-without-pin: the switch in the ExecStart (no value), 
   assert.ok(isOurCommand(command), command);
   assert.equal(suspendCommand(EXEC, { tokenWithoutPin: false }), `${EXEC} suspend --from-systemd`);
   assert.ok(!isOurCommand(`${EXEC} suspend --from-systemd --token-without-pin yes`), "the switch takes no value");
+});
+
+Deno.test("install --kept: the client takes ExecStart, the service is written and started; back without it, and uninstalled, the tree is as found", async () => {
+  await using s = await machine();
+  const before = await tree(s.root);
+  const calls: string[] = [];
+  const opts = {
+    root: s.root,
+    exec: EXEC,
+    console: "/dev/ttyS0",
+    reload: () => Promise.resolve(void calls.push("daemon-reload")),
+    systemctl: (args: string[]) => Promise.resolve(void calls.push(args.join(" "))),
+  };
+  // no client beside the program: refused, nothing written
+  const missing = await install({ ...opts, kept: true }).catch((e) => e);
+  assert.ok(missing instanceof InstallError, String(missing));
+  assert.match(missing.message, /cryptsleep-request is missing or not executable.*leave --kept out/);
+  assert.deepEqual(await tree(s.root), before);
+  await s.write("usr/lib/cryptsleep/cryptsleep-request", "#!/bin/sh\n", 0o755);
+  const withClient = await tree(s.root);
+
+  const r = await install({ ...opts, kept: true });
+  assert.ok(r.changed);
+  const exec = await execStart(s.root);
+  assert.deepEqual(exec.commands, ["/usr/lib/cryptsleep/cryptsleep-request --console /dev/ttyS0"]);
+  assert.ok(isOurCommand(exec.commands[0]), "status knows it for ours");
+  const unit = await s.read(KEPT_UNIT_PATH.slice(1)) ?? "";
+  assert.match(unit, /^ExecStart=\/usr\/sbin\/cryptsleep serve --console \/dev\/ttyS0$/m);
+  assert.match(unit, /^MemorySwapMax=0$/m);
+  assert.deepEqual(calls, ["daemon-reload", `enable ${KEPT_UNIT}`, `restart ${KEPT_UNIT}`]);
+
+  // installed again without --kept: the service is stopped and its unit goes; the drop-in runs suspend again
+  calls.length = 0;
+  const plain = await install(opts);
+  assert.match(plain.lines.join("\n"), new RegExp(`systemctl disable --now ${KEPT_UNIT}[^]*remove ${KEPT_UNIT_PATH}`));
+  assert.deepEqual(calls, [`disable --now ${KEPT_UNIT}`, "daemon-reload"]);
+  assert.equal(await s.read(KEPT_UNIT_PATH.slice(1)).catch(() => null), null);
+  assert.deepEqual((await execStart(s.root)).commands, [`${EXEC} suspend --from-systemd --console /dev/ttyS0`]);
+
+  // kept again, then uninstalled: stopped first, every file as it was
+  await install({ ...opts, kept: true });
+  calls.length = 0;
+  await uninstall(opts);
+  assert.equal(calls[0], `disable --now ${KEPT_UNIT}`);
+  assert.deepEqual(await tree(s.root), withClient);
+});
+
+Deno.test("install --kept, then a stop of its service that fails: the record keeps the unit; uninstall restores all the same", async () => {
+  await using s = await machine();
+  await s.write("usr/lib/cryptsleep/cryptsleep-request", "#!/bin/sh\n", 0o755);
+  const withClient = await tree(s.root);
+  const ok = { root: s.root, exec: EXEC, reload: () => Promise.resolve() };
+  await install({ ...ok, kept: true, systemctl: () => Promise.resolve() });
+  const failing = (args: string[]) =>
+    args[0] === "disable"
+      ? Promise.reject(new InstallError(`systemctl ${args.join(" ")} exited with 5`, "env"))
+      : Promise.resolve();
+  // back to one-shot with a stop that fails: nothing changed, the unit still recorded for a later uninstall
+  await assert.rejects(install({ ...ok, systemctl: failing }), /exited with 5/);
+  assert.ok(((await s.read(RECORD.slice(1))) ?? "").includes(KEPT_UNIT_PATH), "still recorded");
+  assert.ok(await s.read(KEPT_UNIT_PATH.slice(1)), "still there");
+  // uninstall: the failed stop is said, the files are restored anyway
+  await uninstall({ ...ok, systemctl: failing });
+  assert.deepEqual(await tree(s.root), withClient);
 });

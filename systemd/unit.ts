@@ -60,36 +60,95 @@ export const SUSPEND_FLAGS: Readonly<Record<keyof SuspendArgs, string>> = {
 /** The flags of {@linkcode SUSPEND_FLAGS} that take no value. */
 const SWITCHES = new Set(["--token-without-pin"]);
 
+/** The flags of `args`, each with a space before it, in {@linkcode SUSPEND_FLAGS}' order. */
+function flagsOf(args: SuspendArgs): string {
+  const keys = Object.keys(SUSPEND_FLAGS) as (keyof SuspendArgs)[];
+  return keys.filter((key) => args[key] !== undefined && args[key] !== false)
+    .map((key) => SWITCHES.has(SUSPEND_FLAGS[key]) ? ` ${SUSPEND_FLAGS[key]}` : ` ${SUSPEND_FLAGS[key]} ${args[key]}`)
+    .join("");
+}
+
 /** The ExecStart command line for a cryptsleep at `exec`. */
 export function suspendCommand(exec: string, args: SuspendArgs = {}): string {
-  const keys = Object.keys(SUSPEND_FLAGS) as (keyof SuspendArgs)[];
-  const flags = keys.filter((key) => args[key] !== undefined && args[key] !== false)
-    .map((key) => SWITCHES.has(SUSPEND_FLAGS[key]) ? ` ${SUSPEND_FLAGS[key]}` : ` ${SUSPEND_FLAGS[key]} ${args[key]}`);
-  return `${exec} suspend --from-systemd${flags.join("")}`;
+  return `${exec} suspend --from-systemd${flagsOf(args)}`;
+}
+
+/** The kept mode's service (`cryptsleep install --kept`): `cryptsleep serve`, cycle/kept.ts. */
+export const KEPT_UNIT = "cryptsleep-kept.service";
+/** Where install writes it. */
+export const KEPT_UNIT_PATH = `/etc/systemd/system/${KEPT_UNIT}`;
+
+/**
+ * The kept mode's client beside a cryptsleep at `exec` (the package's layout: …/sbin/cryptsleep and
+ * …/lib/cryptsleep/cryptsleep-request), or null when `exec` is not laid out so.
+ */
+export function requestPath(exec: string): string | null {
+  const m = /^(.*)\/sbin\/cryptsleep$/.exec(exec);
+  return m ? `${m[1]}/lib/cryptsleep/cryptsleep-request` : null;
+}
+
+/** The kept mode's ExecStart for systemd-suspend.service: the client, with the flags of its one-shot fallback. */
+export function requestCommand(exec: string, args: SuspendArgs = {}): string {
+  const client = requestPath(exec);
+  if (!client) throw new Error(`${exec}: the kept mode needs the package's layout (…/sbin/cryptsleep)`);
+  return `${client}${flagsOf(args)}`;
 }
 
 const VALUED = Object.values(SUSPEND_FLAGS).filter((f) => !SWITCHES.has(f));
-const OURS = new RegExp(` suspend --from-systemd(?: (?:${VALUED.join("|")}) \\S+| (?:${[...SWITCHES].join("|")}))*$`);
+const FLAGS = `(?: (?:${VALUED.join("|")}) \\S+| (?:${[...SWITCHES].join("|")}))*$`;
+const OURS = new RegExp(`(?: suspend --from-systemd|/lib/cryptsleep/cryptsleep-request)${FLAGS}`);
 
-/** Whether an ExecStart command is one {@linkcode suspendCommand} makes (whatever its options, in any order). */
+/**
+ * Whether an ExecStart command is one {@linkcode suspendCommand} or {@linkcode requestCommand} makes (whatever its
+ * options, in any order).
+ */
 export function isOurCommand(command: string): boolean {
   return OURS.test(command);
 }
 
-/** The drop-in's text for a cryptsleep at `exec`, run with `args`. */
-export function renderDropIn(exec: string, args: SuspendArgs = {}): string {
+/** The drop-in's text for a cryptsleep at `exec`, run with `args`; `kept`: through the kept mode's client. */
+export function renderDropIn(exec: string, args: SuspendArgs = {}, kept = false): string {
   return [
     "# Installed by `cryptsleep install`; `cryptsleep uninstall` removes it.",
     "# systemd-suspend.service runs cryptsleep instead of systemd-sleep: every LUKS volume is locked while the",
     "# machine sleeps, whatever asked for the suspend (lid, menu, systemctl suspend, idle).",
+    ...(kept
+      ? [
+        `# The kept mode: ${KEPT_UNIT} runs the cycle; with it not running, the client runs the cycle itself.`,
+      ]
+      : []),
     "[Service]",
     "ExecStart=",
-    `ExecStart=${suspendCommand(exec, args)}`,
+    `ExecStart=${kept ? requestCommand(exec, args) : suspendCommand(exec, args)}`,
     "# The cycle waits at the passphrase prompt after wake for as long as it takes. Type=oneshot has no start",
     "# timeout by default; said here so no DefaultTimeoutStartSec= or other drop-in can kill it mid-prompt.",
     "TimeoutStartSec=infinity",
     "# As Debian's cryptsetup-suspend: the unlock's Argon2 needs memory, the OOM killer must not pick us.",
     "OOMScoreAdjust=-1000",
+    "",
+  ].join("\n");
+}
+
+/** The kept mode's service for a cryptsleep at `exec`, its cycles run with `args`. */
+export function renderKeptUnit(exec: string, args: SuspendArgs = {}): string {
+  return [
+    "# Installed by `cryptsleep install --kept`; `cryptsleep uninstall` removes it.",
+    "# The kept mode: cryptsleep stays between suspends with its runtime started, so the cycle systemd-suspend.service",
+    "# asks for starts none. It keeps this process and a supervisor in RAM (about 60 MB; never a key or a passphrase).",
+    "[Unit]",
+    "Description=cryptsleep, kept ready between suspends",
+    "Documentation=man:cryptsleep(8)",
+    "",
+    "[Service]",
+    `ExecStart=${exec} serve${flagsOf(args)}`,
+    "# Its memory never goes to swap: a swap on a volume the cycle locks could not give it back after the lock.",
+    "MemorySwapMax=0",
+    "Restart=on-failure",
+    "# 3: it refused (its memory could go to swap): starting it again would refuse again",
+    "RestartPreventExitStatus=3",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
     "",
   ].join("\n");
 }

@@ -6,7 +6,8 @@
  * suspend path (what the lid and the menu use) locks both volumes, runs the system-sleep hooks around the cycle and
  * prompts after wake — also with a hardware watchdog at 10 s and a prompt that waits 60 s, and with a second request
  * refused; logind's suspend during a cycle by hand is refused; without --console the prompt is on a VT of its own;
- * `cryptsleep uninstall` gives systemd back its plain suspend. Last, a LUKS2 TPM2 token with a PIN (swtpm on the host,
+ * `install --kept` runs two cycles in cryptsleep-kept.service's one process, locked, and installing without it stops
+ * that service again; `cryptsleep uninstall` gives systemd back its plain suspend. Last, a LUKS2 TPM2 token with a PIN (swtpm on the host,
  * QEMU's tpm-tis, systemd-cryptenroll): its plugin and the libraries it loads later live on the locked root, and the
  * cycle loads them before its pin, so the PIN prompt works after wake; a wrong PIN is said and asked again, the right
  * one opens the root, /home's volume its key file on the root; the wrong PIN (fresh, typed nowhere else) is not in
@@ -296,6 +297,54 @@ Deno.test({
       const report = JSON.parse(status.out.slice(status.out.indexOf("{"), status.out.lastIndexOf("}") + 1));
       assert.equal(report.ok, true, status.out);
       assert.equal(report.facts.trigger, "systemd-suspend.service", status.out);
+    });
+
+    await t.step("install --kept: systemctl suspend's cycle runs in cryptsleep-kept.service, locked", async () => {
+      const r = await vm.sh(
+        "cryptsleep install --kept --console /dev/ttyS0 && systemctl cat --no-pager systemd-suspend.service && " +
+          "systemctl is-active cryptsleep-kept.service && systemctl show -P MemorySwapMax cryptsleep-kept.service && " +
+          "for i in $(seq 600); do [ -p /run/cryptsleep/kept/request ] && break; sleep 0.5; done; " +
+          "cat /run/cryptsleep/kept/pid",
+        { timeoutMs: 600_000 },
+      );
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /^ExecStart=\/usr\/lib\/cryptsleep\/cryptsleep-request --console \/dev\/ttyS0$/m, r.out);
+      assert.match(r.out, /^active\n0\n\d+$/m, r.out);
+      const servePid = Number(r.out.trim().split("\n").at(-1));
+      const needles = [...keyHalves(await volumeKey(vm, "/dev/vda")), ...keyHalves(await volumeKey(vm, "/dev/vdc"))];
+      for (const n of [1, 2]) {
+        vm.clearEvents();
+        const s = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
+        assert.equal(s.code, 0, s.out);
+        await vm.waitForEvent("SUSPEND", 600_000);
+        assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), `cycle ${n}: no key half in RAM`);
+        await vm.wake();
+        await answerPrompt(vm, 600_000);
+        await vm.waitForShell(600_000);
+        const status = await vm.sh(
+          'for i in $(seq 300); do [ "$(systemctl show -P ActiveState systemd-suspend.service)" = inactive ] && ' +
+            "break; sleep 1; done; systemctl show -P Result systemd-suspend.service; /usr/sbin/cryptsleep status --json",
+          { timeoutMs: 400_000 },
+        );
+        assert.match(status.out, /^success$/m, status.out);
+        const report = JSON.parse(status.out.slice(status.out.indexOf("{"), status.out.lastIndexOf("}") + 1));
+        assert.equal(report.ok, true, status.out);
+        assert.equal(report.facts.kept, true, `cycle ${n} ran in the kept process`);
+        console.error(`kept cycle ${n}: request → cycle ${JSON.stringify(report.facts.startMs)} ms`);
+      }
+      const same = await vm.sh(
+        `cat /run/cryptsleep/kept/pid; journalctl -b -u cryptsleep-kept.service --no-pager | tail -n 3`,
+      );
+      assert.equal(Number(same.out.trim().split("\n")[0]), servePid, `the same serve: ${same.out}`);
+      // back to the one-shot install: the service stops and its unit goes
+      const back = await vm.sh(
+        "cryptsleep install --console /dev/ttyS0 && systemctl is-active cryptsleep-kept.service; " +
+          "ls /etc/systemd/system/cryptsleep-kept.service; systemctl show -P ExecStart systemd-suspend.service",
+        { timeoutMs: 300_000 },
+      );
+      assert.match(back.out, /^inactive$/m, back.out);
+      assert.match(back.out, /No such file/, back.out);
+      assert.match(back.out, /cryptsleep suspend --from-systemd --console \/dev\/ttyS0/, back.out);
     });
 
     await t.step("cryptsleep uninstall gives systemd back its plain suspend: the keys stay in RAM", async () => {

@@ -1,0 +1,285 @@
+/**
+ * @module
+ * The kept mode, `cryptsleep serve` (`cryptsleep install --kept` runs it as cryptsleep-kept.service): one process
+ * stays between cycles with its runtime started, libcryptsetup loaded, the cycle's code compiled by a dry run, and
+ * the next cycle's supervisor already started. systemd-suspend.service's ExecStart (packaging/cryptsleep-request, a
+ * shell) asks it for a cycle through the FIFO {@linkcode REQUEST_FIFO} and waits for its answer; each cycle is
+ * the same list as `cryptsleep suspend` (cycle/outer.ts). What it keeps between cycles: those two processes' memory,
+ * never a key, a passphrase or a ramfs. Their memory must never go to swap (a swap on a volume the cycle locks could
+ * not give it back): serve refuses to start in a cgroup whose memory.swap.max is not 0 while swap is on, and before
+ * each cycle checks that neither process has a page in swap (if one has, the client runs that cycle itself and serve
+ * exits, to be started afresh by systemd). A cycle that leaves serve not as it was (another cgroup, chrooted) or ends
+ * in an error the cycle did not turn into an outcome makes it exit the same way, after answering.
+ *
+ * The protocol, a line each way: the client makes a FIFO under {@linkcode KEPT_DIR}, opens it read-write, and
+ * writes `cycle PATH MS` (MS: when it was asked, ms since the epoch) to the request FIFO; serve answers on PATH
+ * `took` as it begins, then `say TEXT` lines (what the cycle has to tell), then `exit N` — or `oneshot` instead of
+ * `took`: it runs no cycle, the client runs it itself.
+ *
+ * @example
+ * ```ts
+ * import { parseRequest } from "./kept.ts";
+ * console.log(parseRequest("cycle /run/cryptsleep/kept/reply.42 1764540000000"));
+ * // { reply: "/run/cryptsleep/kept/reply.42", requestedAt: 1764540000000 }
+ * ```
+ */
+import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
+import { closeFd, O_CLOEXEC, openFd, setpriority, writeFdSync } from "../ffi/libc.ts";
+import type { Outcome } from "./outcome.ts";
+import { describe, errnoCode } from "../host/errors.ts";
+import { DEFAULT_CGROUP_ROOT, procCgroup, readOr } from "../cgroup/cgroup2.ts";
+import { join } from "../host/path.ts";
+import type { SuspendOptions } from "./job.ts";
+import { suspend } from "./outer.ts";
+import { bundlePath, lineReader, spawnSupervisor, type Supervisor } from "./start.ts";
+import { kmsg } from "./report.ts";
+import { messages } from "./errors.ts";
+
+/** Where the kept process and its clients meet (tmpfs: nothing of it on a disk the cycle locks). */
+export const KEPT_DIR = "/run/cryptsleep/kept";
+/** The FIFO serve reads requests from. */
+export const REQUEST_FIFO = `${KEPT_DIR}/request`;
+/** serve's pid, for the client to tell a kept process from none. */
+export const PID_FILE = `${KEPT_DIR}/pid`;
+
+/** How long after a cycle the next one's supervisor starts. */
+export const SPARE_AFTER_MS = 5000;
+
+const O_WRONLY = 1;
+const O_NONBLOCK = 0o4000;
+
+/** What a kept cycle gets from serve instead of starting it itself. */
+export interface Kept {
+  /** Loaded once. */
+  lib: Libcryptsetup;
+  /** When the client was asked (ms since the epoch): a cycle ending later answered it too. */
+  requestedAt: number;
+  /** The supervisor started ahead for this cycle (null: none, the cycle starts its own). Taken once. */
+  takeSupervisor(): Supervisor | null;
+}
+
+/** A request line, or null for one that is not. */
+export function parseRequest(line: string): { reply: string; requestedAt: number | null } | null {
+  const m = /^cycle (\S+)(?: (\S*))?$/.exec(line.trim());
+  if (!m) return null;
+  // only a FIFO of our own directory: the line comes from whoever can write the request FIFO (root), but a
+  // path elsewhere would be opened for writing by root all the same
+  if (!m[1].startsWith(`${KEPT_DIR}/reply.`) || m[1].slice(KEPT_DIR.length + 1).includes("/")) return null;
+  // a date(1) without %N (busybox) gives no milliseconds: then the time it is read
+  return { reply: m[1], requestedAt: /^\d{13}$/.test(m[2] ?? "") ? Number(m[2]) : null };
+}
+
+/** The lines a cycle's outcome says to the client (the same as `cryptsleep suspend` prints), and its exit code. */
+export function answerOf(outcome: Outcome): { say: string[]; code: number } {
+  switch (outcome.kind) {
+    case "ok":
+      return { say: [], code: 0 };
+    case "refused":
+      return { say: outcome.reasons.map((r) => `cryptsleep: refused: ${r}`), code: 3 };
+    case "failed":
+      return { say: outcome.errors.map((e) => `cryptsleep: ${e}`), code: 1 };
+  }
+}
+
+/**
+ * Why this process's memory could go to swap between cycles, or null when it cannot: its cgroup's memory.swap.max
+ * is 0, or no swap is on. `swaps` is /proc/swaps's text.
+ */
+export function swapRisk(swapMax: string | null, swaps: string, cgroup: string): string | null {
+  if (swapMax?.trim() === "0") return null;
+  const on = swaps.trim().split("\n").slice(1).filter((l) => l.trim());
+  if (!on.length) return null;
+  return `swap is on (${on.map((l) => l.split(/\s+/)[0]).join(", ")}) and cgroup ${cgroup} lets this process's ` +
+    `memory go there (memory.swap.max ${swapMax?.trim() ?? "unreadable"}); between cycles it could, and a swap on a ` +
+    "volume the cycle locks could not give it back: run it as cryptsleep-kept.service (cryptsleep install --kept " +
+    "sets MemorySwapMax=0), or under systemd-run -p MemorySwapMax=0";
+}
+
+/** kB of `pid`'s memory in swap (VmSwap), 0 when it has none or is gone. */
+export async function swappedKiB(pid: number): Promise<number> {
+  const status = await readOr(`/proc/${pid}/status`, "");
+  return Number(/^VmSwap:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+}
+
+async function ownSwapRisk(): Promise<string | null> {
+  const cgroup = await procCgroup(Deno.pid) ?? "/";
+  const swapMax = await Deno.readTextFile(join(DEFAULT_CGROUP_ROOT, cgroup, "memory.swap.max")).catch(() => null);
+  return swapRisk(swapMax, await readOr("/proc/swaps", ""), cgroup);
+}
+
+/** Writes the answer's lines to the client's FIFO; a client that went away is only logged. */
+function answer(fd: number | null, line: string): void {
+  if (fd === null) return;
+  try {
+    writeFdSync(fd, new TextEncoder().encode(line.replaceAll("\n", " ") + "\n"), "the client's reply FIFO");
+  } catch (err) {
+    kmsg(`serve: ${messages(err).join("; ")}`);
+  }
+}
+
+/** Opens the client's FIFO for writing without waiting: null (logged) when nobody reads it any more. */
+function openReply(path: string): number | null {
+  try {
+    return openFd(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  } catch (err) {
+    // ENXIO: no reader; ENOENT: the client gave up and removed it
+    kmsg(`serve: ${describe(`open ${path}`, err)}: the client is gone (${errnoCode(err) ?? "?"}); no cycle for it`);
+    return null;
+  }
+}
+
+/** Runs `cryptsleep serve` until SIGTERM (between cycles); returns its exit code. */
+export async function serve(options: SuspendOptions): Promise<number> {
+  // first: a stop asked for while it starts is not lost in the warm-up's own listeners
+  let stopping = false;
+  let busy = false;
+  let wake = () => {};
+  const stop = () => {
+    stopping = true;
+    if (!busy) wake();
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  try {
+    return await serving(options, () => stopping, (w) => wake = w, (b) => busy = b);
+  } finally {
+    Deno.removeSignalListener("SIGTERM", stop);
+    Deno.removeSignalListener("SIGINT", stop);
+  }
+}
+
+async function serving(
+  options: SuspendOptions,
+  stopping: () => boolean,
+  onStop: (wake: () => void) => void,
+  setBusy: (busy: boolean) => void,
+): Promise<number> {
+  const risk = await ownSwapRisk();
+  if (risk) {
+    console.error(`cryptsleep serve: refused: ${risk}`);
+    return 3;
+  }
+  await Deno.mkdir(KEPT_DIR, { recursive: true, mode: 0o700 });
+  // one serve at a time: a second would take the FIFO from the first, and its end remove the other's files
+  using lock = await Deno.open(`${KEPT_DIR}/serve.lock`, { read: true, write: true, create: true, mode: 0o600 });
+  if (!(await lock.tryLock(true))) {
+    const holder = (await Deno.readTextFile(PID_FILE).catch(() => "")).trim() || "unknown";
+    console.error(`cryptsleep serve: refused: another cryptsleep serve runs (pid ${holder}): stop it first`);
+    return 3;
+  }
+  // a pid file left by a serve that was killed names no serve: gone before anything else, so no client waits on it
+  await Deno.remove(PID_FILE).catch(() => {});
+  const lib = Libcryptsetup.open();
+  // the first cycle's code compiled now, not at the request: a dry run reads what a cycle would
+  const warm = await suspend(options, { dryRun: true }, { lib, requestedAt: Date.now(), takeSupervisor: () => null });
+  if (warm.kind !== "ok") {
+    for (const l of answerOf(warm).say) console.error(`${l} (a cycle asked for now would say so too)`);
+  }
+  if (stopping()) return 0;
+  // the pid first, the FIFO last: a client (and install) that finds the FIFO finds serve's pid
+  await Deno.writeTextFile(`${PID_FILE}.new`, `${Deno.pid}\n`);
+  await Deno.rename(`${PID_FILE}.new`, PID_FILE);
+  await Deno.remove(REQUEST_FIFO).catch(() => {});
+  const mk = await new Deno.Command("mkfifo", { args: ["-m", "600", REQUEST_FIFO], stderr: "piped" }).output();
+  if (!mk.success) {
+    console.error(`cryptsleep serve: mkfifo ${REQUEST_FIFO}: ${new TextDecoder().decode(mk.stderr).trim()}`);
+    return 1;
+  }
+  // read-write: the FIFO never ends when a client closes it
+  const fifo = await Deno.open(REQUEST_FIFO, { read: true, write: true });
+  const readLine = lineReader(fifo.readable);
+  // between cycles: the blocked read is all there is to end
+  onStop(() => void Deno.writeTextFile(REQUEST_FIFO, "stop\n", { append: true }).catch(() => {}));
+  // where it lives between cycles: each cycle must leave it there, unchrooted
+  const home = await procCgroup(Deno.pid);
+  let spare: Supervisor | null = spawnSupervisor(bundlePath());
+  let respawn: ReturnType<typeof setTimeout> | undefined;
+  console.error(`cryptsleep serve: kept (pid ${Deno.pid}, supervisor ${spare.pid} ready); waiting on ${REQUEST_FIFO}`);
+  let code = 0;
+  try {
+    while (!stopping()) {
+      const line = await readLine();
+      if (line === null || stopping()) break;
+      const request = parseRequest(line);
+      if (!request) {
+        if (line.trim() !== "stop") kmsg(`serve: not a request, ignored: ${JSON.stringify(line.slice(0, 80))}`);
+        continue;
+      }
+      const fd = openReply(request.reply);
+      if (fd === null) continue;
+      // a request before the next supervisor started: this cycle starts its own
+      clearTimeout(respawn);
+      setBusy(true);
+      try {
+        // memory in swap could not be read back once the volumes are locked: the client runs the cycle itself,
+        // and systemd restarts this process with its memory out of swap
+        const swapped = await swappedPids(spare ? [Deno.pid, spare.pid] : [Deno.pid]);
+        if (swapped) {
+          console.error(`cryptsleep serve: ${swapped}: the client runs this cycle itself; exiting to be restarted`);
+          answer(fd, "oneshot");
+          code = 1;
+          break;
+        }
+        answer(fd, "took");
+        const taken = spare?.alive() ? spare : null;
+        if (spare && !taken) {
+          kmsg(`serve: the supervisor started ahead (pid ${spare.pid}) is gone; this cycle starts its own`);
+          await spare.dismiss();
+        }
+        spare = null;
+        const kept: Kept = { lib, requestedAt: request.requestedAt ?? Date.now(), takeSupervisor: () => taken };
+        let outcome: Outcome;
+        try {
+          outcome = await suspend(options, { dryRun: false }, kept);
+        } catch (err) {
+          // what suspend does not turn into an outcome: said to the client, and this process starts afresh
+          outcome = { kind: "failed", errors: messages(err) };
+          code = 1;
+        }
+        const { say, code: exit } = answerOf(outcome);
+        for (const l of say) {
+          console.error(l);
+          answer(fd, `say ${l}`);
+        }
+        answer(fd, `exit ${exit}`);
+        // what one cycle changed in this process must not carry into the next
+        setpriority(0, 0);
+        const off = await strayState(home);
+        if (off) {
+          console.error(`cryptsleep serve: after the cycle ${off}: exiting to be restarted`);
+          code = 1;
+        }
+      } finally {
+        closeFd(fd);
+        setBusy(false);
+      }
+      if (code) break;
+      // the next cycle's supervisor, started a while after this one is over: not beside what the wake resumes
+      respawn = setTimeout(() => spare ??= spawnSupervisor(bundlePath()), SPARE_AFTER_MS);
+    }
+  } finally {
+    clearTimeout(respawn);
+    await Deno.remove(PID_FILE).catch(() => {});
+    await Deno.remove(REQUEST_FIFO).catch(() => {});
+    fifo.close();
+    if (spare) await spare.dismiss();
+  }
+  return code;
+}
+
+/** What of `pids` is in swap, said, or null. */
+async function swappedPids(pids: number[]): Promise<string | null> {
+  for (const pid of pids) {
+    const kib = await swappedKiB(pid);
+    if (kib > 0) return `pid ${pid} (cryptsleep serve or its supervisor) has ${kib} kB in swap`;
+  }
+  return null;
+}
+
+/** How this process is not as it was between cycles (cgroup `home`, not chrooted), or null. */
+async function strayState(home: string | null): Promise<string | null> {
+  const now = await procCgroup(Deno.pid);
+  if (now !== home) return `it is in cgroup ${now}, not ${home}`;
+  if (Deno.readLinkSync("/proc/self/root") !== "/") return "it is still chrooted";
+  return null;
+}
