@@ -58,6 +58,7 @@ import { ramfsBytes, svgBars } from "./bench_lib.ts";
 import {
   behindDebian,
   comparisonRows,
+  isCryptsleep,
   isDebian,
   keptNote,
   type Load,
@@ -78,6 +79,10 @@ const SERIAL_COPY = "/run/bench/debian-serial.conf";
 /** Where `cryptsleep install` puts its drop-in, and where the bench keeps it between cryptsleep's cycles. */
 const CS_DROPIN = "/etc/systemd/system/systemd-suspend.service.d/cryptsleep.conf";
 const CS_COPY = "/run/bench/cryptsleep.conf";
+/** The same for `cryptsleep install --kept` (its service stays installed and running for the whole bench). */
+const CS_KEPT_COPY = "/run/bench/cryptsleep-kept.conf";
+/** The kept mode's service's cgroup: what it holds between cycles, and whose processes are no leftovers. */
+const KEPT_CGROUP = "/sys/fs/cgroup/system.slice/cryptsleep-kept.service";
 /** Debian's wrapper reads it (sourced); `KEEP_INITRAMFS="true"` there for the kept mode's cycles only. */
 const SUSPEND_CONF = "/etc/cryptsetup/suspend.conf";
 /** Where Debian's wrapper mounts its ramfs, and keeps it mounted in the kept mode. */
@@ -89,6 +94,7 @@ const PROMPT: Record<Tool, RegExp | null> = {
   debian: /Please unlock disk \S+: /,
   "debian-keep": /Please unlock disk \S+: /,
   cryptsleep: /Passphrase to unlock \S+[^\n]*?: /,
+  "cryptsleep-kept": /Passphrase to unlock \S+[^\n]*?: /,
 };
 /** The plot's colour for each tool. */
 const COLORS: Record<Tool, string> = {
@@ -96,6 +102,7 @@ const COLORS: Record<Tool, string> = {
   debian: "#c8902a",
   "debian-keep": "#e8c77e",
   cryptsleep: "#4a7fb5",
+  "cryptsleep-kept": "#8fb7df",
 };
 const LONG = 600_000;
 
@@ -175,7 +182,8 @@ async function selectTool(vm: VM, tool: Tool): Promise<void> {
   // the mask is a symlink to /dev/null: rm first, or cp writes through it
   const debian = isDebian(tool) ? `cp ${SERIAL_COPY} ${conf}` : `ln -s /dev/null ${conf}`;
   const keep = tool === "debian-keep" ? ` && printf '%s\\n' 'KEEP_INITRAMFS="true"' > ${SUSPEND_CONF}` : "";
-  const cryptsleep = tool === "cryptsleep" ? ` && cp ${CS_COPY} ${CS_DROPIN}` : "";
+  const copy = tool === "cryptsleep" ? CS_COPY : tool === "cryptsleep-kept" ? CS_KEPT_COPY : null;
+  const cryptsleep = copy ? ` && cp ${copy} ${CS_DROPIN}` : "";
   const out = await must(
     vm,
     `rm -f ${conf} ${CS_DROPIN} ${SUSPEND_CONF} && ${debian}${keep}${cryptsleep} && systemctl daemon-reload && ` +
@@ -188,6 +196,7 @@ async function selectTool(vm: VM, tool: Tool): Promise<void> {
     debian: "cryptsetup-suspend-wrapper",
     "debian-keep": "cryptsetup-suspend-wrapper",
     cryptsleep: "cryptsleep suspend",
+    "cryptsleep-kept": "cryptsleep-request",
   };
   if (!out.includes(want[tool])) throw new Error(`${tool}: systemd-suspend.service runs something else:\n${out}`);
   const keepInitramfs = parseProbe(out).KEEP_INITRAMFS;
@@ -262,9 +271,10 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
         "echo S3=$(" + REAL_SUSPENDS + "); sed 's/ /\\n/g' /run/bench-hook.log; " + SETTLE +
         MEMORY_PROBE + "; " +
         "echo MOUNTS=$(findmnt -rn -o TARGET | grep -cE '[c]ryptsleep|[c]ryptsetup-suspend'); n=0; " +
-        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | " +
+        "for p in /proc/[0-9]*; do grep -q cryptsleep-kept.service $p/cgroup 2>/dev/null && continue; " +
+        "tr '\\0' ' ' < $p/cmdline 2>/dev/null | " +
         "grep -qE '[c]ryptsleep[^ ]* (suspend|supervise|agent)|[c]ryptsetup-suspend' && n=$((n+1)); done; " +
-        "echo PROCS=$n" +
+        `echo PROCS=$n; echo KEPT_MEM=$(cat ${KEPT_CGROUP}/memory.current 2>/dev/null)` +
         (load === "loaded"
           ? "; a=$(wc -l < /home/writer.log); sleep 2; echo WRITER=$(( $(wc -l < /home/writer.log) - a ))"
           : ""),
@@ -272,7 +282,7 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
     ),
   );
   if (after.RESULT !== "success") step(`${tool}: systemd-suspend.service ended with ${after.RESULT}`);
-  const report = tool === "cryptsleep" ? await lastReport(vm) : null;
+  const report = isCryptsleep(tool) ? await lastReport(vm) : null;
   const diff = (k: string) => {
     const [a, b] = [intOrNull(after[k]), intOrNull(before[k])];
     return a === null || b === null ? null : a - b;
@@ -290,7 +300,7 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
     wakeToShellMs: shellAt - woke,
     // the hook ran in the unit's cgroup, or its number is not the unit's
     serviceMemoryPeakBytes: after.CGROUP?.endsWith("/systemd-suspend.service") ? intOrNull(after.PEAK) : null,
-    ramfsBytes: tool === "cryptsleep" ? (report ? ramfsBytes(report) : null) : intOrNull(after.RAMFS),
+    ramfsBytes: isCryptsleep(tool) ? (report ? ramfsBytes(report) : null) : intOrNull(after.RAMFS),
     // the ramfs its wrapper used (post hook) is the one mounted before the cycle: kept, not unpacked again
     ramfsKept: !isDebian(tool) ? null : !before.KEPT ? false : after.RAMFS_ID ? after.RAMFS_ID === before.KEPT : null,
     between: used !== null && shm !== null && mounts !== null && procs !== null
@@ -298,6 +308,7 @@ async function cycle(vm: VM, tool: Tool, load: Load, round: number): Promise<Too
       : null,
     writerGoesOn: load === "loaded" ? (intOrNull(after.WRITER) ?? 0) > 0 : null,
     report,
+    keptServiceBytes: tool === "cryptsleep-kept" ? intOrNull(after.KEPT_MEM) : null,
   };
 }
 
@@ -311,8 +322,12 @@ async function prepare(vm: VM): Promise<void> {
     `dpkg -i /usr/local/lib/cryptsleep/cryptsleep.deb >/dev/null && ` +
       `mkdir -p ${DROPIN_DIR} /usr/lib/systemd/system-sleep /run/bench && ` +
       `ln -sf /dev/null ${DROPIN_DIR}/cryptsetup-suspend.conf && rm -f ${SUSPEND_CONF} ${KEPT_STASH} && ` +
-      `/usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null 2>&1 && mv ${CS_DROPIN} ${CS_COPY}`,
-    300_000,
+      `/usr/sbin/cryptsleep install --console /dev/ttyS0 >/dev/null 2>&1 && cp ${CS_DROPIN} ${CS_COPY} && ` +
+      // the kept mode's drop-in kept aside the same way; its service is started and stays
+      `/usr/sbin/cryptsleep install --kept --console /dev/ttyS0 >/dev/null 2>&1 && mv ${CS_DROPIN} ${CS_KEPT_COPY} && ` +
+      "for i in $(seq 600); do [ -p /run/cryptsleep/kept/request ] && break; sleep 0.5; done; " +
+      "systemctl is-active cryptsleep-kept.service",
+    LONG,
   );
   // read alone: deno's terminal codes on the line before would glue onto "[Service]"
   const shipped = await must(vm, `cat ${DEBIAN_SHIPPED}`);
@@ -390,6 +405,11 @@ export function output(
     "the wrapper leaves it: that cycle starts as it would right after the kept cycle before it. “ramfs kept from " +
     "an earlier cycle” counts the cycles whose wrapper used the ramfs mounted before the cycle began (the same " +
     "device and inode in the post hook): in the default mode it must be none.",
+    "- cryptsleep, kept: `cryptsleep install --kept`, its service (cryptsleep serve) started once at the bench's " +
+    "start and running all through it; systemd-suspend.service runs the shell client, which asks it for the cycle. " +
+    "What it keeps between cycles is its service's memory.current (its process and the next cycle's supervisor, " +
+    "and the page cache charged to them); its processes are not counted as leftovers. RAM in use guest-wide " +
+    "includes it for every tool alike.",
     "- Prompts: all on the serial console. cryptsleep: `install --console /dev/ttyS0`. Debian, both modes: its " +
     "drop-in copied to /run with `openvt -ws -c8` (VT8) replaced by the wrapper's stdio on /dev/ttyS0; the bed " +
     "cannot read a VT after S3 resume (bochs-drm draws the VTs).",

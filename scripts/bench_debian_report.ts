@@ -31,11 +31,14 @@ import {
  * The four ways the guest suspends: no locking; Debian's cryptsetup-suspend in its default mode (it unpacks the
  * initramfs into a ramfs every cycle and unmounts it after); the same with `KEEP_INITRAMFS="true"` in
  * /etc/cryptsetup/suspend.conf (`debian-keep`: the ramfs stays mounted and later cycles use it instead of unpacking
- * again — the mode a user picks to make Debian's suspend faster); cryptsleep's drop-in.
+ * again — the mode a user picks to make Debian's suspend faster); cryptsleep's drop-in; and cryptsleep in its kept
+ * mode (`cryptsleep-kept`: `cryptsleep install --kept`, cryptsleep-kept.service running the cycles).
  */
-export type Tool = "plain" | "debian" | "debian-keep" | "cryptsleep";
+export type Tool = "plain" | "debian" | "debian-keep" | "cryptsleep" | "cryptsleep-kept";
 /** The order of every round. */
-export const TOOLS: readonly Tool[] = ["plain", "debian", "debian-keep", "cryptsleep"];
+export const TOOLS: readonly Tool[] = ["plain", "debian", "debian-keep", "cryptsleep", "cryptsleep-kept"];
+/** cryptsleep, one-shot or kept: the same report, phases and prompt. */
+export const CRYPTSLEEP_TOOLS: readonly Tool[] = ["cryptsleep", "cryptsleep-kept"];
 /** Debian's cryptsetup-suspend in either mode: the same wrapper, drop-in, prompt and console lines. */
 export const DEBIAN_TOOLS: readonly Tool[] = ["debian", "debian-keep"];
 /** The Debian mode cryptsleep's ratios and the sentences weigh it against. */
@@ -49,7 +52,13 @@ export const TOOL_NAMES: Record<Tool, string> = {
   debian: "Debian",
   "debian-keep": "Debian, kept ramfs",
   cryptsleep: "cryptsleep",
+  "cryptsleep-kept": "cryptsleep, kept",
 };
+
+/** Whether `tool` is cryptsleep, in either mode. */
+export function isCryptsleep(tool: Tool): boolean {
+  return CRYPTSLEEP_TOOLS.includes(tool);
+}
 
 /** Whether `tool` is Debian's cryptsetup-suspend, in either mode. */
 export function isDebian(tool: Tool): boolean {
@@ -93,6 +102,8 @@ export interface ToolCycle {
   writerGoesOn: boolean | null;
   /** cryptsleep's report (`cryptsleep status --json`). */
   report: TimelineJSON | null;
+  /** The kept mode: memory.current of cryptsleep-kept.service after the cycle, what it holds between cycles. */
+  keptServiceBytes?: number | null;
 }
 
 /** One line of the comparison: what a cycle gives for it (null: not measured in that cycle). */
@@ -123,11 +134,14 @@ export interface ComparisonRow {
   vsDebian: number | null;
   /** cryptsleep / Debian with its ramfs kept. */
   vsDebianKept: number | null;
+  /** cryptsleep in its kept mode / Debian, and / Debian with its ramfs kept (absent: a run without it). */
+  keptVsDebian?: number | null;
+  keptVsDebianKept?: number | null;
   section?: string;
 }
 
 /** The tools that prompt and have a ramfs: all but plain. */
-const LOCKING: readonly Tool[] = ["debian", "debian-keep", "cryptsleep"];
+const LOCKING: readonly Tool[] = ["debian", "debian-keep", "cryptsleep", "cryptsleep-kept"];
 const num = (v: unknown): number | null => typeof v === "number" ? v : null;
 const kib = (v: unknown): number | null => typeof v === "number" ? v * 1024 : null;
 const fact = (c: ToolCycle, key: string) => c.report?.facts[key];
@@ -149,7 +163,7 @@ export const LABEL = {
 function measures(phases: string[]): Measure[] {
   const all = TOOLS;
   const debianOnly = DEBIAN_TOOLS;
-  const csOnly: readonly Tool[] = ["cryptsleep"];
+  const csOnly = CRYPTSLEEP_TOOLS;
   const sleepAt = phases.indexOf("sleep");
   return [
     { section: "Times (ms, host clock)", label: LABEL.toSuspend, unit: "ms", tools: all, value: (c) => c.toSuspendMs },
@@ -182,12 +196,14 @@ function measures(phases: string[]): Measure[] {
       value: (c) => c.report ? c.toSuspendMs - beforeSleepMs(c.report) : null,
     },
     {
-      label: "… cryptsleep: of it the program's load, and libcryptsetup's (report: facts.startMs)",
+      label: "… cryptsleep: of it the program's load and libcryptsetup's; kept: the client's request → the cycle " +
+        "(report: facts.startMs)",
       unit: "ms",
       tools: csOnly,
       noRatio: true,
       value: (c) => {
-        const start = c.report?.facts.startMs as { runtime?: number; libcryptsetup?: number } | undefined;
+        const start = c.report?.facts.startMs as { runtime?: number; libcryptsetup?: number; request?: number };
+        if (start?.request !== undefined) return start.request;
         return start?.runtime === undefined ? null : start.runtime + (start.libcryptsetup ?? 0);
       },
     },
@@ -254,7 +270,7 @@ function measures(phases: string[]): Measure[] {
       tools: all,
       value: (c) => {
         // a ramfs kept from an earlier cycle was charged to that cycle's unit, not this one's: it is added here
-        if (c.tool !== "cryptsleep") {
+        if (!isCryptsleep(c.tool)) {
           if (!c.ramfsKept) return c.serviceMemoryPeakBytes;
           return c.serviceMemoryPeakBytes === null || c.ramfsBytes === null
             ? null
@@ -307,7 +323,15 @@ function measures(phases: string[]): Measure[] {
       value: (c) => c.between?.tmpfsRamfsBytes ?? null,
     },
     {
-      label: "RAM between: the tool's mounts + processes left",
+      label:
+        "RAM between: kept on purpose (Debian: its kept ramfs; cryptsleep: cryptsleep-kept.service memory.current)",
+      unit: "bytes",
+      tools: ["debian-keep", "cryptsleep-kept"],
+      noRatio: true,
+      value: (c) => c.tool === "debian-keep" ? c.ramfsBytes : c.keptServiceBytes ?? null,
+    },
+    {
+      label: "RAM between: the tool's mounts + processes left (the kept service's own not counted)",
       unit: "count",
       tools: all,
       // a count, read as it is: 0 against the kept mode's 1 mount is no "0.00×"
@@ -397,6 +421,12 @@ export function comparisonRows(cycles: ToolCycle[]): ComparisonRow[] {
         vsPlain: noRatio ? null : ratio(cs, medians.plain),
         vsDebian: noRatio ? null : ratio(cs, medians.debian),
         vsDebianKept: noRatio ? null : ratio(cs, medians["debian-keep"]),
+        ...(ran.includes("cryptsleep-kept")
+          ? {
+            keptVsDebian: noRatio ? null : ratio(medians["cryptsleep-kept"], medians.debian),
+            keptVsDebianKept: noRatio ? null : ratio(medians["cryptsleep-kept"], medians["debian-keep"]),
+          }
+          : {}),
         section,
       });
       section = undefined;
@@ -408,17 +438,22 @@ export function comparisonRows(cycles: ToolCycle[]): ComparisonRow[] {
 /** One Markdown table: a line per measure and load, the medians per tool (round order), cryptsleep's three ratios. */
 export function markdownTable(rows: ComparisonRow[]): string {
   const ratios = ["plain", "debian", "debian-keep"] as const;
+  // a run with the kept mode: its two ratios to Debian too; one without: no column for it
+  const kept = rows.some((r) => "keptVsDebian" in r);
+  const tools = kept ? TOOLS : TOOLS.filter((t) => t !== "cryptsleep-kept");
   const header = [
     "measure",
     "load",
-    ...TOOLS.map((t) => TOOL_NAMES[t]),
+    ...tools.map((t) => TOOL_NAMES[t]),
     ...ratios.map((t) => `cryptsleep / ${TOOL_NAMES[t]}`),
+    ...(kept ? ["debian", "debian-keep"].map((t) => `cryptsleep, kept / ${TOOL_NAMES[t as Tool]}`) : []),
   ];
   const lines = [`| ${header.join(" | ")} |`, `|---|---|${"--:|".repeat(header.length - 2)}`];
   for (const r of rows) {
     if (r.section) lines.push(`| **${r.section}** |${" |".repeat(header.length - 1)}`);
-    const vs = [r.vsPlain, r.vsDebian, r.vsDebianKept].map(formatRatio);
-    lines.push(`| ${[r.label, r.load, ...TOOLS.map((t) => r.cells[t]), ...vs].join(" | ")} |`);
+    const vs = [r.vsPlain, r.vsDebian, r.vsDebianKept, ...(kept ? [r.keptVsDebian, r.keptVsDebianKept] : [])]
+      .map((x) => formatRatio(x ?? null));
+    lines.push(`| ${[r.label, r.load, ...tools.map((t) => r.cells[t]), ...vs].join(" | ")} |`);
   }
   return lines.join("\n");
 }

@@ -50,6 +50,8 @@ const FOUR: ToolCycle[] = CYCLES.flatMap((c): ToolCycle[] => {
   return [{ ...c, ramfsKept: false }, kept];
 });
 
+const LEFTOVERS = "RAM between: the tool's mounts + processes left (the kept service's own not counted)";
+
 function row(rows: ComparisonRow[], label: string, load = "idle"): ComparisonRow {
   const r = rows.find((x) => x.label === label && x.load === load);
   assert.ok(r, `no row ${label} (${load})`);
@@ -59,14 +61,32 @@ function row(rows: ComparisonRow[], label: string, load = "idle"): ComparisonRow
 Deno.test("comparisonRows: medians per tool and load, ratios to plain and to Debian, dashes where none apply", () => {
   const rows = comparisonRows(CYCLES);
   const s3 = row(rows, LABEL.toSuspend);
-  assert.deepEqual(s3.medians, { plain: 788, debian: 11860, "debian-keep": null, cryptsleep: 16500 });
-  assert.deepEqual(s3.cells, { plain: "788", debian: "11,860", "debian-keep": "–", cryptsleep: "16,500" });
+  assert.deepEqual(s3.medians, {
+    plain: 788,
+    debian: 11860,
+    "debian-keep": null,
+    cryptsleep: 16500,
+    "cryptsleep-kept": null,
+  });
+  assert.deepEqual(s3.cells, {
+    plain: "788",
+    debian: "11,860",
+    "debian-keep": "–",
+    cryptsleep: "16,500",
+    "cryptsleep-kept": "–",
+  });
   assert.equal(s3.vsPlain, 16500 / 788);
   assert.equal(s3.vsDebian, 16500 / 11860);
   assert.equal(row(rows, LABEL.toSuspend, "loaded").medians.cryptsleep, 22584);
 
   const prompt = row(rows, LABEL.wakeToPrompt, "loaded");
-  assert.deepEqual(prompt.cells, { plain: "–", debian: "390", "debian-keep": "–", cryptsleep: "351" });
+  assert.deepEqual(prompt.cells, {
+    plain: "–",
+    debian: "390",
+    "debian-keep": "–",
+    cryptsleep: "351",
+    "cryptsleep-kept": "–",
+  });
   assert.equal(prompt.vsPlain, null, "no prompt in a plain suspend: no ratio");
   assert.equal(prompt.vsDebian, 351 / 390);
 
@@ -95,6 +115,7 @@ Deno.test("comparisonRows: medians per tool and load, ratios to plain and to Deb
     debian: "1/1",
     "debian-keep": "–",
     cryptsleep: "1/1",
+    "cryptsleep-kept": "–",
   });
   // differences around zero: no ratio; the absolute RAM in use was not sampled by that run's bench
   const between = rows.filter((r) => r.label.startsWith("RAM between") && r.label.includes("after − before"));
@@ -125,7 +146,13 @@ Deno.test("markdownTable: one header, a bold line per section, a line per measur
 Deno.test("the kept mode: its column, cryptsleep / Debian, kept ramfs, its ramfs in its RAM during, who reused one", () => {
   const rows = comparisonRows(FOUR);
   const s3 = row(rows, LABEL.toSuspend, "loaded");
-  assert.deepEqual(s3.medians, { plain: 1028, debian: 16241, "debian-keep": 7241, cryptsleep: 22584 });
+  assert.deepEqual(s3.medians, {
+    plain: 1028,
+    debian: 16241,
+    "debian-keep": 7241,
+    cryptsleep: 22584,
+    "cryptsleep-kept": null,
+  });
   assert.equal(s3.vsDebian, 22584 / 16241, "÷ Debian stays Debian's default mode");
   assert.equal(s3.vsDebianKept, 22584 / 7241);
   assert.equal(row(rows, LABEL.toSuspend).vsDebianKept, 16500 / 11860, "its first cycle unpacked: as Debian");
@@ -149,10 +176,10 @@ Deno.test("the kept mode: its column, cryptsleep / Debian, kept ramfs, its ramfs
     ["0/1", "1/1", "–"],
   ]);
   assert.ok(kept.every((r) => r.vsDebianKept === null));
-  assert.equal(row(rows, "RAM between: the tool's mounts + processes left").cells["debian-keep"], "1");
+  assert.equal(row(rows, LEFTOVERS).cells["debian-keep"], "1");
 
   // the plot: a bar per tool, in round order
-  const plot = plotRows(rows);
+  const plot = plotRows(rows, toolsIn(FOUR));
   assert.deepEqual(plot.find((r) => r.label === "request → S3 (loaded)")?.values, [1028, 16241, 7241, 22584]);
   assert.deepEqual(toolsIn(FOUR), ["plain", "debian", "debian-keep", "cryptsleep"]);
 });
@@ -326,4 +353,47 @@ Deno.test("markSpan and kdfAfterEnter read the report's marks and tries", () => 
   assert.equal(markSpan(null, "woke", "prompted"), null);
   assert.equal(kdfAfterEnter(r), 3100);
   assert.equal(kdfAfterEnter(null), null);
+});
+
+Deno.test("cryptsleep's kept mode: a column and two ratios of its own, what it keeps beside Debian's kept ramfs", () => {
+  // its cycles made from cryptsleep's: 6 s less to S3, the client's request → the cycle in place of the load
+  const FIVE: ToolCycle[] = FOUR.flatMap((c): ToolCycle[] => {
+    if (c.tool !== "cryptsleep") return [c];
+    const facts = { ...c.report!.facts, kept: true, startMs: { request: 40 } };
+    return [c, {
+      ...c,
+      tool: "cryptsleep-kept",
+      toSuspendMs: c.toSuspendMs - 6000,
+      report: { ...c.report!, facts },
+      keptServiceBytes: 60 * MiB,
+    }];
+  });
+  const rows = comparisonRows(FIVE);
+  const s3 = row(rows, LABEL.toSuspend, "loaded");
+  assert.equal(s3.medians["cryptsleep-kept"], 22584 - 6000);
+  assert.equal(s3.vsDebian, 22584 / 16241, "cryptsleep's own ratios stay the one-shot's");
+  assert.equal(s3.keptVsDebian, 16584 / 16241);
+  assert.equal(s3.keptVsDebianKept, 16584 / 7241);
+  const start = row(rows, rows.find((r) => r.label.startsWith("… cryptsleep: of it the program's load"))!.label);
+  assert.equal(start.medians["cryptsleep-kept"], 40);
+  const kept = row(
+    rows,
+    "RAM between: kept on purpose (Debian: its kept ramfs; cryptsleep: " +
+      "cryptsleep-kept.service memory.current)",
+    "loaded",
+  );
+  assert.deepEqual([kept.cells["debian-keep"], kept.cells["cryptsleep-kept"], kept.cells.cryptsleep], [
+    "66.3 MiB",
+    "60.0 MiB",
+    "–",
+  ]);
+  const table = markdownTable(rows);
+  assert.match(
+    table.split("\n")[0],
+    /\| cryptsleep, kept \| cryptsleep \/ plain .* \| cryptsleep, kept \/ Debian, kept ramfs \|$/,
+  );
+  assert.match(table, /request → S3[^\n]*\| loaded \|[^\n]*\| 2\.29× \|$/m);
+  // a run without it: no column
+  assert.doesNotMatch(markdownTable(comparisonRows(FOUR)), /cryptsleep, kept/);
+  assert.deepEqual(toolsIn(FIVE), ["plain", "debian", "debian-keep", "cryptsleep", "cryptsleep-kept"]);
 });
