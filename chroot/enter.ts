@@ -20,6 +20,11 @@ let realRootFd: number | null = null;
 // inside, /proc/self/mountinfo shows only the mounts below the root: the real root's, read on the way in
 let realMounts: MountEntry[] | null = null;
 
+/** Whether this process is inside a root entered with {@linkcode enterRoot} (and not yet left). */
+export function isChrooted(): boolean {
+  return realRootFd !== null;
+}
+
 /** Inside the root; dispose (or leave) to go back to the real one. */
 export interface Inside extends Disposable {
   /** Where we are chrooted, as a path of the real root. */

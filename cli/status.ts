@@ -11,7 +11,7 @@
 import { type CommandSpec, rootOption } from "./args.ts";
 import { formatTimeline, LAST_REPORT } from "../cycle/report.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
-import { debianLine, suspendPath } from "../systemd/state.ts";
+import { debianLine, keptLine, suspendPath } from "../systemd/state.ts";
 import { underRoot } from "../host/paths.ts";
 
 /** `cryptsleep status`. */
@@ -30,6 +30,7 @@ export const command: CommandSpec = {
       summary: path.summary,
       execStart: path.execStart.commands,
       debian: { path: path.debian.path, active: path.debian.active },
+      kept: await keptLine(path, root),
     };
     let report: TimelineJSON | null = null;
     try {
@@ -44,6 +45,7 @@ export const command: CommandSpec = {
       console.log(`systemd: ${path.summary}`);
       const debian = debianLine(path.debian);
       if (debian) console.log(`systemd: ${debian}`);
+      if (systemd.kept) console.log(`systemd: ${systemd.kept}`);
       if (report) console.log(formatTimeline(report));
     }
     if (!report) {

@@ -31,6 +31,7 @@ import { DEFAULT_CGROUP_ROOT, procCgroup, readOr } from "../cgroup/cgroup2.ts";
 import { join } from "../host/path.ts";
 import type { SuspendOptions } from "./job.ts";
 import { suspend } from "./outer.ts";
+import { isChrooted } from "../chroot/enter.ts";
 import { bundlePath, lineReader, spawnSupervisor, type Supervisor } from "./start.ts";
 import { kmsg } from "./report.ts";
 import { messages } from "./errors.ts";
@@ -154,11 +155,6 @@ async function serving(
   onStop: (wake: () => void) => void,
   setBusy: (busy: boolean) => void,
 ): Promise<number> {
-  const risk = await ownSwapRisk();
-  if (risk) {
-    console.error(`cryptsleep serve: refused: ${risk}`);
-    return 3;
-  }
   await Deno.mkdir(KEPT_DIR, { recursive: true, mode: 0o700 });
   // one serve at a time: a second would take the FIFO from the first, and its end remove the other's files
   using lock = await Deno.open(`${KEPT_DIR}/serve.lock`, { read: true, write: true, create: true, mode: 0o600 });
@@ -167,8 +163,15 @@ async function serving(
     console.error(`cryptsleep serve: refused: another cryptsleep serve runs (pid ${holder}): stop it first`);
     return 3;
   }
-  // a pid file left by a serve that was killed names no serve: gone before anything else, so no client waits on it
+  // what a serve that was killed left names no serve: gone before anything else, so no client (nor install) takes
+  // it for this one
   await Deno.remove(PID_FILE).catch(() => {});
+  await Deno.remove(REQUEST_FIFO).catch(() => {});
+  const risk = await ownSwapRisk();
+  if (risk) {
+    console.error(`cryptsleep serve: refused: ${risk}`);
+    return 3;
+  }
   const lib = Libcryptsetup.open();
   // the first cycle's code compiled now, not at the request: a dry run reads what a cycle would
   const warm = await suspend(options, { dryRun: true }, { lib, requestedAt: Date.now(), takeSupervisor: () => null });
@@ -179,14 +182,18 @@ async function serving(
   // the pid first, the FIFO last: a client (and install) that finds the FIFO finds serve's pid
   await Deno.writeTextFile(`${PID_FILE}.new`, `${Deno.pid}\n`);
   await Deno.rename(`${PID_FILE}.new`, PID_FILE);
-  await Deno.remove(REQUEST_FIFO).catch(() => {});
-  const mk = await new Deno.Command("mkfifo", { args: ["-m", "600", REQUEST_FIFO], stderr: "piped" }).output();
+  // made and opened under another name, then renamed: a client never finds it before it is read (a FIFO nobody
+  // has open drops what was written to it)
+  const making = `${REQUEST_FIFO}.new`;
+  await Deno.remove(making).catch(() => {});
+  const mk = await new Deno.Command("mkfifo", { args: ["-m", "600", making], stderr: "piped" }).output();
   if (!mk.success) {
-    console.error(`cryptsleep serve: mkfifo ${REQUEST_FIFO}: ${new TextDecoder().decode(mk.stderr).trim()}`);
+    console.error(`cryptsleep serve: mkfifo ${making}: ${new TextDecoder().decode(mk.stderr).trim()}`);
     return 1;
   }
   // read-write: the FIFO never ends when a client closes it
-  const fifo = await Deno.open(REQUEST_FIFO, { read: true, write: true });
+  const fifo = await Deno.open(making, { read: true, write: true });
+  await Deno.rename(making, REQUEST_FIFO);
   const readLine = lineReader(fifo.readable);
   // between cycles: the blocked read is all there is to end
   onStop(() => void Deno.writeTextFile(REQUEST_FIFO, "stop\n", { append: true }).catch(() => {}));
@@ -207,6 +214,12 @@ async function serving(
       }
       const fd = openReply(request.reply);
       if (fd === null) continue;
+      if (stopping()) {
+        // asked to stop just now: no cycle begins here, the client runs it
+        answer(fd, "oneshot");
+        closeFd(fd);
+        break;
+      }
       // a request before the next supervisor started: this cycle starts its own
       clearTimeout(respawn);
       setBusy(true);
@@ -221,13 +234,21 @@ async function serving(
           break;
         }
         answer(fd, "took");
-        const taken = spare?.alive() ? spare : null;
-        if (spare && !taken) {
+        const ahead = spare?.alive() ? spare : null;
+        if (spare && !ahead) {
           kmsg(`serve: the supervisor started ahead (pid ${spare.pid}) is gone; this cycle starts its own`);
           await spare.dismiss();
         }
         spare = null;
-        const kept: Kept = { lib, requestedAt: request.requestedAt ?? Date.now(), takeSupervisor: () => taken };
+        let taken = false;
+        const kept: Kept = {
+          lib,
+          requestedAt: request.requestedAt ?? Date.now(),
+          takeSupervisor: () => {
+            taken = true;
+            return ahead;
+          },
+        };
         let outcome: Outcome;
         try {
           outcome = await suspend(options, { dryRun: false }, kept);
@@ -242,6 +263,8 @@ async function serving(
           answer(fd, `say ${l}`);
         }
         answer(fd, `exit ${exit}`);
+        // a cycle that ended before its spawn phase (refused at the claim) never took it: it would wait for ever
+        if (ahead && !taken) await ahead.dismiss();
         // what one cycle changed in this process must not carry into the next
         setpriority(0, 0);
         const off = await strayState(home);
@@ -280,6 +303,7 @@ async function swappedPids(pids: number[]): Promise<string | null> {
 async function strayState(home: string | null): Promise<string | null> {
   const now = await procCgroup(Deno.pid);
   if (now !== home) return `it is in cgroup ${now}, not ${home}`;
-  if (Deno.readLinkSync("/proc/self/root") !== "/") return "it is still chrooted";
+  // (its own /proc/self/root reads "/" inside a chroot too)
+  if (isChrooted()) return "it is still chrooted";
   return null;
 }

@@ -52,10 +52,12 @@ async function client(
     request(): Promise<{ reply: string }>;
     keeper: Deno.ChildProcess;
   }) => Promise<void>,
+  shell = ["sh"],
 ) {
   const dir = await Deno.makeTempDir({ prefix: "kept-" });
   // stands for serve's process (its command line says serve): alive until killed
-  const keeper = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "serve"] }).spawn();
+  const keeper = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "cryptsleep.js", "serve"] })
+    .spawn();
   try {
     const pidFile = join(dir, "pid");
     await Deno.writeTextFile(pidFile, `${keeper.pid}\n`);
@@ -71,8 +73,8 @@ async function client(
         pidFile,
         keeper,
         run: () => {
-          const child = new Deno.Command("sh", {
-            args: [CLIENT, "--console", "/dev/ttyS0"],
+          const child = new Deno.Command(shell[0], {
+            args: [...shell.slice(1), CLIENT, "--console", "/dev/ttyS0"],
             env: { CRYPTSLEEP_KEPT_DIR: dir, CRYPTSLEEP_EXEC: fake },
             stdout: "piped",
             stderr: "piped",
@@ -105,6 +107,28 @@ async function client(
   }
 }
 
+const BUSYBOX = (() => {
+  try {
+    return Deno.statSync("/usr/bin/busybox").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+for (const shell of [["sh"], ...(BUSYBOX ? [["busybox", "sh"]] : [])]) {
+  Deno.test(`cryptsleep-request under ${shell.join(" ")}: serve's lines said, its exit code the client's`, async () => {
+    await client(async ({ run, request }) => {
+      const c = run();
+      const { reply } = await request();
+      const w = await Deno.open(reply, { write: true });
+      await w.write(new TextEncoder().encode("took\nsay a line\nexit 4\n"));
+      w.close();
+      const o = await c.output;
+      assert.deepEqual([o.code, o.err], [4, "a line\n"]);
+    }, shell);
+  });
+}
+
 Deno.test("cryptsleep-request: serve's lines are said, its exit code is the client's; the reply FIFO goes", async () => {
   await client(async ({ dir, run, request }) => {
     const c = run();
@@ -134,6 +158,15 @@ Deno.test("cryptsleep-request: no kept process, or one gone before it took the r
     assert.equal((await run().output).code, 7);
     await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
     assert.equal((await run().output).code, 7);
+    // a server of another kind ("ollama serve")
+    const other = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "ollama", "serve"] }).spawn();
+    try {
+      await Deno.writeTextFile(pidFile, `${other.pid}\n`);
+      assert.equal((await run().output).code, 7);
+    } finally {
+      other.kill("SIGKILL");
+      await other.status;
+    }
   });
   await client(async ({ dir, run, keeper }) => {
     // serve killed while its FIFO has no reader: the client's write never waits, the watcher sends it one-shot

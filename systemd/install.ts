@@ -152,18 +152,36 @@ function systemctlStep(root: string, opts: InstallOptions, args: string[], mayFa
   };
 }
 
-/** Waits until the kept service is ready (its request FIFO there) or has failed; throws saying where to look. */
+/**
+ * Waits until the kept service is ready (its request FIFO there) or has failed; throws saying where to look. Where
+ * systemd does not run (a chroot, an image being built) there is nothing to wait for: said, not waited.
+ */
 async function awaitKept(): Promise<void> {
   const deadline = Date.now() + 180_000;
   for (;;) {
     const fifo = await Deno.lstat(`${KEPT_DIR}/request`).catch(() => null);
     if (fifo?.isFifo) return;
-    const out = await new Deno.Command("systemctl", { args: ["is-active", KEPT_UNIT], stdout: "piped" }).output();
-    const state = new TextDecoder().decode(out.stdout).trim();
+    let state = "";
+    try {
+      const out = await new Deno.Command("systemctl", {
+        args: ["is-active", KEPT_UNIT],
+        stdout: "piped",
+        stderr: "null",
+      })
+        .output();
+      state = new TextDecoder().decode(out.stdout).trim();
+    } catch (err) {
+      throw new InstallError(`${describe(`spawn systemctl is-active ${KEPT_UNIT}`, err)}: is systemd running?`, "env");
+    }
+    if (state === "" || !(await existsUnder("/", "/run/systemd/system"))) {
+      console.error(`cryptsleep: ${KEPT_UNIT}: systemd does not run here (a chroot?): it starts at the next boot`);
+      return;
+    }
     if (state === "failed" || state === "inactive" || Date.now() > deadline) {
       throw new InstallError(
         `${KEPT_UNIT} did not get ready (${state}): \`journalctl -u ${KEPT_UNIT}\` says why; suspends still lock, ` +
-          "each starting its own cryptsleep. Fix that and run cryptsleep install --kept again, or install without --kept",
+          `each starting its own cryptsleep. Fix that and run cryptsleep install --kept again (it restarts the service), ` +
+          "or install without --kept",
         "env",
       );
     }
@@ -275,7 +293,9 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
   const before: Step[] = [];
   if (wasKept && !kept) {
     changed = true;
-    before.push(systemctlStep(root, opts, ["disable", "--now", KEPT_UNIT]));
+    // a unit removed by hand has nothing running to stop: that stop may fail
+    const gone = !(await existsUnder(root, KEPT_UNIT_PATH));
+    before.push(systemctlStep(root, opts, ["disable", "--now", KEPT_UNIT], gone));
     writes.push(await restoreStep(root, wasKept));
   }
   for (const [path, text, why] of want) {
@@ -289,12 +309,18 @@ export async function install(opts: InstallOptions = {}): Promise<InstallResult>
     const what = own ? "replaces what cryptsleep install wrote before" : describeBefore(now);
     writes.push(writeStep(root, path, text, `write ${path} (${why}; ${what})`));
   }
-  if (!changed && record) return { lines: [`already installed: ${DROPIN} is as cryptsleep wrote it`], changed: false };
   // (re)started with what it was written with now
   if (kept) {
     after.push(systemctlStep(root, opts, ["enable", KEPT_UNIT]), systemctlStep(root, opts, ["restart", KEPT_UNIT]));
     // started is not ready: serve may refuse (its memory could go to swap); install says so
     if (root === "/" && !opts.systemctl) after.push({ line: `wait until ${KEPT_UNIT} is ready`, apply: awaitKept });
+  }
+  if (!changed && record) {
+    const already = `already installed: ${DROPIN} is as cryptsleep wrote it`;
+    // the kept service is (re)started all the same: installing again is how a failed or stopped one comes back
+    if (!kept) return { lines: [already], changed: false };
+    const r = await run([], root, opts, after);
+    return { lines: [already, ...r.lines.filter((l) => !/daemon-reload/.test(l))], changed: false };
   }
   const text = recordText({ version: 1, installedAt: new Date().toISOString(), exec, files, createdDirs });
   // the record first: a write cut short is still undone by uninstall

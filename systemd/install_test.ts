@@ -261,6 +261,12 @@ Deno.test("install --kept: the client takes ExecStart, the service is written an
   assert.match(unit, /^ExecStart=\/usr\/sbin\/cryptsleep serve --console \/dev\/ttyS0$/m);
   assert.match(unit, /^MemorySwapMax=0$/m);
   assert.deepEqual(calls, ["daemon-reload", `enable ${KEPT_UNIT}`, `restart ${KEPT_UNIT}`]);
+  // again, the same: nothing written, the service (re)started all the same (how a failed one comes back)
+  calls.length = 0;
+  const again = await install({ ...opts, kept: true });
+  assert.equal(again.changed, false);
+  assert.match(again.lines[0], /already installed/);
+  assert.deepEqual(calls.filter((c) => c !== "daemon-reload"), [`enable ${KEPT_UNIT}`, `restart ${KEPT_UNIT}`]);
 
   // installed again without --kept: the service is stopped and its unit goes; the drop-in runs suspend again
   calls.length = 0;

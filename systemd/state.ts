@@ -55,6 +55,22 @@ export async function suspendPath(root = "/"): Promise<SuspendPath> {
   return { installed, dropinPresent, recorded, execStart: exec, debian, summary };
 }
 
+/**
+ * The kept mode's state when systemd-suspend.service runs its client (`install --kept`), or null: whether
+ * `cryptsleep serve` runs (pid file under `root`, and the process there), and what it keeps resident.
+ */
+export async function keptLine(path: SuspendPath, root = "/"): Promise<string | null> {
+  if (!/\/cryptsleep-request(\s|$)/.test(path.execStart.commands.at(-1) ?? "")) return null;
+  const pid = (await Deno.readTextFile(underRoot(root, "/run/cryptsleep/kept/pid")).catch(() => "")).trim();
+  const status = /^\d+$/.test(pid) ? await Deno.readTextFile(`/proc/${pid}/status`).catch(() => null) : null;
+  if (!status) {
+    return "kept mode: cryptsleep serve is not running, so each suspend starts its own cryptsleep " +
+      "(systemctl status cryptsleep-kept.service says why)";
+  }
+  const rss = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  return `kept mode: cryptsleep serve runs (pid ${pid}, ${(rss / 1024).toFixed(1)} MiB resident)`;
+}
+
 /** One line about Debian's cryptsetup-suspend, or null when it is absent. */
 export function debianLine(d: DebianDropin): string | null {
   if (!d.path) return null;

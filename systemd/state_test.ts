@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { scratchRoot } from "../tests/fixtures/scratch.ts";
 import { install } from "./install.ts";
-import { debianLine, suspendPath } from "./state.ts";
+import { debianLine, keptLine, suspendPath } from "./state.ts";
 import { isOurCommand } from "./unit.ts";
 
 Deno.test("suspend path: not installed, installed, overridden by a later drop-in; Debian's seen", async () => {
@@ -69,4 +69,20 @@ Deno.test("suspend path: installed with the prompt's options counts as installed
       "/x suspend --from-systemd; /y",
     ]
   ) assert.ok(!isOurCommand(command), command);
+});
+
+Deno.test("keptLine: only for the kept mode's client; serve running or not, by its pid file", async () => {
+  await using s = await scratchRoot({
+    "usr/lib/systemd/system/systemd-suspend.service": "[Service]\nExecStart=/usr/lib/systemd/systemd-sleep suspend\n",
+  });
+  await s.write("usr/sbin/cryptsleep", "#!/bin/sh\n", 0o755);
+  await s.write("usr/lib/cryptsleep/cryptsleep-request", "#!/bin/sh\n", 0o755);
+  await install({ root: s.root, exec: "/usr/sbin/cryptsleep" });
+  assert.equal(await keptLine(await suspendPath(s.root), s.root), null, "one-shot: nothing to say");
+  await install({ root: s.root, exec: "/usr/sbin/cryptsleep", kept: true, systemctl: () => Promise.resolve() });
+  const path = await suspendPath(s.root);
+  assert.ok(path.installed, path.summary);
+  assert.match((await keptLine(path, s.root))!, /serve is not running, so each suspend starts its own/);
+  await s.write("run/cryptsleep/kept/pid", `${Deno.pid}\n`);
+  assert.match((await keptLine(path, s.root))!, new RegExp(`serve runs \\(pid ${Deno.pid}, [\\d.]+ MiB resident\\)`));
 });
