@@ -31,6 +31,23 @@ async function startServe(vm: VM, name: string, swapMax: string): Promise<{ pid:
   return m ? { pid: Number(m[1]), spare: Number(m[2]) } : r.out;
 }
 
+/**
+ * One cycle asked for through the client, typed in the guest's shell (frozen with the rest): sleeps, wakes, the
+ * passphrase typed; `asleep` runs while it sleeps. Returns the cycle's report once the client exited 0.
+ */
+async function requestCycle(vm: VM, asleep: () => Promise<void> = () => Promise.resolve()) {
+  vm.clearEvents();
+  const from = vm.console.length;
+  vm.cursor = from;
+  await vm.type(`${REQUEST}; echo "CS-EXIT-""$?"\n`);
+  await vm.waitForEvent("SUSPEND", 300_000);
+  await asleep();
+  await vm.wake();
+  await answerPrompt(vm);
+  assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
+  return await lastReport(vm);
+}
+
 async function lastReport(vm: VM) {
   const s = await vm.sh("cryptsleep status --json", { timeoutMs: 120_000 });
   return JSON.parse(s.out.slice(s.out.indexOf("{"), s.out.lastIndexOf("}") + 1));
@@ -63,16 +80,9 @@ Deno.test({
       await t.step(
         `cycle ${n} through the kept process: S3 locked, unlocked, its supervisor started ahead`,
         async () => {
-          vm.clearEvents();
-          const from = vm.console.length;
-          vm.cursor = from;
-          await vm.type(`${REQUEST}; echo "CS-EXIT-""$?"\n`);
-          await vm.waitForEvent("SUSPEND", 300_000);
-          assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "no key half of root or data in RAM");
-          await vm.wake();
-          await answerPrompt(vm);
-          assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
-          const report = await lastReport(vm);
+          const report = await requestCycle(vm, async () => {
+            assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "no key half of root or data in RAM");
+          });
           assert.equal(report.ok, true);
           assert.equal(report.facts.kept, true, "the kept process ran it");
           assert.ok(report.facts.startMs.request >= 0, JSON.stringify(report.facts.startMs));
@@ -128,15 +138,7 @@ Deno.test({
         const swapped = Number(/VmSwap:\s+(\d+)/.exec(squeeze.out)?.[1] ?? 0);
         assert.ok(swapped > 0, `serve's memory in swap: ${squeeze.out}`);
         // serve runs no cycle with memory in swap: the client runs it itself, serve exits to start afresh
-        vm.clearEvents();
-        const from = vm.console.length;
-        vm.cursor = from;
-        await vm.type(`${REQUEST}; echo "CS-EXIT-""$?"\n`);
-        await vm.waitForEvent("SUSPEND", 300_000);
-        await vm.wake();
-        await answerPrompt(vm);
-        assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
-        const report = await lastReport(vm);
+        const report = await requestCycle(vm);
         assert.equal(report.facts.kept, undefined, "the client's own cycle");
         const log = await vm.sh(
           `for i in $(seq 120); do [ -d /proc/${late.pid} ] || break; sleep 0.5; done; ` +
@@ -161,15 +163,7 @@ Deno.test({
         { timeoutMs: 120_000 },
       );
       assert.equal(left.out.trim(), "no-process", "no pid file, no FIFO, no process");
-      vm.clearEvents();
-      const from = vm.console.length;
-      vm.cursor = from;
-      await vm.type(`${REQUEST}; echo "CS-EXIT-""$?"\n`);
-      await vm.waitForEvent("SUSPEND", 300_000);
-      await vm.wake();
-      await answerPrompt(vm);
-      assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
-      const report = await lastReport(vm);
+      const report = await requestCycle(vm);
       assert.equal(report.ok, true);
       assert.equal(report.facts.kept, undefined, "a cycle of its own");
       assert.ok(report.facts.startMs.runtime > 0);
