@@ -9,7 +9,7 @@
  * the cycle one-shot.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, lineCount, SLOW, suspendExit } from "./cycle_helpers.ts";
+import { answerPrompt, FULL_TIER, lineCount, SLOW, suspendExit } from "./cycle_helpers.ts";
 import { boot, keyHalves, openDataDisk, type VM, volumeKey } from "./harness.ts";
 
 const CLIENT = "/usr/local/lib/cryptsleep/cryptsleep-request";
@@ -168,5 +168,42 @@ Deno.test({
       assert.equal(report.facts.kept, undefined, "a cycle of its own");
       assert.ok(report.facts.startMs.runtime > 0);
     });
+  },
+});
+
+/** serve's anonymous memory and what it maps, in kB (smaps_rollup), and its supervisor's RSS. */
+async function serveMemory(vm: VM, pid: number): Promise<{ anon: number; rss: number }> {
+  const r = await vm.sh(`grep -E '^(Rss|Anonymous):' /proc/${pid}/smaps_rollup`);
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(r.out)?.[1] ?? NaN);
+  return { anon: kb("Anonymous"), rss: kb("Rss") };
+}
+
+Deno.test({
+  name: "kept mode: serve's memory does not grow from cycle to cycle",
+  ignore: !FULL_TIER,
+  ...SLOW,
+  fn: async () => {
+    await using vm = await boot({
+      dataDisk: true,
+      toolFiles: { "cryptsleep-request": new URL("../../packaging/cryptsleep-request", import.meta.url).pathname },
+    });
+    await openDataDisk(vm);
+    const kept = await startServe(vm, "kept", "0");
+    assert.ok(typeof kept !== "string", `serve started: ${kept}`);
+    const seen: { anon: number; rss: number }[] = [];
+    for (let n = 1; n <= 12; n++) {
+      const report = await requestCycle(vm);
+      assert.equal(report.facts.kept, true);
+      // the next supervisor started, the heap settled
+      await vm.sh("sleep 8");
+      seen.push(await serveMemory(vm, kept.pid));
+    }
+    console.error(`serve's memory after each cycle (kB): ${JSON.stringify(seen)}`);
+    // the first cycles compile and fill caches, and the heap is collected when V8 sees fit (seen: 32–45 MB from one
+    // cycle to the next): what stays after a collection must level off — the lowest of the last four cycles no more
+    // than 4 MiB above the lowest of cycles 4 to 8 (a leak raises the floor)
+    const floor = (from: number, to: number) => Math.min(...seen.slice(from - 1, to).map((m) => m.anon));
+    const growth = floor(9, 12) - floor(4, 8);
+    assert.ok(growth < 4 * 1024, `serve's anonymous memory climbs: +${growth} kB: ${JSON.stringify(seen)}`);
   },
 });
