@@ -209,7 +209,11 @@ async function selectTool(vm: VM, tool: Tool): Promise<void> {
 async function shellAnswersAt(vm: VM, timeoutMs = LONG): Promise<number> {
   const end = Date.now() + timeoutMs;
   for (let attempt = 0;; attempt++) {
-    if (attempt > 0) await vm.type("\x03");
+    if (attempt > 0) {
+      await vm.type("\x03");
+      // the tty flushes its input on ^C: a probe typed with it loses its first letters
+      await new Promise((r) => setTimeout(r, 500));
+    }
     try {
       const r = await vm.sh("echo shell-ok", { timeoutMs: 3000 });
       if (r.out.includes("shell-ok")) return Date.now();

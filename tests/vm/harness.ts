@@ -345,7 +345,12 @@ export class VM implements AsyncDisposable {
     const t0 = Date.now();
     for (let attempt = 0;; attempt++) {
       try {
-        if (attempt > 0) await this.type("\x03");
+        if (attempt > 0) {
+          await this.type("\x03");
+          // the tty flushes its input on ^C: what arrives with it is lost (the probe's first letters were, on a
+          // loaded host, attempt after attempt)
+          await sleep(500);
+        }
         const r = await this.sh("echo shell-ok", { timeoutMs: 10_000 });
         if (r.out.includes("shell-ok")) return;
       } catch (e) {
