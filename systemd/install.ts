@@ -96,23 +96,8 @@ export interface InstallResult {
   changed: boolean;
 }
 
-async function systemctlReload(): Promise<void> {
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command("systemctl", { args: ["daemon-reload"], stdout: "null", stderr: "piped" }).output();
-  } catch (err) {
-    throw new InstallError(
-      `${describe("spawn systemctl daemon-reload", err)}; the files are in place: run systemctl daemon-reload`,
-      "env",
-    );
-  }
-  if (!out.success) {
-    const msg = new TextDecoder().decode(out.stderr).trim();
-    throw new InstallError(
-      `systemctl daemon-reload exited with ${out.code} (${msg}); the files are in place: run it again by hand`,
-      "env",
-    );
-  }
+function systemctlReload(): Promise<void> {
+  return runSystemctl(["daemon-reload"]);
 }
 
 function reloader(root: string, opts: InstallOptions): () => Promise<void> {
@@ -125,11 +110,14 @@ async function runSystemctl(args: string[]): Promise<void> {
   try {
     out = await new Deno.Command("systemctl", { args, stdout: "null", stderr: "piped" }).output();
   } catch (err) {
-    throw new InstallError(`${describe(`spawn ${what}`, err)}; the files are in place: run it by hand`, "env");
+    throw new InstallError(`${describe(`spawn ${what}`, err)}; the files are in place: run ${what} by hand`, "env");
   }
   if (!out.success) {
     const msg = new TextDecoder().decode(out.stderr).trim();
-    throw new InstallError(`${what} exited with ${out.code} (${msg}): run it again by hand`, "env");
+    throw new InstallError(
+      `${what} exited with ${out.code} (${msg}); the files are in place: run it again by hand`,
+      "env",
+    );
   }
 }
 
