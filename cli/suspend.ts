@@ -14,24 +14,18 @@ import { defaultOptions, type PromptOptions, type SuspendOptions } from "../cycl
 import type { Outcome } from "../cycle/outcome.ts";
 import { suspend } from "../cycle/outer.ts";
 import { supervise } from "../cycle/supervisor.ts";
-import { serve } from "../cycle/kept.ts";
+import { answerOf, serve } from "../cycle/kept.ts";
 import { requireRoot } from "./errors.ts";
 import { promptOptions, promptValues } from "./prompt_options.ts";
 import { ExitCode } from "./exit_codes.ts";
 
-/** The exit code of an outcome; what it has to say goes to stdout (a dry run) or stderr. */
+/** The exit code of an outcome; what it has to say goes to stdout (a dry run) or stderr (the lines kept mode's client
+ * is told too: cycle/kept.ts answerOf). */
 export function exitCodeOf(outcome: Outcome, say = true): ExitCode {
-  switch (outcome.kind) {
-    case "ok":
-      if (say && outcome.dryRun) console.log(outcome.dryRun);
-      return ExitCode.OK;
-    case "refused":
-      if (say) { for (const reason of outcome.reasons) console.error(`cryptsleep: refused: ${reason}`); }
-      return ExitCode.REFUSED;
-    case "failed":
-      if (say) { for (const error of outcome.errors) console.error(`cryptsleep: ${error}`); }
-      return ExitCode.FAILED;
-  }
+  if (say && outcome.kind === "ok" && outcome.dryRun) console.log(outcome.dryRun);
+  const answer = answerOf(outcome);
+  if (say) { for (const line of answer.say) console.error(line); }
+  return answer.code as ExitCode;
 }
 
 function positiveInt(value: string): number {

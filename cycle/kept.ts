@@ -70,7 +70,10 @@ export function parseRequest(line: string): { reply: string; requestedAt: number
   return { reply: m[1], requestedAt: /^\d{13}$/.test(m[2] ?? "") ? Number(m[2]) : null };
 }
 
-/** The lines a cycle's outcome says to the client (the same as `cryptsleep suspend` prints), and its exit code. */
+/**
+ * What a cycle's outcome says (`cryptsleep suspend` prints it, serve tells its client) and its exit code
+ * (cli/exit_codes.ts: 0 ok, 3 refused, 1 failed).
+ */
 export function answerOf(outcome: Outcome): { say: string[]; code: number } {
   switch (outcome.kind) {
     case "ok":
