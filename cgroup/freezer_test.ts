@@ -115,7 +115,7 @@ Deno.test({
     const x = await bed.cgroup("x.slice");
     const self = (await procCgroup(Deno.pid))!;
     const sleeper = await bed.spawn("exec sleep 1000", x);
-    await waitState(sleeper, "S");
+    await waitState(sleeper, "S", "sleep");
     // This test process joins x.slice, which freezeUserspace would freeze: it must refuse before touching it.
     await write(join(x, "cgroup.procs"), String(Deno.pid));
     try {

@@ -4,8 +4,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readStat } from "../host/proc.ts";
 import { freezeUserspace } from "./freezer.ts";
+import { fuseWaitIn } from "./fuse.ts";
 import { FreezeTimeoutError } from "./refusers.ts";
-import { Bed, frozenFlag, ignore, mount, sleep, waitState } from "./testing.ts";
+import { Bed, frozenFlag, ignore, mount, waitState, within } from "./testing.ts";
 
 // A real refuser: a process blocked in a FUSE request that its (never answering) daemon will not complete
 // sits in TASK_KILLABLE, which the cgroup freezer cannot interrupt.
@@ -30,15 +31,17 @@ Deno.test({
       stderr: "inherit",
     }).spawn();
     try {
-      for (let i = 0; i < 200 && !(await Deno.readTextFile("/proc/self/mountinfo")).includes(` ${mnt} `); i++) {
-        await sleep(10);
-      }
+      assert.ok(
+        await within(30_000, async () => (await Deno.readTextFile("/proc/self/mountinfo")).includes(` ${mnt} `)),
+        "the FUSE mount",
+      );
       const c = await bed.cgroup("c.slice");
       const d = await bed.cgroup("d.slice");
       const stuck = await bed.spawn(`exec stat ${mnt}/anything`, c);
       const fine = await bed.spawn("exec sleep 1000", d);
-      await waitState(stuck, "D");
-      await waitState(fine, "S");
+      // waiting on the server itself, not a moment of D on the way there (exec's page-in on a loaded host)
+      assert.ok(await within(30_000, () => fuseWaitIn([c])), "stat waiting on the FUSE server");
+      await waitState(fine, "S", "sleep");
       assert.equal((await readStat(`/proc/${stuck}/stat`))?.state, "D");
       const own = await bed.cgroup("cryptsleep");
 

@@ -62,9 +62,22 @@ export function hasCap(bit: number): boolean {
   return ((BigInt("0x" + hex) >> BigInt(bit)) & 1n) === 1n;
 }
 
-/** Waits up to 3 s for `pid` to reach `state`. */
-export async function waitState(pid: number, state: string): Promise<void> {
-  for (let i = 0; i < 300 && (await readStat(`/proc/${pid}/stat`))?.state !== state; i++) await sleep(10);
+/**
+ * Waits for `pid` to reach `state` (and, given `comm`, to be that program: a shell's `exec` is done), or throws after
+ * 30 s. A test must not go on from a state it only hoped for: a loaded host can take seconds to get there.
+ */
+export async function waitState(pid: number, state: string, comm?: string): Promise<void> {
+  const end = Date.now() + 30_000;
+  for (;;) {
+    const st = await readStat(`/proc/${pid}/stat`);
+    if (st?.state === state && (comm === undefined || st.comm === comm)) return;
+    if (Date.now() > end) {
+      throw new Error(
+        `pid ${pid} not in state ${state}${comm ? ` as ${comm}` : ""} within 30 s: ${st?.comm} ${st?.state}`,
+      );
+    }
+    await sleep(10);
+  }
 }
 
 /** A scratch cgroup root with helper processes; kills and removes everything at the end. */
