@@ -25,7 +25,7 @@ Deno.test({
     await write(join(a, "cgroup.freeze"), "1");
     await write(join(frozenDir, "cgroup.freeze"), "1");
     await write(join(frozenDir, "cgroup.procs"), String(rootSleeper));
-    for (let i = 0; i < 100 && (await frozenFlag(a)) !== "1"; i++) await sleep(10);
+    for (let i = 0; i < 3000 && (await frozenFlag(a)) !== "1"; i++) await sleep(10);
 
     const seen = await thawLeftovers({ cgroupRoot: bed.root, own: "cryptsleep", dryRun: true });
     assert.deepEqual(seen, [a, frozenDir]);

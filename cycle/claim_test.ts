@@ -64,9 +64,10 @@ Deno.test({
       await Deno.copyFile("/bin/busybox", join(ramfsDir, "busybox"));
       await Deno.chmod(join(ramfsDir, "busybox"), 0o755);
       const agent = await bed.spawn(`exec chroot ${ramfsDir} /busybox sleep 1000`, own);
-      for (let i = 0; i < 300 && (await Deno.readLink(`/proc/${agent}/root`).catch(() => "")) !== ramfsDir; i++) {
+      for (let i = 0; i < 3000 && (await Deno.readLink(`/proc/${agent}/root`).catch(() => "")) !== ramfsDir; i++) {
         await new Promise((r) => setTimeout(r, 10));
       }
+      assert.equal(await Deno.readLink(`/proc/${agent}/root`), ramfsDir, "the agent chrooted");
       const err = await claim(opts).then((held) => held[Symbol.dispose](), (e) => e);
       assert.ok(err instanceof RefusedError, `refused: ${err}`);
       assert.match(err.reasons.join("\n"), new RegExp(`pids ${agent} are in it, chrooted into ${ramfsDir}`));

@@ -36,7 +36,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Types once the prompt shows on that terminal. */
 async function typeAtPrompt(master: number, text: string, prompt = "Pass: "): Promise<void> {
   let seen = "";
-  for (let i = 0; i < 200 && !seen.includes(prompt); i++) {
+  for (let i = 0; i < 3000 && !seen.includes(prompt); i++) {
     seen += shown(master);
     await sleep(10);
   }

@@ -27,7 +27,7 @@ Deno.test({
         return name;
       })();
       // disposed: our fd was the last opener, autoclear detached it
-      for (let i = 0; i < 100 && await loopSettings(name); i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 1500 && await loopSettings(name); i++) await new Promise((r) => setTimeout(r, 20));
       assert.equal(await loopSettings(name), null);
     } finally {
       await Deno.remove(dir, { recursive: true });
