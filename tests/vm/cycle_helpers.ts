@@ -72,6 +72,12 @@ export async function systemState(vm: VM): Promise<string> {
   return r.out.trim();
 }
 
+/** A word typed nowhere else: lowercase letters and digits, which the PS/2 keyboard path can type too. */
+export function freshWord(): string {
+  const abc = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return Array.from(crypto.getRandomValues(new Uint8Array(24)), (b) => abc[b % abc.length]).join("");
+}
+
 export async function lineCount(vm: VM, file: string): Promise<number> {
   const r = await vm.sh(`wc -l < ${file}`);
   assert.equal(r.code, 0, r.out);

@@ -10,25 +10,19 @@
  * that service again; `cryptsleep uninstall` gives systemd back its plain suspend. Last, a LUKS2 TPM2 token with a PIN (swtpm on the host,
  * QEMU's tpm-tis, systemd-cryptenroll): its plugin and the libraries it loads later live on the locked root, and the
  * cycle loads them before its pin, so the PIN prompt works after wake; a wrong PIN is said and asked again, the right
- * one opens the root, /home's volume its key file on the root; the wrong PIN (fresh, typed nowhere else) is not in
- * RAM at the next suspend while a control word typed into the shell is; Enter alone at the PIN prompt asks for the
- * passphrase.
+ * one opens the root, /home's volume its key file on the root; the wrong and the right PIN (fresh words, the right
+ * one typed for the enrollment before a reboot, then only at the prompt) are not in RAM at the next suspend while a
+ * control word typed into the shell is; Enter alone at the PIN prompt asks for the passphrase.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { answerPrompt, FULL_TIER, lineCount, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { answerPrompt, freshWord, FULL_TIER, lineCount, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
 import { boot, keyHalves, REAL_SUSPENDS, type VM, volumeKey } from "./harness.ts";
 import { buildDeb } from "../../scripts/deb.ts";
 import { REPO_ROOT } from "../../scripts/guest/build.ts";
 
 const enc = new TextEncoder();
 const PIN_PROMPT = /TPM2 PIN to unlock root_crypt \(Enter alone: its passphrase\): /;
-
-/** A word typed nowhere else. */
-function freshWord(): string {
-  const abc = "abcdefghijklmnopqrstuvwxyz0123456789";
-  return Array.from(crypto.getRandomValues(new Uint8Array(20)), (b) => abc[b % abc.length]).join("");
-}
 
 async function must(vm: VM, cmd: string, timeoutMs = 300_000): Promise<string> {
   const r = await vm.sh(cmd, { timeoutMs });
@@ -55,6 +49,8 @@ Deno.test({
       dataDisk: true,
       vga: true,
       tpm: true,
+      // the PIN's check boots again on the same disks (the enrollment kept, RAM fresh)
+      writableDisks: true,
       toolFiles: { "cryptsleep.deb": deb },
     });
     await Deno.remove(debDir, { recursive: true });
@@ -366,7 +362,8 @@ Deno.test({
     });
 
     // last: a PIN token on the root changes what every later prompt asks first
-    const pin = `${Math.floor(100000 + Math.random() * 899999)}`;
+    // as long as the other words searched for: six digits could be found in RAM by chance
+    const pin = freshWord();
     const rootKey = keyHalves(await volumeKey(vm, "/dev/vda"));
 
     await t.step("systemd-cryptenroll puts a TPM2+PIN token on the root; plan lists it", async () => {
@@ -381,13 +378,19 @@ Deno.test({
       assert.match(plan, /data_crypt: \/etc\/keys\/data\.key on root_crypt, read once it is unlocked/, plan);
     });
 
+    await t.step("booted again (the enrollment kept, the PIN typed for it gone with the RAM)", async () => {
+      await vm.restart();
+      await must(vm, "systemctl is-system-running --wait || true; findmnt -n -o SOURCE /home", 600_000);
+    });
+
     const wrong = freshWord();
     const control = freshWord();
     await t.step("after wake: a wrong PIN is said, the right one opens the root, the key file /home", async () => {
       const from = vm.console.length;
       await startSuspend(vm);
       await vm.waitForEvent("SUSPEND", 600_000);
-      assert.deepEqual(await vm.searchRam(rootKey), [0, 0], "the root's key is out of RAM");
+      const asleep = await vm.searchRam([...rootKey, enc.encode(pin)]);
+      assert.deepEqual(asleep, [0, 0, 0], "the root's key is out of RAM; the PIN not typed since the boot");
       await vm.wake();
       await vm.waitForConsole(PIN_PROMPT, 600_000);
       await vm.type(`${wrong}\n`);
@@ -411,16 +414,16 @@ Deno.test({
     });
 
     await t.step(
-      "the next suspend: the wrong PIN is not in RAM, the control word is; Enter alone asks the passphrase",
+      "the next suspend: the wrong and the right PIN are not in RAM, the control word is; Enter alone asks the passphrase",
       async () => {
         await vm.type(`echo ${control} >/dev/null\n`);
         const from = vm.console.length;
         await startSuspend(vm);
         await vm.waitForEvent("SUSPEND", 600_000);
-        const hits = await vm.searchRam([enc.encode(wrong), enc.encode(control), ...rootKey]);
-        assert.equal(hits[0], 0, `the wrong PIN typed at the last wake: ${hits}`);
-        assert.ok(hits[1] > 0, `control: the word typed into the shell is found: ${hits}`);
-        assert.deepEqual(hits.slice(2), [0, 0]);
+        const hits = await vm.searchRam([enc.encode(wrong), enc.encode(pin), enc.encode(control), ...rootKey]);
+        assert.deepEqual(hits.slice(0, 2), [0, 0], `the wrong and the right PIN typed at the last wake: ${hits}`);
+        assert.ok(hits[2] > 0, `control: the word typed into the shell is found: ${hits}`);
+        assert.deepEqual(hits.slice(3), [0, 0]);
         await vm.wake();
         await vm.waitForConsole(PIN_PROMPT, 600_000);
         await vm.type("\n");

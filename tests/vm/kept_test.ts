@@ -3,13 +3,24 @@
  * to swap (what cryptsleep-kept.service's MemorySwapMax=0 gives it), cycles asked for by the package's client
  * (packaging/cryptsleep-request, as systemd-suspend.service runs it). Two cycles through the same kept process, each
  * with its supervisor started ahead: S3 with no key half of root or data in RAM, the passphrase asked for and the
- * writer on the data volume going on. Then serve refused in a cgroup that lets it swap while swap is on; serve whose
- * memory went to swap after it started (swap turned on later, its cgroup squeezed) hands the cycle to the client,
- * which runs it itself, and exits; a second serve is refused; and after SIGTERM (nothing of it left) the client runs
- * the cycle one-shot.
+ * writer on the data volume going on; a wrong and the right passphrase typed at the first wake are not in RAM at the
+ * second suspend (the process that read them lives on). Then serve refused in a cgroup that lets it swap while swap is
+ * on; serve whose memory went to swap after it started (swap turned on later, its cgroup squeezed) hands the cycle to
+ * the client, which runs it itself, and exits; a second serve is refused; after SIGTERM (nothing of it left) the
+ * client runs the cycle one-shot; and serve killed mid-cycle with the volumes locked leaves its supervisor to unlock
+ * and thaw, the client saying so.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, FULL_TIER, lineCount, SLOW, suspendExit } from "./cycle_helpers.ts";
+import {
+  answerPrompt,
+  freshWord,
+  FULL_TIER,
+  lineCount,
+  SLOW,
+  SUPERVISOR_GONE,
+  suspendExit,
+  systemState,
+} from "./cycle_helpers.ts";
 import { boot, keyHalves, openDataDisk, type VM, volumeKey } from "./harness.ts";
 
 const CLIENT = "/usr/local/lib/cryptsleep/cryptsleep-request";
@@ -18,11 +29,18 @@ const SUPERVISORS = "ps -o pid,args | grep '[c]ryptsleep.js supervise' | awk '{p
 const REQUEST = `CRYPTSLEEP_EXEC=/usr/local/bin/cryptsleep sh ${CLIENT} --console /dev/ttyS0`;
 
 /** Starts serve in cgroup `name` (memory.swap.max `swapMax`); resolves once it waits for requests, or its log. */
-async function startServe(vm: VM, name: string, swapMax: string): Promise<{ pid: number; spare: number } | string> {
+async function startServe(
+  vm: VM,
+  name: string,
+  swapMax: string,
+  env = "",
+): Promise<{ pid: number; spare: number } | string> {
   const cg = `/sys/fs/cgroup/${name}`;
   const r = await vm.sh(
     `echo +memory > /sys/fs/cgroup/cgroup.subtree_control; mkdir -p ${cg} && echo ${swapMax} > ${cg}/memory.swap.max && ` +
-      `(sh -c 'echo $$ > ${cg}/cgroup.procs; exec cryptsleep serve --console /dev/ttyS0' > /run/${name}.log 2>&1 &) ; ` +
+      `(sh -c 'echo $$ > ${cg}/cgroup.procs; exec ${
+        env ? `env ${env} ` : ""
+      }cryptsleep serve --console /dev/ttyS0' > /run/${name}.log 2>&1 &) ; ` +
       `for i in $(seq 600); do grep -q 'waiting on\\|refused' /run/${name}.log && break; sleep 0.5; done; ` +
       `cat /run/${name}.log`,
     { timeoutMs: 600_000 },
@@ -35,7 +53,7 @@ async function startServe(vm: VM, name: string, swapMax: string): Promise<{ pid:
  * One cycle asked for through the client, typed in the guest's shell (frozen with the rest): sleeps, wakes, the
  * passphrase typed; `asleep` runs while it sleeps. Returns the cycle's report once the client exited 0.
  */
-async function requestCycle(vm: VM, asleep: () => Promise<void> = () => Promise.resolve()) {
+async function requestCycle(vm: VM, asleep: () => Promise<void> = () => Promise.resolve(), wrong?: string) {
   vm.clearEvents();
   const from = vm.console.length;
   vm.cursor = from;
@@ -43,6 +61,11 @@ async function requestCycle(vm: VM, asleep: () => Promise<void> = () => Promise.
   await vm.waitForEvent("SUSPEND", 300_000);
   await asleep();
   await vm.wake();
+  if (wrong) {
+    await vm.waitForConsole(/Passphrase to unlock \S+/, 300_000);
+    await vm.type(wrong + "\n");
+    await vm.waitForConsole(/No key available with this passphrase \(1\/\d+\)/, 300_000);
+  }
   await answerPrompt(vm);
   assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
   return await lastReport(vm);
@@ -75,14 +98,27 @@ Deno.test({
     );
     assert.equal(writer.code, 0, writer.out);
 
+    // typed at the first wake (a wrong one, then the right one) into the process that stays: neither may be in RAM
+    // at the next suspend; the control, typed into the shell, must be (passphrase_test.ts does this one-shot)
+    const [wrong, control] = [freshWord(), freshWord()];
+    const typed = (...words: string[]) => words.map((w) => new TextEncoder().encode(w));
     let spare = kept.spare;
     for (const n of [1, 2]) {
       await t.step(
-        `cycle ${n} through the kept process: S3 locked, unlocked, its supervisor started ahead`,
+        `cycle ${n} through the kept process: S3 locked, unlocked, its supervisor started ahead` +
+          (n === 1 ? "; a wrong passphrase first" : "; the passphrases typed at the last wake not in RAM"),
         async () => {
+          if (n === 2) assert.equal((await vm.sh(`: ${control}`)).code, 0);
           const report = await requestCycle(vm, async () => {
-            assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "no key half of root or data in RAM");
-          });
+            const words = n === 1 ? typed(vm.guest.passphrase) : typed(vm.guest.passphrase, wrong, control);
+            const hits = await vm.searchRam([...needles, ...words]);
+            assert.deepEqual(hits.slice(0, needles.length), needles.map(() => 0), "no key half of root or data");
+            if (n === 1) assert.deepEqual(hits.slice(needles.length), [0], "the passphrase, not typed yet");
+            else {
+              assert.ok(hits.at(-1)! > 0, `control: the word typed into the shell is in RAM (${hits})`);
+              assert.deepEqual(hits.slice(needles.length, -1), [0, 0], "the right and the wrong passphrase");
+            }
+          }, n === 1 ? wrong : undefined);
           assert.equal(report.ok, true);
           assert.equal(report.facts.kept, true, "the kept process ran it");
           assert.ok(report.facts.startMs.request >= 0, JSON.stringify(report.facts.startMs));
@@ -167,6 +203,28 @@ Deno.test({
       assert.equal(report.ok, true);
       assert.equal(report.facts.kept, undefined, "a cycle of its own");
       assert.ok(report.facts.startMs.runtime > 0);
+    });
+
+    await t.step("serve killed mid-cycle, locked: its supervisor unlocks and thaws, the client says so", async () => {
+      // SIGKILL just before the sleep: everything frozen, both volumes locked (cycle/runner.ts's test switch)
+      const dying = await startServe(vm, "dying", "0", "CRYPTSLEEP_TEST_DIE_AT=sleep");
+      assert.ok(typeof dying !== "string", `serve started: ${dying}`);
+      const before = await systemState(vm);
+      const from = vm.cursor = vm.console.length;
+      await vm.type(`${REQUEST}; echo "CS-EXIT-""$?"\n`);
+      await answerPrompt(vm);
+      const code = await suspendExit(vm);
+      const text = vm.console.slice(from);
+      assert.equal(code, 1, text);
+      assert.match(text, new RegExp(`the kept cryptsleep \\(pid ${dying.pid}\\) ended during the cycle`), text);
+      const gone = await vm.sh(SUPERVISOR_GONE, { timeoutMs: 120_000 });
+      assert.equal(gone.out.trim(), "0", "its supervisor is gone");
+      const state = await systemState(vm);
+      assert.doesNotMatch(state, /suspended=1|cgroup\.freeze=1/, "nothing locked or frozen");
+      // what the dead serve left (its cycle's root mount and cgroup) the next cycle cleans: one-shot, no serve now
+      const report = await requestCycle(vm);
+      assert.equal(report.ok, true);
+      assert.equal(await systemState(vm), before, "the machine as before");
     });
   },
 });

@@ -11,16 +11,10 @@
  * the passphrase typed at boot, in the initramfs, left nothing.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, CONSOLE, SLOW, startSuspend, suspendExit, typeUntilExit } from "./cycle_helpers.ts";
+import { answerPrompt, CONSOLE, freshWord, SLOW, startSuspend, suspendExit, typeUntilExit } from "./cycle_helpers.ts";
 import { boot, type VM } from "./harness.ts";
 
 const enc = new TextEncoder();
-
-/** A word typed nowhere else: lowercase letters and digits, which the PS/2 keyboard path can type too. */
-function freshWord(): string {
-  const abc = "abcdefghijklmnopqrstuvwxyz0123456789";
-  return Array.from(crypto.getRandomValues(new Uint8Array(24)), (b) => abc[b % abc.length]).join("");
-}
 
 /** Suspends; when `needles` are given, counts each in a RAM dump while asleep; wakes (the caller unlocks). */
 async function suspendAndWake(vm: VM, console: string, needles: string[] = []): Promise<number[]> {
