@@ -24,7 +24,7 @@
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
-import { closeFd, O_CLOEXEC, openFd, setpriority, writeFdSync } from "../ffi/libc.ts";
+import { closeFd, mkfifo, O_CLOEXEC, openFd, setpriority, writeFdSync } from "../ffi/libc.ts";
 import type { Outcome } from "./outcome.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import { DEFAULT_CGROUP_ROOT, procCgroup, readOr } from "../cgroup/cgroup2.ts";
@@ -189,9 +189,10 @@ async function serving(
   // has open drops what was written to it)
   const making = `${REQUEST_FIFO}.new`;
   await Deno.remove(making).catch(() => {});
-  const mk = await new Deno.Command("mkfifo", { args: ["-m", "600", making], stderr: "piped" }).output();
-  if (!mk.success) {
-    console.error(`cryptsleep serve: mkfifo ${making}: ${new TextDecoder().decode(mk.stderr).trim()}`);
+  try {
+    mkfifo(making, 0o600);
+  } catch (err) {
+    console.error(`cryptsleep serve: ${messages(err).join("; ")}`);
     return 1;
   }
   // read-write: the FIFO never ends when a client closes it

@@ -85,6 +85,7 @@ const SYMBOLS = {
   getxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
   removexattr: { parameters: ["buffer", "buffer"], result: "i32" },
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
 } as const;
 
 let libc: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
@@ -122,6 +123,11 @@ export async function syncAsync(): Promise<void> {
 /** open(2); returns the fd. Add O_CLOEXEC yourself when the fd must not leak into children. */
 export function openFd(path: string, flags: number, mode = 0): number {
   return check("open", libcSymbols().open(cstr(path), flags, mode), path);
+}
+
+/** mkfifo(3) with `mode` (less this process's umask). */
+export function mkfifo(path: string, mode: number): void {
+  check("mkfifo", libcSymbols().mkfifo(cstr(path), mode), path);
 }
 
 /** close(2). */
