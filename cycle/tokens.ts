@@ -1,6 +1,6 @@
 /**
  * @module
- * LUKS2 tokens with a PIN (systemd's TPM2, FIDO2, PKCS#11) after wake. Their plugins and the libraries those load
+ * LUKS2 tokens with a PIN (systemd's TPM2 and FIDO2; PKCS#11 is declined, discovery/token_types.ts) after wake. Their plugins and the libraries those load
  * later with dlopen(3) live on the disk that will be locked, so everything is loaded before the pin: libcryptsetup
  * loads a token's plugin when asked what the token is (`crypt_token_status`), and the libraries its code declares in
  * `.note.dlopen` (systemd's convention) for the token's feature are loaded here by soname. A later dlopen(3) of the

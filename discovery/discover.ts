@@ -13,7 +13,7 @@
  * ```
  * @module
  */
-import { tokenType } from "./token_types.ts";
+import { declinedToken, tokenType } from "./token_types.ts";
 import { type LuksHeader, LuksHeaderError, type LuksToken, readLuksHeader } from "./luks_header.ts";
 import { devPathOf, lvmDmName, pathReads, underRoot } from "../host/paths.ts";
 import { type MountEntry, mountOf, readMountinfo } from "../host/mountinfo.ts";
@@ -487,6 +487,15 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
               `so it is not used after wake unless suspend is given --token-without-pin; the passphrase is asked ` +
               `for (enroll it with a PIN to use it)`,
           );
+        }
+        for (const t of hdr.tokens) {
+          const why = declinedToken(t.type);
+          if (why) {
+            warnings.push(
+              `volume ${dm.name}: its ${t.type} token ${t.id} is not used after wake (${why}); the passphrase is ` +
+                "asked for",
+            );
+          }
         }
         vol.headerUuid = hdr.uuid.toLowerCase();
         if (!vol.uuid) vol.uuid = hdr.uuid;

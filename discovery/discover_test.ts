@@ -37,6 +37,33 @@ Deno.test("LUKS root: one volume, header on the partition, Argon2 memory from th
   assert.equal(p.dmDevices, 1);
 });
 
+Deno.test("tokens: one with a PIN is planned; one without a PIN and a PKCS#11 one are said not used after wake", async () => {
+  const spec = await loadSpec("luks-root");
+  const base = { keyslots: ["0"] };
+  spec.images![0].tokens = [
+    {
+      ...base,
+      type: "systemd-tpm2",
+      "tpm2-pin": true,
+      "tpm2-blob": "AA==",
+      "tpm2-pcrs": [7],
+      "tpm2-policy-hash": "00",
+    },
+    { ...base, type: "systemd-tpm2", "tpm2-blob": "AA==", "tpm2-pcrs": [], "tpm2-policy-hash": "00" },
+    { ...base, type: "systemd-pkcs11", "pkcs11-uri": "pkcs11:token=card", "pkcs11-key": "AA==" },
+  ];
+  await using tree = await buildTree(spec);
+  const p = await discover({ root: tree.root, uid: 0 });
+  assert.deepEqual(vol(p, "cryptroot").tokens, [
+    { id: 0, type: "systemd-tpm2", keyslots: [0], pin: true },
+    { id: 1, type: "systemd-tpm2", keyslots: [0], pin: false },
+    { id: 2, type: "systemd-pkcs11", keyslots: [0], pin: false },
+  ]);
+  warned(p, "cryptroot", "systemd-tpm2 token 1 needs no PIN", "--token-without-pin");
+  warned(p, "cryptroot", "systemd-pkcs11 token 2 is not used after wake", "pcscd", "the passphrase is asked for");
+  assert.equal(p.warnings.length, 2, p.warnings.join("\n"));
+});
+
 Deno.test("LVM on LUKS: LVs above, swap LV warned, max over keyslots", async () => {
   const p = await planOf("lvm-on-luks");
   assert.deepEqual(names(p), ["cryptlvm"]);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { tokenType } from "./token_types.ts";
+import { declinedToken, tokenType } from "./token_types.ts";
 
 Deno.test("tokenType: each systemd type's PIN rule, label and what its plugin loads later", () => {
   const tpm2 = tokenType("systemd-tpm2")!;
@@ -12,7 +12,14 @@ Deno.test("tokenType: each systemd type's PIN rule, label and what its plugin lo
   assert.equal(fido2.wantsPin({ "fido2-clientPin-required": true }), true);
   assert.equal(fido2.wantsPin({ "fido2-clientPin-required": "yes" }), false, "only JSON true counts");
   assert.deepEqual(fido2.features, ["fido2"]);
-  assert.equal(tokenType("systemd-pkcs11")!.wantsPin({}), true, "PKCS#11 always asks");
+});
+
+Deno.test("declinedToken: PKCS#11 is not used after wake, and says why; the types in use are not declined", () => {
+  assert.equal(tokenType("systemd-pkcs11"), undefined);
+  assert.match(declinedToken("systemd-pkcs11")!, /p11-kit's configuration on the disk that is locked.*pcscd/);
+  for (const name of ["systemd-tpm2", "systemd-fido2", "luks2-keyring", "constructor", "__proto__"]) {
+    assert.equal(declinedToken(name), undefined, name);
+  }
 });
 
 Deno.test("tokenType: a type cryptsleep does not use, or an Object key, is undefined", () => {
