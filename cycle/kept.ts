@@ -24,7 +24,7 @@
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
-import { closeFd, mkfifo, O_CLOEXEC, openFd, setpriority, writeFdSync } from "../ffi/libc.ts";
+import { closeFd, mkfifo, O_CLOEXEC, openFd, writeFdSync } from "../ffi/libc.ts";
 import type { Outcome } from "./outcome.ts";
 import { describe, errnoCode } from "../host/errors.ts";
 import { DEFAULT_CGROUP_ROOT, procCgroup, readOr } from "../cgroup/cgroup2.ts";
@@ -269,8 +269,6 @@ async function serving(
         answer(fd, `exit ${exit}`);
         // a cycle that ended before its spawn phase (refused at the claim) never took it: it would wait for ever
         if (ahead && !taken) await ahead.dismiss();
-        // what one cycle changed in this process must not carry into the next
-        setpriority(0, 0);
         const off = await strayState(home);
         if (off) {
           console.error(`cryptsleep serve: after the cycle ${off}: exiting to be restarted`);

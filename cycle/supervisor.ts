@@ -19,7 +19,7 @@ import { pinMappings } from "../chroot/pin.ts";
 import { loadTokenSupport } from "./tokens.ts";
 import { readKeyslotMemory } from "./keyfile.ts";
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
-import { setNotDumpable, setpriority, setsid } from "../ffi/libc.ts";
+import { setNotDumpable, setpriorityAllThreads, setsid } from "../ffi/libc.ts";
 import type { AgentContext } from "./context.ts";
 import { messages } from "./errors.ts";
 import type { Job } from "./job.ts";
@@ -45,7 +45,7 @@ export async function supervise(): Promise<Outcome> {
   } catch (err) {
     kmsg(`supervisor: ${messages(err).join("; ")}: stays in the caller's session`);
   }
-  setpriority(0, -10);
+  setpriorityAllThreads(-10);
   // no core dump (the passphrases it may read; a pipe core_pattern would exec from the locked root)
   setNotDumpable();
   // loaded first, while cryptsleep suspend runs preflight: after the pin nothing more is mapped, and inside the

@@ -54,6 +54,8 @@ export const MS_REC = 16384;
 export const MS_PRIVATE = 1 << 18;
 /** umount2(2): lazy unmount (detach now, free when no longer busy). */
 export const MNT_DETACH = 2;
+/** errno: no such process (or thread). */
+const ESRCH = 3;
 
 const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
@@ -262,6 +264,26 @@ export function linksTo(path: string, target: Uint8Array): boolean {
 /** setpriority(PRIO_PROCESS, pid, prio): -20 (first) … 19 (last); 0 = this process. */
 export function setpriority(pid: number, prio: number): void {
   check("setpriority", libcSymbols().setpriority(0, pid, prio), `pid ${pid}`);
+}
+
+/**
+ * setpriority(2) for every thread of this process: Linux applies PRIO_PROCESS to one thread, and the runtime's
+ * other threads (async file reads, blocking calls) would stay behind. A thread gone meanwhile is skipped.
+ */
+export function setpriorityAllThreads(prio: number): void {
+  for (const e of Deno.readDirSync("/proc/self/task")) {
+    const tid = Number(e.name);
+    if (libcSymbols().setpriority(0, tid, prio) < 0) {
+      const en = errno();
+      if (en !== ESRCH) throw new SysError("setpriority", en, { subject: `thread ${tid} of pid ${Deno.pid}` });
+    }
+  }
+}
+
+/** This process's main thread's nice value (/proc/self/stat, field 19). */
+export function niceOfSelf(): number {
+  const text = Deno.readTextFileSync("/proc/self/stat");
+  return Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[16]);
 }
 
 /**

@@ -196,3 +196,16 @@ Deno.test("setNotDumpable: the process leaves no core dump from then on", async 
   const r = await new Deno.Command(Deno.execPath(), { args: ["eval", "--no-config", code], stdout: "piped" }).output();
   assert.equal(new TextDecoder().decode(r.stdout).trim(), "true false");
 });
+
+Deno.test("setpriorityAllThreads: every thread's nice, not only the caller's; niceOfSelf reads it back", async () => {
+  // in a child of its own: the test runner stays as it was. Its async reads run on other threads: they exist
+  const code = `import { niceOfSelf, setpriorityAllThreads } from "${new URL("./libc.ts", import.meta.url)}";
+    await Promise.all([1, 2, 3].map(() => Deno.readTextFile("/proc/self/status")));
+    const before = niceOfSelf();
+    setpriorityAllThreads(7);
+    const nices = [...Deno.readDirSync("/proc/self/task")].map((t) =>
+      Deno.readTextFileSync("/proc/self/task/" + t.name + "/stat").split(") ")[1].split(" ")[16]);
+    console.log(before, niceOfSelf(), nices.length > 1, [...new Set(nices)].join(","));`;
+  const r = await new Deno.Command(Deno.execPath(), { args: ["eval", "--no-config", code], stdout: "piped" }).output();
+  assert.equal(new TextDecoder().decode(r.stdout).trim(), "0 7 true 7");
+});
