@@ -14,6 +14,7 @@
  * ```sh
  * deno task bench                 # or: deno run -A scripts/bench.ts --cycles 5 [--kernel 6.1]
  * deno task bench --guest debian  # or: deno run -A scripts/bench.ts --guest debian --cycles 5
+ * deno task bench --guest debian --tools debian-keep,cryptsleep-kept   # some of the five only
  * ```
  */
 
@@ -23,6 +24,7 @@ import { boot, openDataDisk } from "../tests/vm/harness.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { bundle, type CycleRun, lastReport, option, runCycle, step } from "./demo.ts";
 import { benchDebian } from "./bench_debian.ts";
+import { TOOLS } from "./bench_debian_report.ts";
 import { beforeSleepMs, formatInt, median, phaseMs, phaseNames, svgBars } from "./bench_lib.ts";
 
 interface Sample {
@@ -89,7 +91,13 @@ async function bench(): Promise<boolean> {
   if (!Number.isInteger(cycles) || cycles < 1) throw new Error(`--cycles ${option("--cycles", "")}: want a count ≥ 1`);
   const cpus = Number(option("--cpus", "1"));
   if (!Number.isInteger(cpus) || cpus < 1) throw new Error(`--cpus ${option("--cpus", "")}: want a count ≥ 1`);
-  if (guestType === "debian") return await benchDebian(cycles, option("--replay", ""), cpus);
+  if (guestType === "debian") {
+    // a subset, in the bench's order (a quicker look at one comparison; the full table needs all five)
+    const asked = option("--tools", TOOLS.join(",")).split(",");
+    const unknown = asked.filter((t) => !(TOOLS as readonly string[]).includes(t));
+    if (unknown.length) throw new Error(`--tools ${unknown.join(",")}: want some of ${TOOLS.join(",")}`);
+    return await benchDebian(cycles, option("--replay", ""), cpus, TOOLS.filter((t) => asked.includes(t)));
+  }
   const kernel = option("--kernel", Deno.env.get("CRYPTSLEEP_KERNEL") ?? "6.1");
   step("deno bundle → dist/cryptsleep.js");
   await bundle();

@@ -452,7 +452,12 @@ async function render(run: BenchRun): Promise<void> {
  * The bench; true when every cycle reached S3 and every cryptsleep report is ok. With `replay` (a saved
  * dist/bench-debian.json) it only prints the table and writes the plot again, with no guest.
  */
-export async function benchDebian(perTool: number, replay = "", cpus = 1): Promise<boolean> {
+export async function benchDebian(
+  perTool: number,
+  replay = "",
+  cpus = 1,
+  tools: readonly Tool[] = TOOLS,
+): Promise<boolean> {
   if (replay) {
     const run = JSON.parse(await Deno.readTextFile(replay)) as BenchRun;
     await render(run);
@@ -478,7 +483,7 @@ export async function benchDebian(perTool: number, replay = "", cpus = 1): Promi
             "echo $! > /run/bench-writer.pid; sleep 1",
         );
       }
-      for (const tool of TOOLS) {
+      for (const tool of tools) {
         step(`round ${round}/${2 * perTool} (${load}): ${tool}`);
         await selectTool(vm, tool);
         const c = await cycle(vm, tool, load, round);
