@@ -31,7 +31,9 @@ Deno.test({
     await vm.type(`cryptsleep suspend ${CONSOLE} --sync-timeout 10; echo "CS-EXIT-""$?"\n`);
     assert.equal(await suspendExit(vm, 240_000), 1, vm.console.slice(from));
     const out = vm.console.slice(from);
-    assert.match(out, /sync\(\) made no progress for 10 s/, out);
+    // the stall is measured between polls: on a loaded host it is said as 11 or 12 s
+    const stalled = Number(/sync\(\) made no progress for (\d+) s/.exec(out)?.[1]);
+    assert.ok(stalled >= 10 && stalled < 60, out);
     assert.deepEqual(vm.eventsSinceClear("SUSPEND"), [], "no S3");
     assert.equal(await systemState(vm), before, "nothing left locked or frozen");
 
