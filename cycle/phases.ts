@@ -193,7 +193,14 @@ const nicePhase: CyclePhase<OuterContext, number> = {
   // every thread at -10, and what it starts (the supervisor, the sleep hooks) inherits it
   run: () => {
     const before = niceOfSelf();
-    setpriorityAllThreads(-10);
+    try {
+      // never lower: a caller already above it keeps its own
+      setpriorityAllThreads(Math.min(before, -10));
+    } catch (err) {
+      // failed part way: the undo would not know what to go back to
+      setpriorityAllThreads(before);
+      throw err;
+    }
     return Promise.resolve(before);
   },
   detail: (before) => ({ before }),
