@@ -492,8 +492,8 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
           const why = declinedToken(t.type);
           if (why) {
             warnings.push(
-              `volume ${dm.name}: its ${t.type} token ${t.id} is not used after wake (${why}); the passphrase is ` +
-                "asked for",
+              `volume ${dm.name}: its ${t.type} token ${t.id} is not used after wake (${why}); its key file or ` +
+                "passphrase opens it instead",
             );
           }
         }

@@ -60,7 +60,13 @@ Deno.test("tokens: one with a PIN is planned; one without a PIN and a PKCS#11 on
     { id: 2, type: "systemd-pkcs11", keyslots: [0], pin: false },
   ]);
   warned(p, "cryptroot", "systemd-tpm2 token 1 needs no PIN", "--token-without-pin");
-  warned(p, "cryptroot", "systemd-pkcs11 token 2 is not used after wake", "pcscd", "the passphrase is asked for");
+  warned(
+    p,
+    "cryptroot",
+    "systemd-pkcs11 token 2 is not used after wake",
+    "pcscd",
+    "its key file or passphrase opens it",
+  );
   assert.equal(p.warnings.length, 2, p.warnings.join("\n"));
 });
 

@@ -379,6 +379,8 @@ Deno.test({
     });
 
     await t.step("booted again (the enrollment kept, the PIN typed for it gone with the RAM)", async () => {
+      // a power cut to QEMU: what was written must be on the disk first
+      await must(vm, "sync");
       await vm.restart();
       await must(vm, "systemctl is-system-running --wait || true; findmnt -n -o SOURCE /home", 600_000);
     });
