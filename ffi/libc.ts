@@ -54,8 +54,6 @@ export const MS_REC = 16384;
 export const MS_PRIVATE = 1 << 18;
 /** umount2(2): lazy unmount (detach now, free when no longer busy). */
 export const MNT_DETACH = 2;
-/** errno: no such process (or thread). */
-const ESRCH = 3;
 
 const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
@@ -272,10 +270,10 @@ export function setpriority(pid: number, prio: number): void {
  */
 export function setpriorityAllThreads(prio: number): void {
   for (const e of Deno.readDirSync("/proc/self/task")) {
-    const tid = Number(e.name);
-    if (libcSymbols().setpriority(0, tid, prio) < 0) {
-      const en = errno();
-      if (en !== ESRCH) throw new SysError("setpriority", en, { subject: `thread ${tid} of pid ${Deno.pid}` });
+    try {
+      setpriority(Number(e.name), prio);
+    } catch (err) {
+      if (!(err instanceof SysError && err.code === "ESRCH")) throw err;
     }
   }
 }

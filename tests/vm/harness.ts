@@ -339,9 +339,10 @@ export class VM implements AsyncDisposable {
 
   /**
    * Probes until the serial shell answers. From the second probe on, a Ctrl-C first drops a half-read line: bytes
-   * typed while the guest still resumes from S3 can be lost, leaving the shell inside an unclosed quote.
+   * typed while the guest still resumes from S3 can be lost, leaving the shell inside an unclosed quote. Each probe
+   * waits `probeMs` for its answer.
    */
-  async waitForShell(timeoutMs = 300_000): Promise<void> {
+  async waitForShell(timeoutMs = 300_000, probeMs = 10_000): Promise<void> {
     const t0 = Date.now();
     for (let attempt = 0;; attempt++) {
       try {
@@ -351,7 +352,7 @@ export class VM implements AsyncDisposable {
           // loaded host, attempt after attempt)
           await sleep(500);
         }
-        const r = await this.sh("echo shell-ok", { timeoutMs: 10_000 });
+        const r = await this.sh("echo shell-ok", { timeoutMs: probeMs });
         if (r.out.includes("shell-ok")) return;
       } catch (e) {
         if (Date.now() - t0 > timeoutMs) throw e;
