@@ -38,6 +38,13 @@ export async function suspendExit(vm: VM, timeoutMs = 300_000): Promise<number> 
   return Number(m[1]);
 }
 
+/** Types `wrong` at the next passphrase prompt and waits until it is said to be the first wrong try. */
+export async function answerWrong(vm: VM, wrong: string, timeoutMs = 300_000): Promise<void> {
+  await vm.waitForConsole(/Passphrase to unlock \S+/, timeoutMs);
+  await vm.type(wrong + "\n");
+  await vm.waitForConsole(/No key available with this passphrase \(1\/\d+\)/, timeoutMs);
+}
+
 /** One full cycle; returns the key hits seen while suspended and the console text of the cycle. */
 export async function fullCycle(vm: VM, needles: Uint8Array[], args = ""): Promise<{ hits: number[]; text: string }> {
   const from = vm.console.length;

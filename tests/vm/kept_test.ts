@@ -13,6 +13,7 @@
 import assert from "node:assert/strict";
 import {
   answerPrompt,
+  answerWrong,
   freshWord,
   FULL_TIER,
   lineCount,
@@ -61,11 +62,7 @@ async function requestCycle(vm: VM, asleep: () => Promise<void> = () => Promise.
   await vm.waitForEvent("SUSPEND", 300_000);
   await asleep();
   await vm.wake();
-  if (wrong) {
-    await vm.waitForConsole(/Passphrase to unlock \S+/, 300_000);
-    await vm.type(wrong + "\n");
-    await vm.waitForConsole(/No key available with this passphrase \(1\/\d+\)/, 300_000);
-  }
+  if (wrong) await answerWrong(vm, wrong);
   await answerPrompt(vm);
   assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
   return await lastReport(vm);

@@ -11,7 +11,16 @@
  * the passphrase typed at boot, in the initramfs, left nothing.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, CONSOLE, freshWord, SLOW, startSuspend, suspendExit, typeUntilExit } from "./cycle_helpers.ts";
+import {
+  answerPrompt,
+  answerWrong,
+  CONSOLE,
+  freshWord,
+  SLOW,
+  startSuspend,
+  suspendExit,
+  typeUntilExit,
+} from "./cycle_helpers.ts";
 import { boot, type VM } from "./harness.ts";
 
 const enc = new TextEncoder();
@@ -38,9 +47,7 @@ Deno.test({
 
     const baseline = await suspendAndWake(vm, CONSOLE, [vm.guest.passphrase]);
     assert.deepEqual(baseline, [0], "before it is typed at a prompt, the passphrase is nowhere in RAM");
-    await vm.waitForConsole(/Passphrase to unlock \S+/, 300_000);
-    await vm.type(wrong + "\n");
-    await vm.waitForConsole(/No key available with this passphrase \(1\/\d+\)/, 300_000);
+    await answerWrong(vm, wrong);
     await answerPrompt(vm);
     assert.equal(await suspendExit(vm), 0, vm.console.slice(from));
 
