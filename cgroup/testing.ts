@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "../host/path.ts";
-import { readStat } from "../host/proc.ts";
+import { parseStat, readStat } from "../host/proc.ts";
 import { findCgroup2Mount } from "./cgroup2.ts";
 
 /** The host's cgroup2 mount point, or null (then the tests are ignored). */
@@ -36,9 +36,7 @@ export async function frozenFlag(dir: string): Promise<string> {
 
 /** utime+stime in clock ticks. */
 export async function cpuTicks(pid: number): Promise<number> {
-  const text = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  return Number(rest[11]) + Number(rest[12]);
+  return parseStat(await Deno.readTextFile(`/proc/${pid}/stat`)).cpuTicks;
 }
 
 /** Waits `ms` milliseconds. */

@@ -46,6 +46,8 @@ export interface AgentContext {
   recovery: boolean;
   /** Waits until the supervisor is ready to take over; absent in the supervisor itself. */
   supervisorReady?: () => Promise<unknown>;
+  /** The supervisor's pid, whose CPU time the report counts with this process's; absent in the supervisor. */
+  supervisorPid?: number;
   /** The kernel's firmware cache, primed by the firmware phase and kept so until nothing is locked. */
   firmware?: FirmwareCache;
 }
@@ -62,6 +64,8 @@ export interface OuterContext {
   script: string | null;
   /** Set by preflight. */
   job?: Job;
+  /** Set by the nice phase: the nice the cycle found, which the post hooks start at. */
+  niceFound?: number;
   /** Set by the own phase: the tool's cgroup, never frozen, never swapped. */
   own?: OwnCgroup;
   /** Set by the root phase. */

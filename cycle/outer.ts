@@ -12,6 +12,7 @@
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
+import { cpuMsOf, runtimeStartMs } from "../host/proc.ts";
 import { ignoreJobControlSignals } from "../ffi/libc.ts";
 import type { OuterContext } from "./context.ts";
 import { InterruptedError, messages, RefusedError } from "./errors.ts";
@@ -36,8 +37,12 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
   ctx.timeline.facts.startMs = kept
     // kept: from the client's request to here (its shell's start and the FIFO)
     ? { request: Math.max(0, Math.round(Date.now() - kept.requestedAt)) }
-    : { runtime: runtimeMs, libcryptsetup: Math.round(performance.now()) - runtimeMs };
+    // exec: the runtime's own start before its time origin
+    : { exec: runtimeStartMs(), runtime: runtimeMs, libcryptsetup: Math.round(performance.now()) - runtimeMs };
   if (kept) ctx.timeline.facts.kept = true;
+  // CPU ms of this process in this cycle (kept: since its request), to the sleep (the sleep phase adds the
+  // supervisor's) and in all (the report)
+  ctx.timeline.facts.cpuMs = { start: kept ? cpuMsOf(Deno.pid) ?? 0 : 0 };
   // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand
   if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
   // Ctrl-C (or SIGTERM) before the agent starts stops the list and undoes what ran; once the agent runs it is
@@ -76,6 +81,9 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
 
 async function report(ctx: OuterContext): Promise<void> {
   const ok = ctx.ok && ctx.timeline.phases.every((p) => p.ok);
+  const cpu = ctx.timeline.facts.cpuMs as { start: number };
+  const self = cpuMsOf(Deno.pid);
+  ctx.timeline.facts.cpuMs = { ...cpu, cycle: self === null ? null : self - cpu.start };
   try {
     await Deno.mkdir("/run/cryptsleep", { recursive: true });
     await writeReport(ctx.timeline.toJSON(ok ? "ok" : "failed"), LAST_REPORT);

@@ -31,6 +31,7 @@ import {
   setpriorityAllThreads,
 } from "../ffi/libc.ts";
 import { footprint } from "../host/maps.ts";
+import { cpuMsOf } from "../host/proc.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
 import { DIE_AT_ENV, dieHereIfAsked, leftOf, runPhases, undoPhases } from "./runner.ts";
@@ -190,9 +191,10 @@ const nicePhase: CyclePhase<OuterContext, number> = {
   name: "nice",
   where: OUTER,
   // from here the cycle competes with the load it is about to freeze (under writers preflight took 8 s, not 1):
-  // every thread at -10, and what it starts (the supervisor, the sleep hooks) inherits it
-  run: () => {
+  // every thread at -10, and what it starts on the way to sleep (the supervisor, the pre hooks) inherits it
+  run: (ctx) => {
     const before = niceOfSelf();
+    ctx.niceFound = before;
     try {
       // never lower: a caller already above it keeps its own
       setpriorityAllThreads(Math.min(before, -10));
@@ -205,7 +207,10 @@ const nicePhase: CyclePhase<OuterContext, number> = {
   },
   detail: (before) => ({ before }),
   describe: () =>
-    lines("would set the nice of its threads to -10; the supervisor and the sleep hooks it starts inherit it"),
+    lines(
+      "would set the nice of its threads to -10; the supervisor and the pre hooks it starts inherit it, the post " +
+        "hooks start at the nice it found",
+    ),
   undo: {
     name: "nice-back",
     summary: "its threads' nice as it was",
@@ -226,7 +231,8 @@ const hooksPhase: CyclePhase<OuterContext, HookResult[]> = {
   undo: {
     name: "post-hooks",
     summary: 'the hooks with "post suspend", after the thaw',
-    run: async () => void await runSleepHooks("post"),
+    // the user's programs run again: these, and what they leave running, at the nice systemd-sleep would give them
+    run: async (ctx) => void await runSleepHooks("post", { nice: ctx.niceFound }),
   },
 };
 
@@ -345,8 +351,12 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
   name: "pin",
   where: OUTER,
   run: async (ctx) => {
+    // where the phase's time goes (the report's pinMs)
+    const took: Record<string, number> = {};
+    ctx.timeline.facts.pinMs = took;
+    const timed = <T>(step: string, fn: () => T) => timeStep(took, step, async () => await fn());
     // before the pin (and the lock): a USB stick's filesystem drivers, so mounting it after wake loads nothing
-    await loadKeyDeviceDrivers(ctx.job!, (m) => ctx.timeline.appendFact("keyDevice", m));
+    await timed("drivers", () => loadKeyDeviceDrivers(ctx.job!, (m) => ctx.timeline.appendFact("keyDevice", m)));
     // each step undone here if a later one fails: the undo below only sees a finished pin
     using stack = new DisposableStack();
     // no core dump from here: it would hold the passphrases, and a pipe core_pattern execs from the locked root
@@ -355,14 +365,17 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
     // interrupt it: it lets go of it, as the supervisor did with setsid
     if (dropControllingTerminal()) ctx.timeline.facts.droppedTerminal = true;
     // a token's plugin and what it loads later live on the disks to lock: loaded now, so the pin holds them
-    const tokens = loadTokenSupport(ctx.lib, ctx.job!, (m) => ctx.timeline.appendFact("tokens", m));
+    const tokens = await timed(
+      "tokens",
+      () => loadTokenSupport(ctx.lib, ctx.job!, (m) => ctx.timeline.appendFact("tokens", m)),
+    );
     for (const p of tokens.problems) ctx.timeline.warn(`token: ${p}; its volume's passphrase is asked for instead`);
     // one worker thread for the blocking calls from here to the unpin (syncfs, the write that sleeps, the reads
     // after wake), instead of a new one per call: each start cost ~0.4 s under the bed's emulation
-    keepWorker();
+    keepWorker(); // not timed: the worker starts on a thread of its own
     stack.defer(releaseWorker);
-    const pinned = stack.use(pinMappings());
-    const inside = stack.use(enterRoot(ctx.job!.ramfsRoot));
+    const pinned = stack.use(await timed("mlock", pinMappings));
+    const inside = stack.use(await timed("chroot", () => enterRoot(ctx.job!.ramfsRoot)));
     stack.move();
     ctx.timeline.facts.pinnedBytes = pinned.bytes;
     return { pinned, inside };
@@ -408,6 +421,7 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
       log: kmsg,
       recovery: false,
       supervisorReady: () => ctx.supervisor!.ready(),
+      supervisorPid: ctx.supervisor!.pid,
     };
     try {
       await runPhases(AGENT_PHASES, agent, ctx.timeline);
@@ -646,6 +660,18 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
     // fresh for the suspend right after; once it may be gone (a lock that took too long) there is no suspend: the
     // runner unlocks and thaws
     await ctx.firmware?.keep(2_000);
+    // on one CPU the time to sleep is these two processes' CPU time more than their phases' (they run side by side)
+    const cpu = ctx.timeline.facts.cpuMs as { start: number } | undefined;
+    if (cpu) {
+      const self = cpuMsOf(Deno.pid);
+      ctx.timeline.facts.cpuMs = {
+        ...cpu,
+        toSleep: {
+          self: self === null ? null : self - cpu.start,
+          ...(ctx.supervisorPid ? { supervisor: cpuMsOf(ctx.supervisorPid) } : {}),
+        },
+      };
+    }
     const slept = await oneAtATime(() => enterSleep(ctx.job.options.state, ctx.job.options.memSleep));
     // the kernel keeps what it cached for 10 s from the wake
     ctx.firmware?.renewed();

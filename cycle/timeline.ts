@@ -12,6 +12,7 @@
  * console.log(t.toJSON().phases[0].name); // "sync"
  * ```
  */
+import { cpuMsOf } from "../host/proc.ts";
 import type { Outcome } from "./outcome.ts";
 
 /** How a cycle ended, in the report. */
@@ -25,6 +26,8 @@ export interface PhaseRecord {
   startMs: number;
   /** How long it ran. */
   durationMs: number;
+  /** This process's CPU time in it (all its threads; USER_HZ steps of 10 ms); absent where /proc was not readable. */
+  cpuMs?: number;
   /** It finished without throwing. */
   ok: boolean;
   /** Its error's message, when it threw. */
@@ -77,6 +80,7 @@ export class Timeline {
   /** Runs `fn` as phase `name`, recording time and outcome; rethrows its error. */
   async phase<T>(name: string, fn: () => Promise<T>, detail?: (value: T) => Record<string, unknown>): Promise<T> {
     const start = performance.now();
+    const cpuStart = cpuMsOf(Deno.pid);
     const record: PhaseRecord = { name, startMs: Math.round(start - this.#t0), durationMs: 0, ok: false };
     this.phases.push(record);
     this.#running.add(record);
@@ -91,6 +95,8 @@ export class Timeline {
     } finally {
       this.#running.delete(record);
       record.durationMs = Math.round(performance.now() - start);
+      const cpuEnd = cpuMsOf(Deno.pid);
+      if (cpuStart !== null && cpuEnd !== null) record.cpuMs = cpuEnd - cpuStart;
     }
   }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Timeline } from "./timeline.ts";
+import { cpuMsOf } from "../host/proc.ts";
 
 Deno.test("timeline: a phase still running is not handed on, so the next process's report can be ok", async () => {
   const outer = new Timeline();
@@ -37,4 +38,19 @@ Deno.test("timeline: marks keep the latest moment of each name, in the timeline'
   assert.ok(timeline.marked("woke")! >= first + 15, "the latest kept");
   assert.ok(Math.abs(timeline.elapsed() - timeline.marked("woke")!) < 10);
   assert.deepEqual(Object.keys(timeline.toJSON().facts.marks as object), ["woke"]);
+});
+
+Deno.test("timeline: each phase records this process's CPU time in it", async () => {
+  const t = new Timeline();
+  await t.phase("busy", () => {
+    // ~100 ms of CPU, whatever the machine's speed: spin until /proc counts it
+    const end = performance.now() + 5_000;
+    const start = cpuMsOf(Deno.pid)!;
+    while (cpuMsOf(Deno.pid)! - start < 100 && performance.now() < end);
+    return Promise.resolve();
+  });
+  await t.phase("idle", () => new Promise((r) => setTimeout(r, 300)));
+  const [busy, idle] = t.toJSON().phases;
+  assert.ok(busy.cpuMs !== undefined && busy.cpuMs >= 100, `busy ${busy.cpuMs}`);
+  assert.ok(idle.cpuMs !== undefined && idle.cpuMs < 100, `idle ${idle.cpuMs}`);
 });

@@ -48,7 +48,14 @@ export interface ProcStat {
   ppid: number;
   /** Kernel `PF_*` flags. */
   flags: number;
+  /** CPU time used, user + system, in USER_HZ ticks (1/100 s on Linux's architectures but alpha). */
+  cpuTicks: number;
+  /** When it started, in USER_HZ ticks after boot. */
+  startTicks: number;
 }
+
+/** `/proc` counts times in USER_HZ: 100 per second, whatever the kernel's HZ (alpha's 1024 aside). */
+export const USER_HZ = 100;
 
 /** Swap file or device paths from `/proc/swaps`. */
 export function parseSwaps(text: string): string[] {
@@ -113,6 +120,8 @@ export function parseStat(text: string): ProcStat {
     state: rest[0],
     ppid: Number(rest[1]),
     flags: Number(rest[6]),
+    cpuTicks: Number(rest[11]) + Number(rest[12]),
+    startTicks: Number(rest[19]),
   };
 }
 
@@ -131,6 +140,29 @@ export async function readMeminfo(root = "/"): Promise<Record<string, number>> {
 /** `/proc/keys` under `root` (root sees every key). */
 export async function readProcKeys(root = "/"): Promise<ProcKey[]> {
   return parseProcKeys(await readOptional(root, "/proc/keys"));
+}
+
+/** CPU milliseconds (user + system) process `pid` has used so far; null when it is gone. */
+export function cpuMsOf(pid: number): number | null {
+  try {
+    return parseStat(Deno.readTextFileSync(`/proc/${pid}/stat`)).cpuTicks * (1000 / USER_HZ);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Milliseconds from this process's exec to its runtime's time origin (`performance.now()` = 0): the runtime's own
+ * start, before any of the program ran; ±10 ms (`/proc` counts in USER_HZ). Null where `/proc` is not mounted.
+ */
+export function runtimeStartMs(): number | null {
+  try {
+    const uptimeMs = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]) * 1000;
+    const startedMs = parseStat(Deno.readTextFileSync("/proc/self/stat")).startTicks * (1000 / USER_HZ);
+    return Math.max(0, Math.round(uptimeMs - performance.now() - startedMs));
+  } catch {
+    return null;
+  }
 }
 
 /** Parsed `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) at `path`, or null when the process is gone. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCrypttab, parseMeminfo, parseProcKeys, parseStat, parseSwaps } from "./proc.ts";
+import { cpuMsOf, parseCrypttab, parseMeminfo, parseProcKeys, parseStat, parseSwaps, runtimeStartMs } from "./proc.ts";
 
 Deno.test("swaps: header skipped, files and devices", () => {
   const text = "Filename\tType\tSize\tUsed\tPriority\n/dev/dm-2 partition 1048572 0 -2\n/swap\\040file file 10 0 -3\n";
@@ -33,5 +33,22 @@ Deno.test("meminfo and /proc/keys", () => {
 
 Deno.test("stat: a command name with spaces and parentheses", () => {
   const st = parseStat("4242 (a (b) c) D 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5 0 0\n");
-  assert.deepEqual(st, { pid: 4242, comm: "a (b) c", state: "D", ppid: 1, flags: 4194560 });
+  assert.deepEqual(st, {
+    pid: 4242,
+    comm: "a (b) c",
+    state: "D",
+    ppid: 1,
+    flags: 4194560,
+    cpuTicks: 3,
+    startTicks: 5,
+  });
+});
+
+Deno.test("cpuMsOf and runtimeStartMs: this process, a gone one", () => {
+  const cpu = cpuMsOf(Deno.pid);
+  assert.ok(typeof cpu === "number" && cpu >= 0 && cpu % 10 === 0, `cpu ${cpu}`);
+  assert.equal(cpuMsOf(2 ** 22 + 1), null); // above pid_max's limit: never a process
+  const start = runtimeStartMs();
+  // the runtime started before its time origin, and not an hour before
+  assert.ok(typeof start === "number" && start >= 0 && start < 3_600_000, `start ${start}`);
 });

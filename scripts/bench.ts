@@ -51,7 +51,14 @@ function table(samples: Sample[], title: string): string {
     "| measure | min | median | max | unit | per cycle |",
     "|---|--:|--:|--:|---|---|",
   ];
-  for (const name of phaseNames(reports(samples))) lines.push(row(`phase ${name}`, phaseMs(reports(samples), name)));
+  for (const name of phaseNames(reports(samples))) {
+    lines.push(row(`phase ${name}`, phaseMs(reports(samples), name)));
+    // its CPU beside it: on one vCPU the rest of a phase's time is another process's (the supervisor's) or a wait
+    const cpu = reports(samples).flatMap((r) =>
+      r.phases.filter((p) => p.name === name && p.cpuMs !== undefined).map((p) => p.cpuMs!)
+    );
+    if (cpu.length) lines.push(row(`… its CPU (cryptsleep suspend's)`, cpu));
+  }
   lines.push(row("time to SUSPEND (host: command typed → QMP SUSPEND)", samples.map((s) => s.run.toSuspendMs)));
   lines.push(row(
     "… of it outside the phases (deno start-ups, hand-offs)",
@@ -59,6 +66,14 @@ function table(samples: Sample[], title: string): string {
   ));
   lines.push(row("wake → passphrase prompt (host)", samples.map((s) => s.run.wakeToPromptMs)));
   const fact = (k: string) => samples.map((s) => s.report.facts[k]).filter((b): b is number => typeof b === "number");
+  // a number under the facts' path (`startMs.exec`), where the report has it
+  const nested = (path: string) =>
+    samples.map((s) => path.split(".").reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], s.report.facts))
+      .filter((v): v is number => typeof v === "number");
+  lines.push(row("… deno's own start, before the program runs (facts.startMs.exec)", nested("startMs.exec")));
+  lines.push(row("CPU to the sleep: cryptsleep suspend (facts.cpuMs)", nested("cpuMs.toSleep.self")));
+  lines.push(row("CPU to the sleep: its supervisor, its start included", nested("cpuMs.toSleep.supervisor")));
+  for (const step of ["mlock", "chroot"]) lines.push(row(`… pin: ${step} (facts.pinMs)`, nested(`pinMs.${step}`)));
   lines.push(row("locked by the pin", fact("pinnedBytes"), "bytes"));
   lines.push(row("RAM held (files once + anonymous)", fact("ramHeldBytes"), "bytes"));
   // RSS and cgroup peaks are shown only if the report carries them: the agent and supervisor exit with the cycle

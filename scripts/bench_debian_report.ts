@@ -21,6 +21,7 @@ import {
   formatBytes,
   formatInt,
   formatRatio,
+  HOLDS_SLEEP,
   median,
   phaseMs,
   phaseNames,
@@ -207,6 +208,27 @@ function measures(phases: string[]): Measure[] {
         return start?.runtime === undefined ? null : start.runtime + (start.libcryptsetup ?? 0);
       },
     },
+    {
+      label: "… cryptsleep: of it deno's own start, before the program runs (report: facts.startMs.exec)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => (c.report?.facts.startMs as { exec?: number | null } | undefined)?.exec ?? null,
+    },
+    {
+      label: "… cryptsleep: CPU used to the sleep by cryptsleep suspend (kept: in this cycle) (report: facts.cpuMs)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => cpuToSleep(c.report)?.self ?? null,
+    },
+    {
+      label: "… cryptsleep: CPU used to the sleep by its supervisor, its start included (report: facts.cpuMs)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => cpuToSleep(c.report)?.supervisor ?? null,
+    },
     { label: LABEL.wakeToPrompt, unit: "ms", tools: LOCKING, value: (c) => c.wakeToPromptMs },
     {
       label: "… cryptsleep: its own work from the wake to the prompt (report: sleep's return → first prompt)",
@@ -244,7 +266,7 @@ function measures(phases: string[]): Measure[] {
     { label: LABEL.wakeToShell, unit: "ms", tools: all, value: (c) => c.wakeToShellMs },
     ...phases.map((name, i): Measure => ({
       section: i === 0 ? "cryptsleep's phases (ms, guest clock, from its report)" : undefined,
-      label: `phase ${name}${i < sleepAt ? " (before S3)" : ""}`,
+      label: `phase ${name}${i < sleepAt && !HOLDS_SLEEP.includes(name) ? " (before S3)" : ""}`,
       unit: "ms",
       tools: csOnly,
       noRatio: true,
@@ -368,6 +390,14 @@ function measures(phases: string[]): Measure[] {
 export function markSpan(report: TimelineJSON | null, from: string, to: string): number | null {
   const marks = report?.facts.marks as Record<string, number> | undefined;
   return marks?.[from] === undefined || marks[to] === undefined ? null : marks[to] - marks[from];
+}
+
+/** The CPU milliseconds the report counts to the sleep (cycle/phases.ts, sleep): its own and its supervisor's. */
+export function cpuToSleep(
+  report: TimelineJSON | null,
+): { self?: number | null; supervisor?: number | null } | undefined {
+  return (report?.facts.cpuMs as { toSleep?: { self?: number | null; supervisor?: number | null } } | undefined)
+    ?.toSleep;
 }
 
 /** The time of the unlock's tries that began after the last Enter: the KDF runs that Enter waited for. */

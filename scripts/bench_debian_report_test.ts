@@ -15,6 +15,7 @@ import {
   toolsIn,
 } from "./bench_debian_report.ts";
 import { output } from "./bench_debian.ts";
+import { beforeSleepMs } from "./bench_lib.ts";
 
 // six real cycles (one idle, one loaded per tool) from `deno task bench --guest debian --cycles 1`, saved before
 // the kept mode was benched: no debian-keep cycles, no ramfsKept
@@ -396,4 +397,31 @@ Deno.test("cryptsleep's kept mode: a column and two ratios of its own, what it k
   // a run without it: no column
   assert.doesNotMatch(markdownTable(comparisonRows(FOUR)), /cryptsleep, kept/);
   assert.deepEqual(toolsIn(FIVE), ["plain", "debian", "debian-keep", "cryptsleep", "cryptsleep-kept"]);
+});
+
+Deno.test("a phase that holds the sleep is not before S3; deno's start and the CPU to the sleep get rows", () => {
+  // the idle cycle's report as the cycle writes it now: the agent phase holding the sleep, the start and CPU facts
+  const withAgent: ToolCycle[] = CYCLES.map((c) => {
+    if (c.tool !== "cryptsleep" || c.load !== "idle") return c;
+    const phases = [...c.report!.phases];
+    const sleepAt = phases.findIndex((p) => p.name === "sleep");
+    phases.splice(sleepAt, 0, { name: "agent", startMs: 0, durationMs: 30_000, ok: true });
+    const facts = {
+      ...c.report!.facts,
+      startMs: { exec: 1200, runtime: 300, libcryptsetup: 500 },
+      cpuMs: { start: 0, toSleep: { self: 4100, supervisor: 2900 }, cycle: 6000 },
+    };
+    return { ...c, report: { ...c.report!, phases, facts } };
+  });
+  const rows = comparisonRows(withAgent);
+  assert.ok(rows.some((r) => r.label === "phase agent"), "agent: not marked before S3");
+  assert.ok(!rows.some((r) => r.label === "phase agent (before S3)"));
+  const cell = (prefix: string) => row(rows, rows.find((r) => r.label.startsWith(prefix))!.label).medians.cryptsleep;
+  assert.equal(cell("… cryptsleep: of it deno's own start"), 1200);
+  assert.equal(cell("… cryptsleep: CPU used to the sleep by cryptsleep suspend"), 4100);
+  assert.equal(cell("… cryptsleep: CPU used to the sleep by its supervisor"), 2900);
+  // the agent's 30 s are not counted among the phases before S3
+  const outside = row(rows, "… cryptsleep: outside its phases (systemd's dispatch, deno start-ups, hand-offs)");
+  const before = CYCLES.find((c) => c.tool === "cryptsleep" && c.load === "idle")!;
+  assert.equal(outside.medians.cryptsleep, before.toSuspendMs - beforeSleepMs(before.report!));
 });

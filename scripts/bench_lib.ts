@@ -60,9 +60,12 @@ export function phaseMs(reports: TimelineJSON[], name: string): number[] {
  */
 export function beforeSleepMs(report: TimelineJSON): number {
   const i = report.phases.findIndex((p) => p.name === "sleep");
-  return report.phases.slice(0, i < 0 ? report.phases.length : i).filter((p) => p.name !== "agent")
+  return report.phases.slice(0, i < 0 ? report.phases.length : i).filter((p) => !HOLDS_SLEEP.includes(p.name))
     .reduce((sum, p) => sum + p.durationMs, 0);
 }
+
+/** Phases that hold the sleep inside them (`agent` runs the agent's phases): never "before S3" as a whole. */
+export const HOLDS_SLEEP: readonly string[] = ["agent"];
 
 /** ramfs bytes: the report's fact, else the ramfs phase's detail (the outer process's facts may not reach it). */
 export function ramfsBytes(report: TimelineJSON): number | null {

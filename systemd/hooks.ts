@@ -26,6 +26,7 @@
  */
 import { join } from "../host/path.ts";
 import { underRoot } from "../host/paths.ts";
+import { niceOfSelf, setpriority } from "../ffi/libc.ts";
 
 /** Where systemd-sleep looks for hooks, highest priority first (both are one directory on a merged /usr). */
 export const SYSTEM_SLEEP_DIRS: readonly string[] = ["/usr/lib/systemd/system-sleep", "/lib/systemd/system-sleep"];
@@ -76,6 +77,11 @@ export interface HookOptions {
   capture?: boolean;
   /** Where failures are told (systemd logs them); default stderr. */
   log?: (line: string) => void;
+  /**
+   * The nice the hooks start at (default: this process's). The spawning thread takes it for the spawn and goes
+   * back after it, so nothing of a hook runs at another nice; going back from a higher nice needs CAP_SYS_NICE.
+   */
+  nice?: number;
 }
 
 async function isRunnable(path: string): Promise<boolean> {
@@ -110,25 +116,45 @@ export async function listSleepHooks(root = "/", dirs: readonly string[] = SYSTE
   return out;
 }
 
+/**
+ * Runs `spawn` with this thread at `nice`: Linux's nice is per thread and a child starts at its spawning thread's.
+ * The JS thread, the process's main one, spawns synchronously: setpriority(PRIO_PROCESS, 0) sets that thread only.
+ */
+function atNice<T>(nice: number | undefined, spawn: () => T): T {
+  const was = niceOfSelf();
+  if (nice === undefined || nice === was) return spawn();
+  setpriority(0, nice);
+  try {
+    return spawn();
+  } finally {
+    setpriority(0, was);
+  }
+}
+
 async function runOne(
   hook: SleepHook,
   argv: string[],
-  opts: Required<Pick<HookOptions, "root" | "capture">> & { env: Record<string, string>; signal: AbortSignal },
+  opts: Required<Pick<HookOptions, "root" | "capture">> & {
+    env: Record<string, string>;
+    signal: AbortSignal;
+    nice?: number;
+  },
 ): Promise<HookResult> {
   const start = performance.now();
   const ms = () => Math.round(performance.now() - start);
   const io = opts.capture ? "piped" : "inherit";
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(underRoot(opts.root, hook.path), {
-      args: argv,
-      env: opts.env,
-      stdin: "null",
-      stdout: io,
-      stderr: io,
-      // its own process group, so the deadline also reaches what it started (systemd kills the executor's)
-      detached: true,
-    }).spawn();
+    child = atNice(opts.nice, () =>
+      new Deno.Command(underRoot(opts.root, hook.path), {
+        args: argv,
+        env: opts.env,
+        stdin: "null",
+        stdout: io,
+        stderr: io,
+        // its own process group, so the deadline also reaches what it started (systemd kills the executor's)
+        detached: true,
+      }).spawn());
   } catch (err) {
     const error = `spawn ${hook.path}: ${err instanceof Error ? err.message : err}; check its #! line and mode`;
     return { ...hook, ok: false, code: null, timedOut: false, error, durationMs: ms() };
@@ -190,7 +216,13 @@ export async function runSleepHooks(phase: "pre" | "post", opts: HookOptions = {
     const env = { ...opts.env, SYSTEMD_SLEEP_ACTION: action };
     const results = await Promise.all(
       hooks.map((h) =>
-        runOne(h, [phase, action], { root, capture: Boolean(opts.capture), env, signal: deadline.signal })
+        runOne(h, [phase, action], {
+          root,
+          capture: Boolean(opts.capture),
+          env,
+          signal: deadline.signal,
+          nice: opts.nice,
+        })
       ),
     );
     for (const r of results) {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { scratchRoot } from "../tests/fixtures/scratch.ts";
 import { listSleepHooks, runSleepHooks } from "./hooks.ts";
+import { niceOfSelf } from "../ffi/libc.ts";
 
 const DIR = "usr/lib/systemd/system-sleep";
 
@@ -88,4 +89,26 @@ Deno.test("hooks: a failing, a hanging and a broken hook are logged, never throw
 Deno.test("hooks: no directory, no hooks, nothing run", async () => {
   await using s = await scratchRoot();
   assert.deepEqual(await runSleepHooks("pre", { root: s.root }), []);
+});
+
+Deno.test({
+  name: "hooks: started at the nice asked for, from their first instruction; this process's nice as it was",
+  ignore: Deno.uid() !== 0, // going back from the higher nice needs CAP_SYS_NICE
+  fn: async () => {
+    await using s = await scratchRoot();
+    const log = join(s.root, "log");
+    await Deno.mkdir(log);
+    // the nice of what it runs first (field 19 of cut's own stat), and of what a child of it runs
+    const nice = "cut -d' ' -f19 /proc/self/stat";
+    await s.write(`${DIR}/a`, `#!/bin/sh\n${nice} > ${log}/a\nsh -c "${nice}" > ${log}/a.child\n`, 0o755);
+    const before = niceOfSelf();
+    const pre = await runSleepHooks("pre", { root: s.root, timeoutMs: 30_000, nice: before + 7 });
+    assert.ok(pre.every((r) => r.ok));
+    assert.equal((await s.read("log/a"))?.trim(), String(before + 7));
+    assert.equal((await s.read("log/a.child"))?.trim(), String(before + 7));
+    assert.equal(niceOfSelf(), before, "this thread went back");
+    // no nice given: the hook starts at this process's
+    await runSleepHooks("post", { root: s.root, timeoutMs: 30_000 });
+    assert.equal((await s.read("log/a"))?.trim(), String(before));
+  },
 });
