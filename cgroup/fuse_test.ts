@@ -8,7 +8,7 @@ import { freezeUserspace } from "./freezer.ts";
 import { fuseServers, fuseWaitIn, splitForFuse } from "./fuse.ts";
 import { thawLeftovers } from "./leftovers.ts";
 import { FreezeTimeoutError } from "./refusers.ts";
-import { Bed, frozenFlag, ignore, sleep, write } from "./testing.ts";
+import { Bed, frozenFlag, ignore, within, write } from "./testing.ts";
 
 const fuseOk = !ignore && (await Deno.readTextFile("/proc/filesystems")).includes("\tfuse\n") &&
   (await Deno.stat("/dev/fuse").then(() => true, () => false));
@@ -19,11 +19,7 @@ const server = (mnt: string, child = "") =>
   `{ ${child}exec sleep 1000; }`;
 
 async function until(what: string, check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 3000; i++) {
-    if (await check()) return;
-    else await sleep(10);
-  }
-  throw new Error(`not within 30 s: ${what}`);
+  if (!await within(30_000, check)) throw new Error(`not within 30 s: ${what}`);
 }
 
 const mounted = (...mnts: string[]) =>

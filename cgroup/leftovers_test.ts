@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { FROZEN_NAME } from "./cgroup2.ts";
 import { listFreezable, thawLeftovers } from "./leftovers.ts";
-import { Bed, frozenFlag, ignore, sleep, write } from "./testing.ts";
+import { Bed, frozenFlag, ignore, within, write } from "./testing.ts";
 
 Deno.test({
   name: "listFreezable lists what would freeze; thawLeftovers finds frozen cgroups, thaws them only when asked",
@@ -25,7 +25,7 @@ Deno.test({
     await write(join(a, "cgroup.freeze"), "1");
     await write(join(frozenDir, "cgroup.freeze"), "1");
     await write(join(frozenDir, "cgroup.procs"), String(rootSleeper));
-    for (let i = 0; i < 3000 && (await frozenFlag(a)) !== "1"; i++) await sleep(10);
+    assert.ok(await within(30_000, async () => (await frozenFlag(a)) === "1"), `${a} frozen`);
 
     const seen = await thawLeftovers({ cgroupRoot: bed.root, own: "cryptsleep", dryRun: true });
     assert.deepEqual(seen, [a, frozenDir]);

@@ -1,7 +1,7 @@
 // The claim on the host: a real flock, a throw-away cgroup sub-hierarchy as the cgroup root, a real tmpfs mount.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Bed, frozenFlag, ignore, write } from "../cgroup/testing.ts";
+import { Bed, frozenFlag, ignore, within, write } from "../cgroup/testing.ts";
 import { mountsUnder } from "../chroot/root.ts";
 import { mount, umount2 } from "../ffi/libc.ts";
 import { claim } from "./claim.ts";
@@ -64,10 +64,8 @@ Deno.test({
       await Deno.copyFile("/bin/busybox", join(ramfsDir, "busybox"));
       await Deno.chmod(join(ramfsDir, "busybox"), 0o755);
       const agent = await bed.spawn(`exec chroot ${ramfsDir} /busybox sleep 1000`, own);
-      for (let i = 0; i < 3000 && (await Deno.readLink(`/proc/${agent}/root`).catch(() => "")) !== ramfsDir; i++) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      assert.equal(await Deno.readLink(`/proc/${agent}/root`), ramfsDir, "the agent chrooted");
+      const chrooted = () => Deno.readLink(`/proc/${agent}/root`).then((r) => r === ramfsDir, () => false);
+      assert.ok(await within(30_000, chrooted), "the agent chrooted");
       const err = await claim(opts).then((held) => held[Symbol.dispose](), (e) => e);
       assert.ok(err instanceof RefusedError, `refused: ${err}`);
       assert.match(err.reasons.join("\n"), new RegExp(`pids ${agent} are in it, chrooted into ${ramfsDir}`));

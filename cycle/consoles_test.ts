@@ -4,6 +4,7 @@ import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { Console, PromptLeft } from "../ffi/tty.ts";
 import { Consoles, kernelSerialConsoles, terminalNow, ttyPlace } from "./consoles.ts";
 import { drain, openPty } from "../ffi/testing.ts";
+import { within } from "../cgroup/testing.ts";
 
 // Two real ptys play a VT and a serial console; their masters are the person's keyboards.
 const enc = new TextEncoder();
@@ -36,11 +37,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Types once the prompt shows on that terminal. */
 async function typeAtPrompt(master: number, text: string, prompt = "Pass: "): Promise<void> {
   let seen = "";
-  for (let i = 0; i < 3000 && !seen.includes(prompt); i++) {
-    seen += shown(master);
-    await sleep(10);
-  }
-  assert.ok(seen.includes(prompt), `the prompt showed: ${JSON.stringify(seen)}`);
+  const showed = await within(30_000, () => Promise.resolve((seen += shown(master)).includes(prompt)));
+  assert.ok(showed, `the prompt showed: ${JSON.stringify(seen)}`);
   writeFdSync(master, enc.encode(text));
 }
 
