@@ -116,6 +116,9 @@ const spawnPhase: CyclePhase<OuterContext, Supervisor> = {
         await spare.dismiss();
         throw err;
       }
+      // what it used starting, between cycles, is not this cycle's
+      const cpu = ctx.timeline.facts.cpuMs as Record<string, unknown> | undefined;
+      if (cpu) cpu.supervisorStart = cpuMsOf(spare.pid) ?? 0;
       return ctx.supervisor = spare;
     }
     return ctx.supervisor = spawnSupervisor(ctx.script);
@@ -371,9 +374,10 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
     );
     for (const p of tokens.problems) ctx.timeline.warn(`token: ${p}; its volume's passphrase is asked for instead`);
     // one worker thread for the blocking calls from here to the unpin (syncfs, the write that sleeps, the reads
-    // after wake), instead of a new one per call: each start cost ~0.4 s under the bed's emulation
+    // after wake), instead of a new one per call: each start cost ~0.4 s of CPU under the bed's emulation. The kept
+    // mode keeps it for its next cycles too (an isolate, a few MiB)
     keepWorker(); // not timed: the worker starts on a thread of its own
-    stack.defer(releaseWorker);
+    if (!ctx.kept) stack.defer(releaseWorker);
     const pinned = stack.use(await timed("mlock", pinMappings));
     const inside = stack.use(await timed("chroot", () => enterRoot(ctx.job!.ramfsRoot)));
     stack.move();
@@ -400,7 +404,7 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
       // the release whatever the leave did
       using stack = new DisposableStack();
       stack.defer(() => held.pinned.release());
-      stack.defer(releaseWorker);
+      if (!ctx.kept) stack.defer(releaseWorker);
       held.inside.leave();
     },
   },
@@ -661,14 +665,14 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
     // runner unlocks and thaws
     await ctx.firmware?.keep(2_000);
     // on one CPU the time to sleep is these two processes' CPU time more than their phases' (they run side by side)
-    const cpu = ctx.timeline.facts.cpuMs as { start: number } | undefined;
+    const cpu = ctx.timeline.facts.cpuMs as { start: number; supervisorStart?: number } | undefined;
     if (cpu) {
-      const self = cpuMsOf(Deno.pid);
+      const since = (now: number | null, start = 0) => now === null ? null : now - start;
       ctx.timeline.facts.cpuMs = {
         ...cpu,
         toSleep: {
-          self: self === null ? null : self - cpu.start,
-          ...(ctx.supervisorPid ? { supervisor: cpuMsOf(ctx.supervisorPid) } : {}),
+          self: since(cpuMsOf(Deno.pid), cpu.start),
+          ...(ctx.supervisorPid ? { supervisor: since(cpuMsOf(ctx.supervisorPid), cpu.supervisorStart) } : {}),
         },
       };
     }

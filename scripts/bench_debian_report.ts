@@ -223,7 +223,9 @@ function measures(phases: string[]): Measure[] {
       value: (c) => cpuToSleep(c.report)?.self ?? null,
     },
     {
-      label: "… cryptsleep: CPU used to the sleep by its supervisor, its start included (report: facts.cpuMs)",
+      label:
+        "… cryptsleep: CPU used to the sleep by its supervisor, its start included (kept: started ahead, in this " +
+        "cycle) (report: facts.cpuMs)",
       unit: "ms",
       tools: csOnly,
       noRatio: true,
