@@ -25,6 +25,7 @@
  * @module
  */
 
+import { bindLibrary, type BoundLibrary } from "./bind.ts";
 import { cstr, readCString } from "./_cstring.ts";
 import { SysError } from "./errors.ts";
 import { closeFd, errno, O_CLOEXEC, O_RDWR, openFd } from "./libc.ts";
@@ -74,7 +75,7 @@ const SYMBOLS = {
   dm_get_next_target: { parameters: ["pointer", "pointer", "buffer", "buffer", "buffer", "buffer"], result: "pointer" },
 } as const;
 
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
+let lib: BoundLibrary<typeof SYMBOLS> | null = null;
 
 /** `struct dm_info` plus the UUID. */
 export interface DmInfo {
@@ -121,10 +122,10 @@ export function checkControl(control = DM_CONTROL, procMisc = "/proc/misc"): voi
   closeFd(fd);
 }
 
-function open(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+function open(): BoundLibrary<typeof SYMBOLS>["symbols"] {
   if (!lib) {
     try {
-      lib = Deno.dlopen(LIBDEVMAPPER_SONAME, SYMBOLS);
+      lib = bindLibrary(LIBDEVMAPPER_SONAME, SYMBOLS);
     } catch (e) {
       throw new Error(`cannot load ${LIBDEVMAPPER_SONAME}: ${(e as Error).message}; install libdevmapper (dmsetup)`);
     }

@@ -19,6 +19,7 @@
  * @module
  */
 
+import { bindLibrary, type BoundLibrary } from "./bind.ts";
 import { cstr, cstrOrNull } from "./_cstring.ts";
 import { SysError } from "./errors.ts";
 
@@ -88,12 +89,12 @@ const SYMBOLS = {
   mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
 } as const;
 
-let libc: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
+let libc: BoundLibrary<typeof SYMBOLS> | null = null;
 let errnoView: Deno.UnsafePointerView | null = null;
 
 /** @internal the raw libc symbols (for tty.ts). */
-export function libcSymbols(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  libc ??= Deno.dlopen(LIBC, SYMBOLS);
+export function libcSymbols(): BoundLibrary<typeof SYMBOLS>["symbols"] {
+  libc ??= bindLibrary(LIBC, SYMBOLS);
   return libc.symbols;
 }
 
@@ -370,9 +371,13 @@ export function chrootToFd(rootFd: number): void {
 
 // ---- long calls in a worker thread (exact errno, event loop keeps running) ----------------------------------------
 
-/** The worker: a synchronous libc call per message, then its errno from the same thread. Plain JS: no files. */
+/**
+ * The worker: a synchronous libc call per message, then its errno from the same thread. Plain JS: no files; it binds
+ * libc with this module's own {@linkcode bindLibrary} (its source, inlined), so no trampoline is compiled there either.
+ */
 const WORKER_SOURCE = `
-const l = Deno.dlopen(${JSON.stringify(LIBC)}, {
+const bindLibrary = ${bindLibrary.toString()};
+const l = bindLibrary(${JSON.stringify(LIBC)}, {
   __errno_location: { parameters: [], result: "pointer" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },

@@ -27,6 +27,7 @@
  * @module
  */
 
+import { bindLibrary, type BoundLibrary } from "./bind.ts";
 import { readElf } from "../host/elf.ts";
 
 export { CRYPT_ANY_SLOT, CRYPT_ANY_TOKEN, CryptDevice } from "./crypt_device.ts";
@@ -109,7 +110,7 @@ const SYMBOLS = {
   },
 } as const satisfies Record<LibcryptsetupSymbol, Deno.ForeignFunction>;
 
-type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
+type Lib = BoundLibrary<typeof SYMBOLS>;
 
 /** What this libcryptsetup is and supports. */
 export interface LibcryptsetupInfo {
@@ -145,22 +146,9 @@ function levelName(n: number): LogLevel {
 /** Instances in open order: the newest open one owns the library-wide log callback. */
 const openInstances: Libcryptsetup[] = [];
 
-/**
- * Which symbols exist, via a separate handle declaring each one as optional and never calling it. Needed because
- * Deno 2.9 turns a missing `optional` + `nonblocking` symbol into a wrapper that throws when called, not into null.
- */
-function presentSymbols(path: string): Record<string, boolean> {
-  const names = Object.keys(SYMBOLS);
-  const decl = Object.fromEntries(names.map((n) => [n, { parameters: [], result: "void", optional: true }])) as Record<
-    string,
-    Deno.ForeignFunction<[], "void"> & { optional: true }
-  >;
-  const probe = Deno.dlopen(path, decl);
-  try {
-    return Object.fromEntries(names.map((n) => [n, probe.symbols[n] !== null]));
-  } finally {
-    probe.close();
-  }
+/** Which symbols exist: bindLibrary leaves a missing optional one null (nonblocking ones too, unlike Deno.dlopen). */
+function presentSymbols(lib: Lib): Record<string, boolean> {
+  return Object.fromEntries(Object.keys(SYMBOLS).map((n) => [n, (lib.symbols as Record<string, unknown>)[n] !== null]));
 }
 
 /** The file dlopen loaded for `requested`: itself when it is a path, else the mapping named like the soname. */
@@ -228,7 +216,7 @@ export class Libcryptsetup {
       (level, msg, usr) => this.#onLog(level, msg, usr),
     );
     const path = libraryFile(requested);
-    this.info = { path, version: apiLevel(path) ?? "unknown", symbols: presentSymbols(requested) };
+    this.info = { path, version: apiLevel(path) ?? "unknown", symbols: presentSymbols(lib) };
     this.#register();
   }
 
@@ -236,7 +224,7 @@ export class Libcryptsetup {
   static open(path: string = LIBCRYPTSETUP_SONAME): Libcryptsetup {
     let lib: Lib;
     try {
-      lib = Deno.dlopen(path, SYMBOLS);
+      lib = bindLibrary(path, SYMBOLS);
     } catch (e) {
       throw new Error(
         `cannot load ${path}: ${(e as Error).message}; install libcryptsetup 2.0 or newer (package libcryptsetup12)`,

@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { bindLibrary, type BoundLibrary } from "./bind.ts";
 
 const DEFAULT_LIB = "libcryptsetup.so.12";
 
@@ -24,7 +25,7 @@ const SYMBOLS = {
   crypt_safe_memzero: { parameters: ["pointer", "usize"], result: "void", optional: true },
 } as const;
 
-type SafeLib = Deno.DynamicLibrary<typeof SYMBOLS>;
+type SafeLib = BoundLibrary<typeof SYMBOLS>;
 
 let lib: SafeLib | null = null;
 let libError: string | null = null;
@@ -32,7 +33,7 @@ let libError: string | null = null;
 function open(): SafeLib {
   if (lib) return lib;
   try {
-    lib = Deno.dlopen(DEFAULT_LIB, SYMBOLS);
+    lib = bindLibrary(DEFAULT_LIB, SYMBOLS);
   } catch (e) {
     libError = `cannot dlopen ${DEFAULT_LIB}: ${(e as Error).message}`;
     throw new Error(`SafeBuffer: ${libError}`);
