@@ -37,10 +37,10 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
   ctx.timeline.facts.startMs = kept
     // kept: from the client's request to here (its shell's start and the FIFO)
     ? { request: Math.max(0, Math.round(Date.now() - kept.requestedAt)) }
-    // exec: the runtime's own start before its time origin
+    // exec: the runtime's own start before its time origin (from the fork: a wrapper's shell included)
     : { exec: runtimeStartMs(), runtime: runtimeMs, libcryptsetup: Math.round(performance.now()) - runtimeMs };
   if (kept) ctx.timeline.facts.kept = true;
-  // CPU ms of this process in this cycle (kept: since its request), to the sleep (the sleep phase adds the
+  // CPU ms of this process in this cycle (kept: from here), to the sleep (the sleep phase adds the
   // supervisor's) and in all (the report)
   ctx.timeline.facts.cpuMs = { start: kept ? cpuMsOf(Deno.pid) ?? 0 : 0 };
   // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand

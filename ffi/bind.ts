@@ -44,5 +44,16 @@ export function bindLibrary<const S extends Deno.ForeignLibraryInterface>(path: 
     const fn = new Deno.UnsafeFnPointer(address as Deno.PointerObject<typeof signature>, signature);
     bound[key] = fn.call.bind(fn);
   }
-  return { symbols: bound as Deno.DynamicLibrary<S>["symbols"], close: () => lib.close() };
+  const close = () => {
+    // a call after this would jump into unmapped code: it throws instead, as Deno.dlopen's symbols do
+    for (const key of Object.keys(bound)) {
+      if (bound[key] !== null) {
+        bound[key] = () => {
+          throw new Deno.errors.BadResource(`${key}: ${path} was closed`);
+        };
+      }
+    }
+    lib.close();
+  };
+  return { symbols: bound as Deno.DynamicLibrary<S>["symbols"], close };
 }

@@ -59,3 +59,10 @@ Deno.test("bindLibrary: a missing optional function is null, nonblocking too; a 
   );
   assert.throws(() => bindLibrary("libcryptsleep-none.so.0", {}), /libcryptsleep-none/);
 });
+
+Deno.test("bindLibrary: a function called after close throws instead of jumping into unmapped code", () => {
+  const libc = bindLibrary("libc.so.6", { getpid: { parameters: [], result: "i32" } } as const);
+  const getpid = libc.symbols;
+  libc.close();
+  assert.throws(() => getpid.getpid(), Deno.errors.BadResource);
+});

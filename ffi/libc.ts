@@ -1,5 +1,5 @@
 /**
- * The few libc calls cryptsleep needs (glibc `libc.so.6` through `Deno.dlopen`); failures throw {@linkcode SysError}
+ * The few libc calls cryptsleep needs (glibc `libc.so.6`, bound by bind.ts); failures throw {@linkcode SysError}
  * with the real `errno` (read from `__errno_location` right after the call).
  *
  * Calls that may block for long (`syncfs`, a write to `/sys/power/state`, an O_DIRECT read) run in a short-lived
@@ -94,14 +94,18 @@ let errnoView: Deno.UnsafePointerView | null = null;
 
 /** @internal the raw libc symbols (for tty.ts). */
 export function libcSymbols(): BoundLibrary<typeof SYMBOLS>["symbols"] {
-  libc ??= bindLibrary(LIBC, SYMBOLS);
+  if (!libc) {
+    libc = bindLibrary(LIBC, SYMBOLS);
+    // now, not at the first error: nothing may run between a failed call and its errno read
+    errnoView = new Deno.UnsafePointerView(libc.symbols.__errno_location()!);
+  }
   return libc.symbols;
 }
 
 /** errno of the main thread's last libc call. Read it right after the call. */
 export function errno(): number {
-  errnoView ??= new Deno.UnsafePointerView(libcSymbols().__errno_location()!);
-  return errnoView.getInt32();
+  libcSymbols();
+  return errnoView!.getInt32();
 }
 
 /** Throw SysError(call, errno) when `r` is -1 (or negative). Returns `r`. */
@@ -467,7 +471,9 @@ let kept: { worker: Worker; busy: boolean } | null = null;
  * eight of these calls. A call that comes while the kept one is busy (a syncfs that hangs) gets a fresh worker.
  */
 export function keepWorker(): void {
-  if (kept) return;
+  if (kept && !kept.busy) return;
+  // one stuck in a call (a syncfs on a hung disk) is not kept: its call's end terminates it (inWorker)
+  kept = null;
   const mine = { worker: spawnWorker(), busy: false };
   // an error while idle (its start-up, before any call) must not end the process as an unhandled worker error;
   // the worker is dropped and the next call gets one of its own

@@ -152,8 +152,9 @@ export function cpuMsOf(pid: number): number | null {
 }
 
 /**
- * Milliseconds from this process's exec to its runtime's time origin (`performance.now()` = 0): the runtime's own
- * start, before any of the program ran; ±10 ms (`/proc` counts in USER_HZ). Null where `/proc` is not mounted.
+ * Milliseconds from this process's start to its runtime's time origin (`performance.now()` = 0): the runtime's own
+ * start, before any of the program ran, and before it what ran in the process until it exec'd deno (a wrapper's
+ * shell: /proc's start time is the fork's); ±10 ms (`/proc` counts in USER_HZ). Null where `/proc` is not mounted.
  */
 export function runtimeStartMs(): number | null {
   try {

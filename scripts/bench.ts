@@ -70,7 +70,7 @@ function table(samples: Sample[], title: string): string {
   const nested = (path: string) =>
     samples.map((s) => path.split(".").reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], s.report.facts))
       .filter((v): v is number => typeof v === "number");
-  lines.push(row("… deno's own start, before the program runs (facts.startMs.exec)", nested("startMs.exec")));
+  lines.push(row("… deno's own start, its wrapper's shell included (facts.startMs.exec)", nested("startMs.exec")));
   lines.push(row("CPU to the sleep: cryptsleep suspend (facts.cpuMs)", nested("cpuMs.toSleep.self")));
   lines.push(row("CPU to the sleep: its supervisor, its start included", nested("cpuMs.toSleep.supervisor")));
   for (const step of ["mlock", "chroot"]) lines.push(row(`… pin: ${step} (facts.pinMs)`, nested(`pinMs.${step}`)));

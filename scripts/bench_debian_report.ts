@@ -209,7 +209,8 @@ function measures(phases: string[]): Measure[] {
       },
     },
     {
-      label: "… cryptsleep: of it deno's own start, before the program runs (report: facts.startMs.exec)",
+      label: "… cryptsleep: of it deno's own start, before the program runs, its wrapper's shell included " +
+        "(report: facts.startMs.exec)",
       unit: "ms",
       tools: csOnly,
       noRatio: true,

@@ -27,6 +27,7 @@
 import { join } from "../host/path.ts";
 import { underRoot } from "../host/paths.ts";
 import { niceOfSelf, setpriority } from "../ffi/libc.ts";
+import { SysError } from "../ffi/errors.ts";
 
 /** Where systemd-sleep looks for hooks, highest priority first (both are one directory on a merged /usr). */
 export const SYSTEM_SLEEP_DIRS: readonly string[] = ["/usr/lib/systemd/system-sleep", "/lib/systemd/system-sleep"];
@@ -120,14 +121,22 @@ export async function listSleepHooks(root = "/", dirs: readonly string[] = SYSTE
  * Runs `spawn` with this thread at `nice`: Linux's nice is per thread and a child starts at its spawning thread's.
  * The JS thread, the process's main one, spawns synchronously: setpriority(PRIO_PROCESS, 0) sets that thread only.
  */
-function atNice<T>(nice: number | undefined, spawn: () => T): T {
+function atNice<T>(nice: number | undefined, spawn: () => T, log: (line: string) => void): T {
+  if (nice === undefined) return spawn();
   const was = niceOfSelf();
-  if (nice === undefined || nice === was) return spawn();
+  if (nice === was) return spawn();
+  // failing here, nothing is spawned: the caller says so
   setpriority(0, nice);
   try {
     return spawn();
   } finally {
-    setpriority(0, was);
+    try {
+      setpriority(0, was);
+    } catch (err) {
+      // the child runs: it is returned and awaited all the same; this thread stays at the hooks' nice until the
+      // cycle's nice-back
+      log(`cryptsleep: system-sleep hooks: this thread's nice back to ${was}: ${(err as Error).message}`);
+    }
   }
 }
 
@@ -138,6 +147,7 @@ async function runOne(
     env: Record<string, string>;
     signal: AbortSignal;
     nice?: number;
+    log: (line: string) => void;
   },
 ): Promise<HookResult> {
   const start = performance.now();
@@ -154,9 +164,12 @@ async function runOne(
         stderr: io,
         // its own process group, so the deadline also reaches what it started (systemd kills the executor's)
         detached: true,
-      }).spawn());
+      }).spawn(), opts.log);
   } catch (err) {
-    const error = `spawn ${hook.path}: ${err instanceof Error ? err.message : err}; check its #! line and mode`;
+    // setpriority's SysError names its call, errno and fix; anything else is the spawn's
+    const error = err instanceof SysError
+      ? `${hook.path}: not started: ${err.message}`
+      : `spawn ${hook.path}: ${err instanceof Error ? err.message : err}; check its #! line and mode`;
     return { ...hook, ok: false, code: null, timedOut: false, error, durationMs: ms() };
   }
   // at the deadline: SIGTERM (what systemd's hooks get, PR_SET_DEATHSIG), SIGKILL if that is ignored
@@ -222,6 +235,7 @@ export async function runSleepHooks(phase: "pre" | "post", opts: HookOptions = {
           env,
           signal: deadline.signal,
           nice: opts.nice,
+          log,
         })
       ),
     );
