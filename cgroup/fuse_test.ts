@@ -94,7 +94,7 @@ Deno.test({
       const frozen = await freezeUserspace({
         cgroupRoot: bed.root,
         own,
-        timeoutMs: 10_000,
+        timeoutMs: 60_000, // generous: the order is checked, not the speed (a loaded host)
         fuseOrder: "waves",
         betweenWaves: async () => {
           between = true;
