@@ -1,10 +1,9 @@
 /**
  * @module
  * `Deno.dlopen` without its per-function compile. For each synchronous function it binds, `Deno.dlopen` compiles a
- * fast-call trampoline with Cranelift (~0.25 ms of CPU each on the host, ~7 ms under the bed's emulation: the ~100
- * functions of libc, libcryptsetup and libdevmapper cost each of the cycle's two processes ~0.6 s there). V8 enters
- * that trampoline only from optimized code, which V8's lite mode (the wrapper's `--v8-flags=--lite-mode`) never
- * makes. {@linkcode bindLibrary} asks the library for each function's address instead (a static of type
+ * fast-call trampoline with Cranelift (~0.25 ms of CPU each on the host; each of the cycle's two processes bound ~100).
+ * V8 enters that trampoline only from optimized code, which V8's lite mode (the wrapper's `--v8-flags=--lite-mode`)
+ * never makes. On the bed, loading libcryptsetup took 0.48–0.71 s with them and 0.15–0.40 s without. {@linkcode bindLibrary} asks the library for each function's address instead (a static of type
  * `pointer`) and calls it through `Deno.UnsafeFnPointer`: nothing compiled, ~1.5 µs more per call. A missing
  * `optional` function is null, whether `nonblocking` or not.
  *
