@@ -12,15 +12,15 @@
  * in an error the cycle did not turn into an outcome makes it exit the same way, after answering.
  *
  * The protocol, a line each way: the client makes a FIFO under {@linkcode KEPT_DIR}, opens it read-write, and
- * writes `cycle PATH MS` (MS: when it was asked, ms since the epoch) to the request FIFO; serve answers on PATH
+ * writes `cycle PATH UPTIME` (when it was asked: /proc/uptime's seconds) to the request FIFO; serve answers on PATH
  * `took` as it begins, then `say TEXT` lines (what the cycle has to tell), then `exit N` — or `oneshot` instead of
  * `took`: it runs no cycle, the client runs it itself.
  *
  * @example
  * ```ts
  * import { parseRequest } from "./kept.ts";
- * console.log(parseRequest("cycle /run/cryptsleep/kept/reply.42 1764540000000"));
- * // { reply: "/run/cryptsleep/kept/reply.42", requestedAt: 1764540000000 }
+ * console.log(parseRequest("cycle /run/cryptsleep/kept/reply.42 100.25", { nowMs: 1764540000000, uptimeS: 100.5 }));
+ * // { reply: "/run/cryptsleep/kept/reply.42", requestedAt: 1764539999750 }
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
@@ -35,12 +35,13 @@ import { isChrooted } from "../chroot/enter.ts";
 import { bundlePath, lineReader, spawnSupervisor, type Supervisor } from "./start.ts";
 import { kmsg } from "./report.ts";
 import { messages } from "./errors.ts";
+import { processIdentity } from "../host/proc.ts";
 
 /** Where the kept process and its clients meet (tmpfs: nothing of it on a disk the cycle locks). */
 export const KEPT_DIR = "/run/cryptsleep/kept";
 /** The FIFO serve reads requests from. */
 export const REQUEST_FIFO = `${KEPT_DIR}/request`;
-/** serve's pid, for the client to tell a kept process from none. */
+/** serve's pid and start ("PID START", host/proc.ts processIdentity): the client tells serve from none by it. */
 export const PID_FILE = `${KEPT_DIR}/pid`;
 
 /** How long after a cycle the next one's supervisor starts. */
@@ -59,15 +60,36 @@ export interface Kept {
   takeSupervisor(): Supervisor | null;
 }
 
-/** A request line, or null for one that is not. */
-export function parseRequest(line: string): { reply: string; requestedAt: number | null } | null {
+/**
+ * A request line, or null for one that is not. Its time is /proc/uptime's first field when the client was asked
+ * (seconds since boot; a shell reads it without a fork), made ms since the epoch with `clock`, both read as the
+ * line is; or, from a client before that, ms since the epoch.
+ */
+export function parseRequest(
+  line: string,
+  clock?: { nowMs: number; uptimeS: number },
+): { reply: string; requestedAt: number | null } | null {
   const m = /^cycle (\S+)(?: (\S*))?$/.exec(line.trim());
   if (!m) return null;
   // only a FIFO of our own directory: the line comes from whoever can write the request FIFO (root), but a
   // path elsewhere would be opened for writing by root all the same
   if (!m[1].startsWith(`${KEPT_DIR}/reply.`) || m[1].slice(KEPT_DIR.length + 1).includes("/")) return null;
-  // a date(1) without %N (busybox) gives no milliseconds: then the time it is read
-  return { reply: m[1], requestedAt: /^\d{13}$/.test(m[2] ?? "") ? Number(m[2]) : null };
+  const asked = m[2] ?? "";
+  if (/^\d{13}$/.test(asked)) return { reply: m[1], requestedAt: Number(asked) };
+  if (clock && /^\d+\.\d{1,2}$/.test(asked) && Number(asked) <= clock.uptimeS) {
+    return { reply: m[1], requestedAt: clock.nowMs - Math.round((clock.uptimeS - Number(asked)) * 1000) };
+  }
+  // none, or one that cannot be read: the time the line is read stands in
+  return { reply: m[1], requestedAt: null };
+}
+
+/** /proc/uptime's first field and the time now, read together, for {@linkcode parseRequest}. */
+export function requestClock(): { nowMs: number; uptimeS: number } | undefined {
+  try {
+    return { nowMs: Date.now(), uptimeS: Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]) };
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -162,7 +184,7 @@ async function serving(
   // one serve at a time: a second would take the FIFO from the first, and its end remove the other's files
   using lock = await Deno.open(`${KEPT_DIR}/serve.lock`, { read: true, write: true, create: true, mode: 0o600 });
   if (!(await lock.tryLock(true))) {
-    const holder = (await Deno.readTextFile(PID_FILE).catch(() => "")).trim() || "unknown";
+    const holder = (await Deno.readTextFile(PID_FILE).catch(() => "")).trim().split(" ")[0] || "unknown";
     console.error(`cryptsleep serve: refused: another cryptsleep serve runs (pid ${holder}): stop it first`);
     return 3;
   }
@@ -182,8 +204,9 @@ async function serving(
     for (const l of answerOf(warm).say) console.error(`${l} (a cycle asked for now would say so too)`);
   }
   if (stopping()) return 0;
-  // the pid first, the FIFO last: a client (and install) that finds the FIFO finds serve's pid
-  await Deno.writeTextFile(`${PID_FILE}.new`, `${Deno.pid}\n`);
+  // the pid first, the FIFO last: a client (and install) that finds the FIFO finds serve's pid; with its start,
+  // so that a pid taken by another process after a crash is not taken for serve (host/proc.ts, livingPid)
+  await Deno.writeTextFile(`${PID_FILE}.new`, `${await processIdentity(Deno.pid)}\n`);
   await Deno.rename(`${PID_FILE}.new`, PID_FILE);
   // made and opened under another name, then renamed: a client never finds it before it is read (a FIFO nobody
   // has open drops what was written to it)
@@ -211,7 +234,7 @@ async function serving(
     while (!stopping()) {
       const line = await readLine();
       if (line === null || stopping()) break;
-      const request = parseRequest(line);
+      const request = parseRequest(line, requestClock());
       if (!request) {
         if (line.trim() !== "stop") kmsg(`serve: not a request, ignored: ${JSON.stringify(line.slice(0, 80))}`);
         continue;

@@ -1,21 +1,26 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { answerOf, KEPT_DIR, parseRequest, swappedKiB, swapRisk } from "./kept.ts";
+import { answerOf, KEPT_DIR, parseRequest, requestClock, swappedKiB, swapRisk } from "./kept.ts";
+import { processIdentity } from "../host/proc.ts";
 import { lineReader } from "./start.ts";
 
 const CLIENT = new URL("../packaging/cryptsleep-request", import.meta.url).pathname;
 
-Deno.test("parseRequest: a reply FIFO of the kept directory only; the time when it has milliseconds", () => {
-  assert.deepEqual(parseRequest(`cycle ${KEPT_DIR}/reply.42 1764540000123\n`), {
+Deno.test("parseRequest: a reply FIFO of the kept directory only; its time from the uptime, or ms", () => {
+  const clock = { nowMs: 1764540000000, uptimeS: 5000.5 };
+  assert.deepEqual(parseRequest(`cycle ${KEPT_DIR}/reply.42 4999.25\n`, clock), {
     reply: `${KEPT_DIR}/reply.42`,
-    requestedAt: 1764540000123,
+    requestedAt: 1764539998750,
   });
-  // busybox date prints %3N as it is: the time it is read stands in
-  assert.deepEqual(parseRequest(`cycle ${KEPT_DIR}/reply.7 1764540000%3N`), {
-    reply: `${KEPT_DIR}/reply.7`,
-    requestedAt: null,
-  });
-  assert.equal(parseRequest(`cycle ${KEPT_DIR}/reply.7`)?.requestedAt, null);
+  // a client from before: ms since the epoch
+  assert.equal(parseRequest(`cycle ${KEPT_DIR}/reply.42 1764540000123`, clock)?.requestedAt, 1764540000123);
+  // none, one after now (another boot's), no clock to read it by, busybox date's %3N: the time it is read stands in
+  for (const asked of ["", " 5001.00", " 4999.25", " 1764540000%3N", " x"]) {
+    const c = asked === " 4999.25" ? undefined : clock;
+    assert.equal(parseRequest(`cycle ${KEPT_DIR}/reply.7${asked}`, c)?.requestedAt, null, asked);
+  }
+  const now = requestClock();
+  assert.ok(now && now.uptimeS > 0 && Math.abs(now.nowMs - Date.now()) < 1000);
   for (
     const bad of ["cycle /etc/passwd 1", `cycle ${KEPT_DIR}/reply.1/../../x 1`, `cycle ${KEPT_DIR}/pid`, "stop", ""]
   ) {
@@ -55,12 +60,13 @@ async function client(
   shell = ["sh"],
 ) {
   const dir = await Deno.makeTempDir({ prefix: "kept-" });
-  // stands for serve's process (its command line says serve): alive until killed
-  const keeper = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "cryptsleep.js", "serve"] })
-    .spawn();
+  // stands for serve's process: alive until killed; its command name has what the client must cut at the last ") "
+  const sh = join(dir, "x) 1 2 (3) 4");
+  await Deno.symlink("/bin/sh", sh);
+  const keeper = new Deno.Command(sh, { args: ["-c", "while :; do sleep 1; done"] }).spawn();
   try {
     const pidFile = join(dir, "pid");
-    await Deno.writeTextFile(pidFile, `${keeper.pid}\n`);
+    await Deno.writeTextFile(pidFile, `${await processIdentity(keeper.pid)}\n`);
     const fake = join(dir, "oneshot");
     await Deno.writeTextFile(fake, '#!/bin/sh\necho "oneshot $*"\nexit 7\n', { mode: 0o755 });
     const mk = await new Deno.Command("mkfifo", { args: [join(dir, "request")] }).output();
@@ -76,6 +82,8 @@ async function client(
           const child = new Deno.Command(shell[0], {
             args: [...shell.slice(1), CLIENT, "--console", "/dev/ttyS0"],
             env: { CRYPTSLEEP_KEPT_DIR: dir, CRYPTSLEEP_EXEC: fake },
+            // a client waiting on what is not serve would wait for ever: ended (TERM) so that the test fails
+            signal: AbortSignal.timeout(60_000),
             stdout: "piped",
             stderr: "piped",
           }).spawn();
@@ -88,10 +96,15 @@ async function client(
           };
         },
         request: async () => {
-          const line = (await readLine()) ?? "";
-          const m = /^cycle (\S+) (\d{13})$/.exec(line);
-          assert.ok(m, `a request with its time in ms: ${line}`);
-          assert.ok(Math.abs(Number(m[2]) - Date.now()) < 60_000);
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const line = await Promise.race([
+            readLine(),
+            new Promise<never>((_, no) => timer = setTimeout(() => no(new Error("no request in 60 s")), 60_000)),
+          ]).finally(() => clearTimeout(timer)) ?? "";
+          const m = /^cycle (\S+) (\d+\.\d\d)$/.exec(line);
+          assert.ok(m, `a request with its time since boot: ${line}`);
+          const asked = parseRequest(line.replace(m[1], `${KEPT_DIR}/reply.1`), requestClock())?.requestedAt;
+          assert.ok(asked && Math.abs(asked - Date.now()) < 60_000, `asked ${asked}`);
           return { reply: m[1] };
         },
       });
@@ -140,7 +153,12 @@ Deno.test("cryptsleep-request: serve's lines are said, its exit code is the clie
     const o = await c.output;
     assert.equal(o.code, 3);
     assert.equal(o.err, "cryptsleep: refused: not now\n");
-    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["oneshot", "pid", "request"]);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "oneshot",
+      "pid",
+      "request",
+      "x) 1 2 (3) 4",
+    ]);
   });
 });
 
@@ -151,17 +169,18 @@ Deno.test("cryptsleep-request: no kept process, or one gone before it took the r
     await keeper.status;
     const o = await run().output;
     assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
-    // no pid file at all; an empty one; one naming a process that is not serve
+    // no pid file at all; an empty one; a pid alone (a serve from before)
     await Deno.remove(pidFile);
     assert.equal((await run().output).code, 7);
     await Deno.writeTextFile(pidFile, "");
     assert.equal((await run().output).code, 7);
     await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
     assert.equal((await run().output).code, 7);
-    // a server of another kind ("ollama serve")
-    const other = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "ollama", "serve"] }).spawn();
+    // serve's pid taken by another process since: the pid lives, its start is not the one written
+    const other = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "a (b) c", "d) e"] }).spawn();
     try {
-      await Deno.writeTextFile(pidFile, `${other.pid}\n`);
+      const [pid, start] = (await processIdentity(other.pid))!.split(" ");
+      await Deno.writeTextFile(pidFile, `${pid} ${Number(start) - 1}\n`);
       assert.equal((await run().output).code, 7);
     } finally {
       other.kill("SIGKILL");

@@ -176,3 +176,19 @@ export async function readStat(path: string): Promise<ProcStat | null> {
   }
   return parseStat(text);
 }
+
+/**
+ * "PID START" for process `pid` (START: its start in ticks after boot), or null when it is gone. A pid alone may
+ * name whatever process gets the number later; with its start it names one process only.
+ */
+export async function processIdentity(pid: number): Promise<string | null> {
+  const st = await readStat(`/proc/${pid}/stat`);
+  return st ? `${pid} ${st.startTicks}` : null;
+}
+
+/** The pid an identity ({@linkcode processIdentity}) names while that very process runs; else null. */
+export async function livingPid(identity: string): Promise<number | null> {
+  const m = /^(\d+) (\d+)$/.exec(identity.trim());
+  if (!m) return null;
+  return (await processIdentity(Number(m[1]))) === `${m[1]} ${m[2]}` ? Number(m[1]) : null;
+}

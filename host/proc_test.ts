@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { cpuMsOf, parseCrypttab, parseMeminfo, parseProcKeys, parseStat, parseSwaps, runtimeStartMs } from "./proc.ts";
+import {
+  cpuMsOf,
+  livingPid,
+  parseCrypttab,
+  parseMeminfo,
+  parseProcKeys,
+  parseStat,
+  parseSwaps,
+  processIdentity,
+  runtimeStartMs,
+} from "./proc.ts";
 
 Deno.test("swaps: header skipped, files and devices", () => {
   const text = "Filename\tType\tSize\tUsed\tPriority\n/dev/dm-2 partition 1048572 0 -2\n/swap\\040file file 10 0 -3\n";
@@ -51,4 +61,15 @@ Deno.test("cpuMsOf and runtimeStartMs: this process, a gone one", () => {
   const start = runtimeStartMs();
   // the runtime started before its time origin, and not an hour before
   assert.ok(typeof start === "number" && start >= 0 && start < 3_600_000, `start ${start}`);
+});
+
+Deno.test("processIdentity and livingPid: the very process, not its pid taken since", async () => {
+  const me = await processIdentity(Deno.pid);
+  assert.match(me ?? "", new RegExp(`^${Deno.pid} \\d+$`));
+  assert.equal(await livingPid(`${me}\n`), Deno.pid);
+  const start = Number(me!.split(" ")[1]);
+  // the same pid with another start: the process that wrote it is gone, another got the number
+  assert.equal(await livingPid(`${Deno.pid} ${start + 1}`), null);
+  assert.equal(await processIdentity(2 ** 22 + 1), null);
+  for (const bad of [`${Deno.pid}`, "", `${Deno.pid} x`, `${me} 1`]) assert.equal(await livingPid(bad), null, bad);
 });

@@ -14,6 +14,7 @@
 import { readRecord } from "./record.ts";
 import { type DebianDropin, debianDropin, DROPIN, type ExecStart, execStart, isOurCommand } from "./unit.ts";
 import { underRoot } from "../host/paths.ts";
+import { livingPid } from "../host/proc.ts";
 
 /** What systemd would run for a suspend, and whose it is. */
 export interface SuspendPath {
@@ -57,12 +58,12 @@ export async function suspendPath(root = "/"): Promise<SuspendPath> {
 
 /**
  * The kept mode's state when systemd-suspend.service runs its client (`install --kept`), or null: whether
- * `cryptsleep serve` runs (pid file under `root`, and the process there), and what it keeps resident.
+ * `cryptsleep serve` runs (pid file under `root`, and that very process there), and what it keeps resident.
  */
 export async function keptLine(path: SuspendPath, root = "/"): Promise<string | null> {
   if (!/\/cryptsleep-request(\s|$)/.test(path.execStart.commands.at(-1) ?? "")) return null;
-  const pid = (await Deno.readTextFile(underRoot(root, "/run/cryptsleep/kept/pid")).catch(() => "")).trim();
-  const status = /^\d+$/.test(pid) ? await Deno.readTextFile(`/proc/${pid}/status`).catch(() => null) : null;
+  const pid = await livingPid(await Deno.readTextFile(underRoot(root, "/run/cryptsleep/kept/pid")).catch(() => ""));
+  const status = pid === null ? null : await Deno.readTextFile(`/proc/${pid}/status`).catch(() => null);
   if (!status) {
     return "kept mode: cryptsleep serve is not running, so each suspend starts its own cryptsleep " +
       "(systemctl status cryptsleep-kept.service says why)";

@@ -4,6 +4,7 @@ import { scratchRoot } from "../tests/fixtures/scratch.ts";
 import { install } from "./install.ts";
 import { debianLine, keptLine, suspendPath } from "./state.ts";
 import { isOurCommand } from "./unit.ts";
+import { processIdentity } from "../host/proc.ts";
 
 Deno.test("suspend path: not installed, installed, overridden by a later drop-in; Debian's seen", async () => {
   await using s = await scratchRoot({
@@ -83,6 +84,12 @@ Deno.test("keptLine: only for the kept mode's client; serve running or not, by i
   const path = await suspendPath(s.root);
   assert.ok(path.installed, path.summary);
   assert.match((await keptLine(path, s.root))!, /serve is not running, so each suspend starts its own/);
+  // a pid file without the start, or with another's: a pid taken since serve ended
   await s.write("run/cryptsleep/kept/pid", `${Deno.pid}\n`);
+  assert.match((await keptLine(path, s.root))!, /serve is not running/);
+  const me = (await processIdentity(Deno.pid))!;
+  await s.write("run/cryptsleep/kept/pid", `${Deno.pid} ${Number(me.split(" ")[1]) + 1}\n`);
+  assert.match((await keptLine(path, s.root))!, /serve is not running/);
+  await s.write("run/cryptsleep/kept/pid", `${me}\n`);
   assert.match((await keptLine(path, s.root))!, new RegExp(`serve runs \\(pid ${Deno.pid}, [\\d.]+ MiB resident\\)`));
 });

@@ -305,8 +305,9 @@ Deno.test({
       );
       assert.equal(r.code, 0, r.out);
       assert.match(r.out, /^ExecStart=\/usr\/lib\/cryptsleep\/cryptsleep-request --console \/dev\/ttyS0$/m, r.out);
-      assert.match(r.out, /^active\n0\n\d+$/m, r.out);
-      const servePid = Number(r.out.trim().split("\n").at(-1));
+      // the pid file: serve's pid and its start (host/proc.ts processIdentity)
+      assert.match(r.out, /^active\n0\n\d+ \d+$/m, r.out);
+      const servePid = Number(r.out.trim().split("\n").at(-1)!.split(" ")[0]);
       const needles = [...keyHalves(await volumeKey(vm, "/dev/vda")), ...keyHalves(await volumeKey(vm, "/dev/vdc"))];
       for (const n of [1, 2]) {
         vm.clearEvents();
@@ -331,7 +332,7 @@ Deno.test({
       const same = await vm.sh(
         `cat /run/cryptsleep/kept/pid; journalctl -b -u cryptsleep-kept.service --no-pager | tail -n 3`,
       );
-      assert.equal(Number(same.out.trim().split("\n")[0]), servePid, `the same serve: ${same.out}`);
+      assert.equal(Number(same.out.trim().split("\n")[0].split(" ")[0]), servePid, `the same serve: ${same.out}`);
       // back to the one-shot install: the service stops and its unit goes
       const back = await vm.sh(
         "cryptsleep install --console /dev/ttyS0 && systemctl is-active cryptsleep-kept.service; " +
