@@ -25,13 +25,12 @@ import { memoryPeakBytes } from "../cgroup/cgroup2.ts";
 import {
   dropControllingTerminal,
   keepWorker,
-  niceOfSelf,
   releaseWorker,
   setNotDumpable,
   setpriorityAllThreads,
 } from "../ffi/libc.ts";
 import { footprint } from "../host/maps.ts";
-import { cpuMsOf } from "../host/proc.ts";
+import { cpuMsOf, niceOfSelf } from "../host/proc.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
 import { DIE_AT_ENV, dieHereIfAsked, leftOf, runPhases, undoPhases } from "./runner.ts";

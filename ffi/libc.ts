@@ -283,12 +283,6 @@ export function setpriorityAllThreads(prio: number): void {
   }
 }
 
-/** This process's main thread's nice value (/proc/self/stat, field 19). */
-export function niceOfSelf(): number {
-  const text = Deno.readTextFileSync("/proc/self/stat");
-  return Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[16]);
-}
-
 /**
  * prctl(PR_SET_DUMPABLE, 0): this process leaves no core dump. A crash after the lock would otherwise hand its
  * memory (typed passphrases included) to the core_pattern helper — a program of the locked root when it is a pipe

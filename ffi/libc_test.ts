@@ -199,7 +199,8 @@ Deno.test("setNotDumpable: the process leaves no core dump from then on", async 
 
 Deno.test("setpriorityAllThreads: every thread's nice, not only the caller's; niceOfSelf reads it back", async () => {
   // in a child of its own: the test runner stays as it was. Its async reads run on other threads: they exist
-  const code = `import { niceOfSelf, setpriorityAllThreads } from "${new URL("./libc.ts", import.meta.url)}";
+  const code = `import { setpriorityAllThreads } from "${new URL("./libc.ts", import.meta.url)}";
+    import { niceOfSelf } from "${new URL("../host/proc.ts", import.meta.url)}";
     await Promise.all([1, 2, 3].map(() => Deno.readTextFile("/proc/self/status")));
     const before = niceOfSelf();
     setpriorityAllThreads(7);

@@ -52,6 +52,8 @@ export interface ProcStat {
   cpuTicks: number;
   /** When it started, in USER_HZ ticks after boot. */
   startTicks: number;
+  /** Its nice value (of a process's stat: its main thread's). */
+  nice: number;
 }
 
 /** `/proc` counts times in USER_HZ: 100 per second, whatever the kernel's HZ (alpha's 1024 aside). */
@@ -122,6 +124,7 @@ export function parseStat(text: string): ProcStat {
     flags: Number(rest[6]),
     cpuTicks: Number(rest[11]) + Number(rest[12]),
     startTicks: Number(rest[19]),
+    nice: Number(rest[16]),
   };
 }
 
@@ -164,6 +167,11 @@ export function runtimeStartMs(): number | null {
   } catch {
     return null;
   }
+}
+
+/** This process's main thread's nice value. */
+export function niceOfSelf(): number {
+  return parseStat(Deno.readTextFileSync("/proc/self/stat")).nice;
 }
 
 /** Parsed `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) at `path`, or null when the process is gone. */

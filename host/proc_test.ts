@@ -42,7 +42,7 @@ Deno.test("meminfo and /proc/keys", () => {
 });
 
 Deno.test("stat: a command name with spaces and parentheses", () => {
-  const st = parseStat("4242 (a (b) c) D 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5 0 0\n");
+  const st = parseStat("4242 (a (b) c) D 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 30 10 1 0 5 0 0\n");
   assert.deepEqual(st, {
     pid: 4242,
     comm: "a (b) c",
@@ -51,6 +51,7 @@ Deno.test("stat: a command name with spaces and parentheses", () => {
     flags: 4194560,
     cpuTicks: 3,
     startTicks: 5,
+    nice: 10,
   });
 });
 

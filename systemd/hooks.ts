@@ -26,7 +26,8 @@
  */
 import { join } from "../host/path.ts";
 import { underRoot } from "../host/paths.ts";
-import { niceOfSelf, setpriority } from "../ffi/libc.ts";
+import { setpriority } from "../ffi/libc.ts";
+import { niceOfSelf } from "../host/proc.ts";
 import { SysError } from "../ffi/errors.ts";
 
 /** Where systemd-sleep looks for hooks, highest priority first (both are one directory on a merged /usr). */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { scratchRoot } from "../tests/fixtures/scratch.ts";
 import { listSleepHooks, runSleepHooks } from "./hooks.ts";
-import { niceOfSelf } from "../ffi/libc.ts";
+import { niceOfSelf } from "../host/proc.ts";
 
 const DIR = "usr/lib/systemd/system-sleep";
 
