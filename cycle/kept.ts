@@ -20,7 +20,7 @@
  * ```ts
  * import { parseRequest } from "./kept.ts";
  * console.log(parseRequest("cycle /run/cryptsleep/kept/reply.42 100.25", { nowMs: 1764540000000, uptimeS: 100.5 }));
- * // { reply: "/run/cryptsleep/kept/reply.42", requestedAt: 1764539999750 }
+ * // { reply: "/run/cryptsleep/kept/reply.42", requestedAt: 1764539999760 }
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
@@ -77,7 +77,10 @@ export function parseRequest(
   const asked = m[2] ?? "";
   if (/^\d{13}$/.test(asked)) return { reply: m[1], requestedAt: Number(asked) };
   if (clock && /^\d+\.\d{1,2}$/.test(asked) && Number(asked) <= clock.uptimeS) {
-    return { reply: m[1], requestedAt: clock.nowMs - Math.round((clock.uptimeS - Number(asked)) * 1000) };
+    // the uptime is cut to 1/100 s: its latest reading, so that a request is never taken for one made before a
+    // cycle ended (claim.ts merges those) when it came up to 10 ms after
+    const ago = Math.max(0, clock.uptimeS - Number(asked) - 0.01);
+    return { reply: m[1], requestedAt: clock.nowMs - Math.round(ago * 1000) };
   }
   // none, or one that cannot be read: the time the line is read stands in
   return { reply: m[1], requestedAt: null };

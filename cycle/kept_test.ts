@@ -8,10 +8,13 @@ const CLIENT = new URL("../packaging/cryptsleep-request", import.meta.url).pathn
 
 Deno.test("parseRequest: a reply FIFO of the kept directory only; its time from the uptime, or ms", () => {
   const clock = { nowMs: 1764540000000, uptimeS: 5000.5 };
+  // 1.25 s before, less the 10 ms the uptime's cut may have taken off
   assert.deepEqual(parseRequest(`cycle ${KEPT_DIR}/reply.42 4999.25\n`, clock), {
     reply: `${KEPT_DIR}/reply.42`,
-    requestedAt: 1764539998750,
+    requestedAt: 1764539998760,
   });
+  // read in the same 1/100 s as the line: now, never later
+  assert.equal(parseRequest(`cycle ${KEPT_DIR}/reply.42 5000.50`, clock)?.requestedAt, clock.nowMs);
   // a client from before: ms since the epoch
   assert.equal(parseRequest(`cycle ${KEPT_DIR}/reply.42 1764540000123`, clock)?.requestedAt, 1764540000123);
   // none, one after now (another boot's), no clock to read it by, busybox date's %3N: the time it is read stands in
