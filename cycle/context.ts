@@ -21,7 +21,7 @@ import type { OwnCgroup } from "../cgroup/own.ts";
 import type { Supervisor } from "./start.ts";
 import type { Job, SuspendOptions } from "./job.ts";
 import type { Secrets } from "./secrets.ts";
-import type { Timeline } from "./timeline.ts";
+import type { CycleCpu, Timeline } from "./timeline.ts";
 import type { FirmwareCache } from "./firmware.ts";
 import { messages } from "./errors.ts";
 
@@ -46,8 +46,8 @@ export interface AgentContext {
   recovery: boolean;
   /** Waits until the supervisor is ready to take over; absent in the supervisor itself. */
   supervisorReady?: () => Promise<unknown>;
-  /** The supervisor's pid, whose CPU time the report counts with this process's; absent in the supervisor. */
-  supervisorPid?: number;
+  /** What the report counts of this process's and its supervisor's CPU time; absent in the supervisor. */
+  cpu?: CycleCpu;
   /** The kernel's firmware cache, primed by the firmware phase and kept so until nothing is locked. */
   firmware?: FirmwareCache;
 }
@@ -78,6 +78,8 @@ export interface OuterContext {
   ok?: boolean;
   /** In the kept mode (cycle/kept.ts): what `cryptsleep serve` has ready for this cycle. */
   kept?: Kept;
+  /** What the report counts of this process's and its supervisor's CPU time (`facts.cpuMs`). */
+  cpu: CycleCpu;
 }
 
 /** A warning the user must see: in the report, on the console (before sleeping, where they look) and the log. */

@@ -12,7 +12,7 @@
  * ```
  */
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
-import { cpuMsOf, runtimeStartMs } from "../host/proc.ts";
+import { runtimeStartMs } from "../host/proc.ts";
 import { ignoreJobControlSignals } from "../ffi/libc.ts";
 import type { OuterContext } from "./context.ts";
 import { InterruptedError, messages, RefusedError } from "./errors.ts";
@@ -23,7 +23,7 @@ import { describeCycle, OUTER_PHASES } from "./phases.ts";
 import { kmsg, LAST_REPORT, writeReport } from "./report.ts";
 import { runPhases } from "./runner.ts";
 import { bundlePath } from "./start.ts";
-import { Timeline } from "./timeline.ts";
+import { CycleCpu, Timeline } from "./timeline.ts";
 import type { Kept } from "./kept.ts";
 
 /** The whole cycle, from this process's side; `dryRun` runs only what changes nothing and describes the rest. */
@@ -33,16 +33,14 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
   const runtimeMs = Math.round(performance.now());
   // loaded first: it maps every library the agent's phases will need, so the pin locks them (kept: loaded once)
   const lib = kept?.lib ?? Libcryptsetup.open();
-  const ctx: OuterContext = { options, lib, timeline: new Timeline(), script: null, kept };
+  const ctx: OuterContext = { options, lib, timeline: new Timeline(), script: null, kept, cpu: new CycleCpu(!!kept) };
   ctx.timeline.facts.startMs = kept
     // kept: from the client's request to here (its shell's start and the FIFO)
     ? { request: Math.max(0, Math.round(Date.now() - kept.requestedAt)) }
     // exec: the runtime's own start before its time origin (from the fork: a wrapper's shell included)
     : { exec: runtimeStartMs(), runtime: runtimeMs, libcryptsetup: Math.round(performance.now()) - runtimeMs };
   if (kept) ctx.timeline.facts.kept = true;
-  // CPU ms of this process in this cycle (kept: from here), to the sleep (the sleep phase adds the
-  // supervisor's) and in all (the report)
-  ctx.timeline.facts.cpuMs = { start: kept ? cpuMsOf(Deno.pid) ?? 0 : 0 };
+  ctx.timeline.facts.cpuMs = ctx.cpu;
   // the report tells a cycle systemd started (lid, menu, idle) from one typed by hand
   if (options.fromSystemd) ctx.timeline.facts.trigger = "systemd-suspend.service";
   // Ctrl-C (or SIGTERM) before the agent starts stops the list and undoes what ran; once the agent runs it is
@@ -81,9 +79,7 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
 
 async function report(ctx: OuterContext): Promise<void> {
   const ok = ctx.ok && ctx.timeline.phases.every((p) => p.ok);
-  const cpu = ctx.timeline.facts.cpuMs as { start: number };
-  const self = cpuMsOf(Deno.pid);
-  ctx.timeline.facts.cpuMs = { ...cpu, cycle: self === null ? null : self - cpu.start };
+  ctx.cpu.atEnd();
   try {
     await Deno.mkdir("/run/cryptsleep", { recursive: true });
     await writeReport(ctx.timeline.toJSON(ok ? "ok" : "failed"), LAST_REPORT);

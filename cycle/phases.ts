@@ -30,7 +30,7 @@ import {
   setpriorityAllThreads,
 } from "../ffi/libc.ts";
 import { footprint } from "../host/maps.ts";
-import { cpuMsOf, niceOfSelf } from "../host/proc.ts";
+import { niceOfSelf } from "../host/proc.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
 import { DIE_AT_ENV, dieHereIfAsked, leftOf, runPhases, undoPhases } from "./runner.ts";
@@ -115,12 +115,12 @@ const spawnPhase: CyclePhase<OuterContext, Supervisor> = {
         await spare.dismiss();
         throw err;
       }
-      // what it used starting, between cycles, is not this cycle's
-      const cpu = ctx.timeline.facts.cpuMs as Record<string, unknown> | undefined;
-      if (cpu) cpu.supervisorStart = cpuMsOf(spare.pid) ?? 0;
+      ctx.cpu.supervisedBy(spare.pid, true);
       return ctx.supervisor = spare;
     }
-    return ctx.supervisor = spawnSupervisor(ctx.script);
+    ctx.supervisor = spawnSupervisor(ctx.script);
+    ctx.cpu.supervisedBy(ctx.supervisor.pid, false);
+    return ctx.supervisor;
   },
   detail: (s) => ({ pid: s.pid }),
   describe: () => lines("would start the supervisor (the same program) with no job yet, to start while preflight runs"),
@@ -424,7 +424,7 @@ const agentPhase: CyclePhase<OuterContext, boolean> = {
       log: kmsg,
       recovery: false,
       supervisorReady: () => ctx.supervisor!.ready(),
-      supervisorPid: ctx.supervisor!.pid,
+      cpu: ctx.cpu,
     };
     try {
       await runPhases(AGENT_PHASES, agent, ctx.timeline);
@@ -664,17 +664,7 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
     // runner unlocks and thaws
     await ctx.firmware?.keep(2_000);
     // on one CPU the time to sleep is these two processes' CPU time more than their phases' (they run side by side)
-    const cpu = ctx.timeline.facts.cpuMs as { start: number; supervisorStart?: number } | undefined;
-    if (cpu) {
-      const since = (now: number | null, start = 0) => now === null ? null : now - start;
-      ctx.timeline.facts.cpuMs = {
-        ...cpu,
-        toSleep: {
-          self: since(cpuMsOf(Deno.pid), cpu.start),
-          ...(ctx.supervisorPid ? { supervisor: since(cpuMsOf(ctx.supervisorPid), cpu.supervisorStart) } : {}),
-        },
-      };
-    }
+    ctx.cpu?.atSleep();
     const slept = await oneAtATime(() => enterSleep(ctx.job.options.state, ctx.job.options.memSleep));
     // the kernel keeps what it cached for 10 s from the wake
     ctx.firmware?.renewed();

@@ -15,6 +15,52 @@
 import { cpuMsOf } from "../host/proc.ts";
 import type { Outcome } from "./outcome.ts";
 
+/**
+ * The report's `cpuMs` fact: CPU ms (user + system, every thread; /proc) used in the cycle by this process
+ * (`toSleep.self`, then `cycle` in all) and its supervisor (`toSleep.supervisor`). What either used before the
+ * cycle is not counted: `start` and `supervisorStart` are those readings (kept mode; a supervisor started ahead).
+ * On one CPU the time to sleep is close to the two processes' CPU to the sleep.
+ */
+export class CycleCpu {
+  /** This process's CPU ms when the cycle began: 0 for a process started for it. */
+  readonly start: number;
+  /** The supervisor's when it was taken, if it started ahead of the cycle. */
+  supervisorStart?: number;
+  /** From the start to the sleep; null where /proc could not tell. */
+  toSleep?: { self: number | null; supervisor?: number | null };
+  /** This process's, from the start to the report. */
+  cycle?: number | null;
+  #supervisor?: number;
+
+  /** `ranBefore`: this process ran before the cycle (kept mode), and that is not the cycle's. */
+  constructor(ranBefore: boolean) {
+    this.start = ranBefore ? cpuMsOf(Deno.pid) ?? 0 : 0;
+  }
+
+  /** Counts supervisor `pid`'s; `ahead`: it started before the cycle, and that is not the cycle's. */
+  supervisedBy(pid: number, ahead: boolean): void {
+    this.#supervisor = pid;
+    if (ahead) this.supervisorStart = cpuMsOf(pid) ?? 0;
+  }
+
+  /** Read at the sleep. */
+  atSleep(): void {
+    this.toSleep = {
+      self: since(cpuMsOf(Deno.pid), this.start),
+      ...(this.#supervisor ? { supervisor: since(cpuMsOf(this.#supervisor), this.supervisorStart ?? 0) } : {}),
+    };
+  }
+
+  /** Read at the report. */
+  atEnd(): void {
+    this.cycle = since(cpuMsOf(Deno.pid), this.start);
+  }
+}
+
+function since(now: number | null, start: number): number | null {
+  return now === null ? null : now - start;
+}
+
 /** How a cycle ended, in the report. */
 export type OutcomeKind = Outcome["kind"];
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Timeline } from "./timeline.ts";
+import { CycleCpu, Timeline } from "./timeline.ts";
 import { cpuMsOf } from "../host/proc.ts";
 
 Deno.test("timeline: a phase still running is not handed on, so the next process's report can be ok", async () => {
@@ -53,4 +53,40 @@ Deno.test("timeline: each phase records this process's CPU time in it", async ()
   const [busy, idle] = t.toJSON().phases;
   assert.ok(busy.cpuMs !== undefined && busy.cpuMs >= 100, `busy ${busy.cpuMs}`);
   assert.ok(idle.cpuMs !== undefined && idle.cpuMs < 100, `idle ${idle.cpuMs}`);
+});
+
+Deno.test("CycleCpu: what ran before the cycle is not counted; its JSON is the report's cpuMs", async () => {
+  const spin = (ms: number) => {
+    const start = cpuMsOf(Deno.pid)!;
+    const end = performance.now() + 10_000;
+    while (cpuMsOf(Deno.pid)! - start < ms && performance.now() < end);
+  };
+  spin(50);
+  const fresh = new CycleCpu(false);
+  const kept = new CycleCpu(true);
+  assert.equal(fresh.start, 0);
+  assert.ok(kept.start >= 50, `kept.start ${kept.start}`);
+  // a supervisor: a child that has used 300 ms of CPU before it is taken, counted from there on
+  const spinner = "const f = () => Deno.readTextFileSync('/proc/self/stat').split(') ')[1].split(' ');" +
+    "while ((+f()[11] + +f()[12]) * 10 < 300); console.log('spun'); await new Promise((r) => setTimeout(r, 60_000));";
+  const child = new Deno.Command(Deno.execPath(), { args: ["eval", spinner], stdout: "piped" }).spawn();
+  try {
+    await child.stdout.getReader().read();
+    kept.supervisedBy(child.pid, true);
+    fresh.supervisedBy(child.pid, false);
+    spin(50);
+    kept.atSleep();
+    fresh.atSleep();
+    kept.atEnd();
+  } finally {
+    child.kill();
+    await child.status;
+  }
+  assert.ok(kept.supervisorStart! >= 300, `supervisorStart ${kept.supervisorStart}`);
+  assert.ok(kept.toSleep!.supervisor! < 100, `ahead: only the cycle's ${kept.toSleep!.supervisor}`);
+  assert.ok(fresh.toSleep!.supervisor! >= 200, `fresh: all of it ${fresh.toSleep!.supervisor}`);
+  assert.ok(fresh.toSleep!.self! >= kept.toSleep!.self! + 50, `${fresh.toSleep!.self} ${kept.toSleep!.self}`);
+  const json = JSON.parse(JSON.stringify({ cpuMs: kept })).cpuMs;
+  assert.deepEqual(Object.keys(json).sort(), ["cycle", "start", "supervisorStart", "toSleep"]);
+  assert.equal(json.cycle, kept.cycle);
 });
