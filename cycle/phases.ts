@@ -11,8 +11,8 @@
  * ```ts
  * import { AGENT_PHASES, OUTER_PHASES } from "./phases.ts";
  * console.log([...OUTER_PHASES, ...AGENT_PHASES].map((p) => p.name).join(" → "));
- * // claim → own → spawn → preflight → root → supervisor → hooks → watchdog → sync → pin → agent → freeze → syncfs →
- * // guard → modprobe → lock → sleep
+ * // claim → nice → own → spawn → preflight → root → supervisor → hooks → watchdog → sync → pin → agent → freeze →
+ * // syncfs → guard → modprobe → firmware → lock → sleep
  * ```
  */
 import { mountRoot, type Root } from "../chroot/root.ts";
