@@ -189,8 +189,12 @@ export async function soak(
 ): Promise<SoakResult> {
   const started = new Date();
   const guest = await ensureGuest({ kernel: options.kernel });
-  log(`boot (kernel ${options.kernel}, layout ${options.layout})`);
-  await using vm = await boot({ kernel: options.kernel, dataDisk: options.layout !== "root" });
+  const cpus = options.cpus;
+  log(`boot (kernel ${options.kernel}, layout ${options.layout}, ${cpus} vCPU${cpus === 1 ? "" : "s"})`);
+  await using vm = await boot({ kernel: options.kernel, dataDisk: options.layout !== "root", cpus });
+  // the kernel must bring each back at every wake: that is what the vCPUs are for
+  const online = await vm.sh("grep -c ^processor /proc/cpuinfo");
+  if (Number(online.out.trim()) !== cpus) throw new Error(`the guest has ${online.out.trim()} CPUs, not ${cpus}`);
   const data = layoutSetup(options.layout, vm.guest.passphrase);
   if (data) {
     log(`set up the data volume (${options.layout}) on /mnt/data`);
@@ -320,6 +324,7 @@ export async function soak(
   const summary = summarize(rows, options.cycles, end);
   const kernelVersion = guest.manifest.kernel.version;
   const title = `cryptsleep soak: ${options.cycles} cycle(s), kernel ${kernelVersion}, layout ${options.layout}, ` +
+    `${options.cpus} vCPU${options.cpus === 1 ? "" : "s"}, ` +
     `loads: ${
       writers.map((w) =>
         w.kind === "writer"

@@ -47,11 +47,13 @@ export interface SoakOptions {
   dumpEvery: number;
   /** Where the JSON and the SVG go; null: nowhere (the VM test). */
   out: string | null;
+  /** The guest's virtual CPUs (a laptop has several: the kernel takes the others offline and back at each S3). */
+  cpus: number;
 }
 
 /** The usage line of `deno task soak`. */
 export const USAGE = "usage: deno task soak -- --cycles N [--kernel 6.1|6.12|6.18|7.3[,…]|all] " +
-  `[--layout ${LAYOUTS.join("|")}[,…]|all] [--dump-every k] [--out dir]`;
+  `[--layout ${LAYOUTS.join("|")}[,…]|all] [--dump-every k] [--cpus n] [--out dir]`;
 
 function count(name: string, value: string, min: number): number {
   const n = Number(value);
@@ -64,7 +66,7 @@ function count(name: string, value: string, min: number): number {
 /**
  * Parses the arguments (a `--` that `deno task` passes on is skipped) into the soaks to run, one per kernel × layout:
  * `--kernel` and `--layout` each take one, a comma-separated list or `all` (the matrix). Defaults: kernel
- * `$CRYPTSLEEP_KERNEL` or 6.1, layout root+data, a dump every 10 cycles, out `defaultOut` (a folder
+ * `$CRYPTSLEEP_KERNEL` or 6.1, layout root+data, a dump every 10 cycles, 1 vCPU, out `defaultOut` (a folder
  * `<kernel>-<layout>` in it for each soak when there are several). Throws on anything unknown or malformed.
  */
 export function parseSoakRuns(
@@ -74,6 +76,7 @@ export function parseSoakRuns(
   let kernels = [defaults.kernel ?? "6.1"];
   let layouts: Layout[] = ["root+data"];
   let dumpEvery = 10;
+  let cpus = 1;
   let out: string | null = defaults.out ?? "dist/soak";
   let cycles: number | null = null;
   const list = <T extends string>(name: string, v: string, known: readonly T[]): T[] => {
@@ -109,6 +112,9 @@ export function parseSoakRuns(
       case "--dump-every":
         dumpEvery = count(name, value(), 1);
         break;
+      case "--cpus":
+        cpus = count(name, value(), 1);
+        break;
       case "--out":
         out = value();
         break;
@@ -124,6 +130,7 @@ export function parseSoakRuns(
       kernel,
       layout,
       dumpEvery,
+      cpus,
       out: out !== null && several ? `${out}/${kernel}-${layout}` : out,
     }))
   );

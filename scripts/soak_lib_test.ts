@@ -31,15 +31,18 @@ Deno.test("parseSoakRuns: defaults, the -- deno task passes on, --name=value, an
     kernel: "6.1",
     layout: "root+data",
     dumpEvery: 10,
+    cpus: 1,
     out: "/x/dist/soak",
   }]);
-  assert.deepEqual(parseSoakRuns(["--cycles=3", "--layout=root", "--dump-every", "1", "--out", "o"]), [{
+  assert.deepEqual(parseSoakRuns(["--cycles=3", "--layout=root", "--dump-every", "1", "--cpus", "2", "--out", "o"]), [{
     cycles: 3,
     kernel: "6.1",
     layout: "root",
     dumpEvery: 1,
+    cpus: 2,
     out: "o",
   }]);
+  assert.throws(() => parseSoakRuns(["--cycles", "2", "--cpus", "0"]), /--cpus 0: want a count ≥ 1/);
   assert.equal(parseSoakRuns(["--cycles", "2"], { kernel: "7.3" })[0].kernel, "7.3");
   assert.throws(() => parseSoakRuns([]), /--cycles is required/);
   assert.throws(() => parseSoakRuns(["--cycles", "0"]), /want a count ≥ 1/);
