@@ -86,10 +86,14 @@ export function parseRequest(
   return { reply: m[1], requestedAt: null };
 }
 
-/** /proc/uptime's first field and the time now, read together, for {@linkcode parseRequest}. */
+/**
+ * /proc/uptime's first field and the time now, for {@linkcode parseRequest}: the uptime first, so that the time
+ * since the request is never more than it was, nor the request's time earlier.
+ */
 export function requestClock(): { nowMs: number; uptimeS: number } | undefined {
   try {
-    return { nowMs: Date.now(), uptimeS: Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]) };
+    const uptimeS = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+    return { uptimeS, nowMs: Date.now() };
   } catch {
     return undefined;
   }
@@ -209,7 +213,9 @@ async function serving(
   if (stopping()) return 0;
   // the pid first, the FIFO last: a client (and install) that finds the FIFO finds serve's pid; with its start,
   // so that a pid taken by another process after a crash is not taken for serve (host/proc.ts, livingPid)
-  await Deno.writeTextFile(`${PID_FILE}.new`, `${await processIdentity(Deno.pid)}\n`);
+  const identity = await processIdentity(Deno.pid);
+  if (!identity) throw new Error(`cannot read /proc/${Deno.pid}/stat: is /proc mounted?`);
+  await Deno.writeTextFile(`${PID_FILE}.new`, `${identity}\n`);
   await Deno.rename(`${PID_FILE}.new`, PID_FILE);
   // made and opened under another name, then renamed: a client never finds it before it is read (a FIFO nobody
   // has open drops what was written to it)

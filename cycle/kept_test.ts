@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { answerOf, KEPT_DIR, parseRequest, requestClock, swappedKiB, swapRisk } from "./kept.ts";
 import { processIdentity } from "../host/proc.ts";
+import { within } from "../cgroup/testing.ts";
 import { lineReader } from "./start.ts";
 
 const CLIENT = new URL("../packaging/cryptsleep-request", import.meta.url).pathname;
@@ -131,7 +132,10 @@ const BUSYBOX = (() => {
   }
 })();
 
-for (const shell of [["sh"], ...(BUSYBOX ? [["busybox", "sh"]] : [])]) {
+/** dash (Debian's sh) and busybox's ash, where it is installed: the client runs under either. */
+const SHELLS = [["sh"], ...(BUSYBOX ? [["busybox", "sh"]] : [])];
+
+for (const shell of SHELLS) {
   Deno.test(`cryptsleep-request under ${shell.join(" ")}: serve's lines said, its exit code the client's`, async () => {
     await client(async ({ run, request }) => {
       const c = run();
@@ -165,60 +169,76 @@ Deno.test("cryptsleep-request: serve's lines are said, its exit code is the clie
   });
 });
 
-Deno.test("cryptsleep-request: no kept process, or one gone before it took the request: the cycle runs one-shot", async () => {
-  await client(async ({ pidFile, run, keeper }) => {
-    // a pid file with no process
-    keeper.kill("SIGKILL");
-    await keeper.status;
-    const o = await run().output;
-    assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
-    // no pid file at all; an empty one; a pid alone (a serve from before)
-    await Deno.remove(pidFile);
-    assert.equal((await run().output).code, 7);
-    await Deno.writeTextFile(pidFile, "");
-    assert.equal((await run().output).code, 7);
-    await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
-    assert.equal((await run().output).code, 7);
-    // serve's pid taken by another process since: the pid lives, its start is not the one written
-    const other = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "a (b) c", "d) e"] }).spawn();
-    try {
-      const [pid, start] = (await processIdentity(other.pid))!.split(" ");
-      await Deno.writeTextFile(pidFile, `${pid} ${Number(start) - 1}\n`);
+for (const shell of SHELLS) {
+  Deno.test(`cryptsleep-request under ${shell.join(" ")}: no kept process, or one gone before it took the request: one-shot`, async () => {
+    await client(async ({ pidFile, run, keeper }) => {
+      // a pid file with no process
+      keeper.kill("SIGKILL");
+      await keeper.status;
+      const o = await run().output;
+      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+      // no pid file at all; an empty one; a pid alone (a serve from before)
+      await Deno.remove(pidFile);
       assert.equal((await run().output).code, 7);
-    } finally {
-      other.kill("SIGKILL");
-      await other.status;
-    }
+      await Deno.writeTextFile(pidFile, "");
+      assert.equal((await run().output).code, 7);
+      await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
+      assert.equal((await run().output).code, 7);
+      // serve's pid taken by another process since: the pid lives, its start is not the one written
+      const other = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "a (b) c", "d) e"] }).spawn();
+      try {
+        const [pid, start] = (await processIdentity(other.pid))!.split(" ");
+        await Deno.writeTextFile(pidFile, `${pid} ${Number(start) - 1}\n`);
+        assert.equal((await run().output).code, 7);
+      } finally {
+        other.kill("SIGKILL");
+        await other.status;
+      }
+      // serve dead and not yet reaped (a zombie): its stat still has its start
+      const parent = new Deno.Command("sh", {
+        args: ["-c", "true & echo $!; exec sleep 100"],
+        stdout: "piped",
+      }).spawn();
+      try {
+        const zombie = Number(new TextDecoder().decode((await parent.stdout.getReader().read()).value).trim());
+        assert.ok(await within(10_000, async () => (await Deno.readTextFile(`/proc/${zombie}/stat`)).includes(") Z ")));
+        await Deno.writeTextFile(pidFile, `${await processIdentity(zombie)}\n`);
+        assert.equal((await run().output).code, 7);
+      } finally {
+        parent.kill("SIGKILL");
+        await parent.status;
+      }
+    }, shell);
+    await client(async ({ dir, run, keeper }) => {
+      // serve killed while its FIFO has no reader: the client's write never waits, the watcher sends it one-shot
+      await Deno.remove(join(dir, "request"));
+      assert.ok((await new Deno.Command("mkfifo", { args: [join(dir, "request")] }).output()).success);
+      const c = run();
+      await new Promise((r) => setTimeout(r, 500));
+      keeper.kill("SIGKILL");
+      const o = await c.output;
+      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+    }, shell);
+    await client(async ({ run, request }) => {
+      // serve answers oneshot (its memory went to swap): the cycle runs here
+      const c = run();
+      const { reply } = await request();
+      const w = await Deno.open(reply, { write: true });
+      await w.write(new TextEncoder().encode("oneshot\n"));
+      w.close();
+      const o = await c.output;
+      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+    }, shell);
+    await client(async ({ run, request, keeper }) => {
+      const c = run();
+      await request();
+      // serve ends with the request unread (crashed): the watcher says so, and the cycle runs here
+      keeper.kill("SIGKILL");
+      const o = await c.output;
+      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+    }, shell);
   });
-  await client(async ({ dir, run, keeper }) => {
-    // serve killed while its FIFO has no reader: the client's write never waits, the watcher sends it one-shot
-    await Deno.remove(join(dir, "request"));
-    assert.ok((await new Deno.Command("mkfifo", { args: [join(dir, "request")] }).output()).success);
-    const c = run();
-    await new Promise((r) => setTimeout(r, 500));
-    keeper.kill("SIGKILL");
-    const o = await c.output;
-    assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
-  });
-  await client(async ({ run, request }) => {
-    // serve answers oneshot (its memory went to swap): the cycle runs here
-    const c = run();
-    const { reply } = await request();
-    const w = await Deno.open(reply, { write: true });
-    await w.write(new TextEncoder().encode("oneshot\n"));
-    w.close();
-    const o = await c.output;
-    assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
-  });
-  await client(async ({ run, request, keeper }) => {
-    const c = run();
-    await request();
-    // serve ends with the request unread (crashed): the watcher says so, and the cycle runs here
-    keeper.kill("SIGKILL");
-    const o = await c.output;
-    assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
-  });
-});
+}
 
 Deno.test("cryptsleep-request: serve gone during the cycle: exit 1, said, and no second cycle", async () => {
   await client(async ({ run, request, keeper }) => {

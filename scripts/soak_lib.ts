@@ -136,6 +136,17 @@ export function parseSoakRuns(
   );
 }
 
+/** How many CPUs a kernel CPU list names (`0-3,6`: 5); NaN for one that is not a list. */
+export function cpuCount(list: string): number {
+  let n = 0;
+  for (const range of list.trim().split(",")) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(range);
+    if (!m || (m[2] !== undefined && Number(m[2]) < Number(m[1]))) return NaN;
+    n += m[2] === undefined ? 1 : Number(m[2]) - Number(m[1]) + 1;
+  }
+  return n;
+}
+
 /** Whether cycle `i` (1-based) of `n` dumps RAM: the first, the last, and every `every`-th. */
 export function isDumpCycle(i: number, n: number, every: number): boolean {
   return i === 1 || i === n || i % every === 0;
@@ -461,6 +472,8 @@ export interface CycleRow {
   loads: Record<string, number>;
   /** What went wrong on the host side (a timeout), if anything. */
   error?: string;
+  /** CPUs online after the cycle (/sys/devices/system/cpu/online), when fewer than at boot: the kernel lost one. */
+  cpusLost?: string;
 }
 
 function num(v: unknown): number | null {
@@ -499,7 +512,7 @@ export function reportFields(
 
 /** A cycle failed: no exit code, a non-zero one, or no S3. */
 export function cycleFailed(row: CycleRow): boolean {
-  return row.exitCode !== 0 || !row.s3;
+  return row.exitCode !== 0 || !row.s3 || row.cpusLost !== undefined;
 }
 
 /** The record check at the end, per writer. */

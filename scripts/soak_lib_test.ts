@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import {
+  cpuCount,
   cycleFailed,
   type CycleRow,
   type EndChecks,
@@ -365,6 +366,7 @@ Deno.test("summarize: every way a soak fails is a reason", () => {
     row(3, { exitCode: null, error: "no exit code after 600 s" }),
   ];
   assert.ok(!cycleFailed(rows[0]) && cycleFailed(rows[1]) && cycleFailed(rows[2]));
+  assert.ok(cycleFailed(row(4, { cpusLost: "CPUs online 0, at boot 0-1" })), "a CPU the wake did not bring back");
   const s = summarize(rows, 5, {
     records: [{
       writer: "root",
@@ -414,4 +416,9 @@ Deno.test("svgPhaseLines: a line per phase on its own scale, a gap where a phase
   assert.equal([...svg.matchAll(/stroke="#c0392b"/g)].length, 1);
   assert.match(svg, />cycle 1</);
   assert.match(svg, />cycle 3</);
+});
+
+Deno.test("cpuCount: a kernel CPU list", () => {
+  assert.deepEqual(["0", "0-1", "0-3,6", "0,2,4-5\n"].map(cpuCount), [1, 2, 5, 4]);
+  assert.ok(["", "1-0", "a", "0-"].map(cpuCount).every(Number.isNaN));
 });

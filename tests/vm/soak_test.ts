@@ -1,10 +1,10 @@
 /**
  * The soak's short form (issue #10; `deno task soak` runs it for N cycles): 3 cycles on one boot of a guest with two
- * vCPUs (a laptop has several, and every other case of the bed runs on one), the LUKS root and the LUKS2 data disk open, an fsync appender on each, an O_DIRECT writer on the data disk, an mmap writer on the
- * root and a reader walking the tree the whole time. Every
- * record ACKed after its fsync returned is in its file after the soak (read back with the page cache dropped),
- * every cycle reaches S3 and exits 0, no volume key half is in RAM while asleep (dumped every cycle here), no I/O
- * error is logged, the loads go on after each wake.
+ * vCPUs (a laptop has several, and every other case of the bed runs on one), the LUKS root and the LUKS2 data disk
+ * open, an fsync appender on each, an O_DIRECT writer on the data disk, an mmap writer on the root and a reader
+ * walking the tree the whole time. Every record ACKed after its fsync returned is in its file after the soak (read
+ * back with the page cache dropped), every cycle reaches S3 and exits 0 with every CPU back online, no volume key
+ * half is in RAM while asleep (dumped every cycle here), no I/O error is logged, the loads go on after each wake.
  */
 import assert from "node:assert/strict";
 import { FULL_TIER, SLOW, tierKernels } from "./cycle_helpers.ts";
