@@ -6,6 +6,8 @@ import { within } from "../cgroup/testing.ts";
 import { lineReader } from "./start.ts";
 
 const CLIENT = new URL("../packaging/cryptsleep-request", import.meta.url).pathname;
+/** What the stand-in for `cryptsleep suspend` prints when the client runs the cycle itself. */
+const ONESHOT = "oneshot suspend --from-systemd --console /dev/ttyS0\n";
 
 Deno.test("parseRequest: a reply FIFO of the kept directory only; its time from the uptime, or ms", () => {
   const clock = { nowMs: 1764540000000, uptimeS: 5000.5 };
@@ -59,6 +61,8 @@ async function client(
     pidFile: string;
     run(): { output: Promise<{ code: number; out: string; err: string }> };
     request(): Promise<{ reply: string }>;
+    /** Runs the client, reads its request and answers `lines` on its reply FIFO; its output, and that FIFO. */
+    answered(lines: string): Promise<{ code: number; out: string; err: string; reply: string }>;
     keeper: Deno.ChildProcess;
   }) => Promise<void>,
   shell = ["sh"],
@@ -78,40 +82,44 @@ async function client(
     const fifo = await Deno.open(join(dir, "request"), { read: true, write: true });
     const readLine = lineReader(fifo.readable);
     try {
-      await fn({
-        dir,
-        pidFile,
-        keeper,
-        run: () => {
-          const child = new Deno.Command(shell[0], {
-            args: [...shell.slice(1), CLIENT, "--console", "/dev/ttyS0"],
-            env: { CRYPTSLEEP_KEPT_DIR: dir, CRYPTSLEEP_EXEC: fake },
-            // a client waiting on what is not serve would wait for ever: ended (TERM) so that the test fails
-            signal: AbortSignal.timeout(60_000),
-            stdout: "piped",
-            stderr: "piped",
-          }).spawn();
-          return {
-            output: child.output().then((o) => ({
-              code: o.code,
-              out: new TextDecoder().decode(o.stdout),
-              err: new TextDecoder().decode(o.stderr),
-            })),
-          };
-        },
-        request: async () => {
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          const line = await Promise.race([
-            readLine(),
-            new Promise<never>((_, no) => timer = setTimeout(() => no(new Error("no request in 60 s")), 60_000)),
-          ]).finally(() => clearTimeout(timer)) ?? "";
-          const m = /^cycle (\S+) (\d+\.\d\d)$/.exec(line);
-          assert.ok(m, `a request with its time since boot: ${line}`);
-          const asked = parseRequest(line.replace(m[1], `${KEPT_DIR}/reply.1`), requestClock())?.requestedAt;
-          assert.ok(asked && Math.abs(asked - Date.now()) < 60_000, `asked ${asked}`);
-          return { reply: m[1] };
-        },
-      });
+      const run = () => {
+        const child = new Deno.Command(shell[0], {
+          args: [...shell.slice(1), CLIENT, "--console", "/dev/ttyS0"],
+          env: { CRYPTSLEEP_KEPT_DIR: dir, CRYPTSLEEP_EXEC: fake },
+          // a client waiting on what is not serve would wait for ever: ended (TERM) so that the test fails
+          signal: AbortSignal.timeout(60_000),
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        return {
+          output: child.output().then((o) => ({
+            code: o.code,
+            out: new TextDecoder().decode(o.stdout),
+            err: new TextDecoder().decode(o.stderr),
+          })),
+        };
+      };
+      const request = async () => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const line = await Promise.race([
+          readLine(),
+          new Promise<never>((_, no) => timer = setTimeout(() => no(new Error("no request in 60 s")), 60_000)),
+        ]).finally(() => clearTimeout(timer)) ?? "";
+        const m = /^cycle (\S+) (\d+\.\d\d)$/.exec(line);
+        assert.ok(m, `a request with its time since boot: ${line}`);
+        const asked = parseRequest(line.replace(m[1], `${KEPT_DIR}/reply.1`), requestClock())?.requestedAt;
+        assert.ok(asked && Math.abs(asked - Date.now()) < 60_000, `asked ${asked}`);
+        return { reply: m[1] };
+      };
+      const answered = async (lines: string) => {
+        const c = run();
+        const { reply } = await request();
+        const w = await Deno.open(reply, { write: true });
+        await w.write(new TextEncoder().encode(lines));
+        w.close();
+        return { ...await c.output, reply };
+      };
+      await fn({ dir, pidFile, keeper, run, request, answered });
     } finally {
       fifo.close();
     }
@@ -137,27 +145,17 @@ const SHELLS = [["sh"], ...(BUSYBOX ? [["busybox", "sh"]] : [])];
 
 for (const shell of SHELLS) {
   Deno.test(`cryptsleep-request under ${shell.join(" ")}: serve's lines said, its exit code the client's`, async () => {
-    await client(async ({ run, request }) => {
-      const c = run();
-      const { reply } = await request();
-      const w = await Deno.open(reply, { write: true });
-      await w.write(new TextEncoder().encode("took\nsay a line\nexit 4\n"));
-      w.close();
-      const o = await c.output;
+    await client(async ({ answered }) => {
+      const o = await answered("took\nsay a line\nexit 4\n");
       assert.deepEqual([o.code, o.err], [4, "a line\n"]);
     }, shell);
   });
 }
 
 Deno.test("cryptsleep-request: serve's lines are said, its exit code is the client's; the reply FIFO goes", async () => {
-  await client(async ({ dir, run, request }) => {
-    const c = run();
-    const { reply } = await request();
-    assert.equal(reply, join(dir, `reply.${reply.split(".").at(-1)}`));
-    const w = await Deno.open(reply, { write: true });
-    await w.write(new TextEncoder().encode("took\nsay cryptsleep: refused: not now\nexit 3\n"));
-    w.close();
-    const o = await c.output;
+  await client(async ({ dir, answered }) => {
+    const o = await answered("took\nsay cryptsleep: refused: not now\nexit 3\n");
+    assert.equal(o.reply, join(dir, `reply.${o.reply.split(".").at(-1)}`));
     assert.equal(o.code, 3);
     assert.equal(o.err, "cryptsleep: refused: not now\n");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
@@ -176,7 +174,7 @@ for (const shell of SHELLS) {
       keeper.kill("SIGKILL");
       await keeper.status;
       const o = await run().output;
-      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+      assert.deepEqual([o.code, o.out], [7, ONESHOT]);
       // no pid file at all; an empty one; a pid alone (a serve from before)
       await Deno.remove(pidFile);
       assert.equal((await run().output).code, 7);
@@ -217,17 +215,12 @@ for (const shell of SHELLS) {
       await new Promise((r) => setTimeout(r, 500));
       keeper.kill("SIGKILL");
       const o = await c.output;
-      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+      assert.deepEqual([o.code, o.out], [7, ONESHOT]);
     }, shell);
-    await client(async ({ run, request }) => {
+    await client(async ({ answered }) => {
       // serve answers oneshot (its memory went to swap): the cycle runs here
-      const c = run();
-      const { reply } = await request();
-      const w = await Deno.open(reply, { write: true });
-      await w.write(new TextEncoder().encode("oneshot\n"));
-      w.close();
-      const o = await c.output;
-      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+      const o = await answered("oneshot\n");
+      assert.deepEqual([o.code, o.out], [7, ONESHOT]);
     }, shell);
     await client(async ({ run, request, keeper }) => {
       const c = run();
@@ -235,7 +228,7 @@ for (const shell of SHELLS) {
       // serve ends with the request unread (crashed): the watcher says so, and the cycle runs here
       keeper.kill("SIGKILL");
       const o = await c.output;
-      assert.deepEqual([o.code, o.out], [7, "oneshot suspend --from-systemd --console /dev/ttyS0\n"]);
+      assert.deepEqual([o.code, o.out], [7, ONESHOT]);
     }, shell);
   });
 }
