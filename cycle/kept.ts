@@ -35,7 +35,7 @@ import { isChrooted } from "../chroot/enter.ts";
 import { bundlePath, lineReader, spawnSupervisor, type Supervisor } from "./start.ts";
 import { kmsg } from "./report.ts";
 import { messages } from "./errors.ts";
-import { processIdentity } from "../host/proc.ts";
+import { processIdentity, uptimeS } from "../host/proc.ts";
 
 /** Where the kept process and its clients meet (tmpfs: nothing of it on a disk the cycle locks). */
 export const KEPT_DIR = "/run/cryptsleep/kept";
@@ -92,8 +92,8 @@ export function parseRequest(
  */
 export function requestClock(): { nowMs: number; uptimeS: number } | undefined {
   try {
-    const uptimeS = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
-    return { uptimeS, nowMs: Date.now() };
+    // read in this order (an object's fields are evaluated in order)
+    return { uptimeS: uptimeS(), nowMs: Date.now() };
   } catch {
     return undefined;
   }

@@ -161,12 +161,17 @@ export function cpuMsOf(pid: number): number | null {
  */
 export function runtimeStartMs(): number | null {
   try {
-    const uptimeMs = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]) * 1000;
+    const uptimeMs = uptimeS() * 1000;
     const startedMs = parseStat(Deno.readTextFileSync("/proc/self/stat")).startTicks * (1000 / USER_HZ);
     return Math.max(0, Math.round(uptimeMs - performance.now() - startedMs));
   } catch {
     return null;
   }
+}
+
+/** Seconds since boot, time asleep included (/proc/uptime's first field, CLOCK_BOOTTIME cut to 1/100 s). */
+export function uptimeS(): number {
+  return Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
 }
 
 /** This process's main thread's nice value. */
