@@ -199,9 +199,14 @@ export async function processIdentity(pid: number): Promise<string | null> {
   return st ? `${pid} ${st.startTicks}` : null;
 }
 
-/** The pid an identity ({@linkcode processIdentity}) names while that very process runs; else null. */
+/**
+ * The pid an identity ({@linkcode processIdentity}) names while that very process runs; else null: gone, its pid
+ * taken by another since, or dead and not yet reaped (a zombie keeps its stat). packaging/cryptsleep-request's
+ * `alive` is the same test in shell.
+ */
 export async function livingPid(identity: string): Promise<number | null> {
   const m = /^(\d+) (\d+)$/.exec(identity.trim());
   if (!m) return null;
-  return (await processIdentity(Number(m[1]))) === `${m[1]} ${m[2]}` ? Number(m[1]) : null;
+  const st = await readStat(`/proc/${m[1]}/stat`);
+  return st && st.startTicks === Number(m[2]) && !/^[ZX]$/.test(st.state) ? Number(m[1]) : null;
 }
