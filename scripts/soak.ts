@@ -190,8 +190,9 @@ export async function soak(
 ): Promise<SoakResult> {
   const started = new Date();
   const guest = await ensureGuest({ kernel: options.kernel });
-  const cpus = options.cpus;
-  log(`boot (kernel ${options.kernel}, layout ${options.layout}, ${cpus} vCPU${cpus === 1 ? "" : "s"})`);
+  const { cpus } = options;
+  const vcpus = `${cpus} vCPU${cpus === 1 ? "" : "s"}`;
+  log(`boot (kernel ${options.kernel}, layout ${options.layout}, ${vcpus})`);
   await using vm = await boot({ kernel: options.kernel, dataDisk: options.layout !== "root", cpus });
   // the kernel takes the others offline at each S3 and must bring each back: checked after every cycle
   // (the loads print on the same console: the answer is picked out of their lines)
@@ -332,7 +333,7 @@ export async function soak(
   const summary = summarize(rows, options.cycles, end);
   const kernelVersion = guest.manifest.kernel.version;
   const title = `cryptsleep soak: ${options.cycles} cycle(s), kernel ${kernelVersion}, layout ${options.layout}, ` +
-    `${options.cpus} vCPU${options.cpus === 1 ? "" : "s"}, ` +
+    `${vcpus}, ` +
     `loads: ${
       writers.map((w) =>
         w.kind === "writer"
