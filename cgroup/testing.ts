@@ -137,3 +137,28 @@ export class Bed implements AsyncDisposable {
     Deno.removeSync(this.tmp, { recursive: true });
   }
 }
+
+/**
+ * A process dead and not reaped (a zombie, its stat kept), for as long as the handle lives: its parent is a shell
+ * that exec'd `sleep` before the child ended, and sleep never waits for it.
+ */
+export async function spawnZombie(): Promise<{ pid: number } & AsyncDisposable> {
+  // the child ends 2 s on, well after the exec: a shell that reaped it first would leave no zombie
+  const parent = new Deno.Command("sh", { args: ["-c", "(sleep 2) & echo $!; exec sleep 100"], stdout: "piped" })
+    .spawn();
+  const dispose = async () => {
+    parent.kill("SIGKILL");
+    await parent.status;
+  };
+  try {
+    const reader = parent.stdout.getReader();
+    const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
+    reader.releaseLock();
+    const zombie = await within(30_000, async () => (await readStat(`/proc/${pid}/stat`))?.state === "Z");
+    if (!zombie) throw new Error(`pid ${pid} did not become a zombie within 30 s`);
+    return { pid, [Symbol.asyncDispose]: dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { answerOf, KEPT_DIR, parseRequest, requestClock, swappedKiB, swapRisk } from "./kept.ts";
 import { processIdentity } from "../host/proc.ts";
-import { within } from "../cgroup/testing.ts";
+import { spawnZombie } from "../cgroup/testing.ts";
 import { lineReader } from "./start.ts";
 
 const CLIENT = new URL("../packaging/cryptsleep-request", import.meta.url).pathname;
@@ -193,19 +193,9 @@ for (const shell of SHELLS) {
         await other.status;
       }
       // serve dead and not yet reaped (a zombie): its stat still has its start
-      const parent = new Deno.Command("sh", {
-        args: ["-c", "true & echo $!; exec sleep 100"],
-        stdout: "piped",
-      }).spawn();
-      try {
-        const zombie = Number(new TextDecoder().decode((await parent.stdout.getReader().read()).value).trim());
-        assert.ok(await within(10_000, async () => (await Deno.readTextFile(`/proc/${zombie}/stat`)).includes(") Z ")));
-        await Deno.writeTextFile(pidFile, `${await processIdentity(zombie)}\n`);
-        assert.equal((await run().output).code, 7);
-      } finally {
-        parent.kill("SIGKILL");
-        await parent.status;
-      }
+      await using zombie = await spawnZombie();
+      await Deno.writeTextFile(pidFile, `${await processIdentity(zombie.pid)}\n`);
+      assert.equal((await run().output).code, 7);
     }, shell);
     await client(async ({ dir, run, keeper }) => {
       // serve killed while its FIFO has no reader: the client's write never waits, the watcher sends it one-shot

@@ -10,7 +10,7 @@ import {
   processIdentity,
   runtimeStartMs,
 } from "./proc.ts";
-import { within } from "../cgroup/testing.ts";
+import { spawnZombie } from "../cgroup/testing.ts";
 
 Deno.test("swaps: header skipped, files and devices", () => {
   const text = "Filename\tType\tSize\tUsed\tPriority\n/dev/dm-2 partition 1048572 0 -2\n/swap\\040file file 10 0 -3\n";
@@ -74,14 +74,7 @@ Deno.test("processIdentity and livingPid: the very process, not its pid taken si
   assert.equal(await livingPid(`${Deno.pid} ${start + 1}`), null);
   assert.equal(await processIdentity(2 ** 22 + 1), null);
   for (const bad of [`${Deno.pid}`, "", `${Deno.pid} x`, `${me} 1`]) assert.equal(await livingPid(bad), null, bad);
-  // dead, not yet reaped: its parent (a sleep exec'd over the shell) never waits for it
-  const parent = new Deno.Command("sh", { args: ["-c", "true & echo $!; exec sleep 100"], stdout: "piped" }).spawn();
-  try {
-    const zombie = Number(new TextDecoder().decode((await parent.stdout.getReader().read()).value).trim());
-    assert.ok(await within(10_000, async () => (await Deno.readTextFile(`/proc/${zombie}/stat`)).includes(") Z ")));
-    assert.equal(await livingPid((await processIdentity(zombie))!), null, "a zombie");
-  } finally {
-    parent.kill("SIGKILL");
-    await parent.status;
-  }
+  // dead, not yet reaped
+  await using zombie = await spawnZombie();
+  assert.equal(await livingPid((await processIdentity(zombie.pid))!), null, "a zombie");
 });
