@@ -29,6 +29,7 @@ import { isLive } from "./pinned/mod.ts";
 import { messages } from "./errors.ts";
 import { lockVolume } from "./lock.ts";
 import { isRetired } from "./gone.ts";
+import { readsUnderWay } from "./wake_checks.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
 
 /**
@@ -43,6 +44,8 @@ export async function askWatching<W extends string>(
   const stop = new AbortController();
   let came: W | null = null;
   const watcher = (async () => {
+    // the first look after the prompt's write (queued now): a look that reads sysfs must not hold the prompt back
+    await new Promise((r) => setTimeout(r, 0));
     while (!stop.signal.aborted) {
       for (const [name, seen] of Object.entries(watches) as [W, () => Promise<boolean>][]) {
         if (await seen().catch(() => false)) {
@@ -151,6 +154,15 @@ export class SleptAgain extends Error {
  * again either way.
  */
 async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise<void> {
+  // a disk's read still under way (a disk that does not answer) would hold the kernel's suspend for ever, with the
+  // prompt gone: the kernel freezes each disk's queue first, and that waits for the read
+  const busy = readsUnderWay();
+  if (busy.length) {
+    const error = `a read of ${busy.join(", ")} is still under way (the suspend would wait for it)`;
+    say(ctx, `cryptsleep: ${said}: not suspending again: ${error}; asking again.\n`);
+    ctx.timeline.appendFact("sleptAgain", { why: "refused", error });
+    return;
+  }
   // the firmware cache must still be primed: nothing can prime it again while the root is locked
   if (!(await firmwareFresh(ctx, said))) return;
   ctx.secrets.forget();

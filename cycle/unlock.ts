@@ -24,7 +24,7 @@
  */
 import * as dm from "../ffi/devmapper.ts";
 import { CryptDevice } from "../ffi/libcryptsetup.ts";
-import { readBlockDirect, readDirectBytes } from "../ffi/libc.ts";
+import { readBlockDirect } from "../ffi/libc.ts";
 import { SafeBuffer } from "../ffi/safe_buffer.ts";
 import { SysError } from "../ffi/errors.ts";
 import type { LuksToken, Volume } from "../discovery/mod.ts";
@@ -45,9 +45,8 @@ import { messages } from "./errors.ts";
 import { afterTriesUsedUp, askOrSleep, askWatching, SleptAgain, waitForEnter } from "./ask.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { detachedHeader, headerReadable, retiredHolders } from "./lock.ts";
-import { goneOf, HeaderGone, isRetired, lostDisk, onlyVirtioBelow, retire, slavesOf } from "./gone.ts";
-import { LUKS2_SECONDARY_OFFSETS, luks2SecondaryUuidOf, luksUuidOf } from "../discovery/luks_header.ts";
-import { devPathOf } from "../host/paths.ts";
+import { goneOf, HeaderGone, isRetired, lostDisk, retire } from "./gone.ts";
+import { holdsRoot, retireIfGone, retireIfSilent, suspendedBelow } from "./wake_checks.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
 const TOO_LONG = `longer than ${MAX_PASSPHRASE - 1} bytes`;
@@ -144,7 +143,8 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       await retire(volume);
       return "gone";
     }
-    if (await retireIfGone(ctx, volume) || await retireIfSilent(ctx, volume)) return "gone";
+    const early = promptsAtOnce(ctx, volume);
+    if (!early && (await retireIfGone(ctx, volume) || await retireIfSilent(ctx, volume))) return "gone";
     if (isSwapped(volume)) {
       // locked by the table swap: no crypt table to resume, the passphrase rebuilds it from the header, read
       // straight by its path (never while what holds it is locked)
@@ -154,18 +154,30 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       removeStrayPlaceholder(volume);
       // only a locked volume needs its header: a live one is never judged by where its header lives
       if (dm.info(volume.dmName).suspended) {
-        using device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
-        device.setKeyring(false);
-        await untilPassphraseFits(
-          ctx,
-          volume,
-          (secret) => tryResume(device, volume, secret),
-          (token, pin) => tryTokenResume(ctx, device, volume, token, pin),
-        );
+        // early: its disk's probe and its header's read go on while its prompt is up
+        const left = new AbortController();
+        const ready = early
+          ? afterTick(() => checkedDevice(ctx, volume, left.signal))
+          : Promise.resolve(openDevice(ctx, volume));
+        try {
+          const device = async () => (await ready) ?? Promise.reject(new Retired(volume));
+          await untilPassphraseFits(
+            ctx,
+            volume,
+            async (secret) => tryResume(await device(), volume, secret),
+            async (token, pin) => tryTokenResume(ctx, await device(), volume, token, pin),
+            early ? ready : undefined,
+          );
+        } finally {
+          // checks still going on (the prompt was left before its disk answered) stop; the header is closed
+          left.abort();
+          ready.then((d) => d?.[Symbol.dispose]()).catch(() => {});
+        }
       }
       await thawAfterFailedSwap(volume);
     }
   } catch (err) {
+    if (err instanceof Retired) return "gone"; // by the checks, which said why
     sleptAgain = err instanceof SleptAgain;
     // its disk answered the probe, but no LUKS header is where this volume's was: exchanged for another disk (a
     // blank one, say) — libcryptsetup cannot load one, so every try would fail for ever
@@ -203,6 +215,56 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
   return "unlocked";
 }
 
+/**
+ * Whether the volume's prompt comes before its disk's checks and its header's read (they go on while it is up):
+ * the wake's first prompt, for the root filesystem's volume, which those checks can only wait for and never retire
+ * (a disk gone still ends the prompt, as for any volume). Any other volume is asked for only after its checks (its
+ * disk answered a read and, where that can be told, still holds its header), and none whose key file, token or
+ * earlier passphrase is tried first; nor in the recovery, whose retries would show the prompt again and again.
+ */
+function promptsAtOnce(ctx: AgentContext, volume: Volume): boolean {
+  return holdsRoot(volume) && !isSwapped(volume) && !ctx.recovery && !volume.keyFile &&
+    ctx.secrets.entered.length === 0 && usableTokens(volume, ctx.job.options.tokenWithoutPin).length === 0;
+}
+
+/** `fn` after what is queued now (the prompt's write, unless a console must be opened again first). */
+function afterTick<T>(fn: () => Promise<T>): Promise<T> {
+  return new Promise<void>((r) => setTimeout(r, 0)).then(fn);
+}
+
+/** The locked volume's header, read by libcryptsetup; the kernel keyring is not used for its key. */
+function openDevice(ctx: AgentContext, volume: Volume): CryptDevice {
+  const device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
+  try {
+    device.setKeyring(false);
+  } catch (err) {
+    device[Symbol.dispose]();
+    throw err;
+  }
+  return device;
+}
+
+/**
+ * {@linkcode openDevice} once its disk answered; null when the checks retired the volume (and said so). A disk gone
+ * is not read (a dead virtio disk never answers): it ends the prompt, and unlockVolume's catch retires it, once.
+ */
+async function checkedDevice(ctx: AgentContext, volume: Volume, signal: AbortSignal): Promise<CryptDevice | null> {
+  const gone = await goneOf(volume);
+  if (gone.length) throw new Error(`${volume.dmName}: ${lostDisk(gone)}`);
+  signal.throwIfAborted();
+  if (await retireIfSilent(ctx, volume, signal)) return null;
+  signal.throwIfAborted();
+  return openDevice(ctx, volume);
+}
+
+/** The volume was retired by the checks that ran while its prompt was up; they said why. */
+class Retired extends Error {
+  constructor(volume: Volume) {
+    super(`${volume.dmName}: retired while its prompt was up`);
+    this.name = "Retired";
+  }
+}
+
 /** A volume that cannot come back: its disk, or the one of its detached header, went away while it was locked. */
 class DiskGone extends Error {
   constructor(volume: Volume) {
@@ -218,117 +280,6 @@ class DiskGone extends Error {
     );
     this.name = "DiskGone";
   }
-}
-
-/**
- * When a disk under the locked volume is gone, retires the volume (gone.ts) and says so. True when it did.
- */
-async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean> {
-  const gone = await goneOf(volume);
-  if (gone.length === 0) return false;
-  await retire(volume);
-  say(
-    ctx,
-    `\ncryptsleep: ${volume.dmName}: ${lostDisk(gone)}: it cannot be unlocked; its reads and writes now fail.\n`,
-  );
-  ctx.log(`${volume.dmName}: ${lostDisk(gone)}; given the error target`);
-  ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: gone.join(", "), at: "unlock" });
-  return true;
-}
-
-/**
- * How long the disks under a locked volume have to answer a read at wake before the volume is retired: virtio disks
- * have no timeout in the kernel (a request not answered never is); other drivers end in an error by themselves
- * (SCSI's 30 s command timeout, resets and retries), so they are given longer.
- */
-const ANSWER_MS = { virtio: 30_000, other: 180_000 };
-/** After this long without an answer the console says what the unlock waits for. */
-const ANSWER_SAY_MS = 2_000;
-
-/**
- * Before anything reads the disks under a locked volume on this thread (libcryptsetup's header read, which would
- * wait forever on a disk that stopped answering, before any prompt), one block of each is read on a worker thread.
- * - Silent: after {@linkcode ANSWER_SAY_MS} the console says what the unlock waits for; after {@linkcode ANSWER_MS}
- *   the volume is retired and the others go on (that read stays blocked in the kernel: the process cannot end
- *   before it returns). The root filesystem's volume is never given up: without it nothing could go on.
- * - Exchanged: the block read from the device its header was read from at discovery holds another volume's LUKS
- *   header, or none ({@linkcode NotThisVolume}, retired by the caller): a disk taken away while the machine slept and
- *   another plugged into its slot comes back under the old name (seen on the bed); the kernel cannot tell. Read past
- *   the page cache, which still holds the old header: libcryptsetup then found it there, asked for the passphrase
- *   and would have resumed the old key onto the other disk (seen on the bed with a blank one).
- * True when the volume was retired.
- */
-async function retireIfSilent(ctx: AgentContext, volume: Volume): Promise<boolean> {
-  const info = dm.info(volume.dmName);
-  // only a locked volume waits on its disk; a device under it still suspended (a lower volume not unlocked) is
-  // no silent disk: its read would wait for that unlock
-  if (!info.exists || !info.suspended || isSwapped(volume) || suspendedBelow(volume.kname)) return false;
-  const under = slavesOf(volume.kname);
-  const root = holdsRoot(volume);
-  const firsts = new Map<string, Uint8Array>();
-  const timers: ReturnType<typeof setTimeout>[] = [];
-  const after = (ms: number) => new Promise<"late">((r) => timers.push(setTimeout(() => r("late"), ms)));
-  const reads = Promise.allSettled(under.map(async (kname) => {
-    firsts.set(kname, await readDirectBytes(`/dev/${kname}`, 0, 4096).catch(() => new Uint8Array()));
-  }));
-  try {
-    if (await Promise.race([reads, after(ANSWER_SAY_MS)]) === "late") {
-      const waiting = () => under.filter((k) => !firsts.has(k)).join(", ");
-      const budget = onlyVirtioBelow(volume.kname) ? ANSWER_MS.virtio : ANSWER_MS.other;
-      say(
-        ctx,
-        `\ncryptsleep: waiting for the disk of ${volume.dmName} (${waiting()}) to answer` +
-          (root ? " (it holds the root filesystem: as long as it takes)\n" : ` (up to ${budget / 1000} s)\n`),
-      );
-      if (root) await reads;
-      else if (await Promise.race([reads, after(budget - ANSWER_SAY_MS)]) === "late") {
-        const silent = waiting();
-        await retire(volume);
-        say(
-          ctx,
-          `\ncryptsleep: ${volume.dmName}: ${lostDisk([`${silent}: no answer to a read in ${budget / 1000} s`])}: ` +
-            `it cannot be unlocked; its reads and writes now fail. (cryptsleep cannot end before that read returns.)\n`,
-        );
-        ctx.log(`${volume.dmName}: its disk (${silent}) does not answer; given the error target`);
-        ctx.timeline.appendFact("diskGone", { volume: volume.dmName, devices: silent, at: "unlock" });
-        return true;
-      }
-    }
-  } finally {
-    for (const t of timers) clearTimeout(t);
-  }
-  const [data] = under;
-  // only where discovery read this volume's header (not a detached one, not through dm-integrity's helper device),
-  // and never for the root filesystem's volume: without it nothing could go on (its unlock fails, and says why)
-  if (
-    under.length === 1 && !volume.header.detached && volume.headerUuid && volume.header.path === devPathOf(data) &&
-    !root
-  ) {
-    // a read that failed says nothing; a block without the header discovery read there minutes ago (before the
-    // lock) is another disk — libcryptsetup, whose reads may come from the page cache, would still find the old one
-    const first = firsts.get(data);
-    let found = first?.length ? luksUuidOf(first) : volume.headerUuid;
-    // a LUKS2 primary damaged (while asleep) is no other disk while its secondary copy is this volume's:
-    // libcryptsetup unlocks from that copy
-    if (found === null && volume.type === "LUKS2") found = await secondaryUuid(`/dev/${data}`);
-    if (found !== volume.headerUuid) throw new NotThisVolume(volume, `/dev/${data}`, found ?? undefined);
-  }
-  return false;
-}
-
-/** The UUID of the first LUKS2 secondary header found on `device` (read past the page cache), or null. */
-async function secondaryUuid(device: string): Promise<string | null> {
-  for (const offset of LUKS2_SECONDARY_OFFSETS) {
-    const block = await readDirectBytes(device, offset, 4096).catch(() => null);
-    const uuid = block && luks2SecondaryUuidOf(block);
-    if (uuid) return uuid;
-  }
-  return null;
-}
-
-/** Whether the root filesystem is on `volume` or on what is stacked above it: it is never given up. */
-function holdsRoot(volume: Volume): boolean {
-  return volume.mounts.some((m) => m.mountpoint === "/");
 }
 
 /**
@@ -354,16 +305,6 @@ function resumeAbove(volume: Volume): void {
   }
 }
 
-/** Whether any device under `kname` (sysfs `slaves/`, all the way down) is a suspended dm device. */
-export function suspendedBelow(kname: string, sysBlock = "/sys/block"): boolean {
-  return slavesOf(kname, sysBlock).some((s) => {
-    try {
-      if (Deno.readTextFileSync(`${sysBlock}/${s}/dm/suspended`).trim() === "1") return true;
-    } catch { /* not a dm device */ }
-    return suspendedBelow(s, sysBlock);
-  });
-}
-
 async function releasePinned(ctx: AgentContext, volume: Volume): Promise<void> {
   const start = performance.now();
   try {
@@ -387,7 +328,11 @@ async function untilPassphraseFits(
   volume: Volume,
   fits: (secret: Secret) => Promise<boolean>,
   byToken?: (token: LuksToken, pin: TokenPin) => Promise<boolean>,
+  ready?: Promise<unknown>,
 ): Promise<void> {
+  // the volume's checks, when they go on while the prompt is up: ended without a device, they end the prompt
+  let [notReady, settled] = [false, false];
+  ready?.then((d) => notReady = d === null, () => notReady = true).finally(() => settled = true);
   let watch = false;
   // a key file on the volume itself (the initramfs' one) cannot be read while it is locked
   if (volume.keyFile && !volume.keyFile.on.includes(volume.dmName)) {
@@ -402,7 +347,7 @@ async function untilPassphraseFits(
   const { maxTries } = ctx.job.options;
   const prompt = `Passphrase to unlock ${volume.dmName} (${volume.uuid})`;
   for (let wrong = 0;;) {
-    let secret: Secret | "key device" | "disk gone" | "too long";
+    let secret: Secret | "key device" | "disk gone" | "not ready" | "too long";
     try {
       // while it waits: the key file's device coming, the volume's own disk going (then nobody need answer)
       const gone = async () => (await goneOf(volume)).length > 0;
@@ -411,13 +356,15 @@ async function untilPassphraseFits(
           "key device": async () => Boolean(await findKeyDevice(volume.keyFile!.device!)),
           "disk gone": gone,
         })
-        : await askWatching(ctx, `${prompt}: `, { "disk gone": gone });
+        : await askWatching(ctx, `${prompt}: `, { "disk gone": gone, "not ready": () => Promise.resolve(notReady) });
     } catch (err) {
       if (!(err instanceof RangeError)) throw err;
       secret = "too long"; // read to its end and zeroed: a wrong try, not an error
     }
     // the caller retires it
     if (secret === "disk gone") throw new Error(`${volume.dmName}: its disk went away while the prompt waited`);
+    // the checks' error, or the retired volume (the caller returns "gone")
+    if (secret === "not ready") throw await ready!.then(() => new Retired(volume), (err) => err);
     if (secret === "key device") {
       watch = false; // one try: a device that does not fit would end every later prompt at once
       if (await keyFileFits(ctx, volume, fits) === true) return;
@@ -425,6 +372,12 @@ async function untilPassphraseFits(
     }
     if (secret !== "too long") {
       const typed = secret;
+      // typed before the checks ended: the try waits for them; kept for the volumes after this one if they end it
+      if (ready && !settled) say(ctx, `cryptsleep: ${volume.dmName}: waiting for its disk before the try\n`);
+      if (ready && await ready.then((d) => d === null, () => true)) {
+        ctx.secrets.keep(typed);
+        throw await ready.then(() => new Retired(volume), (err) => err);
+      }
       const opened = await trying(ctx, volume, () => fits(typed)).catch((err) => {
         typed.buffer[Symbol.dispose]();
         throw err;

@@ -209,6 +209,46 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "the root's prompt comes at once after wake, before its disk answered; no sleep again (Esc) and no try until it does",
+  ...SLOW,
+  fn: async () => {
+    await using vm = await boot({ writableDisks: true, stallableRoot: true });
+    const from = vm.console.length;
+    await startSuspend(vm);
+    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.stallDisk("root"); // from its next read on (the probe's, at wake), the root disk answers nothing
+    await vm.wake();
+    // before: the prompt waited for the probe's read
+    await vm.waitForConsole(/Passphrase to unlock root \S+: /, 300_000, from);
+    await vm.waitForConsole(
+      /waiting for the disk of root \(vda\) to answer \(it holds the root filesystem/,
+      300_000,
+      from,
+    );
+    // no sleep again while that read is under way: the kernel's suspend would wait for it, with the prompt gone
+    await vm.type("\x1b");
+    await vm.waitForConsole(/Esc: not suspending again: a read of vda is still under way/, 120_000, from);
+    await vm.waitForConsole(/Passphrase to unlock root \S+: $/, 120_000, from);
+    await vm.type(vm.guest.passphrase + "\n");
+    await new Promise((r) => setTimeout(r, 5_000));
+    const held = vm.console.slice(from);
+    assert.doesNotMatch(held, /Unlocking root/, "no try before the disk answered");
+    await vm.unstallDisk("root");
+    assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
+    const text = vm.console.slice(from);
+    assert.match(text, /Unlocking root \.* unlocked\./, text);
+    assert.equal((text.match(/Passphrase to unlock root/g) ?? []).length, 2, text);
+    assert.doesNotMatch(text, /suspending again,/, text);
+    const after = await must(
+      vm,
+      "dmsetup info -c --noheadings -o suspended root; echo ok > /root/after && sync && cat /root/after",
+    );
+    assert.match(after, /^Active\s+ok\s*$/, after);
+  },
+});
+
+Deno.test({
   name: "a disk exchanged while asleep for one without any LUKS header: retired, not asked for, the rest unlocks",
   ...SLOW,
   ignore: !FULL_TIER,

@@ -53,6 +53,11 @@ export interface BootOptions {
   /** Extra kernel command line. */
   cmdline?: string;
   /**
+   * blkdebug under the root disk (drive id `root`): {@linkcode VM.stallDisk} can hold its reads. Needs
+   * `writableDisks` (a snapshot overlay on top would take the breakpoint instead).
+   */
+  stallableRoot?: boolean;
+  /**
    * Writable private copies of the disks instead of snapshot=on overlays: needed for powerCut() + restart()
    * (writes must survive the power cut).
    */
@@ -247,8 +252,12 @@ export class VM implements AsyncDisposable {
     await Deno.remove(qmpPath).catch(() => {});
     await Deno.remove(serPath).catch(() => {});
     const snap = d.snapshot ? ",snapshot=on" : "";
+    if (this.opts.stallableRoot && d.snapshot) throw new Error("boot: stallableRoot needs writableDisks");
+    const root = this.opts.stallableRoot
+      ? `id=root,driver=raw,file.driver=blkdebug,file.image.driver=file,file.image.filename=${d.root}`
+      : `file=${d.root},format=raw`;
     const drives = [
-      `file=${d.root},if=virtio,format=raw,cache=unsafe${snap}`,
+      `${root},if=virtio,cache=unsafe${snap}`,
       `file=${d.tool},if=virtio,format=raw,readonly=on`,
     ];
     if (d.data) drives.push(`file=${d.data},if=virtio,format=raw,cache=unsafe${snap}`);
@@ -595,8 +604,8 @@ export class VM implements AsyncDisposable {
   }
 
   /**
-   * From now on the next read of disk `id` (plugged with `stallable`) is never answered, until
-   * {@linkcode VM.unstallDisk}: a disk that stops answering with nothing in the guest's sysfs to show it
+   * From now on the next read of disk `id` (plugged with `stallable`, or `root` booted with `stallableRoot`) is never
+   * answered, until {@linkcode VM.unstallDisk}: a disk that stops answering with nothing in the guest's sysfs to show it
    * (blkdebug's breakpoint on raw's read event).
    */
   async stallDisk(id: string): Promise<void> {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { suspendedBelow } from "./unlock.ts";
+import { suspendedBelow } from "./wake_checks.ts";
 
 /** A /sys/block of LVM on LUKS: dm-2 (an LV) on dm-1 (the LUKS volume) on vdc; dm-4 spans dm-1 and dm-3. */
 async function sysBlock(suspended: Record<string, boolean>): Promise<string> {
