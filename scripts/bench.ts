@@ -24,7 +24,7 @@ import { boot, openDataDisk } from "../tests/vm/harness.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { bundle, type CycleRun, lastReport, option, runCycle, step } from "./demo.ts";
 import { benchDebian } from "./bench_debian.ts";
-import { TOOLS } from "./bench_debian_report.ts";
+import { kdfAfterEnter, markSpan, TOOLS } from "./bench_debian_report.ts";
 import { beforeSleepMs, formatInt, median, phaseMs, phaseNames, svgBars } from "./bench_lib.ts";
 
 interface Sample {
@@ -65,6 +65,20 @@ function table(samples: Sample[], title: string): string {
     samples.map((s) => s.run.toSuspendMs - beforeSleepMs(s.report)),
   ));
   lines.push(row("wake → passphrase prompt (host)", samples.map((s) => s.run.wakeToPromptMs)));
+  const numbers = (vs: (number | null)[]) => vs.filter((v): v is number => v !== null);
+  lines.push(row(
+    "… cryptsleep's own work in it (report: sleep's return → first prompt; target ≤ 100)",
+    numbers(samples.map((s) => markSpan(s.report, "woke", "prompted"))),
+  ));
+  lines.push(row(
+    "Enter → thawed beyond the KDF, % of the KDF (report; target ≤ 5)",
+    numbers(samples.map((s) => {
+      const span = markSpan(s.report, "entered", "thawed");
+      const kdf = kdfAfterEnter(s.report);
+      return span === null || !kdf ? null : Math.round((span - kdf) / kdf * 100);
+    })),
+    "%",
+  ));
   const fact = (k: string) => samples.map((s) => s.report.facts[k]).filter((b): b is number => typeof b === "number");
   // a number under the facts' path (`startMs.exec`), where the report has it
   const nested = (path: string) =>
