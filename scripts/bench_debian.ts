@@ -42,7 +42,7 @@
  *
  * ```sh
  * deno task bench --guest debian              # or: deno run -A scripts/bench.ts --guest debian --cycles 5
- * deno task bench --guest debian --cpus 2     # a laptop has more than one core: what runs side by side gains
+ * deno task bench --guest debian --cpus 2     # a laptop has more than one core (on this bed it may die at a wake: README)
  * deno task bench --guest debian --replay dist/bench-debian.json   # the table and plot again, no guest
  * ```
  */
