@@ -15,6 +15,7 @@ import { readRecord } from "./record.ts";
 import { type DebianDropin, debianDropin, DROPIN, type ExecStart, execStart, isOurCommand } from "./unit.ts";
 import { underRoot } from "../host/paths.ts";
 import { livingPid } from "../host/proc.ts";
+import { PID_FILE } from "../cycle/kept.ts";
 
 /** What systemd would run for a suspend, and whose it is. */
 export interface SuspendPath {
@@ -62,7 +63,7 @@ export async function suspendPath(root = "/"): Promise<SuspendPath> {
  */
 export async function keptLine(path: SuspendPath, root = "/"): Promise<string | null> {
   if (!/\/cryptsleep-request(\s|$)/.test(path.execStart.commands.at(-1) ?? "")) return null;
-  const pid = await livingPid(await Deno.readTextFile(underRoot(root, "/run/cryptsleep/kept/pid")).catch(() => ""));
+  const pid = await livingPid(await Deno.readTextFile(underRoot(root, PID_FILE)).catch(() => ""));
   const status = pid === null ? null : await Deno.readTextFile(`/proc/${pid}/status`).catch(() => null);
   if (!status) {
     return "kept mode: cryptsleep serve is not running, so each suspend starts its own cryptsleep " +
