@@ -498,7 +498,11 @@ export async function benchDebian(
     cycles,
   });
   if (failure) {
-    console.log(`\nSTOPPED after ${cycles.length} cycle(s):`);
+    // the guest's own words on what went wrong (a panic at a wake, say) are only on its console
+    const saved = join(REPO_ROOT, "dist", "bench-debian-console.txt");
+    await Deno.writeTextFile(saved, vm.console);
+    console.log(`\nSTOPPED after ${cycles.length} cycle(s); the guest's console: ${saved}. Its end:\n`);
+    console.log(vm.console.slice(-3000));
     throw failure;
   }
   return cycles.every((c) => c.s3 && (c.report?.ok ?? true));
