@@ -24,7 +24,7 @@ import { boot, openDataDisk } from "../tests/vm/harness.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { bundle, type CycleRun, lastReport, option, runCycle, step } from "./demo.ts";
 import { benchDebian } from "./bench_debian.ts";
-import { kdfAfterEnter, markSpan, TOOLS } from "./bench_debian_report.ts";
+import { beyondKdfPercent, markSpan, TOOLS } from "./bench_debian_report.ts";
 import { beforeSleepMs, formatInt, median, phaseMs, phaseNames, svgBars } from "./bench_lib.ts";
 
 interface Sample {
@@ -72,11 +72,7 @@ function table(samples: Sample[], title: string): string {
   ));
   lines.push(row(
     "Enter → thawed beyond the KDF, % of the KDF (report; target ≤ 5)",
-    numbers(samples.map((s) => {
-      const span = markSpan(s.report, "entered", "thawed");
-      const kdf = kdfAfterEnter(s.report);
-      return span === null || !kdf ? null : Math.round((span - kdf) / kdf * 100);
-    })),
+    numbers(samples.map((s) => beyondKdfPercent(s.report))),
     "%",
   ));
   const fact = (k: string) => samples.map((s) => s.report.facts[k]).filter((b): b is number => typeof b === "number");

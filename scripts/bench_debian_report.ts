@@ -260,11 +260,7 @@ function measures(phases: string[]): Measure[] {
       unit: "count",
       tools: csOnly,
       noRatio: true,
-      value: (c) => {
-        const span = markSpan(c.report, "entered", "thawed");
-        const kdf = kdfAfterEnter(c.report);
-        return span === null || !kdf ? null : Math.round((span - kdf) / kdf * 100);
-      },
+      value: (c) => beyondKdfPercent(c.report),
     },
     { label: LABEL.wakeToShell, unit: "ms", tools: all, value: (c) => c.wakeToShellMs },
     ...phases.map((name, i): Measure => ({
@@ -401,6 +397,13 @@ export function cpuToSleep(
 ): { self?: number | null; supervisor?: number | null } | undefined {
   return (report?.facts.cpuMs as { toSleep?: { self?: number | null; supervisor?: number | null } } | undefined)
     ?.toSleep;
+}
+
+/** Enter → thawed beyond the KDF runs that Enter waited for, in % of them; null where the report lacks either. */
+export function beyondKdfPercent(report: TimelineJSON | null): number | null {
+  const span = markSpan(report, "entered", "thawed");
+  const kdf = kdfAfterEnter(report);
+  return span === null || !kdf ? null : Math.round((span - kdf) / kdf * 100);
 }
 
 /** The time of the unlock's tries that began after the last Enter: the KDF runs that Enter waited for. */
