@@ -36,6 +36,12 @@ export const O_RDWR = 2;
 export const O_NOCTTY = 0o400;
 /** open(2): fail unless the path is a directory. */
 export const O_DIRECTORY = arm ? 0o40000 : 0o200000;
+/** open(2): create the file if missing. */
+export const O_CREAT = 0o100;
+/** open(2): with O_CREAT, fail if the file exists. */
+export const O_EXCL = 0o200;
+/** open(2): fail if the last component is a symlink. */
+export const O_NOFOLLOW = arm ? 0o100000 : 0o400000;
 /** open(2): close the fd in exec'd children. */
 export const O_CLOEXEC = 0o2000000;
 
@@ -74,6 +80,11 @@ const SYMBOLS = {
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   reboot: { parameters: ["i32"], result: "i32" },
   mlock: { parameters: ["usize", "usize"], result: "i32" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
+  sysconf: { parameters: ["i32"], result: "i64" },
   munlock: { parameters: ["usize", "usize"], result: "i32" },
   chroot: { parameters: ["buffer"], result: "i32" },
   chdir: { parameters: ["buffer"], result: "i32" },
@@ -319,6 +330,40 @@ export function mlock(start: bigint, length: bigint, subject: string): void {
 /** munlock(2): the undo of {@linkcode mlock}. */
 export function munlock(start: bigint, length: bigint, subject: string): void {
   check("munlock", libcSymbols().munlock(start, length), subject);
+}
+
+/** ftruncate(2): the file open on `fd` is `size` bytes long. */
+export function truncateFd(fd: number, size: number, subject: string): void {
+  check("ftruncate", libcSymbols().ftruncate(fd, BigInt(size)), subject);
+}
+
+/** fstatfs(2): the `f_type` magic of the filesystem holding `fd` (e.g. 0x858458f6 for ramfs). */
+export function fsMagic(fd: number, subject: string): number {
+  // struct statfs: f_type is the first word on x86_64 and arm64 (120 bytes in all)
+  const buf = new BigInt64Array(16);
+  check("fstatfs", libcSymbols().fstatfs(fd, buf), subject);
+  return Number(BigInt.asUintN(32, buf[0]));
+}
+
+/** The size of a page (sysconf(_SC_PAGESIZE)): mmap offsets are multiples of it. */
+export function pageSize(): number {
+  return Number(check("sysconf", libcSymbols().sysconf(30), "_SC_PAGESIZE"));
+}
+
+/** mmap(2) `length` bytes of the file on `fd` from `offset`, read-write and shared (its pages are the file's). */
+export function mapShared(fd: number, offset: number, length: number, subject: string): Deno.PointerObject {
+  const PROT_READ_WRITE = 3, MAP_SHARED = 1;
+  const p = libcSymbols().mmap(null, BigInt(length), PROT_READ_WRITE, MAP_SHARED, fd, BigInt(offset));
+  // MAP_FAILED is (void *)-1
+  if (p === null || BigInt(Deno.UnsafePointer.value(p)) === 0xffffffffffffffffn) {
+    throw new SysError("mmap", errno(), { subject });
+  }
+  return p;
+}
+
+/** munmap(2): the undo of {@linkcode mapShared}. */
+export function unmap(pointer: Deno.PointerObject, length: number, subject: string): void {
+  check("munmap", libcSymbols().munmap(pointer, BigInt(length)), subject);
 }
 
 /**

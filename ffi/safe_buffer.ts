@@ -1,5 +1,6 @@
 /**
- * Secret memory from libcryptsetup's `crypt_safe_alloc` (zeroed, mlock'ed when allowed, wiped on free).
+ * Secret memory from libcryptsetup's `crypt_safe_alloc` (zeroed, mlock'ed when allowed, wiped on free), or, while a
+ * process runs in the cycle's root, from its secret arena (secret_arena.ts: zeroed by a survivor if it is killed).
  *
  * Passphrases and keys live only here: never in a JS string, never in a JS-heap `Uint8Array`. There is no fallback to
  * JS memory: on a libcryptsetup older than 2.3 (no `crypt_safe_alloc`) {@linkcode SafeBuffer.alloc} throws.
@@ -16,6 +17,7 @@
  * @module
  */
 import { bindLibrary, type BoundLibrary } from "./bind.ts";
+import type { ArenaBlock, SecretArena } from "./secret_arena.ts";
 
 const DEFAULT_LIB = "libcryptsetup.so.12";
 
@@ -28,6 +30,7 @@ const SYMBOLS = {
 type SafeLib = BoundLibrary<typeof SYMBOLS>;
 
 let lib: SafeLib | null = null;
+let arena: SecretArena | null = null;
 let libError: string | null = null;
 
 function open(): SafeLib {
@@ -51,10 +54,21 @@ export class SafeBuffer implements Disposable {
   readonly size: number;
   #pointer: Deno.PointerObject | null;
   #views: ArrayBuffer[] = [];
+  /** The arena it came from (null: crypt_safe_alloc). */
+  #arena: SecretArena | null;
 
-  private constructor(pointer: Deno.PointerObject, size: number) {
+  private constructor(pointer: Deno.PointerObject, size: number, from: SecretArena | null) {
     this.#pointer = pointer;
     this.size = size;
+    this.#arena = from;
+  }
+
+  /**
+   * Buffers allocated from now on come from `next` (null: crypt_safe_alloc again); those already out go back where
+   * they came from.
+   */
+  static useArena(next: SecretArena | null): void {
+    arena = next;
   }
 
   /** Allocate `size` zeroed bytes with crypt_safe_alloc. Throws if the symbol is missing or allocation fails. */
@@ -64,9 +78,10 @@ export class SafeBuffer implements Disposable {
     if (libError !== null || !l.symbols.crypt_safe_alloc) {
       throw new Error(`SafeBuffer: no secret memory available: ${libError}; refusing to keep secrets in JS memory`);
     }
+    if (arena) return new SafeBuffer(arena.alloc(size).pointer, size, arena);
     const p = l.symbols.crypt_safe_alloc(BigInt(size));
     if (p === null) throw new Error(`SafeBuffer: crypt_safe_alloc(${size}) returned NULL (out of memory)`);
-    return new SafeBuffer(p, size);
+    return new SafeBuffer(p, size, null);
   }
 
   /** The C pointer (pass it to FFI calls). Throws after dispose. */
@@ -100,7 +115,7 @@ export class SafeBuffer implements Disposable {
     open().symbols.crypt_safe_memzero!(this.pointer, BigInt(this.size));
   }
 
-  /** Zero, detach views, crypt_safe_free. Idempotent. */
+  /** Zero, detach views, crypt_safe_free (or back to its arena). Idempotent. */
   [Symbol.dispose](): void {
     const p = this.#pointer;
     if (p === null) return;
@@ -113,6 +128,7 @@ export class SafeBuffer implements Disposable {
     }
     this.#views = [];
     this.#pointer = null;
-    s.crypt_safe_free!(p);
+    if (this.#arena) this.#arena.free({ pointer: p, size: this.size } satisfies ArenaBlock);
+    else s.crypt_safe_free!(p);
   }
 }
