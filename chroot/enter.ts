@@ -5,6 +5,9 @@
  * {@linkcode hostPath} reaches a path of the real root through that fd (`/proc/self/fd/N/...`): the mount points to
  * syncfs, a detached header, a loop file.
  *
+ * Inside, secrets live in the process's secret arena, a file of the root (ffi/secret_arena.ts): if the process is
+ * killed holding a key, whoever outlives it zeroes that file, where crypt_safe_alloc memory would be freed unzeroed.
+ *
  * @example
  * ```ts
  * import { enterRoot, hostPath } from "./enter.ts";
@@ -15,6 +18,8 @@
  */
 import { chroot, chrootToFd, closeFd, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openFd } from "../ffi/libc.ts";
 import { type MountEntry, readMountinfoSync } from "../host/mountinfo.ts";
+import { SafeBuffer } from "../ffi/safe_buffer.ts";
+import { SecretArena } from "../ffi/secret_arena.ts";
 
 let realRootFd: number | null = null;
 // inside, /proc/self/mountinfo shows only the mounts below the root: the real root's, read on the way in
@@ -46,11 +51,25 @@ export function enterRoot(dir: string): Inside {
   }
   realRootFd = fd;
   realMounts = mounts;
+  let arena: SecretArena;
+  try {
+    arena = SecretArena.open("/");
+  } catch (err) {
+    chrootToFd(fd);
+    realRootFd = null;
+    realMounts = null;
+    closeFd(fd);
+    throw err;
+  }
+  SafeBuffer.useArena(arena);
   let left = false;
   return {
     dir,
     leave() {
       if (left) return;
+      // secrets still out stay where they are until freed; new ones outside come from crypt_safe_alloc
+      SafeBuffer.useArena(null);
+      arena.retire();
       chrootToFd(fd);
       left = true;
       realRootFd = null;

@@ -14,6 +14,7 @@
  */
 import { dirname, normalize } from "../host/path.ts";
 import { SysError } from "../ffi/errors.ts";
+import { wipeArenas } from "../ffi/secret_arena.ts";
 import { readMountinfoSync } from "../host/mountinfo.ts";
 import {
   MNT_DETACH,
@@ -67,6 +68,8 @@ function lstatOrNull(p: string): Deno.FileInfo | null {
  */
 export async function detachRoot(dir: string): Promise<string[]> {
   const mounts = mountsUnder(dir);
+  // a dead process's secrets: zeroed before the unmount frees their pages
+  if (mounts.includes(dir)) wipeArenas(dir);
   for (const m of mounts) umount2(m, MNT_DETACH);
   await Deno.remove(dir).catch(() => {});
   return mounts;
@@ -95,6 +98,11 @@ export async function mountRoot(opts: { dir: string }): Promise<Root> {
       if (disposed) return;
       disposed = true;
       const errors: string[] = [];
+      try {
+        wipeArenas(dir);
+      } catch (err) {
+        errors.push(`wiping the secret arenas: ${errText(err)}`);
+      }
       // deepest first; a busy one (a process still chrooted here) is detached and freed when it leaves
       for (let i = 0; i < 1000; i++) {
         const target = mountsUnder(dir)[0];

@@ -49,6 +49,7 @@ const out = {
   proc: Deno.statSync("/proc/self/stat").isFile,
   host: Deno.readTextFileSync(hostPath("/etc/hostname")).trim(),
   hostRootMounted: hostMountinfo().some((m) => m.mountpoint === "/"),
+  arena: [...Deno.readDirSync("/")].filter((e) => e.name.startsWith("secrets-")).length,
 };
 inside.leave();
 console.log(JSON.stringify({ ...out, after: Deno.readTextFileSync("/etc/hostname").trim() }));
@@ -64,8 +65,11 @@ console.log(JSON.stringify({ ...out, after: Deno.readTextFileSync("/etc/hostname
       proc: true,
       host,
       hostRootMounted: true,
+      arena: 1,
       after: host,
     });
+    // the secret arena went with the leave (no secret was out)
+    assert.deepEqual([...Deno.readDirSync(dir)].filter((e) => e.name.startsWith("secrets-")), []);
   } finally {
     Deno.removeSync(base, { recursive: true });
   }

@@ -16,6 +16,7 @@
 import { enterRoot } from "../chroot/enter.ts";
 import { detachRoot } from "../chroot/root.ts";
 import { pinMappings } from "../chroot/pin.ts";
+import { wipeArenas } from "../ffi/secret_arena.ts";
 import { loadTokenSupport } from "./tokens.ts";
 import { readKeyslotMemory } from "./keyfile.ts";
 import { Libcryptsetup } from "../ffi/libcryptsetup.ts";
@@ -88,6 +89,13 @@ export async function supervise(): Promise<Outcome> {
   }
   // it died (or let go) with volumes locked or cgroups frozen: the undos, by what they see
   kmsg(`cryptsleep suspend ${word === DONE ? "let go" : "died"}; supervisor recovers: ${left.join(", ")}`);
+  // a key it held when it was killed is still in its arena's pages: zeroed before anything can sleep again
+  try {
+    const wiped = wipeArenas("/", Deno.pid);
+    if (wiped.length) kmsg(`supervisor: zeroed the secret arena(s) ${wiped.join(", ")} of the cycle's process`);
+  } catch (err) {
+    ctx.timeline.warn(`the supervisor could not zero the dead process's secrets: ${messages(err).join("; ")}`);
+  }
   console.write(`\ncryptsleep: the cycle's process died; the supervisor unlocks\n`);
   ctx.timeline.warn(`cryptsleep suspend died mid-cycle; the supervisor unlocked and thawed (${pinned.bytes} B pinned)`);
   const errors = await recover(ctx);
