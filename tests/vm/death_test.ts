@@ -36,7 +36,11 @@ async function lockState(vm: VM): Promise<string> {
  * Drives the cycle until its exit marker: wakes the guest when it sleeps, types the passphrase at each prompt.
  * Returns the exit code and how many prompts were answered.
  */
-async function driveUntilExit(vm: VM, from: number): Promise<{ code: number; prompts: number }> {
+async function driveUntilExit(
+  vm: VM,
+  from: number,
+  atSupervisorPrompt?: () => Promise<void>,
+): Promise<{ code: number; prompts: number }> {
   let answered = from;
   let prompts = 0;
   let sleeps = 0;
@@ -53,6 +57,9 @@ async function driveUntilExit(vm: VM, from: number): Promise<{ code: number; pro
     if (prompt) {
       answered += prompt.index + prompt[0].length;
       prompts++;
+      if (atSupervisorPrompt && /the supervisor unlocks/.test(vm.console.slice(from, answered))) {
+        await atSupervisorPrompt();
+      }
       await vm.type(vm.guest.passphrase + "\n");
     }
     await new Promise((r) => setTimeout(r, 1000));
@@ -60,12 +67,17 @@ async function driveUntilExit(vm: VM, from: number): Promise<{ code: number; pro
   throw new Error(`no exit within 400 s:\n${vm.console.slice(from)}`);
 }
 
-async function dieAt(vm: VM, point: string, args = ""): Promise<{ code: number; prompts: number; text: string }> {
+async function dieAt(
+  vm: VM,
+  point: string,
+  args = "",
+  atSupervisorPrompt?: () => Promise<void>,
+): Promise<{ code: number; prompts: number; text: string }> {
   const env = point.startsWith("supervise:") ? "CRYPTSLEEP_TEST_DIE_AT_SUPERVISOR" : "CRYPTSLEEP_TEST_DIE_AT";
   vm.clearEvents();
   const from = vm.cursor = vm.console.length;
   await vm.type(`${env}=${point} cryptsleep suspend ${CONSOLE} ${args}; echo "CS-EXIT-""$?"\n`);
-  const r = await driveUntilExit(vm, from);
+  const r = await driveUntilExit(vm, from, atSupervisorPrompt);
   // the supervisor may still be finishing (unmount, report) after the shell thawed
   const gone = await vm.sh(SUPERVISOR_GONE, { timeoutMs: 120_000 });
   assert.equal(gone.out.trim(), "0", `the supervisor is gone after a death at ${point}`);
@@ -148,10 +160,10 @@ Deno.test({
     assert.equal(setup.code, 0, setup.out);
     const before = await systemState(vm);
     const locks = await lockState(vm);
-    const needles = [
-      ...keyHalves(await volumeKey(vm, "/dev/vda")),
-      ...keyHalves(await volumeKey(vm, "/run/img.luks")),
-    ];
+    const imgHalves = keyHalves(await volumeKey(vm, "/run/img.luks"));
+    const needles = [...keyHalves(await volumeKey(vm, "/dev/vda")), ...imgHalves];
+    // the copies of img's key a live crypt table holds (dm-crypt's and its cipher's)
+    const live = await vm.searchRam(imgHalves);
 
     for (const point of INSIDE) {
       await t.step(`killed at ${point}`, async () => {
@@ -163,7 +175,18 @@ Deno.test({
           { timeoutMs: 180_000 },
         );
         assert.equal(pinned.code, 0, pinned.out);
-        const r = await dieAt(vm, point, point.startsWith("reopen:") ? "--release-at unlock" : "");
+        // killed while it held img's key in its own memory, which the kernel frees unzeroed: the supervisor zeroes
+        // it before its prompt (before anything could sleep again); only the placeholder's live table holds it
+        let atPrompt: number[] | null = null;
+        const r = await dieAt(
+          vm,
+          point,
+          point.startsWith("reopen:") ? "--release-at unlock" : "",
+          point === "rebuild:placeholder" ? async () => void (atPrompt = await vm.searchRam(imgHalves)) : undefined,
+        );
+        if (point === "rebuild:placeholder") {
+          assert.deepEqual(atPrompt, live, `img's key halves at the supervisor's prompt vs a live table's\n${r.text}`);
+        }
         assert.equal(r.code, 137, r.text);
         assert.equal(await lockState(vm), locks, `after a death at ${point}:\n${r.text}`);
         const after = await vm.sh(
