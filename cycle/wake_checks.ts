@@ -126,12 +126,21 @@ export async function retireIfSilent(ctx: AgentContext, volume: Volume, signal?:
     for (const t of timers) clearTimeout(t);
   }
   signal?.throwIfAborted();
+  await headerStillThere(volume, under, firsts);
+  return false;
+}
+
+/**
+ * Throws {@linkcode NotThisVolume} when the block read from the volume's one disk (`firsts`) holds another LUKS
+ * header, or none — only where discovery read this volume's header there (not a detached one, not through
+ * dm-integrity's helper device), and never for the root filesystem's volume: without it nothing could go on (its
+ * unlock fails, and says why).
+ */
+async function headerStillThere(volume: Volume, under: string[], firsts: Map<string, Uint8Array>): Promise<void> {
   const [data] = under;
-  // only where discovery read this volume's header (not a detached one, not through dm-integrity's helper device),
-  // and never for the root filesystem's volume: without it nothing could go on (its unlock fails, and says why)
   if (
     under.length === 1 && !volume.header.detached && volume.headerUuid && volume.header.path === devPathOf(data) &&
-    !root
+    !holdsRoot(volume)
   ) {
     // a read that failed says nothing; a block without the header discovery read there minutes ago (before the
     // lock) is another disk — libcryptsetup, whose reads may come from the page cache, would still find the old one
@@ -142,7 +151,27 @@ export async function retireIfSilent(ctx: AgentContext, volume: Volume, signal?:
     if (found === null && volume.type === "LUKS2") found = await secondaryUuid(`/dev/${data}`);
     if (found !== volume.headerUuid) throw new NotThisVolume(volume, `/dev/${data}`, found ?? undefined);
   }
-  return false;
+}
+
+/**
+ * Whether every disk under the locked volume answers a probe read within `withinMs` and still holds its header
+ * where that can be told, as {@linkcode retireIfSilent} checks — but saying nothing and retiring nothing: for a
+ * header read ahead of the volume's turn (cycle/read_ahead.ts), which leaves any doubt to that turn.
+ */
+export async function answersNow(volume: Volume, withinMs = ANSWER_SAY_MS): Promise<boolean> {
+  const info = dm.info(volume.dmName);
+  if (!info.exists || !info.suspended || isSwapped(volume) || suspendedBelow(volume.kname)) return false;
+  const under = slavesOf(volume.kname);
+  const firsts = new Map<string, Uint8Array>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const reads = Promise.all(under.map(async (kname) => firsts.set(kname, await probe(kname))));
+  const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), withinMs));
+  try {
+    if (await Promise.race([reads, late]) === "late") return false;
+  } finally {
+    clearTimeout(timer);
+  }
+  return await headerStillThere(volume, under, firsts).then(() => true, () => false);
 }
 
 /** The UUID of the first LUKS2 secondary header found on `device` (read past the page cache), or null. */
