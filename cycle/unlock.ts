@@ -44,9 +44,10 @@ import {
 import { messages } from "./errors.ts";
 import { afterTriesUsedUp, askOrSleep, askWatching, SleptAgain, waitForEnter } from "./ask.ts";
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
-import { detachedHeader, headerReadable, retiredHolders } from "./lock.ts";
+import { headerReadable, retiredHolders } from "./lock.ts";
 import { goneOf, HeaderGone, isRetired, lostDisk, retire } from "./gone.ts";
 import { holdsRoot, retireIfGone, retireIfSilent, suspendedBelow } from "./wake_checks.ts";
+import { openDevice, ReadAhead } from "./read_ahead.ts";
 
 /** What the prompt says of a line that does not fit (read to its end and zeroed): a wrong try. */
 const TOO_LONG = `longer than ${MAX_PASSPHRASE - 1} bytes`;
@@ -73,9 +74,11 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
     for (let pass = true; pass;) {
       pass = false;
       failed = [];
+      // the headers after the first, read while the first prompt is up; dropped if it sleeps again
+      using ahead = new ReadAhead(ctx, ctx.job.plan.unlock.slice(1));
       for (const volume of ctx.job.plan.unlock) {
         try {
-          const how = await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume));
+          const how = await (ctx.recovery ? unlockPersistently(ctx, volume) : unlockVolume(ctx, volume, ahead));
           if (how === "gone") failed.push(new DiskGone(volume));
         } catch (err) {
           if (!(err instanceof SleptAgain)) {
@@ -134,7 +137,7 @@ export type Unlocked = "unlocked" | "gone";
  * Unlocks one volume by what it sees: resumed, rebuilt after a table swap, or left alone when not locked. A volume
  * whose disk went away (before its prompt, while it waits, or during a try) is retired instead (gone.ts).
  */
-export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<Unlocked> {
+export async function unlockVolume(ctx: AgentContext, volume: Volume, ahead?: ReadAhead): Promise<Unlocked> {
   let sleptAgain = false;
   try {
     finishInterruptedReopen(volume, ctx.log);
@@ -144,7 +147,12 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
       return "gone";
     }
     const early = promptsAtOnce(ctx, volume);
-    if (!early && (await retireIfGone(ctx, volume) || await retireIfSilent(ctx, volume))) return "gone";
+    // read while the first prompt was up, its disk's checks passed then (read_ahead.ts): no probe again
+    using readAhead = early ? null : await ahead?.take(volume) ?? null;
+    if (readAhead) ctx.timeline.appendFact("readAhead", volume.dmName);
+    if (!early && (await retireIfGone(ctx, volume) || (!readAhead && await retireIfSilent(ctx, volume)))) {
+      return "gone";
+    }
     if (isSwapped(volume)) {
       // locked by the table swap: no crypt table to resume, the passphrase rebuilds it from the header, read
       // straight by its path (never while what holds it is locked)
@@ -158,7 +166,7 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume): Promise<U
         const left = new AbortController();
         const ready = early
           ? afterTick(() => checkedDevice(ctx, volume, left.signal))
-          : Promise.resolve(openDevice(ctx, volume));
+          : Promise.resolve(readAhead ?? openDevice(ctx, volume));
         try {
           const device = async () => (await ready) ?? Promise.reject(new Retired(volume));
           await untilPassphraseFits(
@@ -230,18 +238,6 @@ function promptsAtOnce(ctx: AgentContext, volume: Volume): boolean {
 /** `fn` after what is queued now (the prompt's write, unless a console must be opened again first). */
 function afterTick<T>(fn: () => Promise<T>): Promise<T> {
   return new Promise<void>((r) => setTimeout(r, 0)).then(fn);
-}
-
-/** The locked volume's header, read by libcryptsetup; the kernel keyring is not used for its key. */
-function openDevice(ctx: AgentContext, volume: Volume): CryptDevice {
-  const device = CryptDevice.initByName(ctx.lib, volume.dmName, detachedHeader(ctx.job, volume));
-  try {
-    device.setKeyring(false);
-  } catch (err) {
-    device[Symbol.dispose]();
-    throw err;
-  }
-  return device;
 }
 
 /**

@@ -90,6 +90,10 @@ Deno.test({
       }
       const kmsg = await vm.sh("dmesg | grep -c 'cryptsleep: '");
       assert.ok(Number(kmsg.out.trim()) > 5, "the timeline is in the kernel log");
+      // data's header was read while root's prompt was up (cycle/read_ahead.ts): after Enter it went to its try
+      const json = await vm.sh("cryptsleep status --json", { timeoutMs: 120_000 });
+      const report = JSON.parse(json.out.slice(json.out.indexOf("{"), json.out.lastIndexOf("}") + 1));
+      assert.deepEqual(report.facts.readAhead, ["data"], json.out);
     });
   },
 });
