@@ -4,7 +4,9 @@
  * idles, and after Enter each of those volumes goes straight to its try (issue #12: Enter → unlocked, ≤ 5 % beyond
  * the key derivation). Each one read ahead passed, first, the checks its turn would make: its disks are there, answer
  * a read at once and still hold its header. Anything in doubt (a disk slow or gone, a detached header, a device
- * below still locked, a loop device below) is not read ahead: its turn checks it, and says why.
+ * below still locked, a loop device below) is not read ahead: its turn checks it, and says why. A disk that does not
+ * answer within 2 s keeps its read under way, and while it is, Esc at the first prompt does not suspend again
+ * (ask.ts: the kernel would freeze that disk's queue with the read in it).
  *
  * @example
  * ```ts
