@@ -30,6 +30,7 @@ import { messages } from "./errors.ts";
 import { lockVolume } from "./lock.ts";
 import { isRetired } from "./gone.ts";
 import { readsUnderWay } from "./wake_checks.ts";
+import { settleReadsAhead } from "./read_ahead.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
 
 /**
@@ -154,6 +155,8 @@ export class SleptAgain extends Error {
  * again either way.
  */
 async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise<void> {
+  // no header read ahead may run under the relock, nor a new probe start after this look
+  await settleReadsAhead();
   // a disk's read still under way (a disk that does not answer) would hold the kernel's suspend for ever, with the
   // prompt gone: the kernel freezes each disk's queue first, and that waits for the read
   const busy = readsUnderWay();

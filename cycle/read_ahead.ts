@@ -4,9 +4,10 @@
  * idles, and after Enter each of those volumes goes straight to its try (issue #12: Enter → unlocked, ≤ 5 % beyond
  * the key derivation). Each one read ahead passed, first, the checks its turn would make: its disks are there, answer
  * a read at once and still hold its header. Anything in doubt (a disk slow or gone, a detached header, a device
- * below still locked, a loop device below) is not read ahead: its turn checks it, and says why. A disk that does not
- * answer within 2 s keeps its read under way, and while it is, Esc at the first prompt does not suspend again
- * (ask.ts: the kernel would freeze that disk's queue with the read in it).
+ * below still locked, a loop device below) is not read ahead: its turn checks it (its disk answers a read then too),
+ * and says why. A sleep again from the prompt stops the reads ahead and waits for the one under way first; a disk
+ * that did not answer within 2 s keeps its read under way, and while it is, Esc at the first prompt does not suspend
+ * again (ask.ts: the kernel would freeze that disk's queue with the read in it).
  *
  * @example
  * ```ts
@@ -55,10 +56,22 @@ function loopBelow(kname: string): boolean {
   return slavesOf(kname).some((s) => /^loop\d+$/.test(s) || loopBelow(s));
 }
 
+/** The reads ahead going on: a sleep again stops them first ({@linkcode settleReadsAhead}). */
+const running = new Set<ReadAhead>();
+
+/**
+ * Stops every read ahead and waits for the one under way (a probe ends within 2 s, a header read is short): a sleep
+ * again must not lock a volume under a header read, nor start it with a new probe of a silent disk in flight.
+ */
+export async function settleReadsAhead(): Promise<void> {
+  await Promise.all([...running].map((ahead) => ahead.settle()));
+}
+
 /** Headers read ahead, one after the other; dispose drops those not taken. */
 export class ReadAhead implements Disposable {
   #devices = new Map<string, Promise<CryptDevice | null>>();
   #stopped = false;
+  #last: Promise<unknown> = Promise.resolve();
 
   /** Starts reading the headers of `volumes` (in order) after {@linkcode START_MS}; none in the recovery. */
   constructor(ctx: AgentContext, volumes: Volume[]) {
@@ -72,6 +85,14 @@ export class ReadAhead implements Disposable {
       this.#devices.set(volume.dmName, device);
       previous = device;
     }
+    this.#last = previous;
+    running.add(this);
+  }
+
+  /** Stops reading ahead; resolves once the read under way, if any, is over. */
+  async settle(): Promise<void> {
+    this.#stopped = true;
+    await this.#last.catch(() => {});
   }
 
   async #read(ctx: AgentContext, volume: Volume): Promise<CryptDevice | null> {
@@ -97,6 +118,7 @@ export class ReadAhead implements Disposable {
   /** Stops reading ahead and drops what was read and not taken. */
   [Symbol.dispose](): void {
     this.#stopped = true;
+    running.delete(this);
     for (const device of this.#devices.values()) device.then((d) => d?.[Symbol.dispose]());
     this.#devices.clear();
   }

@@ -147,12 +147,11 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume, ahead?: Re
       return "gone";
     }
     const early = promptsAtOnce(ctx, volume);
-    // read while the first prompt was up, its disk's checks passed then (read_ahead.ts): no probe again
+    // its header read while the first prompt was up (read_ahead.ts); its disk is checked again all the same: it may
+    // have stopped answering since
     using readAhead = early ? null : await ahead?.take(volume) ?? null;
     if (readAhead) ctx.timeline.appendFact("readAhead", volume.dmName);
-    if (!early && (await retireIfGone(ctx, volume) || (!readAhead && await retireIfSilent(ctx, volume)))) {
-      return "gone";
-    }
+    if (!early && (await retireIfGone(ctx, volume) || await retireIfSilent(ctx, volume))) return "gone";
     if (isSwapped(volume)) {
       // locked by the table swap: no crypt table to resume, the passphrase rebuilds it from the header, read
       // straight by its path (never while what holds it is locked)

@@ -134,9 +134,14 @@ export async function retireIfSilent(ctx: AgentContext, volume: Volume, signal?:
  * Throws {@linkcode NotThisVolume} when the block read from the volume's one disk (`firsts`) holds another LUKS
  * header, or none — only where discovery read this volume's header there (not a detached one, not through
  * dm-integrity's helper device), and never for the root filesystem's volume: without it nothing could go on (its
- * unlock fails, and says why).
+ * unlock fails, and says why). `secondary`: a LUKS2 primary not found is looked for in its secondary copies.
  */
-async function headerStillThere(volume: Volume, under: string[], firsts: Map<string, Uint8Array>): Promise<void> {
+async function headerStillThere(
+  volume: Volume,
+  under: string[],
+  firsts: Map<string, Uint8Array>,
+  secondary = true,
+): Promise<void> {
   const [data] = under;
   if (
     under.length === 1 && !volume.header.detached && volume.headerUuid && volume.header.path === devPathOf(data) &&
@@ -148,7 +153,7 @@ async function headerStillThere(volume: Volume, under: string[], firsts: Map<str
     let found = first?.length ? luksUuidOf(first) : volume.headerUuid;
     // a LUKS2 primary damaged (while asleep) is no other disk while its secondary copy is this volume's:
     // libcryptsetup unlocks from that copy
-    if (found === null && volume.type === "LUKS2") found = await secondaryUuid(`/dev/${data}`);
+    if (found === null && volume.type === "LUKS2" && secondary) found = await secondaryUuid(`/dev/${data}`);
     if (found !== volume.headerUuid) throw new NotThisVolume(volume, `/dev/${data}`, found ?? undefined);
   }
 }
@@ -171,7 +176,8 @@ export async function answersNow(volume: Volume, withinMs = ANSWER_SAY_MS): Prom
   } finally {
     clearTimeout(timer);
   }
-  return await headerStillThere(volume, under, firsts).then(() => true, () => false);
+  // (no read of the secondary header: unbounded; a primary not found is left to the volume's turn)
+  return await headerStillThere(volume, under, firsts, false).then(() => true, () => false);
 }
 
 /** The UUID of the first LUKS2 secondary header found on `device` (read past the page cache), or null. */
