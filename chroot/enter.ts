@@ -69,7 +69,9 @@ export function enterRoot(dir: string): Inside {
       if (left) return;
       // secrets still out stay where they are until freed; new ones outside come from crypt_safe_alloc
       SafeBuffer.useArena(null);
-      arena.retire();
+      try {
+        arena.retire();
+      } catch { /* its pages stay mapped, zeroed; the root's unmount removes the file */ }
       chrootToFd(fd);
       left = true;
       realRootFd = null;

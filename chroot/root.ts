@@ -68,10 +68,18 @@ function lstatOrNull(p: string): Deno.FileInfo | null {
  */
 export async function detachRoot(dir: string): Promise<string[]> {
   const mounts = mountsUnder(dir);
-  // a dead process's secrets: zeroed before the unmount frees their pages
-  if (mounts.includes(dir)) wipeArenas(dir);
+  // a dead process's secrets: zeroed before the unmount frees their pages (the unmount goes on regardless)
+  let unwiped: unknown = null;
+  if (mounts.includes(dir)) {
+    try {
+      wipeArenas(dir);
+    } catch (err) {
+      unwiped = err;
+    }
+  }
   for (const m of mounts) umount2(m, MNT_DETACH);
   await Deno.remove(dir).catch(() => {});
+  if (unwiped) throw unwiped;
   return mounts;
 }
 

@@ -79,6 +79,16 @@ export async function supervise(): Promise<Outcome> {
   using secrets = new Secrets(console);
   const ctx: AgentContext = { job, lib, console, secrets, timeline: new Timeline(), log: kmsg, recovery: true };
   ctx.timeline.facts.keyFileSlots = keyFileSlots;
+  // it died (no `done`): a key it held is still in its arena's pages, whatever it left: zeroed before anything can
+  // sleep again
+  if (word !== DONE) {
+    try {
+      const wiped = wipeArenas("/", Deno.pid);
+      if (wiped.length) kmsg(`supervisor: zeroed the secret arena(s) ${wiped.join(", ")} of the cycle's process`);
+    } catch (err) {
+      ctx.timeline.warn(`the supervisor could not zero the dead process's secrets: ${messages(err).join("; ")}`);
+    }
+  }
   // by looking, even after `done`: nothing may stay locked or frozen when the supervisor goes
   const left = await leftOf(AGENT_PHASES, ctx);
   if (left.length === 0) {
@@ -89,13 +99,6 @@ export async function supervise(): Promise<Outcome> {
   }
   // it died (or let go) with volumes locked or cgroups frozen: the undos, by what they see
   kmsg(`cryptsleep suspend ${word === DONE ? "let go" : "died"}; supervisor recovers: ${left.join(", ")}`);
-  // a key it held when it was killed is still in its arena's pages: zeroed before anything can sleep again
-  try {
-    const wiped = wipeArenas("/", Deno.pid);
-    if (wiped.length) kmsg(`supervisor: zeroed the secret arena(s) ${wiped.join(", ")} of the cycle's process`);
-  } catch (err) {
-    ctx.timeline.warn(`the supervisor could not zero the dead process's secrets: ${messages(err).join("; ")}`);
-  }
   console.write(`\ncryptsleep: the cycle's process died; the supervisor unlocks\n`);
   ctx.timeline.warn(`cryptsleep suspend died mid-cycle; the supervisor unlocked and thawed (${pinned.bytes} B pinned)`);
   const errors = await recover(ctx);

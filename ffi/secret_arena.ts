@@ -185,11 +185,12 @@ export class SecretArena {
 
 /**
  * Zeroes and removes the arena files in `dir` (of processes that are dead, or done with their secrets), all but the
- * one of pid `keep`. Returns the names wiped. Written through write(2): the zeros land in the very pages a dead
+ * ones of pid `keep`. Returns the names wiped; throws, after trying every file, naming those it could not zero. Written through write(2): the zeros land in the very pages a dead
  * process's mapping used.
  */
 export function wipeArenas(dir: string, keep?: number): string[] {
   const wiped: string[] = [];
+  const failed: string[] = [];
   let entries: Deno.DirEntry[];
   try {
     entries = [...Deno.readDirSync(dir)];
@@ -199,12 +200,18 @@ export function wipeArenas(dir: string, keep?: number): string[] {
   for (const e of entries) {
     if (!e.isFile || !e.name.startsWith(PREFIX) || e.name.startsWith(`${PREFIX}${keep}.`)) continue;
     const path = `${dir.replace(/\/$/, "")}/${e.name}`;
-    using f = Deno.openSync(path, { read: true, write: true });
-    const size = f.statSync().size;
-    const zeros = new Uint8Array(Math.min(size, CHUNK) || 1);
-    for (let at = 0; at < size;) at += f.writeSync(zeros.subarray(0, Math.min(zeros.length, size - at)));
-    Deno.removeSync(path);
-    wiped.push(e.name);
+    try {
+      using f = Deno.openSync(path, { read: true, write: true });
+      const size = f.statSync().size;
+      const zeros = new Uint8Array(Math.min(size, CHUNK) || 1);
+      for (let at = 0; at < size;) at += f.writeSync(zeros.subarray(0, Math.min(zeros.length, size - at)));
+      Deno.removeSync(path);
+      wiped.push(e.name);
+    } catch (err) {
+      // removed meanwhile (its process retired it): nothing left to zero
+      if (!(err instanceof Deno.errors.NotFound)) failed.push(`${path}: ${(err as Error).message}`);
+    }
   }
+  if (failed.length) throw new Error(`could not zero secret arena(s): ${failed.join("; ")}`);
   return wiped;
 }
