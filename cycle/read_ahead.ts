@@ -24,13 +24,11 @@
  * }
  * ```
  */
-import * as dm from "../ffi/devmapper.ts";
 import { CryptDevice } from "../ffi/libcryptsetup.ts";
 import type { Volume } from "../discovery/mod.ts";
 import type { AgentContext } from "./context.ts";
 import { goneOf, isRetired, slavesOf } from "./gone.ts";
 import { detachedHeader } from "./lock.ts";
-import { isSwapped } from "./pinned/mod.ts";
 import { answersNow } from "./wake_checks.ts";
 
 /** After the first prompt is written (it comes ≤ 100 ms after the wake), before anyone can have typed much. */
@@ -97,8 +95,8 @@ export class ReadAhead implements Disposable {
 
   async #read(ctx: AgentContext, volume: Volume): Promise<CryptDevice | null> {
     if (this.#stopped || isRetired(volume.dmName) || volume.header.detached || loopBelow(volume.kname)) return null;
-    if (!dm.info(volume.dmName).suspended || isSwapped(volume) || (await goneOf(volume)).length) return null;
-    if (!await answersNow(volume) || this.#stopped) return null;
+    // answersNow is false too for a volume not locked, swapped, or with a locked device below
+    if ((await goneOf(volume)).length || !await answersNow(volume) || this.#stopped) return null;
     const device = openDevice(ctx, volume);
     if (!this.#stopped) return device;
     device[Symbol.dispose]();
