@@ -97,11 +97,17 @@ export class Bed implements AsyncDisposable {
     await Deno.mkdir(dir, { recursive: true });
     return dir;
   }
-  /** Spawns `sh -c script`, moved into `cgroupDir` if given; returns its pid. */
+  /**
+   * Spawns `sh -c script`, moved into `cgroupDir` if given; returns its pid once it is there. The shell moves itself
+   * before the script runs: moved only from here, a child it forked first would stay behind on a loaded host.
+   */
   spawn(script: string, cgroupDir?: string): Promise<number> {
-    const child = new Deno.Command("sh", { args: ["-c", script], stdin: "null", stdout: "null", stderr: "null" })
-      .spawn();
+    const args = cgroupDir
+      ? ["-c", 'echo $$ > "$1" || exit 97; eval "$0"', script, join(cgroupDir, "cgroup.procs")]
+      : ["-c", script];
+    const child = new Deno.Command("sh", { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
     this.children.push(child);
+    // moved from here too (the same move again once the shell did it): on return the pid is there
     return cgroupDir
       ? write(join(cgroupDir, "cgroup.procs"), String(child.pid)).then(() => child.pid)
       : Promise.resolve(child.pid);
