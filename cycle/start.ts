@@ -24,6 +24,7 @@ import { Console } from "../ffi/tty.ts";
 import { type ConsoleRef, Consoles, kernelSerialConsoles } from "./consoles.ts";
 import { RefusedError } from "./errors.ts";
 import { DIE_AT_ENV } from "./runner.ts";
+import { V8_FLAGS } from "../cli/v8_flags.ts";
 import type { Job } from "./job.ts";
 
 /** Where the cycle's root is mounted (an empty ramfs both processes chroot into). */
@@ -84,7 +85,7 @@ export function selfArgs(script: string | null, args: string[]): string[] {
   // the wrapper's flags (packaging/cryptsleep.sh); a compiled binary has them built in
   return script === null
     ? args
-    : ["run", "-A", "--no-config", "--no-lock", "--no-remote", "--no-npm", "--v8-flags=--lite-mode", script, ...args];
+    : ["run", "-A", "--no-config", "--no-lock", "--no-remote", "--no-npm", `--v8-flags=${V8_FLAGS}`, script, ...args];
 }
 
 /**

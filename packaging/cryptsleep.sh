@@ -19,5 +19,6 @@ export DENO_DIR
 export CRYPTSLEEP_EXEC="$self"
 export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
 # V8's lite mode: no optimizing compiler threads competing with the cycle for the CPU, a smaller heap (on the bed:
-# `plan` 20 % faster, 5 MiB less RSS); cryptsleep's own JS is never hot
-exec "$lib/deno" run -A --no-config --no-lock --no-remote --no-npm --v8-flags=--lite-mode "$lib/cryptsleep.js" "$@"
+# `plan` 20 % faster, 5 MiB less RSS); cryptsleep's own JS is never hot. No lazy compilation: deno's code cache
+# then holds every function, none is compiled again per process (cli/v8_flags.ts says why)
+exec "$lib/deno" run -A --no-config --no-lock --no-remote --no-npm --v8-flags=--lite-mode,--no-lazy "$lib/cryptsleep.js" "$@"

@@ -13,6 +13,7 @@
  * ```
  */
 import { join } from "node:path";
+import { V8_FLAGS } from "../cli/v8_flags.ts";
 
 const target = "x86_64-unknown-linux-gnu";
 const version = Deno.version.deno;
@@ -50,7 +51,7 @@ const args = [
   "compile",
   "-A",
   "--no-check",
-  "--v8-flags=--lite-mode",
+  `--v8-flags=${V8_FLAGS}`,
   "--output",
   "dist/cryptsleep",
   "--target",

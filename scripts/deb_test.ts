@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { VERSION } from "../cli/version.ts";
+import { V8_FLAGS } from "../cli/v8_flags.ts";
+import { CRYPTSLEEP_WRAPPER } from "./guest/build.ts";
 import { DEFAULT_EXEC } from "../systemd/install.ts";
 import { renderDropIn } from "../systemd/unit.ts";
 import { buildDeb, DEPENDS, packageVersion } from "./deb.ts";
@@ -23,6 +25,12 @@ async function run(cmd: string, args: string[], env?: Record<string, string>) {
 
 Deno.test("package.json, cli/version.ts: one version", async () => {
   assert.equal(await packageVersion(), VERSION);
+});
+
+Deno.test("the wrappers run deno with cli/v8_flags.ts's flags: the package's and the guests'", async () => {
+  const flags = (text: string) => [...text.matchAll(/--v8-flags=(\S+)/g)].map((m) => m[1]);
+  assert.deepEqual(flags(await Deno.readTextFile(join(ROOT, "packaging/cryptsleep.sh"))), [V8_FLAGS]);
+  assert.deepEqual(flags(CRYPTSLEEP_WRAPPER), [V8_FLAGS]);
 });
 
 Deno.test({

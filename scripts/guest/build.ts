@@ -28,6 +28,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { V8_FLAGS } from "../../cli/v8_flags.ts";
 
 /** Kernel selectors: suite that serves the kernel, suite for userspace, and the meta package to resolve. */
 export const KERNELS: Record<string, { suites: string[]; defaultRelease: string; userspace: string; prefix: string }> =
@@ -477,9 +478,9 @@ done
 
 /** `/usr/local/bin/cryptsleep` of the guests: the bundle from the tool disk, run by the guest's deno. */
 export const CRYPTSLEEP_WRAPPER = `#!/bin/sh
-# deno's caches in tmpfs and V8's lite mode, as packaging/cryptsleep.sh has them
+# deno's caches in tmpfs and V8's flags, as packaging/cryptsleep.sh has them
 export DENO_DIR=/run/cryptsleep-deno
-exec deno run -A --v8-flags=--lite-mode /usr/local/lib/cryptsleep/cryptsleep.js "$@"
+exec deno run -A --v8-flags=${V8_FLAGS} /usr/local/lib/cryptsleep/cryptsleep.js "$@"
 `;
 
 /** Version of the deno binary that goes into the guests. */
