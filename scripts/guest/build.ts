@@ -491,8 +491,9 @@ export async function denoVersion(): Promise<string> {
 
 async function buildKey(kernel: string, resolved: Resolved, denoVer: string): Promise<string> {
   const self = await Deno.readFile(fromFileUrl(import.meta.url));
+  // the wrapper takes V8's flags from cli/v8_flags.ts: its text is in the key too
   return (await sha256Hex(
-    JSON.stringify({ self: await sha256Hex(self), kernel, resolved, deno: denoVer }),
+    JSON.stringify({ self: await sha256Hex(self), wrapper: CRYPTSLEEP_WRAPPER, kernel, resolved, deno: denoVer }),
   )).slice(0, 16);
 }
 
