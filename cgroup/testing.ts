@@ -102,15 +102,12 @@ export class Bed implements AsyncDisposable {
    * before the script runs: moved only from here, a child it forked first would stay behind on a loaded host.
    */
   spawn(script: string, cgroupDir?: string): Promise<number> {
-    const args = cgroupDir
-      ? ["-c", 'echo $$ > "$1" || exit 97; eval "$0"', script, join(cgroupDir, "cgroup.procs")]
-      : ["-c", script];
+    const procs = cgroupDir ? join(cgroupDir, "cgroup.procs") : null;
+    const args = procs ? ["-c", 'echo $$ > "$1" || exit 97; eval "$0"', script, procs] : ["-c", script];
     const child = new Deno.Command("sh", { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
     this.children.push(child);
     // moved from here too (the same move again once the shell did it): on return the pid is there
-    return cgroupDir
-      ? write(join(cgroupDir, "cgroup.procs"), String(child.pid)).then(() => child.pid)
-      : Promise.resolve(child.pid);
+    return procs ? write(procs, String(child.pid)).then(() => child.pid) : Promise.resolve(child.pid);
   }
   /** Kills everything below the root and removes it. */
   async [Symbol.asyncDispose](): Promise<void> {
