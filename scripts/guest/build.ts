@@ -497,6 +497,18 @@ async function buildKey(kernel: string, resolved: Resolved, denoVer: string): Pr
   )).slice(0, 16);
 }
 
+/**
+ * An exclusive lock on `<cache>/<name>.lock`, held until it is disposed: test files run in parallel (`deno test
+ * --parallel`), and their builders of one guest, or their downloads into one folder, take turns.
+ */
+export async function cacheLock(name: string): Promise<Deno.FsFile> {
+  const root = cacheRoot();
+  await Deno.mkdir(root, { recursive: true });
+  const file = await Deno.open(join(root, `${name}.lock`), { create: true, write: true });
+  await file.lock(true);
+  return file;
+}
+
 /** Returns the cached guest for `kernel`, building it first if needed. */
 export async function ensureGuest(opts: EnsureOptions = {}): Promise<Guest> {
   const kernel = opts.kernel ?? "6.1";
@@ -507,39 +519,41 @@ export async function ensureGuest(opts: EnsureOptions = {}): Promise<Guest> {
   const root = cacheRoot();
   const aptDir = join(root, "apt", kernel);
   const resolvedFile = join(root, `resolved-${kernel}.json`);
-  let resolved: Resolved;
-  const cached: Resolved | null = !opts.refresh && await exists(resolvedFile)
-    ? JSON.parse(await Deno.readTextFile(resolvedFile))
-    : null;
-  if (cached && JSON.stringify(cached.wanted) === JSON.stringify(USER_PACKAGES)) {
-    resolved = cached;
-  } else {
+  const denoVer = await denoVersion();
+  const pinned = async (): Promise<Resolved | null> => {
+    if (opts.refresh || !await exists(resolvedFile)) return null;
+    const r: Resolved = JSON.parse(await Deno.readTextFile(resolvedFile));
+    return JSON.stringify(r.wanted) === JSON.stringify(USER_PACKAGES) ? r : null;
+  };
+  const where = async (resolved: Resolved) => {
+    const key = await buildKey(kernel, resolved, denoVer);
+    const dir = join(root, `guest-${kernel}-${key}`);
+    const guest = (manifest: Manifest): Guest => ({
+      dir,
+      kernelImage: join(dir, "vmlinuz"),
+      initrd: join(dir, "initrd.img"),
+      rootDisk: join(dir, "root.luks"),
+      dataDisk: join(dir, "data.luks"),
+      passphrase: PASSPHRASE,
+      manifest,
+    });
+    const built = !opts.force && await exists(join(dir, "manifest.json"))
+      ? guest(JSON.parse(await Deno.readTextFile(join(dir, "manifest.json"))))
+      : null;
+    return { key, dir, guest, built };
+  };
+  const seen = await pinned();
+  const hit = seen && (await where(seen)).built;
+  if (hit) return hit;
+  // One builder at a time: apt's private state and the guest's folder are this kernel's, so its resolve waits too.
+  using _lock = await cacheLock(`build-${kernel}`);
+  let resolved = await pinned();
+  if (!resolved) {
     resolved = await resolve(kernel, aptDir, log);
-    await Deno.mkdir(root, { recursive: true });
     await Deno.writeTextFile(resolvedFile, JSON.stringify(resolved, null, 1));
   }
-  const denoVer = await denoVersion();
-  const key = await buildKey(kernel, resolved, denoVer);
-  const dir = join(root, `guest-${kernel}-${key}`);
-  const guest = (manifest: Manifest): Guest => ({
-    dir,
-    kernelImage: join(dir, "vmlinuz"),
-    initrd: join(dir, "initrd.img"),
-    rootDisk: join(dir, "root.luks"),
-    dataDisk: join(dir, "data.luks"),
-    passphrase: PASSPHRASE,
-    manifest,
-  });
-  if (!opts.force && await exists(join(dir, "manifest.json"))) {
-    return guest(JSON.parse(await Deno.readTextFile(join(dir, "manifest.json"))));
-  }
-  // One builder at a time (parallel test runs): take the lock, then look again.
-  await Deno.mkdir(root, { recursive: true });
-  using lock = await Deno.open(join(root, `build-${kernel}.lock`), { create: true, write: true });
-  await lock.lock(true);
-  if (!opts.force && await exists(join(dir, "manifest.json"))) {
-    return guest(JSON.parse(await Deno.readTextFile(join(dir, "manifest.json"))));
-  }
+  const { key, dir, guest, built } = await where(resolved);
+  if (built) return built;
   const t0 = Date.now();
   log(`building guest ${dir}`);
   if (!await exists(join(aptDir, "state", "lists"))) await resolve(kernel, aptDir, log);
@@ -676,9 +690,14 @@ async function build(
   const debDir = join(cacheRoot(), "debs");
   const kapt = new AptState(aptDir, k.suites, k.defaultRelease);
   const uapt = new AptState(aptDir, k.suites, k.userspace);
+  // every kernel's builder downloads into the one folder: a file half written by one is not taken by another
+  const download = async (apt: AptState, pkgs: { name: string; version: string }[]) => {
+    using _lock = await cacheLock("debs");
+    return await apt.download(pkgs, debDir);
+  };
   log(`downloading ${resolved.packages.length} packages + ${resolved.kernel.package}`);
-  const [kdeb] = await kapt.download([{ name: resolved.kernel.package, version: resolved.kernel.version }], debDir);
-  const udebs = await uapt.download(resolved.packages, debDir);
+  const [kdeb] = await download(kapt, [{ name: resolved.kernel.package, version: resolved.kernel.version }]);
+  const udebs = await download(uapt, resolved.packages);
 
   const pool = join(work, "pool");
   const kpool = join(work, "kpool");
@@ -694,7 +713,7 @@ async function build(
     .map((m) => ({ name: m![1], version: m![2] }));
   if (parts.length) {
     log(`kernel split into ${parts.map((p) => p.name).join(", ")}`);
-    for (const d of await kapt.download(parts, debDir)) await run(["dpkg-deb", "-x", d, kpool]);
+    for (const d of await download(kapt, parts)) await run(["dpkg-deb", "-x", d, kpool]);
   }
 
   // Kernel + modules.

@@ -23,6 +23,7 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 import {
   AptState,
   builderBoot,
+  cacheLock,
   cacheRoot,
   CRYPTSLEEP_WRAPPER,
   DENO_BIN,
@@ -335,44 +336,47 @@ export async function ensureDebianGuest(opts: DebianOptions = {}): Promise<Debia
   const root = cacheRoot();
   const aptDir = join(root, "apt", "debian");
   const resolvedFile = join(root, "resolved-debian.json");
-  let resolved: Resolved;
-  const pinned: Resolved | null = await exists(resolvedFile) ? JSON.parse(await Deno.readTextFile(resolvedFile)) : null;
-  // pinned until --refresh, or until the package list changes
-  if (!opts.refresh && pinned && pinned.packages.map((p) => p.name).join() === INCLUDE.join()) {
-    resolved = pinned;
-  } else {
-    resolved = await resolve(aptDir, log);
-    await Deno.mkdir(root, { recursive: true });
-    await Deno.writeTextFile(resolvedFile, JSON.stringify(resolved, null, 1));
-  }
-  const bb = await ensureGuest({ kernel: BUILDER_KERNEL, log });
   const denoVer = await denoVersion();
   const self = await sha256Hex(await Deno.readFile(fromFileUrl(import.meta.url)));
-  const key = (await sha256Hex(JSON.stringify({ self, resolved, deno: denoVer, builder: bb.manifest.key })))
-    .slice(0, 16);
-  const dir = join(root, `debian-${key}`);
-  const guest = (manifest: DebianManifest): DebianGuest => ({
-    kind: "debian",
-    dir,
-    kernelImage: join(dir, "vmlinuz"),
-    initrd: join(dir, "initrd.img"),
-    rootDisk: join(dir, "root.luks"),
-    dataDisk: join(dir, "data.luks"),
-    passphrase: PASSPHRASE,
-    cmdline: `root=/dev/mapper/${manifest.disks.root.dmName} rw`,
-    manifest,
-  });
-  const cached = async () =>
-    !opts.force && await exists(join(dir, "manifest.json"))
+  // pinned until --refresh, or until the package list changes
+  const pinned = async (): Promise<Resolved | null> => {
+    if (opts.refresh || !await exists(resolvedFile)) return null;
+    const r: Resolved = JSON.parse(await Deno.readTextFile(resolvedFile));
+    return r.packages.map((p) => p.name).join() === INCLUDE.join() ? r : null;
+  };
+  const where = async (resolved: Resolved) => {
+    const bb = await ensureGuest({ kernel: BUILDER_KERNEL, log });
+    const key = (await sha256Hex(JSON.stringify({ self, resolved, deno: denoVer, builder: bb.manifest.key })))
+      .slice(0, 16);
+    const dir = join(root, `debian-${key}`);
+    const guest = (manifest: DebianManifest): DebianGuest => ({
+      kind: "debian",
+      dir,
+      kernelImage: join(dir, "vmlinuz"),
+      initrd: join(dir, "initrd.img"),
+      rootDisk: join(dir, "root.luks"),
+      dataDisk: join(dir, "data.luks"),
+      passphrase: PASSPHRASE,
+      cmdline: `root=/dev/mapper/${manifest.disks.root.dmName} rw`,
+      manifest,
+    });
+    const built = !opts.force && await exists(join(dir, "manifest.json"))
       ? guest(JSON.parse(await Deno.readTextFile(join(dir, "manifest.json"))))
       : null;
-  const hit = await cached();
+    return { bb, key, dir, guest, built };
+  };
+  const seen = await pinned();
+  const hit = seen && (await where(seen)).built;
   if (hit) return hit;
-  // One builder at a time (parallel test runs): take the lock, then look again.
-  using lock = await Deno.open(join(root, "build-debian.lock"), { create: true, write: true });
-  await lock.lock(true);
-  const again = await cached();
-  if (again) return again;
+  // One builder at a time (parallel test runs): its apt state too, so the resolve waits for the lock as well.
+  using _lock = await cacheLock("build-debian");
+  let resolved = await pinned();
+  if (!resolved) {
+    resolved = await resolve(aptDir, log);
+    await Deno.writeTextFile(resolvedFile, JSON.stringify(resolved, null, 1));
+  }
+  const { bb, key, dir, guest, built } = await where(resolved);
+  if (built) return built;
   const t0 = Date.now();
   log(`building ${dir}`);
   const work = await Deno.makeTempDir({ dir: root, prefix: "build-debian-" });
