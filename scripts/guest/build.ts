@@ -509,6 +509,43 @@ export async function cacheLock(name: string): Promise<Deno.FsFile> {
   return file;
 }
 
+/**
+ * A cached guest, or the turn to build it: test files run in parallel. A guest built for the pinned resolution is found
+ * without a lock; otherwise `build-<name>`'s lock comes first, and only under it is the resolution made again where
+ * needed (apt's private state is the builder's) and the guest looked for again. `lock` is null when the guest came
+ * without one; else the caller builds while it holds it.
+ */
+export async function findOrLock<R, F extends { built: unknown }>(o: {
+  name: string;
+  resolvedFile: string;
+  refresh?: boolean;
+  /** Whether a pinned resolution still answers what is wanted. */
+  usable: (pinned: R) => boolean;
+  resolve: () => Promise<R>;
+  find: (resolved: R) => Promise<F>;
+}): Promise<{ lock: Deno.FsFile | null; resolved: R; found: F }> {
+  const pinned = async (): Promise<R | null> => {
+    if (o.refresh || !await exists(o.resolvedFile)) return null;
+    const r: R = JSON.parse(await Deno.readTextFile(o.resolvedFile));
+    return o.usable(r) ? r : null;
+  };
+  const seen = await pinned();
+  const hit = seen && await o.find(seen);
+  if (seen && hit?.built) return { lock: null, resolved: seen, found: hit };
+  const lock = await cacheLock(`build-${o.name}`);
+  try {
+    let resolved = await pinned();
+    if (!resolved) {
+      resolved = await o.resolve();
+      await Deno.writeTextFile(o.resolvedFile, JSON.stringify(resolved, null, 1));
+    }
+    return { lock, resolved, found: await o.find(resolved) };
+  } catch (e) {
+    lock.close();
+    throw e;
+  }
+}
+
 /** Returns the cached guest for `kernel`, building it first if needed. */
 export async function ensureGuest(opts: EnsureOptions = {}): Promise<Guest> {
   const kernel = opts.kernel ?? "6.1";
@@ -520,11 +557,6 @@ export async function ensureGuest(opts: EnsureOptions = {}): Promise<Guest> {
   const aptDir = join(root, "apt", kernel);
   const resolvedFile = join(root, `resolved-${kernel}.json`);
   const denoVer = await denoVersion();
-  const pinned = async (): Promise<Resolved | null> => {
-    if (opts.refresh || !await exists(resolvedFile)) return null;
-    const r: Resolved = JSON.parse(await Deno.readTextFile(resolvedFile));
-    return JSON.stringify(r.wanted) === JSON.stringify(USER_PACKAGES) ? r : null;
-  };
   const where = async (resolved: Resolved) => {
     const key = await buildKey(kernel, resolved, denoVer);
     const dir = join(root, `guest-${kernel}-${key}`);
@@ -542,17 +574,16 @@ export async function ensureGuest(opts: EnsureOptions = {}): Promise<Guest> {
       : null;
     return { key, dir, guest, built };
   };
-  const seen = await pinned();
-  const hit = seen && (await where(seen)).built;
-  if (hit) return hit;
-  // One builder at a time: apt's private state and the guest's folder are this kernel's, so its resolve waits too.
-  using _lock = await cacheLock(`build-${kernel}`);
-  let resolved = await pinned();
-  if (!resolved) {
-    resolved = await resolve(kernel, aptDir, log);
-    await Deno.writeTextFile(resolvedFile, JSON.stringify(resolved, null, 1));
-  }
-  const { key, dir, guest, built } = await where(resolved);
+  const { lock, resolved, found } = await findOrLock({
+    name: kernel,
+    resolvedFile,
+    refresh: opts.refresh,
+    usable: (r: Resolved) => JSON.stringify(r.wanted) === JSON.stringify(USER_PACKAGES),
+    resolve: () => resolve(kernel, aptDir, log),
+    find: where,
+  });
+  using _lock = lock;
+  const { key, dir, guest, built } = found;
   if (built) return built;
   const t0 = Date.now();
   log(`building guest ${dir}`);

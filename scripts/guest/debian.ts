@@ -23,7 +23,6 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 import {
   AptState,
   builderBoot,
-  cacheLock,
   cacheRoot,
   CRYPTSLEEP_WRAPPER,
   DENO_BIN,
@@ -31,6 +30,7 @@ import {
   ensureGuest,
   exists,
   ext4Image,
+  findOrLock,
   hostArchive,
   LUKS,
   LUKS_PBKDF_ARGS,
@@ -338,12 +338,6 @@ export async function ensureDebianGuest(opts: DebianOptions = {}): Promise<Debia
   const resolvedFile = join(root, "resolved-debian.json");
   const denoVer = await denoVersion();
   const self = await sha256Hex(await Deno.readFile(fromFileUrl(import.meta.url)));
-  // pinned until --refresh, or until the package list changes
-  const pinned = async (): Promise<Resolved | null> => {
-    if (opts.refresh || !await exists(resolvedFile)) return null;
-    const r: Resolved = JSON.parse(await Deno.readTextFile(resolvedFile));
-    return r.packages.map((p) => p.name).join() === INCLUDE.join() ? r : null;
-  };
   const where = async (resolved: Resolved) => {
     const bb = await ensureGuest({ kernel: BUILDER_KERNEL, log });
     const key = (await sha256Hex(JSON.stringify({ self, resolved, deno: denoVer, builder: bb.manifest.key })))
@@ -365,17 +359,17 @@ export async function ensureDebianGuest(opts: DebianOptions = {}): Promise<Debia
       : null;
     return { bb, key, dir, guest, built };
   };
-  const seen = await pinned();
-  const hit = seen && (await where(seen)).built;
-  if (hit) return hit;
-  // One builder at a time (parallel test runs): its apt state too, so the resolve waits for the lock as well.
-  using _lock = await cacheLock("build-debian");
-  let resolved = await pinned();
-  if (!resolved) {
-    resolved = await resolve(aptDir, log);
-    await Deno.writeTextFile(resolvedFile, JSON.stringify(resolved, null, 1));
-  }
-  const { bb, key, dir, guest, built } = await where(resolved);
+  const { lock, resolved, found } = await findOrLock({
+    name: "debian",
+    resolvedFile,
+    refresh: opts.refresh,
+    // pinned until --refresh, or until the package list changes
+    usable: (r: Resolved) => r.packages.map((p) => p.name).join() === INCLUDE.join(),
+    resolve: () => resolve(aptDir, log),
+    find: where,
+  });
+  using _lock = lock;
+  const { bb, key, dir, guest, built } = found;
   if (built) return built;
   const t0 = Date.now();
   log(`building ${dir}`);
