@@ -168,26 +168,29 @@ export function isKernelOwned(st: ProcStat): boolean {
   return st.pid === 2 || st.ppid === 2 || (st.flags & PF_KTHREAD) !== 0;
 }
 
+// The cgroup and /proc files below are kernel memory, never a wait: read and written synchronously. An async op cost
+// ~5× the call itself, and in the thaw each one was a point where the processes already thawed took the only CPU.
+
 /** The pids in `dir/cgroup.procs`. */
-export async function readProcs(dir: string): Promise<number[]> {
-  const text = await Deno.readTextFile(join(dir, "cgroup.procs"));
+export function readProcs(dir: string): number[] {
+  const text = Deno.readTextFileSync(join(dir, "cgroup.procs"));
   return text.split("\n").filter(Boolean).map(Number);
 }
 
 /** Writes `value` with a single write(): cgroup.procs takes one pid per write. */
-export async function writeFile(path: string, value: string): Promise<void> {
-  const f = await Deno.open(path, { write: true });
+export function writeFile(path: string, value: string): void {
+  const f = Deno.openSync(path, { write: true });
   try {
-    await f.write(new TextEncoder().encode(value));
+    f.writeSync(new TextEncoder().encode(value));
   } finally {
     f.close();
   }
 }
 
 /** The trimmed content of `path`, or `fallback` when it cannot be read. */
-export async function readOr(path: string, fallback: string): Promise<string> {
+export function readOr(path: string, fallback: string): string {
   try {
-    return (await Deno.readTextFile(path)).trim();
+    return Deno.readTextFileSync(path).trim();
   } catch {
     return fallback;
   }
@@ -197,14 +200,14 @@ export async function readOr(path: string, fallback: string): Promise<string> {
  * `dir/memory.peak` in bytes: the most memory ever charged to the cgroup at once (its processes' anonymous
  * memory and the page cache they brought in). Null without the memory controller or where the file is absent.
  */
-export async function memoryPeakBytes(dir: string): Promise<number | null> {
-  const text = await readOr(join(dir, "memory.peak"), "");
+export function memoryPeakBytes(dir: string): number | null {
+  const text = readOr(join(dir, "memory.peak"), "");
   return /^\d+$/.test(text) ? Number(text) : null;
 }
 
 /** Whether the cgroup at `dir` reports `frozen 1` in cgroup.events. */
-export async function isFrozen(dir: string): Promise<boolean> {
-  return /^frozen 1$/m.test(await readOr(join(dir, "cgroup.events"), ""));
+export function isFrozen(dir: string): boolean {
+  return /^frozen 1$/m.test(readOr(join(dir, "cgroup.events"), ""));
 }
 
 /** rmdir a cgroup, waiting up to ~1 s for exiting tasks to leave it. */
@@ -222,13 +225,13 @@ export async function removeCgroup(dir: string): Promise<void> {
 }
 
 /** Moves every process of `from` to `to` until `from` is empty (processes may fork meanwhile). */
-export async function drain(from: string, to: string, errors: string[]): Promise<number[]> {
+export function drain(from: string, to: string, errors: string[]): number[] {
   const moved: number[] = [];
   const failed = new Set<number>();
   for (let round = 0; round < 50; round++) {
     let procs: number[];
     try {
-      procs = (await readProcs(from)).filter((pid) => !failed.has(pid));
+      procs = readProcs(from).filter((pid) => !failed.has(pid));
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) errors.push(describe(`read ${from}/cgroup.procs`, err));
       return moved;
@@ -236,7 +239,7 @@ export async function drain(from: string, to: string, errors: string[]): Promise
     if (!procs.length) return moved;
     for (const pid of procs) {
       try {
-        await writeFile(join(to, "cgroup.procs"), String(pid));
+        writeFile(join(to, "cgroup.procs"), String(pid));
         moved.push(pid);
       } catch (err) {
         if (errnoCode(err) === "ESRCH") continue; // exited meanwhile

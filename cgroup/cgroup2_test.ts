@@ -20,11 +20,11 @@ Deno.test({
 Deno.test("memoryPeakBytes reads memory.peak; null where it is absent or not a byte count", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    assert.equal(await memoryPeakBytes(dir), null, "no memory controller: no memory.peak");
+    assert.equal(memoryPeakBytes(dir), null, "no memory controller: no memory.peak");
     await Deno.writeTextFile(`${dir}/memory.peak`, "185454592\n");
-    assert.equal(await memoryPeakBytes(dir), 185454592);
+    assert.equal(memoryPeakBytes(dir), 185454592);
     await Deno.writeTextFile(`${dir}/memory.peak`, "max\n");
-    assert.equal(await memoryPeakBytes(dir), null);
+    assert.equal(memoryPeakBytes(dir), null);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -166,7 +166,7 @@ async function attempt(
       // servers (the last wave) first: their clients' requests get answered as they thaw
       for (const dir of [...cgroups].reverse()) {
         try {
-          await writeFile(join(dir, "cgroup.freeze"), "0");
+          writeFile(join(dir, "cgroup.freeze"), "0");
         } catch (err) {
           if (!(err instanceof Deno.errors.NotFound)) errors.push(describe(`write 0 to ${dir}/cgroup.freeze`, err));
           continue;
@@ -201,14 +201,14 @@ async function attempt(
   async function sweepRoot(): Promise<number> {
     let procs: number[];
     try {
-      procs = await readProcs(root.dir);
+      procs = readProcs(root.dir);
     } catch (err) {
       throw new Error(describe(`read ${root.dir}/cgroup.procs`, err));
     }
     let count = 0;
     for (const pid of procs) {
       if (pid === Deno.pid || refusedMove.has(pid) || kernelOwned.has(pid) || late.has(pid)) continue;
-      const st = await readStat(`/proc/${pid}/stat`);
+      const st = readStat(`/proc/${pid}/stat`);
       if (!st) continue;
       if (isKernelOwned(st)) {
         kernelOwned.add(pid);
@@ -226,10 +226,10 @@ async function attempt(
           if (!(err instanceof Deno.errors.AlreadyExists)) throw new Error(describe(`mkdir ${frozenDir}`, err));
         }
         frozenUsed = true;
-        await writeFile(join(frozenDir, "cgroup.freeze"), "1");
+        writeFile(join(frozenDir, "cgroup.freeze"), "1");
       }
       try {
-        await writeFile(join(frozenDir, "cgroup.procs"), String(pid));
+        writeFile(join(frozenDir, "cgroup.procs"), String(pid));
         movedPids.push(pid);
         count++;
       } catch (err) {
@@ -241,11 +241,21 @@ async function attempt(
     return count;
   }
 
+  /** Whether `dir` has a cgroup.freeze (the root cgroup has none); kernel memory, looked at synchronously. */
+  function hasFreezeFile(dir: string): boolean {
+    try {
+      Deno.lstatSync(join(dir, "cgroup.freeze"));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Writes 1 to each of `dirs`' cgroup.freeze; one already at 1 (someone else's) is waited for, never thawed. */
-  async function freezeDirs(dirs: string[]): Promise<void> {
+  function freezeDirs(dirs: string[]): void {
     for (const dir of dirs) {
-      if (!(await exists(join(dir, "cgroup.freeze")))) continue;
-      if ((await readOr(join(dir, "cgroup.freeze"), "0")) === "1") {
+      if (!hasFreezeFile(dir)) continue;
+      if (readOr(join(dir, "cgroup.freeze"), "0") === "1") {
         alreadyFrozen.push(dir);
         // someone else's: a mark left from a cycle that died between a thaw and its unmark must not claim it
         if (below(dir)) unmarkCgroup(dir);
@@ -259,7 +269,7 @@ async function attempt(
         throw err;
       }
       try {
-        await writeFile(join(dir, "cgroup.freeze"), "1");
+        writeFile(join(dir, "cgroup.freeze"), "1");
         cgroups.push(dir);
       } catch (err) {
         if (below(dir)) unmarkCgroup(dir);
@@ -277,7 +287,7 @@ async function attempt(
       const moved = await sweepRoot();
       const all = [...cgroups, ...alreadyFrozen, ...(frozenUsed ? [frozenDir] : [])];
       const pending = [];
-      for (const dir of all) if (!(await isFrozen(dir))) pending.push(dir);
+      for (const dir of all) if (!isFrozen(dir)) pending.push(dir);
       if (!pending.length && moved === 0) return;
       const now = performance.now();
       if (now >= opts.deadline) {
@@ -315,12 +325,12 @@ async function attempt(
     }
     // Processes in the root cgroup first: repeat while they fork.
     for (let round = 0; round < 10 && (await sweepRoot()) > 0; round++);
-    await freezeDirs(plan ? plan.first : targets);
+    freezeDirs(plan ? plan.first : targets);
     if (plan && (plan.last.length || late.size)) {
       await waitFrozen();
       await opts.betweenWaves?.();
       late.clear();
-      await freezeDirs(plan.last);
+      freezeDirs(plan.last);
       frozen.fuse!.lastWave = [...plan.last, ...(plan.late.size ? [frozenDir] : [])];
     }
     await waitFrozen();
@@ -342,7 +352,7 @@ async function attempt(
  * there meanwhile) and removes it; failures go to `errors`.
  */
 export async function releaseFrozenCgroup(frozenDir: string, rootDir: string, errors: string[]): Promise<void> {
-  await drain(frozenDir, rootDir, errors);
+  drain(frozenDir, rootDir, errors);
   try {
     await removeCgroup(frozenDir);
   } catch (err) {

@@ -81,7 +81,7 @@ Deno.test({
       await sleep(300);
       assert.equal(await cpuTicks(busy), busyBefore, "busy loop ran while frozen");
       assert.equal(await cpuTicks(rootBusy), rootBefore, "root busy loop ran while frozen");
-      for (const pid of [sleeper, busy, rootBusy]) assert.equal((await readStat(`/proc/${pid}/stat`))?.state, "S");
+      for (const pid of [sleeper, busy, rootBusy]) assert.equal(readStat(`/proc/${pid}/stat`)?.state, "S");
     } finally {
       await frozen.thaw();
     }
@@ -123,7 +123,7 @@ Deno.test({
       assert.ok(err instanceof Error);
       assert.match(err.message, /would be frozen: join/);
       assert.equal((await Deno.readTextFile(join(x, "cgroup.freeze"))).trim(), "0");
-      assert.equal((await readStat(`/proc/${sleeper}/stat`))?.state, "S");
+      assert.equal(readStat(`/proc/${sleeper}/stat`)?.state, "S");
     } finally {
       await write(join(mount!, self, "cgroup.procs"), String(Deno.pid));
     }

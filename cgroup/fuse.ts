@@ -35,9 +35,17 @@ const FUSE_FRAME = /(^|\s)_*(request_wait_answer|fuse_\w+)\+/m;
  * the cgroups not frozen yet: what still holds a freeze up.
  */
 export async function fuseWaitIn(dirs: string[]): Promise<boolean> {
+  // a cgroup removed meanwhile has no process left to wait
+  const procsOr = (dir: string) => {
+    try {
+      return readProcs(dir);
+    } catch {
+      return [];
+    }
+  };
   const visit = async (dir: string): Promise<boolean> => {
-    if (await isFrozen(dir)) return false;
-    for (const pid of await readProcs(dir).catch(() => [])) {
+    if (isFrozen(dir)) return false;
+    for (const pid of procsOr(dir)) {
       let tids: string[] = [];
       try {
         tids = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => t.name);
@@ -142,7 +150,7 @@ export async function planWaves(root: Cgroup2Root, targets: string[]): Promise<W
     const cg = await procCgroup(pid);
     if (cg !== null) serverDirs.push(cgroupDir(root, cg));
   }
-  const late = serverDirs.includes(root.dir) ? await rootFamily(root.dir, servers) : new Set<number>();
+  const late = serverDirs.includes(root.dir) ? rootFamily(root.dir, servers) : new Set<number>();
   const plan: WavePlan = { servers, ...splitForFuse(targets, serverDirs), late };
   const marked = plan.split[0] ?? plan.first.find((dir) => dirname(dir) !== root.dir);
   const why = marked === undefined ? null : markFails(marked);
@@ -165,10 +173,10 @@ function markFails(dir: string): string | null {
 }
 
 /** Those of `servers` in the root cgroup `rootDir`, with their descendants there (sshfs's ssh, say). */
-async function rootFamily(rootDir: string, servers: number[]): Promise<Set<number>> {
+function rootFamily(rootDir: string, servers: number[]): Set<number> {
   const parent = new Map<number, number>();
-  for (const pid of await readProcs(rootDir)) {
-    const st = await readStat(`/proc/${pid}/stat`);
+  for (const pid of readProcs(rootDir)) {
+    const st = readStat(`/proc/${pid}/stat`);
     if (st) parent.set(pid, st.ppid);
   }
   const family = new Set<number>();

@@ -38,8 +38,8 @@ export async function listFreezable(
     if (e.isDirectory && e.name !== opts.own && e.name !== FROZEN_NAME) cgroups.push(join(root.dir, e.name));
   }
   const rootPids: number[] = [];
-  for (const pid of await readProcs(root.dir)) {
-    const st = await readStat(`/proc/${pid}/stat`);
+  for (const pid of readProcs(root.dir)) {
+    const st = readStat(`/proc/${pid}/stat`);
     if (st && !isKernelOwned(st) && pid !== Deno.pid) rootPids.push(pid);
   }
   return { cgroups: cgroups.sort(), rootPids };
@@ -56,18 +56,18 @@ export async function thawLeftovers(opts: { cgroupRoot?: string; own: string; dr
   const root = await resolveCgroup2(opts.cgroupRoot ?? DEFAULT_CGROUP_ROOT);
   const found: string[] = [];
   const errors: string[] = [];
-  const thaw = async (dir: string) => {
+  const thaw = (dir: string) => {
     found.push(dir);
     if (opts.dryRun) return true;
     try {
-      await writeFile(join(dir, "cgroup.freeze"), "0");
+      writeFile(join(dir, "cgroup.freeze"), "0");
       return true;
     } catch (err) {
       errors.push(describe(`write 0 to ${dir}/cgroup.freeze`, err));
       return false;
     }
   };
-  const frozenNow = async (dir: string) => (await readOr(join(dir, "cgroup.freeze"), "0")) === "1";
+  const frozenNow = (dir: string) => readOr(join(dir, "cgroup.freeze"), "0") === "1";
   // Below the top level only where the freeze left its marks (fuse.ts): down the "split" ones, thawing the "frozen"
   // ones; a mark goes once what it marks is thawed (so a failed round leaves the way for the next).
   const below = async (dir: string): Promise<boolean> => {
@@ -80,7 +80,7 @@ export async function thawLeftovers(opts: { cgroupRoot?: string; own: string; dr
       const mark = cgroupMark(child);
       let ok: boolean;
       if (mark === "split") ok = await below(child);
-      else if (mark === "frozen") ok = !(await frozenNow(child)) || await thaw(child);
+      else if (mark === "frozen") ok = !frozenNow(child) || thaw(child);
       else continue;
       if (ok && !opts.dryRun) unmark(child);
       allThawed &&= ok;
@@ -97,7 +97,7 @@ export async function thawLeftovers(opts: { cgroupRoot?: string; own: string; dr
   for await (const e of Deno.readDir(root.dir)) {
     if (!e.isDirectory || e.name === opts.own) continue;
     const dir = join(root.dir, e.name);
-    const thawed = !(await frozenNow(dir)) || await thaw(dir);
+    const thawed = !frozenNow(dir) || thaw(dir);
     if (cgroupMark(dir) === "split" && (await below(dir)) && thawed && !opts.dryRun) unmark(dir);
   }
   const frozenDir = join(root.dir, FROZEN_NAME);

@@ -80,7 +80,7 @@ export async function joinOwnCgroup(
       const errors: string[] = [];
       for (const [pid, value] of oomBefore) {
         try {
-          await writeFile(`/proc/${pid}/oom_score_adj`, value);
+          writeFile(`/proc/${pid}/oom_score_adj`, value);
         } catch (err) {
           if (errnoCode(err) !== "ESRCH" && !(err instanceof Deno.errors.NotFound)) {
             errors.push(describe(`restore /proc/${pid}/oom_score_adj=${value}`, err));
@@ -90,14 +90,14 @@ export async function joinOwnCgroup(
       for (const [pid, origin] of origins) {
         const to = (await exists(join(origin, "cgroup.procs"))) ? origin : root.dir;
         try {
-          await writeFile(join(to, "cgroup.procs"), String(pid));
+          writeFile(join(to, "cgroup.procs"), String(pid));
         } catch (err) {
           if (errnoCode(err) !== "ESRCH") errors.push(describe(`move pid ${pid} back to ${to}`, err));
         }
       }
       // Children forked while inside (e.g. an agent that is still exiting) go where the first pid came from.
       const fallback = [...origins.values()][0] ?? root.dir;
-      await drain(path, (await exists(fallback)) ? fallback : root.dir, errors);
+      drain(path, (await exists(fallback)) ? fallback : root.dir, errors);
       if (created) {
         try {
           await removeCgroup(path);
@@ -107,7 +107,7 @@ export async function joinOwnCgroup(
       }
       if (enabledMemory) {
         try {
-          await writeFile(join(root.dir, "cgroup.subtree_control"), "-memory");
+          writeFile(join(root.dir, "cgroup.subtree_control"), "-memory");
         } catch (err) {
           // Others may have started using it meanwhile; leaving it enabled is harmless.
           if (errnoCode(err) !== "EBUSY") {
@@ -134,16 +134,16 @@ export async function joinOwnCgroup(
       }
       const fromDir = cgroupDir(root, from);
       try {
-        await writeFile(join(path, "cgroup.procs"), String(pid));
+        writeFile(join(path, "cgroup.procs"), String(pid));
       } catch (err) {
         throw new Error(`${describe(`move pid ${pid} into ${path}/cgroup.procs`, err)}: run as root`);
       }
       if (fromDir !== path) origins.set(pid, fromDir);
     }
     for (const pid of pids) {
-      const before = await readOr(`/proc/${pid}/oom_score_adj`, "0");
+      const before = readOr(`/proc/${pid}/oom_score_adj`, "0");
       try {
-        await writeFile(`/proc/${pid}/oom_score_adj`, "-1000");
+        writeFile(`/proc/${pid}/oom_score_adj`, "-1000");
         oomBefore.set(pid, before);
         own.oomProtected.push(pid);
       } catch (err) {
@@ -154,14 +154,14 @@ export async function joinOwnCgroup(
 
   try {
     // memory.swap.max only exists when the memory controller is enabled for the parent's children.
-    const controllers = (await readOr(join(root.dir, "cgroup.controllers"), "")).split(/\s+/);
-    const subtree = (await readOr(join(root.dir, "cgroup.subtree_control"), "")).split(/\s+/);
+    const controllers = readOr(join(root.dir, "cgroup.controllers"), "").split(/\s+/);
+    const subtree = readOr(join(root.dir, "cgroup.subtree_control"), "").split(/\s+/);
     if (!controllers.includes("memory")) {
       own.swapNote = `memory controller not available in cgroup2 at ${root.dir} (bound to cgroup v1, or ` +
         `cgroup_disable=memory): this process's memory may be swapped out while volumes are locked`;
     } else if (!subtree.includes("memory")) {
       try {
-        await writeFile(join(root.dir, "cgroup.subtree_control"), "+memory");
+        writeFile(join(root.dir, "cgroup.subtree_control"), "+memory");
         enabledMemory = true;
       } catch (err) {
         own.swapNote = `${describe(`write +memory to ${root.dir}/cgroup.subtree_control`, err)}` +
@@ -179,8 +179,8 @@ export async function joinOwnCgroup(
 
     if (!own.swapNote) {
       try {
-        await writeFile(join(path, "memory.swap.max"), "0");
-        const back = await readOr(join(path, "memory.swap.max"), "");
+        writeFile(join(path, "memory.swap.max"), "0");
+        const back = readOr(join(path, "memory.swap.max"), "");
         if (back === "0") {
           own.swapDisabled = true;
           own.swapNote = `memory.swap.max=0 in ${path}`;

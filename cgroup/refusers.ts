@@ -73,7 +73,7 @@ export class FreezeTimeoutError extends Error {
 
 /** A thread counts as frozen when it sits in the freezer trap (inside get_signal) or is stopped. */
 async function threadFrozen(base: string, st: ProcStat): Promise<{ frozen: boolean; wchan: string; stack?: string }> {
-  const wchan = await readOr(`${base}/wchan`, "");
+  const wchan = readOr(`${base}/wchan`, "");
   let stack: string | undefined;
   try {
     stack = (await Deno.readTextFile(`${base}/stack`)).trim();
@@ -96,10 +96,10 @@ export async function findRefusers(root: Cgroup2Root, pending: string[]): Promis
 
   const refusers: Refuser[] = [];
   for (const dir of dirs) {
-    if (await isFrozen(dir)) continue;
+    if (isFrozen(dir)) continue;
     let procs: number[] = [];
     try {
-      procs = await readProcs(dir);
+      procs = readProcs(dir);
     } catch { /* removed meanwhile */ }
     for (const pid of procs) {
       let tids: number[] = [pid];
@@ -110,11 +110,11 @@ export async function findRefusers(root: Cgroup2Root, pending: string[]): Promis
       } catch { /* gone */ }
       for (const tid of tids) {
         const base = `/proc/${pid}/task/${tid}`;
-        const st = await readStat(`${base}/stat`);
+        const st = readStat(`${base}/stat`);
         if (!st) continue;
         const t = await threadFrozen(base, st);
         if (t.frozen) continue;
-        const main = tid === pid ? st : await readStat(`/proc/${pid}/stat`);
+        const main = tid === pid ? st : readStat(`/proc/${pid}/stat`);
         refusers.push({
           pid,
           ...(tid !== pid ? { tid } : {}),

@@ -42,7 +42,7 @@ Deno.test({
       // waiting on the server itself, not a moment of D on the way there (exec's page-in on a loaded host)
       assert.ok(await within(30_000, () => fuseWaitIn([c])), "stat waiting on the FUSE server");
       await waitState(fine, "S", "sleep");
-      assert.equal((await readStat(`/proc/${stuck}/stat`))?.state, "D");
+      assert.equal(readStat(`/proc/${stuck}/stat`)?.state, "D");
       const own = await bed.cgroup("cryptsleep");
 
       const t0 = performance.now();
@@ -69,7 +69,7 @@ Deno.test({
       }
       // thawed, it runs a moment (R) on its way back to sleep: waited for, not caught in between
       await waitState(fine, "S");
-      assert.equal((await readStat(`/proc/${fine}/stat`))?.state, "S");
+      assert.equal(readStat(`/proc/${fine}/stat`)?.state, "S");
     } finally {
       holder.kill("SIGKILL"); // closing /dev/fuse aborts the connection: the stuck stat returns ENOTCONN
       await holder.status;

@@ -67,7 +67,7 @@ export function hasCap(bit: number): boolean {
 export async function waitState(pid: number, state: string, comm?: string): Promise<void> {
   const end = Date.now() + 30_000;
   for (;;) {
-    const st = await readStat(`/proc/${pid}/stat`);
+    const st = readStat(`/proc/${pid}/stat`);
     if (st?.state === state && (comm === undefined || st.comm === comm)) return;
     if (Date.now() > end) {
       throw new Error(
@@ -157,7 +157,7 @@ export async function spawnZombie(): Promise<{ pid: number } & AsyncDisposable> 
     const reader = parent.stdout.getReader();
     const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
     reader.releaseLock();
-    const zombie = await within(30_000, async () => (await readStat(`/proc/${pid}/stat`))?.state === "Z");
+    const zombie = await within(30_000, () => Promise.resolve(readStat(`/proc/${pid}/stat`)?.state === "Z"));
     if (!zombie) throw new Error(`pid ${pid} did not become a zombie within 30 s`);
     return { pid, [Symbol.asyncDispose]: dispose };
   } catch (err) {

@@ -143,7 +143,7 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
   const root = opts.cgroupRoot ?? DEFAULT_CGROUP_ROOT;
   const own = join(root, OWN_NAME);
   if (await exists(join(own, "cgroup.procs"))) {
-    const procs = await readProcs(own);
+    const procs = readProcs(own);
     const running: number[] = [];
     for (const pid of procs) if (await chrootedUnder(pid, opts.ramfsDir)) running.push(pid);
     if (running.length) {
@@ -158,7 +158,7 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
   }
   const frozen = join(root, FROZEN_NAME);
   if (await exists(join(frozen, "cgroup.procs"))) {
-    const procs = await readProcs(frozen);
+    const procs = readProcs(frozen);
     found.push({
       what: `cgroup ${frozen} exists${procs.length ? ` with pids ${procs.join(" ")} (frozen by a crashed run)` : ""}`,
       clean: async () => {

@@ -129,15 +129,15 @@ export function swapRisk(swapMax: string | null, swaps: string, cgroup: string):
 }
 
 /** kB of `pid`'s memory in swap (VmSwap), 0 when it has none or is gone. */
-export async function swappedKiB(pid: number): Promise<number> {
-  const status = await readOr(`/proc/${pid}/status`, "");
+export function swappedKiB(pid: number): number {
+  const status = readOr(`/proc/${pid}/status`, "");
   return Number(/^VmSwap:\s+(\d+)/m.exec(status)?.[1] ?? 0);
 }
 
 async function ownSwapRisk(): Promise<string | null> {
   const cgroup = await procCgroup(Deno.pid) ?? "/";
   const swapMax = await Deno.readTextFile(join(DEFAULT_CGROUP_ROOT, cgroup, "memory.swap.max")).catch(() => null);
-  return swapRisk(swapMax, await readOr("/proc/swaps", ""), cgroup);
+  return swapRisk(swapMax, readOr("/proc/swaps", ""), cgroup);
 }
 
 /** Writes the answer's lines to the client's FIFO; a client that went away is only logged. */
@@ -213,7 +213,7 @@ async function serving(
   if (stopping()) return 0;
   // the pid first, the FIFO last: a client (and install) that finds the FIFO finds serve's pid; with its start,
   // so that a pid taken by another process after a crash is not taken for serve (host/proc.ts, livingPid)
-  const identity = await processIdentity(Deno.pid);
+  const identity = processIdentity(Deno.pid);
   if (!identity) throw new Error(`cannot read /proc/${Deno.pid}/stat: is /proc mounted?`);
   await Deno.writeTextFile(`${PID_FILE}.new`, `${identity}\n`);
   await Deno.rename(`${PID_FILE}.new`, PID_FILE);
@@ -262,7 +262,7 @@ async function serving(
       try {
         // memory in swap could not be read back once the volumes are locked: the client runs the cycle itself,
         // and systemd restarts this process with its memory out of swap
-        const swapped = await swappedPids(spare ? [Deno.pid, spare.pid] : [Deno.pid]);
+        const swapped = swappedPids(spare ? [Deno.pid, spare.pid] : [Deno.pid]);
         if (swapped) {
           console.error(`cryptsleep serve: ${swapped}: the client runs this cycle itself; exiting to be restarted`);
           answer(fd, "oneshot");
@@ -325,9 +325,9 @@ async function serving(
 }
 
 /** What of `pids` is in swap, said, or null. */
-async function swappedPids(pids: number[]): Promise<string | null> {
+function swappedPids(pids: number[]): string | null {
   for (const pid of pids) {
-    const kib = await swappedKiB(pid);
+    const kib = swappedKiB(pid);
     if (kib > 0) return `pid ${pid} (cryptsleep serve or its supervisor) has ${kib} kB in swap`;
   }
   return null;

@@ -49,9 +49,9 @@ Deno.test("swapRisk: none with memory.swap.max 0 or no swap; else it says what t
   assert.match(swapRisk(null, swaps, "/") ?? "", /unreadable/);
 });
 
-Deno.test("swappedKiB: this process's VmSwap; a gone pid has none", async () => {
-  assert.ok(await swappedKiB(Deno.pid) >= 0);
-  assert.equal(await swappedKiB(2 ** 22 + 1), 0);
+Deno.test("swappedKiB: this process's VmSwap; a gone pid has none", () => {
+  assert.ok(swappedKiB(Deno.pid) >= 0);
+  assert.equal(swappedKiB(2 ** 22 + 1), 0);
 });
 
 /** The client (packaging/cryptsleep-request) against a stand-in for serve: this test reads its request FIFO. */
@@ -74,7 +74,7 @@ async function client(
   const keeper = new Deno.Command(sh, { args: ["-c", "while :; do sleep 1; done"] }).spawn();
   try {
     const pidFile = join(dir, "pid");
-    await Deno.writeTextFile(pidFile, `${await processIdentity(keeper.pid)}\n`);
+    await Deno.writeTextFile(pidFile, `${processIdentity(keeper.pid)}\n`);
     const fake = join(dir, "oneshot");
     await Deno.writeTextFile(fake, '#!/bin/sh\necho "oneshot $*"\nexit 7\n', { mode: 0o755 });
     const mk = await new Deno.Command("mkfifo", { args: [join(dir, "request")] }).output();
@@ -185,7 +185,7 @@ for (const shell of SHELLS) {
       // serve's pid taken by another process since: the pid lives, its start is not the one written
       const other = new Deno.Command("sh", { args: ["-c", "while :; do sleep 1; done", "a (b) c", "d) e"] }).spawn();
       try {
-        const [pid, start] = (await processIdentity(other.pid))!.split(" ");
+        const [pid, start] = processIdentity(other.pid)!.split(" ");
         await Deno.writeTextFile(pidFile, `${pid} ${Number(start) - 1}\n`);
         assert.equal((await run().output).code, 7);
       } finally {
@@ -194,7 +194,7 @@ for (const shell of SHELLS) {
       }
       // serve dead and not yet reaped (a zombie): its stat still has its start
       await using zombie = await spawnZombie();
-      await Deno.writeTextFile(pidFile, `${await processIdentity(zombie.pid)}\n`);
+      await Deno.writeTextFile(pidFile, `${processIdentity(zombie.pid)}\n`);
       assert.equal((await run().output).code, 7);
     }, shell);
     await client(async ({ dir, run, keeper }) => {

@@ -399,7 +399,7 @@ const pinPhase: CyclePhase<OuterContext, Held> = {
       ctx.timeline.facts.ramHeldBytes = fp.fileBytes + fp.anonBytes;
       ctx.timeline.facts.ramHeld = fp;
       ctx.timeline.facts.peakRssKiB = await peakRssKiB();
-      if (ctx.own) ctx.timeline.facts.ownCgroupMemoryPeakBytes = await memoryPeakBytes(ctx.own.path);
+      if (ctx.own) ctx.timeline.facts.ownCgroupMemoryPeakBytes = memoryPeakBytes(ctx.own.path);
       // the release whatever the leave did
       using stack = new DisposableStack();
       stack.defer(() => held.pinned.release());

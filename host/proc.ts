@@ -7,7 +7,7 @@
  * ```ts
  * import { readMeminfo, readStat, readSwaps } from "./proc.ts";
  * console.log(await readSwaps("/"), (await readMeminfo("/")).MemAvailable);
- * console.log((await readStat(`/proc/${Deno.pid}/stat`))?.state); // "R"
+ * console.log(readStat(`/proc/${Deno.pid}/stat`)?.state); // "R"
  * ```
  * @module
  */
@@ -179,11 +179,15 @@ export function niceOfSelf(): number {
   return parseStat(Deno.readTextFileSync("/proc/self/stat")).nice;
 }
 
-/** Parsed `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) at `path`, or null when the process is gone. */
-export async function readStat(path: string): Promise<ProcStat | null> {
+/**
+ * Parsed `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) at `path`, or null when the process is gone. Read
+ * synchronously: it is kernel memory, never a wait, and the freezer reads one per process (an async read cost ~5×
+ * the read itself, and each is a point where thawed processes take the only CPU).
+ */
+export function readStat(path: string): ProcStat | null {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = Deno.readTextFileSync(path);
   } catch {
     return null;
   }
@@ -194,8 +198,8 @@ export async function readStat(path: string): Promise<ProcStat | null> {
  * "PID START" for process `pid` (START: its start in ticks after boot), or null when it is gone. A pid alone may
  * name whatever process gets the number later; with its start it names one process only.
  */
-export async function processIdentity(pid: number): Promise<string | null> {
-  const st = await readStat(`/proc/${pid}/stat`);
+export function processIdentity(pid: number): string | null {
+  const st = readStat(`/proc/${pid}/stat`);
   return st ? `${pid} ${st.startTicks}` : null;
 }
 
@@ -204,9 +208,9 @@ export async function processIdentity(pid: number): Promise<string | null> {
  * taken by another since, or dead and not yet reaped (a zombie keeps its stat). packaging/cryptsleep-request's
  * `alive` is the same test in shell.
  */
-export async function livingPid(identity: string): Promise<number | null> {
+export function livingPid(identity: string): number | null {
   const m = /^(\d+) (\d+)$/.exec(identity.trim());
   if (!m) return null;
-  const st = await readStat(`/proc/${m[1]}/stat`);
+  const st = readStat(`/proc/${m[1]}/stat`);
   return st && st.startTicks === Number(m[2]) && !/^[ZX]$/.test(st.state) ? Number(m[1]) : null;
 }

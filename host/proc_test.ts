@@ -66,15 +66,15 @@ Deno.test("cpuMsOf and runtimeStartMs: this process, a gone one", () => {
 });
 
 Deno.test("processIdentity and livingPid: the very process, not its pid taken since", async () => {
-  const me = await processIdentity(Deno.pid);
+  const me = processIdentity(Deno.pid);
   assert.match(me ?? "", new RegExp(`^${Deno.pid} \\d+$`));
-  assert.equal(await livingPid(`${me}\n`), Deno.pid);
+  assert.equal(livingPid(`${me}\n`), Deno.pid);
   const start = Number(me!.split(" ")[1]);
   // the same pid with another start: the process that wrote it is gone, another got the number
-  assert.equal(await livingPid(`${Deno.pid} ${start + 1}`), null);
-  assert.equal(await processIdentity(2 ** 22 + 1), null);
-  for (const bad of [`${Deno.pid}`, "", `${Deno.pid} x`, `${me} 1`]) assert.equal(await livingPid(bad), null, bad);
+  assert.equal(livingPid(`${Deno.pid} ${start + 1}`), null);
+  assert.equal(processIdentity(2 ** 22 + 1), null);
+  for (const bad of [`${Deno.pid}`, "", `${Deno.pid} x`, `${me} 1`]) assert.equal(livingPid(bad), null, bad);
   // dead, not yet reaped
   await using zombie = await spawnZombie();
-  assert.equal(await livingPid((await processIdentity(zombie.pid))!), null, "a zombie");
+  assert.equal(livingPid(processIdentity(zombie.pid)!), null, "a zombie");
 });

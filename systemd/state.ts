@@ -63,7 +63,7 @@ export async function suspendPath(root = "/"): Promise<SuspendPath> {
  */
 export async function keptLine(path: SuspendPath, root = "/"): Promise<string | null> {
   if (!/\/cryptsleep-request(\s|$)/.test(path.execStart.commands.at(-1) ?? "")) return null;
-  const pid = await livingPid(await Deno.readTextFile(underRoot(root, PID_FILE)).catch(() => ""));
+  const pid = livingPid(await Deno.readTextFile(underRoot(root, PID_FILE)).catch(() => ""));
   const status = pid === null ? null : await Deno.readTextFile(`/proc/${pid}/status`).catch(() => null);
   if (!status) {
     return "kept mode: cryptsleep serve is not running, so each suspend starts its own cryptsleep " +

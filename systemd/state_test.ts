@@ -87,7 +87,7 @@ Deno.test("keptLine: only for the kept mode's client; serve running or not, by i
   // a pid file without the start, or with another's: a pid taken since serve ended
   await s.write("run/cryptsleep/kept/pid", `${Deno.pid}\n`);
   assert.match((await keptLine(path, s.root))!, /serve is not running/);
-  const me = (await processIdentity(Deno.pid))!;
+  const me = processIdentity(Deno.pid)!;
   await s.write("run/cryptsleep/kept/pid", `${Deno.pid} ${Number(me.split(" ")[1]) + 1}\n`);
   assert.match((await keptLine(path, s.root))!, /serve is not running/);
   await s.write("run/cryptsleep/kept/pid", `${me}\n`);
