@@ -370,10 +370,11 @@ export function output(
     "(Debian: all of its work, the hook running after the unlock and before its ramfs is unmounted; cryptsleep: " +
     "the start of cryptsleep suspend, before it moves into its own cgroup; plain: systemd-sleep). Page cache is " +
     "charged to the cgroup that first reads a file, so a tool's first cycle pays for reading its files and later " +
-    "ones mostly not. cryptsleep copies nothing: the total for it is what its two processes hold at the end of " +
-    "the cycle, from its report (`ramHeldBytes`: the resident pages of the files they map — locked by its pin — " +
-    "counted once, plus the anonymous memory of each), whether or not the page cache held those files before. " +
-    "Its own cgroup's memory.peak and the bytes its pin locked are lines of their own. ramfs: Debian's by du " +
+    "ones mostly not. cryptsleep copies nothing: its peak is the bytes its pin locked (the files its two " +
+    "processes map, resident all through the cycle, whether or not the page cache held them before) plus its own " +
+    "cgroup's memory.peak (their anonymous memory, the KDF's included, and page cache first read there — counted " +
+    "twice then, against cryptsleep). What they hold after the unlock (`ramHeldBytes`, the KDF's memory freed) and " +
+    "each part are lines of their own. ramfs: Debian's by du " +
     "from the same hook. Debian with its ramfs kept: a cycle that used the ramfs kept by an earlier one is charged " +
     "nothing for it (its pages were charged when it was unpacked: to an earlier unit, here to the bench's " +
     "restore), so its total is the unit's peak plus that ramfs. Debian's processes' peak RSS: not measured (short-lived shell children; their RAM is in the " +

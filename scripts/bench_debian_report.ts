@@ -154,7 +154,7 @@ export const LABEL = {
   enterToShell: "Enter → unlocked: passphrase typed → shell answers",
   wakeToShell: "wake → shell answers (all of the wake, the typing included)",
   ramTotal:
-    "RAM during: Debian's service peak (+ a kept ramfs it found); cryptsleep's resident files + anonymous memory (before the pin: service + own cgroup peaks)",
+    "RAM during, at the peak: Debian's service memory.peak (+ a kept ramfs it found); cryptsleep's locked files + its own cgroup's memory.peak (before the pin: service + own cgroup peaks)",
   servicePeak: "RAM during: systemd-suspend.service memory.peak",
   ramfs: "RAM during: ramfs contents",
   usedAfter: "RAM between: in use 10 s after the cycle, guest-wide",
@@ -297,15 +297,24 @@ function measures(phases: string[]): Measure[] {
             ? null
             : c.serviceMemoryPeakBytes + c.ramfsBytes;
         }
-        // its two processes' footprint at the end of the cycle (host/maps.ts footprint): the files they map
-        // (locked by the pin) counted once, plus each one's anonymous memory. Its hooks run in its own cgroup,
-        // so the service's peak is not read for it
-        const held = num(fact(c, "ramHeldBytes"));
-        if (held !== null) return held;
-        // a report from before the pin (a --replay): its ramfs was charged to the service, its processes to its own
+        // at its peak, as Debian's is: the files its pin locked (resident all through the cycle) plus its own
+        // cgroup's memory.peak — both processes' anonymous memory, the KDF's included. A file page first read in
+        // that cgroup counts twice, so this leans against cryptsleep. Its hooks run in its own cgroup, so the
+        // service's peak is not read for it
         const own = num(fact(c, "ownCgroupMemoryPeakBytes"));
+        const pinned = num(fact(c, "pinnedBytes"));
+        if (pinned !== null) return own === null ? null : pinned + own;
+        // a report from before the pin (a --replay): its ramfs was charged to the service, its processes to its own
         return own === null || c.serviceMemoryPeakBytes === null ? null : c.serviceMemoryPeakBytes + own;
       },
+    },
+    {
+      // what the earlier tables called RAM during: below the peak by the KDF's memory, freed by then
+      label: "RAM during: cryptsleep's files + anonymous memory after the unlock (report: ramHeldBytes)",
+      unit: "bytes",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => num(fact(c, "ramHeldBytes")),
     },
     { label: LABEL.ramfs, unit: "bytes", tools: LOCKING, value: (c) => c.ramfsBytes },
     {
@@ -552,7 +561,8 @@ function breakdown(rows: ComparisonRow[], r: ComparisonRow, ref: DebianMode): st
       return `of it ${
         show(pinned, "cryptsleep")
       } of files its pin locked (the runtime and its libraries; ${theirRamfs} ` +
-        `${show(ramfs, ref)}), the rest its two processes' anonymous memory`;
+        `${show(ramfs, ref)}), the rest its own cgroup's peak (its two processes' anonymous memory, the KDF's ` +
+        "included)";
     }
     return `of it ${show(find(LABEL.servicePeak), "cryptsleep")} in systemd-suspend.service (its ramfs ` +
       `${show(ramfs, "cryptsleep")}, ${theirRamfs} ${show(ramfs, ref)}) and ` +
@@ -631,7 +641,7 @@ const PLOTTED: Record<string, string> = {
   [LABEL.enterToShell]: "Enter → unlocked",
   [LABEL.wakeToShell]: "wake → shell answers",
   [LABEL.servicePeak]: "RAM: unit's memory.peak",
-  [LABEL.ramTotal]: "RAM: unit + own cgroup peaks",
+  [LABEL.ramTotal]: "RAM: peak",
   [LABEL.ramfs]: "RAM: ramfs",
 };
 
