@@ -233,11 +233,17 @@ async function readFromDevice(ctx: AgentContext, volume: Volume, dev: string, kf
   }
 }
 
-/** The keyslot each key file opened, by volume UUID: kept in the report (in /run: a slot number is no secret). */
+/** The keyslot each key file opened, by volume UUID (a slot number is no secret: kept in the report and on disk). */
 export type KeyslotMemory = Record<string, { path: string; keyslot: number }>;
 
 /**
- * The keyslots key files opened at earlier wakes this boot (the last report's `keyFileSlots`), each set on its
+ * Where the keyslots learned survive a reboot: the report (/run) is gone then, and the first wake after a boot would
+ * run the KDF once per keyslot before the key file's own (a key file added after the passphrase: two runs, not one).
+ */
+export const KEYSLOT_MEMORY = "/var/lib/cryptsleep/keyslots.json";
+
+/**
+ * The keyslots key files opened at earlier wakes (the last report's `keyFileSlots`), each set on its
  * key file in `plan` as {@linkcode KeyFile.learnedKeyslot} where crypttab names no `keyslot=`: a key file added
  * after the passphrase (slot 1) costs one KDF run instead of two; `memory` is {@linkcode readKeyslotMemory}'s.
  */
@@ -250,18 +256,53 @@ export function recallKeyslots(plan: Pick<Plan, "lock">, memory: KeyslotMemory):
   }
 }
 
-/**
- * The keyslots learned at earlier wakes (the last report's `keyFileSlots`): what a cycle carries on in its own report
- * whatever becomes of it (refused, or finished by the supervisor), so no report forgets them.
- */
-export async function readKeyslotMemory(report = LAST_REPORT): Promise<KeyslotMemory> {
+/** The well-formed entries of a `keyFileSlots` object read from JSON; the rest is dropped. */
+function wellFormed(kept: unknown): KeyslotMemory {
   const memory: KeyslotMemory = {};
-  try {
-    const kept = JSON.parse(await Deno.readTextFile(report))?.facts?.keyFileSlots;
-    for (const [uuid, m] of Object.entries(kept ?? {}) as [string, { path?: unknown; keyslot?: unknown }][]) {
-      if (uuid === "__proto__" || typeof m?.path !== "string" || !Number.isInteger(m.keyslot)) continue;
-      memory[uuid] = { path: m.path, keyslot: m.keyslot as number };
-    }
-  } catch { /* no cycle yet this boot, or a report of another shape: nothing learned */ }
+  if (typeof kept !== "object" || kept === null) return memory;
+  for (const [uuid, m] of Object.entries(kept) as [string, { path?: unknown; keyslot?: unknown }][]) {
+    if (uuid === "__proto__" || typeof m?.path !== "string" || !Number.isInteger(m.keyslot)) continue;
+    memory[uuid] = { path: m.path, keyslot: m.keyslot as number };
+  }
   return memory;
+}
+
+async function readJson(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path));
+  } catch {
+    return undefined; // not there yet, or not JSON: nothing learned from it
+  }
+}
+
+/**
+ * The keyslots learned at earlier wakes: this boot's last report (`keyFileSlots`: what a cycle carries on in its own
+ * report whatever becomes of it, so no report forgets them), over what earlier boots left in `kept`
+ * ({@linkcode KEYSLOT_MEMORY}). Read before the lock, on the real root.
+ */
+export async function readKeyslotMemory(report = LAST_REPORT, kept = KEYSLOT_MEMORY): Promise<KeyslotMemory> {
+  const thisBoot = (await readJson(report) as { facts?: { keyFileSlots?: unknown } } | undefined)?.facts?.keyFileSlots;
+  // a report has the final say, forgotten slots included: the file is what an earlier report said
+  if (thisBoot !== undefined) return wellFormed(thisBoot);
+  return wellFormed(await readJson(kept));
+}
+
+/**
+ * Writes `memory` to `kept` for the next boot when it differs from what is there (a cycle that learned nothing
+ * writes nothing). Only after a cycle that ended with every volume unlocked: a write to a locked disk would wait
+ * forever. Atomic: a crash leaves the old file or the new one. Returns whether it wrote.
+ */
+export async function saveKeyslotMemory(memory: KeyslotMemory, kept = KEYSLOT_MEMORY): Promise<boolean> {
+  const now = wellFormed(memory);
+  const before = wellFormed(await readJson(kept));
+  const same = (a: KeyslotMemory, b: KeyslotMemory) =>
+    Object.keys(a).length === Object.keys(b).length &&
+    Object.entries(a).every(([u, m]) => Object.hasOwn(b, u) && b[u].path === m.path && b[u].keyslot === m.keyslot);
+  if (same(now, before)) return false;
+  const dir = kept.slice(0, kept.lastIndexOf("/")) || "/";
+  await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  const tmp = `${kept}.new`;
+  await Deno.writeTextFile(tmp, JSON.stringify(now, null, 2) + "\n", { mode: 0o644 });
+  await Deno.rename(tmp, kept);
+  return true;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { probeFs, readKeyslotMemory, recallKeyslots } from "./keyfile.ts";
+import { probeFs, readKeyslotMemory, recallKeyslots, saveKeyslotMemory } from "./keyfile.ts";
 import type { KeyFile, Volume } from "../discovery/mod.ts";
 
 async function run(cmd: string, ...args: string[]): Promise<void> {
@@ -55,6 +55,7 @@ Deno.test("recallKeyslots: the last report's keyslot per key file, set only wher
   const dir = await Deno.makeTempDir();
   try {
     const report = `${dir}/last.json`;
+    const kept = `${dir}/keyslots.json`;
     const kf = (path: string, keyslot?: number): KeyFile => ({
       path,
       offset: 0,
@@ -70,7 +71,7 @@ Deno.test("recallKeyslots: the last report's keyslot per key file, set only wher
         volume("u-none"),
       ],
     };
-    const none = await readKeyslotMemory(report);
+    const none = await readKeyslotMemory(report, kept);
     recallKeyslots(plan, none);
     assert.deepEqual(none, {}, "no report yet: nothing learned");
     assert.equal(plan.lock[0].keyFile!.learnedKeyslot, undefined);
@@ -88,7 +89,7 @@ Deno.test("recallKeyslots: the last report's keyslot per key file, set only wher
         },
       }),
     );
-    const memory = await readKeyslotMemory(report);
+    const memory = await readKeyslotMemory(report, kept);
     recallKeyslots(plan, memory);
     assert.equal(plan.lock[0].keyFile!.learnedKeyslot, 1);
     assert.equal(plan.lock[1].keyFile!.learnedKeyslot, undefined, "keyslot= wins");
@@ -99,7 +100,40 @@ Deno.test("recallKeyslots: the last report's keyslot per key file, set only wher
       "carried on, malformed dropped",
     );
     await Deno.writeTextFile(report, "{ not json");
-    assert.deepEqual(await readKeyslotMemory(report), {});
+    assert.deepEqual(await readKeyslotMemory(report, kept), {});
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("saveKeyslotMemory: the keyslots learned outlive a reboot (the report in /run does not); written only when they change", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const report = `${dir}/run/last.json`;
+    const kept = `${dir}/var/lib/cryptsleep/keyslots.json`;
+    const learned = { "u-data": { path: "/root/data.key", keyslot: 1 } };
+    assert.equal(await saveKeyslotMemory({}, kept), false, "nothing learned, no file: nothing written");
+    await assert.rejects(Deno.stat(kept), Deno.errors.NotFound);
+    assert.equal(await saveKeyslotMemory(learned, kept), true);
+    assert.equal((await Deno.stat(kept)).mode! & 0o777, 0o644);
+    assert.equal(await saveKeyslotMemory(structuredClone(learned), kept), false, "the same again: no write");
+    // a reboot: /run is empty, the file is read
+    assert.deepEqual(await readKeyslotMemory(report, kept), learned);
+    // this boot's report has the final say: a slot it forgot (that key file no longer opened it) stays forgotten
+    await Deno.mkdir(`${dir}/run`);
+    await Deno.writeTextFile(report, JSON.stringify({ facts: { keyFileSlots: {} } }));
+    assert.deepEqual(await readKeyslotMemory(report, kept), {});
+    assert.equal(await saveKeyslotMemory({}, kept), true, "the forgetting is kept too");
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(kept)), {});
+    // a report from before keyFileSlots existed: the file still counts
+    await saveKeyslotMemory(learned, kept);
+    await Deno.writeTextFile(report, JSON.stringify({ facts: {} }));
+    assert.deepEqual(await readKeyslotMemory(report, kept), learned);
+    // a damaged file: nothing learned from it, and the next save replaces it
+    await Deno.writeTextFile(kept, "{ half");
+    assert.deepEqual(await readKeyslotMemory(report, kept), {});
+    assert.equal(await saveKeyslotMemory(learned, kept), true);
+    assert.deepEqual(await readKeyslotMemory(report, kept), learned);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -25,6 +25,7 @@ import { runPhases } from "./runner.ts";
 import { bundlePath } from "./start.ts";
 import { CycleCpu, Timeline } from "./timeline.ts";
 import type { Kept } from "./kept.ts";
+import { KEYSLOT_MEMORY, type KeyslotMemory, saveKeyslotMemory } from "./keyfile.ts";
 
 /** The whole cycle, from this process's side; `dryRun` runs only what changes nothing and describes the rest. */
 export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }, kept?: Kept): Promise<Outcome> {
@@ -80,6 +81,12 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
 async function report(ctx: OuterContext): Promise<void> {
   const ok = ctx.ok && ctx.timeline.phases.every((p) => p.ok);
   ctx.cpu.atEnd();
+  // every volume unlocked: the disk takes the keyslots learned, for the first wake after the next boot
+  if (ok) {
+    await saveKeyslotMemory(ctx.timeline.facts.keyFileSlots as KeyslotMemory ?? {}).catch((err) =>
+      ctx.timeline.warn(`the keyslots learned were not kept in ${KEYSLOT_MEMORY}: ${messages(err).join("; ")}`)
+    );
+  }
   try {
     await Deno.mkdir("/run/cryptsleep", { recursive: true });
     await writeReport(ctx.timeline.toJSON(ok ? "ok" : "failed"), LAST_REPORT);

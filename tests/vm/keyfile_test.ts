@@ -5,7 +5,8 @@
  *   asleep, before and after the key file was read at a wake, 0 hits for its bytes in RAM; the control finds them in
  *   the page cache before the cycle.
  * - Key file on a plain disk plugged in only after wake (systemd's `path:LABEL=…`): the prompt asks for a passphrase
- *   or the disk, the disk comes, `zdata` opens. The next cycle, with the disk left in, opens it at once.
+ *   or the disk, the disk comes, `zdata` opens. The next cycle, with the disk left in and /run emptied as by a reboot,
+ *   opens it at once, with the one keyslot it opened before (kept in /var/lib/cryptsleep/keyslots.json).
  * The guest boots with init_on_free=1, so freed memory (a shell tool's buffers) holds no stale copy: a hit is a
  * live copy.
  */
@@ -122,6 +123,12 @@ Deno.test({
       // no keyslot= in crypttab: every slot tried, and the one that opened is kept for the next wake
       assert.deepEqual(await keyFileTries(vm), [["any", "unlocked"]]);
 
+      // kept on disk too; then /run as a reboot leaves it (no report): the next wake still tries that slot alone
+      const uuid = (await must(vm, "cryptsetup luksUUID /dev/vdc")).trim();
+      const kept = JSON.parse(await must(vm, "cat /var/lib/cryptsleep/keyslots.json"));
+      assert.deepEqual(kept[uuid], { path: "/keys/zdata.key", keyslot: 0 }, JSON.stringify(kept));
+      await must(vm, "rm /run/cryptsleep/last.json");
+
       // the disk left in: read at once after the root's unlock; nothing of it in RAM while asleep
       from = vm.console.length;
       await startSuspend(vm);
@@ -131,7 +138,11 @@ Deno.test({
       text = vm.console.slice(from);
       assert.match(text, /Unlocking zdata with its key file \.* unlocked\./, text);
       assert.doesNotMatch(text, /Passphrase to unlock zdata/, text);
-      assert.deepEqual(await keyFileTries(vm), [[0, "unlocked"]], "the slot it opened at the wake before, alone");
+      assert.deepEqual(
+        await keyFileTries(vm),
+        [[0, "unlocked"]],
+        "the slot it opened at the wake before the reboot, alone",
+      );
       // the cycle's read-only mount of the disk is gone with it
       const after = await must(vm, "cat /mnt/data/kept; grep -c '^/dev/vdd ' /proc/mounts || true");
       assert.equal(after.trim(), "kept-through-sleep\n0");
