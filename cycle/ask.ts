@@ -32,6 +32,7 @@ import { isRetired } from "./gone.ts";
 import { readsUnderWay } from "./wake_checks.ts";
 import { settleReadsAhead } from "./read_ahead.ts";
 import { cannotPrime, oneAtATime } from "./firmware.ts";
+import { settle } from "./runner.ts";
 
 /**
  * Prompts, and meanwhile looks at each watch once a second: the name of the first that came true, which leaves the
@@ -209,7 +210,7 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
     ctx.timeline.appendFact("sleptAgain", fact);
     // one at a time with the keeper's dry runs, which set sync_on_suspend to 0 first: put back between that and
     // their write, the kernel's sync would run on the locked root
-    await oneAtATime(() => restoreSleepKnobs(ctx.job.knobs)).catch((err) =>
+    await oneAtATime(() => settle(() => restoreSleepKnobs(ctx.job.knobs))).catch((err) =>
       ctx.timeline.warn(messages(err).join("; "))
     );
   }
@@ -225,7 +226,7 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
 async function firmwareFresh(ctx: AgentContext, said: string): Promise<boolean> {
   try {
     if (ctx.firmware) await ctx.firmware.keep(1_000);
-    else if ((await cannotPrime()) === null) throw new Error("the firmware cache is not known to be primed");
+    else if (cannotPrime() === null) throw new Error("the firmware cache is not known to be primed");
     return true;
   } catch (err) {
     say(ctx, `cryptsleep: ${said}: not suspending again: ${messages(err).join("; ")}; asking again.\n`);

@@ -25,6 +25,7 @@ import { releaseFrozenCgroup } from "../cgroup/freezer.ts";
 import { RefusedError } from "./errors.ts";
 import { readRecord as readWatchdogRecord, rearm as rearmWatchdog } from "../systemd/watchdog.ts";
 import { readModprobeRecord, releaseModprobe } from "./modprobe.ts";
+import { settle } from "./runner.ts";
 import { KNOBS } from "../host/sysfs.ts";
 
 /** The lock a cycle holds from its claim to its end. */
@@ -173,7 +174,7 @@ export async function findLeftovers(opts: ClaimOptions): Promise<Leftover[]> {
   if (modprobe !== null) {
     found.push({
       what: `kernel.modprobe was emptied by a crashed run (it was ${modprobe})`,
-      clean: () => releaseModprobe({ [KNOBS.modprobe]: modprobe }),
+      clean: () => settle(() => releaseModprobe({ [KNOBS.modprobe]: modprobe })),
     });
   }
   const usec = await readWatchdogRecord();

@@ -22,7 +22,7 @@
  * ```ts
  * import { primeFirmwareCache } from "./firmware.ts";
  * import { saveKnobs } from "../host/sysfs.ts";
- * const primed = await primeFirmwareCache("mem", await saveKnobs()); // needs root; freezes and thaws all tasks
+ * const primed = await primeFirmwareCache("mem", saveKnobs()); // needs root; freezes and thaws all tasks
  * console.log(primed.ok ? `primed in ${primed.ms} ms` : primed.why);
  * ```
  */
@@ -48,10 +48,10 @@ export const FIRMWARE_KNOBS: readonly string[] = [
 export type Primed = { ok: true; ms: number; endedAt: number } | { ok: false; why: string };
 
 /** Why the dry run cannot be made on this kernel, or null when it can. */
-export async function cannotPrime(): Promise<string | null> {
-  if ((await readKnob(KNOBS.pmTest)) === null) return `no ${KNOBS.pmTest} (a kernel without CONFIG_PM_DEBUG)`;
+export function cannotPrime(): string | null {
+  if (readKnob(KNOBS.pmTest) === null) return `no ${KNOBS.pmTest} (a kernel without CONFIG_PM_DEBUG)`;
   // without it each dry run waits 5 s inside the kernel
-  if ((await readKnob(KNOBS.pmTestDelay)) === null) return `no ${KNOBS.pmTestDelay} on this kernel`;
+  if (readKnob(KNOBS.pmTestDelay) === null) return `no ${KNOBS.pmTestDelay} on this kernel`;
   return null;
 }
 
@@ -60,21 +60,21 @@ export async function cannotPrime(): Promise<string | null> {
  * FUSE daemon), `pm_test` = `freezer`, `state` written, then `pm_test` and the delay back to what `saved` holds.
  */
 export async function primeFirmwareCache(state: SuspendOptions["state"], saved: Knobs): Promise<Primed> {
-  const why = await cannotPrime();
+  const why = cannotPrime();
   if (why) return { ok: false, why };
-  await setKnob(KNOBS.syncOnSuspend, "0");
-  if ((await readKnob(KNOBS.freezeFilesystems)) !== null) await setKnob(KNOBS.freezeFilesystems, "0");
-  await setKnob(KNOBS.pmTestDelay, "0");
+  setKnob(KNOBS.syncOnSuspend, "0");
+  if (readKnob(KNOBS.freezeFilesystems) !== null) setKnob(KNOBS.freezeFilesystems, "0");
+  setKnob(KNOBS.pmTestDelay, "0");
   const start = performance.now();
   try {
-    await setKnob(KNOBS.pmTest, "freezer");
+    setKnob(KNOBS.pmTest, "freezer");
     await writeFile("/sys/power/state", state);
   } catch (err) {
     if (!(err instanceof SysError)) throw err;
     // the kernel refused the dry run (a task that would not freeze, a wakeup event): the real one may still go
     return { ok: false, why: `write ${state} to /sys/power/state with pm_test=freezer: ${err.code}` };
   } finally {
-    await putBack(saved, [KNOBS.pmTest, KNOBS.pmTestDelay]);
+    putBack(saved, [KNOBS.pmTest, KNOBS.pmTestDelay]);
   }
   const endedAt = performance.now();
   return { ok: true, ms: Math.round(endedAt - start), endedAt };
@@ -153,19 +153,19 @@ export class FirmwareCache {
 }
 
 /** The undo: every knob the dry run sets back to the value saved before the cycle. */
-export async function restoreFirmwareKnobs(saved: Knobs): Promise<void> {
-  await putBack(saved, FIRMWARE_KNOBS);
+export function restoreFirmwareKnobs(saved: Knobs): void {
+  putBack(saved, FIRMWARE_KNOBS);
 }
 
 /** What of the dry run is still in force: `pm_test` not what was saved (the real suspend would be a test). */
-export async function firmwareLeft(saved: Knobs): Promise<string[]> {
+export function firmwareLeft(saved: Knobs): string[] {
   const value = saved[KNOBS.pmTest];
   if (value === undefined) return [];
-  const selected = await knobValue(KNOBS.pmTest);
+  const selected = knobValue(KNOBS.pmTest);
   return selected === null || selected === value ? [] : [`${KNOBS.pmTest} is ${selected}, not ${value}`];
 }
 
-async function putBack(saved: Knobs, paths: readonly string[]): Promise<void> {
-  const errors = await restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => paths.includes(p))));
+function putBack(saved: Knobs, paths: readonly string[]): void {
+  const errors = restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => paths.includes(p))));
   if (errors.length) throw new Error(errors.join("; "));
 }

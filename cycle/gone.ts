@@ -50,8 +50,8 @@ export function goneBelow(kname: string, sysBlock = "/sys/block"): string[] {
  * The lost devices of a locked volume ({@linkcode goneBelow}). A table-swapped one runs onto its placeholder, which
  * holds no device: its data device is the one its swap record names ({@linkcode goneUnder}).
  */
-export async function goneOf(volume: Volume, sysBlock = "/sys/block"): Promise<string[]> {
-  const record = isSwapped(volume) ? await readSwapRecord(volume.dmName) : null;
+export function goneOf(volume: Volume, sysBlock = "/sys/block"): string[] {
+  const record = isSwapped(volume) ? readSwapRecord(volume.dmName) : null;
   if (!record) return goneBelow(volume.kname, sysBlock);
   // an image file: left alone (its file is read to see, and the volume holding it may be locked still)
   if (record.loop) return [];

@@ -13,9 +13,9 @@
  * ```ts
  * import { holdModprobe, releaseModprobe } from "./modprobe.ts";
  * import { saveKnobs } from "../host/sysfs.ts";
- * const saved = await saveKnobs(); // as preflight does
- * await holdModprobe(saved); // needs root
- * await releaseModprobe(saved);
+ * const saved = saveKnobs(); // as preflight does
+ * holdModprobe(saved); // needs root
+ * releaseModprobe(saved);
  * ```
  */
 import type { Knobs } from "./job.ts";
@@ -25,32 +25,37 @@ import { hostPath } from "../chroot/enter.ts";
 /** The value to put back, kept where a later run finds it if both processes die first (claim's leftovers). */
 export const MODPROBE_RECORD = "/run/cryptsleep/modprobe";
 
-/** Empties kernel.modprobe (where modules exist); {@linkcode releaseModprobe} puts back what preflight saved. */
-export async function holdModprobe(saved: Knobs): Promise<boolean> {
+/**
+ * Empties kernel.modprobe (where modules exist); {@linkcode releaseModprobe} puts back what preflight saved. /proc
+ * and /run are memory: written synchronously, as the wake's path wants.
+ */
+export function holdModprobe(saved: Knobs): boolean {
   const value = saved[KNOBS.modprobe];
-  if (value === undefined || value === "" || (await readKnob(KNOBS.modprobe)) === null) return false;
+  if (value === undefined || value === "" || readKnob(KNOBS.modprobe) === null) return false;
   // /run is a tmpfs of the real root, reached from the chroot through the root it kept
-  await Deno.writeTextFile(hostPath(MODPROBE_RECORD), value);
+  Deno.writeTextFileSync(hostPath(MODPROBE_RECORD), value);
   // proc_dostring takes the line up to its newline: an empty write would change nothing
-  await Deno.writeTextFile(KNOBS.modprobe, "\n");
+  Deno.writeTextFileSync(KNOBS.modprobe, "\n");
   return true;
 }
 
 /** kernel.modprobe back to the value saved before the cycle (by the agent or the supervisor); the record goes. */
-export async function releaseModprobe(saved: Knobs): Promise<void> {
+export function releaseModprobe(saved: Knobs): void {
   const value = saved[KNOBS.modprobe];
   if (value !== undefined) {
-    const errors = await restoreKnobs({ [KNOBS.modprobe]: value });
+    const errors = restoreKnobs({ [KNOBS.modprobe]: value });
     if (errors.length) throw new Error(errors.join("; "));
   }
-  await Deno.remove(hostPath(MODPROBE_RECORD)).catch(() => {});
+  try {
+    Deno.removeSync(hostPath(MODPROBE_RECORD));
+  } catch { /* not there: nothing to forget */ }
 }
 
 /** What of the hold is still in force: kernel.modprobe not what was saved. */
-export async function modprobeLeft(saved: Knobs): Promise<string[]> {
+export function modprobeLeft(saved: Knobs): string[] {
   const value = saved[KNOBS.modprobe];
   if (value === undefined) return [];
-  const now = await readKnob(KNOBS.modprobe);
+  const now = readKnob(KNOBS.modprobe);
   return now === null || now === value ? [] : [`kernel.modprobe is "${now}", not ${value}`];
 }
 

@@ -33,7 +33,7 @@ import { footprint } from "../host/maps.ts";
 import { niceOfSelf } from "../host/proc.ts";
 import { messages } from "./errors.ts";
 import { kmsg, peakRssKiB } from "./report.ts";
-import { DIE_AT_ENV, dieHereIfAsked, leftOf, runPhases, undoPhases } from "./runner.ts";
+import { DIE_AT_ENV, dieHereIfAsked, leftOf, runPhases, settle, undoPhases } from "./runner.ts";
 import { Secrets } from "./secrets.ts";
 import { freezeUserspace, type Frozen, listFreezable, thawLeftovers } from "../cgroup/mod.ts";
 import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
@@ -539,7 +539,7 @@ const modprobePhase: CyclePhase<AgentContext, boolean> = {
   name: "modprobe",
   where: AGENT,
   // from the lock to the unlock, a module the kernel asks for must fail at once, not exec modprobe from the locked root
-  run: (ctx) => holdModprobe(ctx.job.knobs),
+  run: (ctx) => settle(() => holdModprobe(ctx.job.knobs)),
   describe: (job) => {
     const now = job.knobs[KNOBS.modprobe];
     return lines(now === undefined ? "nothing to do (no kernel.modprobe)" : `would set kernel.modprobe ${now} -> ""`);
@@ -551,9 +551,9 @@ const modprobePhase: CyclePhase<AgentContext, boolean> = {
     run: async (ctx) => {
       const locked = await lockPhase.undo!.left!(ctx);
       if (locked.length) throw new Error(`kernel.modprobe not put back yet: ${locked.join(", ")}`);
-      await releaseModprobe(ctx.job.knobs);
+      releaseModprobe(ctx.job.knobs);
     },
-    left: (ctx) => modprobeLeft(ctx.job.knobs),
+    left: (ctx) => settle(() => modprobeLeft(ctx.job.knobs)),
   },
 };
 
@@ -563,7 +563,7 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
   // the kernel caches firmware at suspend, reading what drivers released from the root: done now, while it is
   // unlocked, the suspend right after the lock finds it all cached (cycle/firmware.ts)
   run: async (ctx) => {
-    const why = await cannotPrime();
+    const why = cannotPrime();
     if (why) {
       warnUser(
         ctx,
@@ -586,8 +586,8 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
     return primed;
   },
   detail: (p) => (p.ok ? { ok: true, ms: p.ms } : { ...p }),
-  describe: async (job) => {
-    const why = await cannotPrime();
+  describe: (job) => {
+    const why = cannotPrime();
     return lines(
       why
         ? `would not prime the firmware cache: ${why}`
@@ -600,8 +600,8 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
   undo: {
     name: "firmware-back",
     summary: "pm_test and the dry run's knobs put back",
-    run: (ctx) => restoreFirmwareKnobs(ctx.job.knobs),
-    left: (ctx) => firmwareLeft(ctx.job.knobs),
+    run: (ctx) => settle(() => restoreFirmwareKnobs(ctx.job.knobs)),
+    left: (ctx) => settle(() => firmwareLeft(ctx.job.knobs)),
   },
 };
 
@@ -635,16 +635,17 @@ const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
     summary: "unlock (prompt), bottom-up",
     // by what it sees, whether the lock finished or not: the passphrase goes wherever a volume is locked
     run: (ctx) => unlockAll(ctx),
-    left: async (ctx) => {
-      const left: string[] = [];
-      for (const v of ctx.job.plan.lock) {
-        for (const name of [v.dmName, ...v.above]) if (dm.info(name).suspended) left.push(`${name} locked`);
-        if (isSwapped(v)) left.push(`${v.dmName} locked (table swapped)`);
-        // the record lives from the FIFREEZE to the thaw: while it does, the filesystem may still be frozen
-        else if (await readSwapRecord(v.dmName)) left.push(`${v.dmName}: its filesystem frozen for a table swap`);
-      }
-      return left;
-    },
+    left: (ctx) =>
+      settle(() => {
+        const left: string[] = [];
+        for (const v of ctx.job.plan.lock) {
+          for (const name of [v.dmName, ...v.above]) if (dm.info(name).suspended) left.push(`${name} locked`);
+          if (isSwapped(v)) left.push(`${v.dmName} locked (table swapped)`);
+          // the record lives from the FIFREEZE to the thaw: while it does, the filesystem may still be frozen
+          else if (readSwapRecord(v.dmName)) left.push(`${v.dmName}: its filesystem frozen for a table swap`);
+        }
+        return left;
+      }),
     describe: (job) =>
       lines(
         job.plan.unlock.length
@@ -672,24 +673,24 @@ const sleepPhase: CyclePhase<AgentContext, SleepResult> = {
     return slept;
   },
   detail: (s) => ({ ...s }),
-  describe: async (job) => {
+  describe: (job) => {
     const knobs: string[] = [];
     for (const path of [KNOBS.syncOnSuspend, KNOBS.freezeFilesystems]) {
-      const now = await readKnob(path);
+      const now = readKnob(path);
       if (now !== null) knobs.push(`would set ${path} ${now} -> 0`);
     }
-    const memSleep = (await readKnob(KNOBS.memSleep)) ?? "n/a";
+    const memSleep = readKnob(KNOBS.memSleep) ?? "n/a";
     const mode = job.options.memSleep ? `would write ${job.options.memSleep} to ${KNOBS.memSleep} (sleep.conf)` : [];
-    return [
+    return lines(
       ...knobs,
       ...[mode].flat(),
       `would write ${job.options.state} to /sys/power/state (mem_sleep: ${memSleep})`,
-    ];
+    );
   },
   undo: {
     name: "restore",
     summary: "sysfs knobs restored",
-    run: (ctx) => restoreSleepKnobs(ctx.job.knobs),
+    run: (ctx) => settle(() => restoreSleepKnobs(ctx.job.knobs)),
     describe: (job) =>
       lines(
         `would put back ${

@@ -79,7 +79,7 @@ export async function sleepConfOptions(options: SuspendOptions): Promise<Suspend
 }
 
 /** Runs `fn`, noting its milliseconds in `took[step]` (the report's `preflightMs`), whether it returns or throws. */
-export async function timeStep<T>(took: Record<string, number>, step: string, fn: () => Promise<T>): Promise<T> {
+export async function timeStep<T>(took: Record<string, number>, step: string, fn: () => T | Promise<T>): Promise<T> {
   const start = performance.now();
   try {
     return await fn();
@@ -100,7 +100,7 @@ export async function preflight(
   plan?: Plan,
   took: Record<string, number> = {},
 ): Promise<Job> {
-  const timed = <T>(step: string, fn: () => Promise<T>) => timeStep(took, step, fn);
+  const timed = <T>(step: string, fn: () => T | Promise<T>) => timeStep(took, step, fn);
   plan ??= await timed("discover", () => discover());
   const verdicts = await timed("requirements", () => requirementsFor(options, { ok: true, info: lib }, plan));
   const reasons = refusals(verdicts);

@@ -96,7 +96,7 @@ export class ReadAhead implements Disposable {
   async #read(ctx: AgentContext, volume: Volume): Promise<CryptDevice | null> {
     if (this.#stopped || isRetired(volume.dmName) || volume.header.detached || loopBelow(volume.kname)) return null;
     // answersNow is false too for a volume not locked, swapped, or with a locked device below
-    if ((await goneOf(volume)).length || !await answersNow(volume) || this.#stopped) return null;
+    if (goneOf(volume).length || !await answersNow(volume) || this.#stopped) return null;
     const device = openDevice(ctx, volume);
     if (!this.#stopped) return device;
     device[Symbol.dispose]();

@@ -193,8 +193,8 @@ async function checkSyncOnSuspend(root: string): Promise<Verdict> {
  * firmware dry run could leave it so, and the next one would save and restore that). Absent, the firmware cache
  * cannot be primed (cycle/firmware.ts): said, not refused.
  */
-async function checkPmTest(root: string): Promise<Verdict> {
-  const selected = await knobValue(KNOBS.pmTest, root);
+function checkPmTest(root: string): Verdict {
+  const selected = knobValue(KNOBS.pmTest, root);
   if (selected === null) {
     return {
       name: "pm_test",
@@ -323,7 +323,7 @@ export async function checkRequirements(host: HostInputs): Promise<Verdict[]> {
     await checkMemory(host.root, host.argon2MemoryKiB),
     await checkWatchdog(host.root, host.watchdogUSec),
     checkOpenFiles(host.writableOnLocked),
-    await checkPmTest(host.root),
+    checkPmTest(host.root),
     checkLayout(host.unsafe),
   ];
 }

@@ -98,6 +98,11 @@ export async function undoPhases<C>(phases: readonly Phase<C>[], ctx: C, timelin
   }
 }
 
+/** A synchronous step where a phase wants a promise: what it returns, or its throw as the rejection. */
+export function settle<T>(fn: () => T): Promise<T> {
+  return new Promise<T>((resolve) => resolve(fn()));
+}
+
 /** What of `phases` is still in force (a volume locked, a cgroup frozen), by looking. */
 export async function leftOf<C>(phases: readonly Phase<C>[], ctx: C): Promise<string[]> {
   const left: string[] = [];

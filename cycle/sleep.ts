@@ -37,10 +37,10 @@ export const SLEEP_KNOBS: readonly string[] = [KNOBS.syncOnSuspend, KNOBS.freeze
  * after wake. The knobs are left for the undo to restore.
  */
 export async function enterSleep(state: SuspendOptions["state"], mode: string | null = null): Promise<SleepResult> {
-  await setKnob(KNOBS.syncOnSuspend, "0");
-  if ((await readKnob(KNOBS.freezeFilesystems)) !== null) await setKnob(KNOBS.freezeFilesystems, "0");
-  if (mode !== null) await setKnob(KNOBS.memSleep, mode);
-  const memSleep = await readKnob(KNOBS.memSleep);
+  setKnob(KNOBS.syncOnSuspend, "0");
+  if (readKnob(KNOBS.freezeFilesystems) !== null) setKnob(KNOBS.freezeFilesystems, "0");
+  if (mode !== null) setKnob(KNOBS.memSleep, mode);
+  const memSleep = readKnob(KNOBS.memSleep);
   const start = performance.now();
   try {
     await writeFile("/sys/power/state", state);
@@ -58,8 +58,8 @@ export async function enterSleep(state: SuspendOptions["state"], mode: string | 
 }
 
 /** The undo of sleep: each knob it sets back to the value saved before the cycle (by the agent or the supervisor). */
-export async function restoreSleepKnobs(saved: Knobs): Promise<void> {
+export function restoreSleepKnobs(saved: Knobs): void {
   // only its own: kernel.modprobe, say, stays empty until the unlock is done (cycle/modprobe.ts)
-  const errors = await restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => SLEEP_KNOBS.includes(p))));
+  const errors = restoreKnobs(Object.fromEntries(Object.entries(saved).filter(([p]) => SLEEP_KNOBS.includes(p))));
   if (errors.length) throw new Error(errors.join("; "));
 }

@@ -46,6 +46,7 @@ import { afterTriesUsedUp, askOrSleep, askWatching, SleptAgain, waitForEnter } f
 import { findKeyDevice, type KeyslotMemory, readKeyFile } from "./keyfile.ts";
 import { headerReadable, retiredHolders } from "./lock.ts";
 import { goneOf, HeaderGone, isRetired, lostDisk, retire } from "./gone.ts";
+import { settle } from "./runner.ts";
 import { holdsRoot, retireIfGone, retireIfSilent, suspendedBelow } from "./wake_checks.ts";
 import { openDevice, ReadAhead } from "./read_ahead.ts";
 
@@ -190,7 +191,7 @@ export async function unlockVolume(ctx: AgentContext, volume: Volume, ahead?: Re
     // blank one, say) — libcryptsetup cannot load one, so every try would fail for ever
     const exchanged = err instanceof NotThisVolume
       ? err
-      : headerless(err, volume) && !(await goneOf(volume)).length
+      : headerless(err, volume) && !goneOf(volume).length
       ? new NotThisVolume(volume, volume.header.path, undefined)
       : null;
     // the root filesystem's volume is never given up (as for a silent disk): it stays locked, and says why
@@ -244,7 +245,7 @@ function afterTick<T>(fn: () => Promise<T>): Promise<T> {
  * is not read (a dead virtio disk never answers): it ends the prompt, and unlockVolume's catch retires it, once.
  */
 async function checkedDevice(ctx: AgentContext, volume: Volume, signal: AbortSignal): Promise<CryptDevice | null> {
-  const gone = await goneOf(volume);
+  const gone = goneOf(volume);
   if (gone.length) throw new Error(`${volume.dmName}: ${lostDisk(gone)}`);
   signal.throwIfAborted();
   if (await retireIfSilent(ctx, volume, signal)) return null;
@@ -345,7 +346,7 @@ async function untilPassphraseFits(
     let secret: Secret | "key device" | "disk gone" | "not ready" | "too long";
     try {
       // while it waits: the key file's device coming, the volume's own disk going (then nobody need answer)
-      const gone = async () => (await goneOf(volume)).length > 0;
+      const gone = () => settle(() => goneOf(volume).length > 0);
       secret = watch
         ? await askWatching(ctx, `${prompt}, or insert ${volume.keyFile!.device}: `, {
           "key device": async () => Boolean(await findKeyDevice(volume.keyFile!.device!)),

@@ -30,7 +30,7 @@ import { devPathOf } from "../host/paths.ts";
  * When a disk under the locked volume is gone, retires the volume (gone.ts) and says so. True when it did.
  */
 export async function retireIfGone(ctx: AgentContext, volume: Volume): Promise<boolean> {
-  const gone = await goneOf(volume);
+  const gone = goneOf(volume);
   if (gone.length === 0) return false;
   await retire(volume);
   say(

@@ -2,22 +2,23 @@
  * @module
  * Small, honest sysfs/procfs access for the cycle: read a knob, set a knob and get its undo, read the
  * power-management capabilities and the memory available. Every path takes a `root` so tests can use a
- * recorded tree.
+ * recorded tree. Knobs are read and written synchronously: they are kernel memory, never a wait on a disk, and an
+ * async call costs several times more (and yields to whatever runs) on the wake's path.
  *
  * @example
  * ```ts
  * import { KNOBS, memAvailableKiB, readKnob, saveKnobs } from "./sysfs.ts";
- * console.log(await readKnob("/sys/power/state")); // e.g. "freeze mem disk"
- * console.log(await readKnob(KNOBS.syncOnSuspend), await saveKnobs(), await memAvailableKiB());
+ * console.log(readKnob("/sys/power/state")); // e.g. "freeze mem disk"
+ * console.log(readKnob(KNOBS.syncOnSuspend), saveKnobs(), await memAvailableKiB());
  * ```
  */
 import { join } from "./path.ts";
 import { readMeminfo } from "./proc.ts";
 
 /** The trimmed content of a sysfs file, or null when it does not exist. */
-export async function readKnob(path: string, root = "/"): Promise<string | null> {
+export function readKnob(path: string, root = "/"): string | null {
   try {
-    return (await Deno.readTextFile(join(root, path))).trim();
+    return Deno.readTextFileSync(join(root, path)).trim();
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return null;
     throw err;
@@ -40,27 +41,27 @@ export const KNOBS = {
 } as const;
 
 /** A knob's value as it is written: the selected word of a choice file ("s2idle [deep]" → "deep"), else as read. */
-export async function knobValue(path: string, root = "/"): Promise<string | null> {
-  const raw = await readKnob(path, root);
+export function knobValue(path: string, root = "/"): string | null {
+  const raw = readKnob(path, root);
   return raw === null ? null : /\[(\S+)\]/.exec(raw)?.[1] ?? raw;
 }
 
 /** Current values of the knobs that exist (path → value). */
-export async function saveKnobs(root = "/"): Promise<Record<string, string>> {
+export function saveKnobs(root = "/"): Record<string, string> {
   const saved: Record<string, string> = {};
   for (const path of Object.values(KNOBS)) {
-    const value = await knobValue(path, root);
+    const value = knobValue(path, root);
     if (value !== null) saved[path] = value;
   }
   return saved;
 }
 
 /** Writes each saved value back; returns the errors instead of stopping at the first. */
-export async function restoreKnobs(saved: Record<string, string>, root = "/"): Promise<string[]> {
+export function restoreKnobs(saved: Record<string, string>, root = "/"): string[] {
   const errors: string[] = [];
   for (const [path, value] of Object.entries(saved)) {
     try {
-      if ((await knobValue(path, root)) !== value) await Deno.writeTextFile(join(root, path), value);
+      if (knobValue(path, root) !== value) Deno.writeTextFileSync(join(root, path), value);
     } catch (err) {
       errors.push(`restore ${path}=${value}: ${err instanceof Error ? err.message : err}`);
     }
@@ -69,9 +70,9 @@ export async function restoreKnobs(saved: Record<string, string>, root = "/"): P
 }
 
 /** Sets `path` to `value`; the old value is put back by {@linkcode restoreKnobs} from what was saved before. */
-export async function setKnob(path: string, value: string, root = "/"): Promise<void> {
-  if ((await readKnob(path, root)) === null) throw new Error(`${path} does not exist: this kernel lacks it`);
-  await Deno.writeTextFile(join(root, path), value);
+export function setKnob(path: string, value: string, root = "/"): void {
+  if (readKnob(path, root) === null) throw new Error(`${path} does not exist: this kernel lacks it`);
+  Deno.writeTextFileSync(join(root, path), value);
 }
 
 /** `MemAvailable` from /proc/meminfo, in KiB (excludes swap, as the unlock must not rely on it). */

@@ -75,9 +75,10 @@ function recordPath(dmName: string): string {
 }
 
 /** The record of a swapped volume, or null (the cycle's root is the supervisor's too). */
-export async function readSwapRecord(dmName: string): Promise<SwapRecord | null> {
+export function readSwapRecord(dmName: string): SwapRecord | null {
   try {
-    return JSON.parse(await Deno.readTextFile(recordPath(dmName))) as SwapRecord;
+    // the cycle's root is memory: read synchronously (the wake's path looks here for every volume)
+    return JSON.parse(Deno.readTextFileSync(recordPath(dmName))) as SwapRecord;
   } catch {
     return null;
   }
@@ -177,7 +178,7 @@ export function removeStrayPlaceholder(volume: Volume): void {
  * volume, get the crypt table back; the filesystem is thawed.
  */
 export async function unlockSwapped(ctx: AgentContext, volume: Volume, secret: Secret): Promise<boolean> {
-  const record = await readSwapRecord(volume.dmName);
+  const record = readSwapRecord(volume.dmName);
   if (!record) throw new Error(`unlock ${volume.dmName}: swapped, but its record ${recordPath(volume.dmName)} is gone`);
   let unlocked: { key: SafeBuffer; size: number; keyslot: number };
   {
@@ -244,7 +245,7 @@ export class NotThisVolume extends Error {
 
 /** Thaws what a swap froze when the volume is unlocked another way (the swap failed before it was done). */
 export async function thawAfterFailedSwap(volume: Volume): Promise<void> {
-  const record = await readSwapRecord(volume.dmName);
+  const record = readSwapRecord(volume.dmName);
   if (!record) return;
   for (const m of record.frozen) {
     try {
