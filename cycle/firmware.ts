@@ -111,8 +111,17 @@ export function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
  */
 export class FirmwareCache {
   #at: number;
-  /** `state`: what the dry runs write; `saved`: the knobs preflight saved; `primedAt`: when the last one ended. */
-  constructor(readonly state: SuspendOptions["state"], readonly saved: Knobs, primedAt: number) {
+  /**
+   * `state`: what the dry runs write; `saved`: the knobs preflight saved; `primedAt`: when the last one ended;
+   * `onRefresh`: told of each dry run after it (its start, `performance.now()`, and its end) — every task is frozen
+   * meanwhile, the unlock's KDF thread too, so the report says when.
+   */
+  constructor(
+    readonly state: SuspendOptions["state"],
+    readonly saved: Knobs,
+    primedAt: number,
+    private readonly onRefresh?: (startedAt: number, primed: Primed) => void,
+  ) {
     this.#at = primedAt;
   }
   /** A suspend (or a dry run) just ended: the kernel keeps the cache 10 s from now. */
@@ -128,7 +137,9 @@ export class FirmwareCache {
     await oneAtATime(async () => {
       if (this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
       if (this.age <= refreshAfter) return;
+      const startedAt = performance.now();
       const primed = await primeFirmwareCache(this.state, this.saved);
+      this.onRefresh?.(startedAt, primed);
       // a refused dry run may or may not have cached: only a done one counts, and one refused late leaves it stale
       if (primed.ok) this.renewed(primed.endedAt);
       else if (this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);

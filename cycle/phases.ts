@@ -582,7 +582,11 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
           "was locked; dmesg tells which task or device refused",
       );
     }
-    ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt);
+    ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt, (startedAt, p) => {
+      // on the timeline's clock: a KDF it overlapped was stopped meanwhile (the bench does not count it as the KDF's)
+      const ms = Math.round(performance.now() - startedAt);
+      ctx.timeline.appendFact("firmwareRefreshes", { at: ctx.timeline.elapsed() - ms, ms, ok: p.ok });
+    });
     return primed;
   },
   detail: (p) => (p.ok ? { ok: true, ms: p.ms } : { ...p }),

@@ -249,11 +249,18 @@ function measures(phases: string[]): Measure[] {
       value: (c) => markSpan(c.report, "entered", "thawed"),
     },
     {
-      label: "… cryptsleep: of it the KDF (report: the tries after that Enter)",
+      label: "… cryptsleep: of it the KDF (report: the tries after that Enter, less the dry runs inside them)",
       unit: "ms",
       tools: csOnly,
       noRatio: true,
       value: (c) => kdfAfterEnter(c.report),
+    },
+    {
+      label: "… cryptsleep: firmware dry runs inside those tries (every task frozen; counted beyond the KDF)",
+      unit: "ms",
+      tools: csOnly,
+      noRatio: true,
+      value: (c) => refreshesInKdf(c.report),
     },
     {
       label: "… cryptsleep: Enter → thawed beyond the KDF, % of the KDF (target ≤ 5 %)",
@@ -415,12 +422,34 @@ export function beyondKdfPercent(report: TimelineJSON | null): number | null {
   return span === null || !kdf ? null : Math.round((span - kdf) / kdf * 100);
 }
 
-/** The time of the unlock's tries that began after the last Enter: the KDF runs that Enter waited for. */
-export function kdfAfterEnter(report: TimelineJSON | null): number | null {
+/** The unlock's tries that began after the last Enter (the KDF runs that Enter waited for), as [start, end]. */
+function triesAfterEnter(report: TimelineJSON | null): [number, number][] | null {
   const entered = (report?.facts.marks as Record<string, number> | undefined)?.entered;
   const tries = report?.facts.tries as { at?: number; ms: number }[] | undefined;
   if (entered === undefined || !tries) return null;
-  return tries.filter((t) => (t.at ?? -1) >= entered).reduce((sum, t) => sum + t.ms, 0);
+  return tries.filter((t) => (t.at ?? -1) >= entered).map((t) => [t.at!, t.at! + t.ms]);
+}
+
+/**
+ * Of those tries, the ms the firmware's dry runs took inside them (report: `firmwareRefreshes`): every task frozen,
+ * the KDF's thread too, so that time is cryptsleep's own, not the KDF's.
+ */
+export function refreshesInKdf(report: TimelineJSON | null): number | null {
+  const tries = triesAfterEnter(report);
+  if (!tries) return null;
+  const runs = (report?.facts.firmwareRefreshes ?? []) as { at: number; ms: number }[];
+  let overlap = 0;
+  for (const [from, to] of tries) {
+    for (const r of runs) overlap += Math.max(0, Math.min(to, r.at + r.ms) - Math.max(from, r.at));
+  }
+  return overlap;
+}
+
+/** The KDF runs that Enter waited for: the tries after it, less the dry runs inside them ({@linkcode refreshesInKdf}). */
+export function kdfAfterEnter(report: TimelineJSON | null): number | null {
+  const tries = triesAfterEnter(report);
+  if (!tries) return null;
+  return tries.reduce((sum, [from, to]) => sum + to - from, 0) - (refreshesInKdf(report) ?? 0);
 }
 
 function formatValue(v: number, unit: Measure["unit"]): string {

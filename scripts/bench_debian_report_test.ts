@@ -10,6 +10,7 @@ import {
   markSpan,
   parseProbe,
   plotRows,
+  refreshesInKdf,
   serialDropin,
   type ToolCycle,
   toolsIn,
@@ -362,6 +363,33 @@ Deno.test("markSpan and kdfAfterEnter read the report's marks and tries", () => 
   assert.equal(markSpan(null, "woke", "prompted"), null);
   assert.equal(kdfAfterEnter(r), 3100);
   assert.equal(kdfAfterEnter(null), null);
+  assert.equal(refreshesInKdf(r), 0, "a report without dry runs");
+});
+
+Deno.test("refreshesInKdf: a firmware dry run inside a try the last Enter waited for is not the KDF's time", () => {
+  const report = {
+    version: 1,
+    startedAt: "",
+    ok: true,
+    phases: [],
+    warnings: [],
+    facts: {
+      marks: { woke: 1000, prompted: 1040, entered: 1500, thawed: 4700 },
+      tries: [
+        { volume: "root", at: 1200, ms: 2000, outcome: "no" },
+        { volume: "root", at: 1510, ms: 2100, outcome: "unlocked" },
+        { volume: "data", at: 3620, ms: 1000, outcome: "unlocked" },
+      ],
+      firmwareRefreshes: [
+        { at: 1300, ms: 60, ok: true }, // inside the try before that Enter only: not counted
+        { at: 3000, ms: 60, ok: true }, // inside root's
+        { at: 4600, ms: 60, ok: true }, // 20 ms inside data's, 40 after it
+      ],
+    },
+  } as const;
+  const r = report as unknown as Parameters<typeof markSpan>[0];
+  assert.equal(refreshesInKdf(r), 80);
+  assert.equal(kdfAfterEnter(r), 3100 - 80);
 });
 
 Deno.test("cryptsleep's kept mode: a column and two ratios of its own, what it keeps beside Debian's kept ramfs", () => {
