@@ -113,8 +113,8 @@ export class FirmwareCache {
   #at: number;
   /**
    * `state`: what the dry runs write; `saved`: the knobs preflight saved; `primedAt`: when the last one ended;
-   * `onRefresh`: told of each dry run after it (its start, `performance.now()`, and its end) — every task is frozen
-   * meanwhile, the unlock's KDF thread too, so the report says when.
+   * `onRefresh`: told of each dry run after it (its start, `performance.now()`, and its end) — the tasks are frozen
+   * for part of it, the unlock's KDF thread too, so the report says when.
    */
   constructor(
     readonly state: SuspendOptions["state"],

@@ -302,7 +302,13 @@ export async function saveKeyslotMemory(memory: KeyslotMemory, kept = KEYSLOT_ME
   const dir = kept.slice(0, kept.lastIndexOf("/")) || "/";
   await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
   const tmp = `${kept}.new`;
-  await Deno.writeTextFile(tmp, JSON.stringify(now, null, 2) + "\n", { mode: 0o644 });
+  {
+    // on the disk before the rename: a crash then leaves the old file or the new one, never an empty one
+    using file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o644 });
+    const bytes = new TextEncoder().encode(JSON.stringify(now, null, 2) + "\n");
+    for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+    await file.syncData();
+  }
   await Deno.rename(tmp, kept);
   return true;
 }

@@ -81,16 +81,17 @@ export async function suspend(options: SuspendOptions, opts: { dryRun: boolean }
 async function report(ctx: OuterContext): Promise<void> {
   const ok = ctx.ok && ctx.timeline.phases.every((p) => p.ok);
   ctx.cpu.atEnd();
-  // every volume unlocked: the disk takes the keyslots learned, for the first wake after the next boot
-  if (ok) {
-    await saveKeyslotMemory(ctx.timeline.facts.keyFileSlots as KeyslotMemory ?? {}).catch((err) =>
-      ctx.timeline.warn(`the keyslots learned were not kept in ${KEYSLOT_MEMORY}: ${messages(err).join("; ")}`)
-    );
-  }
   try {
     await Deno.mkdir("/run/cryptsleep", { recursive: true });
     await writeReport(ctx.timeline.toJSON(ok ? "ok" : "failed"), LAST_REPORT);
   } catch (err) {
     kmsg(`report: ${messages(err).join("; ")}`);
+  }
+  // every volume unlocked: the disk takes the keyslots learned, for the first wake after the next boot. After the
+  // report (in /run), which a slow /var must not hold up
+  if (ok) {
+    await saveKeyslotMemory(ctx.timeline.facts.keyFileSlots as KeyslotMemory ?? {}).catch((err) =>
+      kmsg(`the keyslots learned were not kept in ${KEYSLOT_MEMORY}: ${messages(err).join("; ")}`)
+    );
   }
 }

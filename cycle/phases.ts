@@ -583,9 +583,12 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
       );
     }
     ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt, (startedAt, p) => {
-      // on the timeline's clock: a KDF it overlapped was stopped meanwhile (the bench does not count it as the KDF's)
+      // on the timeline's clock: a KDF it overlapped was frozen or short of CPU meanwhile (the bench does not count
+      // it as the KDF's). The last few only, and how many: a prompt left all night makes one every few seconds
       const ms = Math.round(performance.now() - startedAt);
-      ctx.timeline.appendFact("firmwareRefreshes", { at: ctx.timeline.elapsed() - ms, ms, ok: p.ok });
+      const runs = (ctx.timeline.facts.firmwareRefreshes ?? []) as unknown[];
+      ctx.timeline.facts.firmwareRefreshes = [...runs.slice(-15), { at: ctx.timeline.elapsed() - ms, ms, ok: p.ok }];
+      ctx.timeline.facts.firmwareRefreshCount = ((ctx.timeline.facts.firmwareRefreshCount as number) ?? 0) + 1;
     });
     return primed;
   },

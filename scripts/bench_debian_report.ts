@@ -256,7 +256,7 @@ function measures(phases: string[]): Measure[] {
       value: (c) => kdfAfterEnter(c.report),
     },
     {
-      label: "… cryptsleep: firmware dry runs inside those tries (every task frozen; counted beyond the KDF)",
+      label: "… cryptsleep: firmware dry runs inside those tries (tasks frozen; counted beyond the KDF, at most)",
       unit: "ms",
       tools: csOnly,
       noRatio: true,
@@ -431,8 +431,9 @@ function triesAfterEnter(report: TimelineJSON | null): [number, number][] | null
 }
 
 /**
- * Of those tries, the ms the firmware's dry runs took inside them (report: `firmwareRefreshes`): every task frozen,
- * the KDF's thread too, so that time is cryptsleep's own, not the KDF's.
+ * Of those tries, the ms the firmware's dry runs took inside them (report: `firmwareRefreshes`, the last ones): the
+ * KDF's thread is frozen for part of each, and short of the CPU for the rest on one CPU, so that time is
+ * cryptsleep's own, not the KDF's. An upper bound of what they cost the KDF.
  */
 export function refreshesInKdf(report: TimelineJSON | null): number | null {
   const tries = triesAfterEnter(report);
