@@ -340,8 +340,9 @@ Deno.test("RAM during, for a cycle that pins instead of copying: locked files + 
   assert.match(behindDebian(rows), /of it 104\.0 MiB of files its pin locked/);
 });
 
-Deno.test("markSpan and kdfAfterEnter read the report's marks and tries", () => {
-  const report = {
+/** A wake's report: its marks and tries (one before the last Enter, two after it), with `more` facts. */
+function wakeReport(more: Record<string, unknown> = {}): Parameters<typeof markSpan>[0] {
+  return {
     version: 1,
     startedAt: "",
     ok: true,
@@ -354,9 +355,13 @@ Deno.test("markSpan and kdfAfterEnter read the report's marks and tries", () => 
         { volume: "root", at: 1510, ms: 2100, outcome: "unlocked" },
         { volume: "data", at: 3620, ms: 1000, outcome: "unlocked" },
       ],
+      ...more,
     },
-  } as const;
-  const r = report as unknown as Parameters<typeof markSpan>[0];
+  } as unknown as Parameters<typeof markSpan>[0];
+}
+
+Deno.test("markSpan and kdfAfterEnter read the report's marks and tries", () => {
+  const r = wakeReport();
   assert.equal(markSpan(r, "woke", "prompted"), 40);
   assert.equal(markSpan(r, "entered", "thawed"), 3200);
   assert.equal(markSpan(r, "entered", "missing"), null);
@@ -367,27 +372,13 @@ Deno.test("markSpan and kdfAfterEnter read the report's marks and tries", () => 
 });
 
 Deno.test("refreshesInKdf: a firmware dry run inside a try the last Enter waited for is not the KDF's time", () => {
-  const report = {
-    version: 1,
-    startedAt: "",
-    ok: true,
-    phases: [],
-    warnings: [],
-    facts: {
-      marks: { woke: 1000, prompted: 1040, entered: 1500, thawed: 4700 },
-      tries: [
-        { volume: "root", at: 1200, ms: 2000, outcome: "no" },
-        { volume: "root", at: 1510, ms: 2100, outcome: "unlocked" },
-        { volume: "data", at: 3620, ms: 1000, outcome: "unlocked" },
-      ],
-      firmwareRefreshes: [
-        { at: 1300, ms: 60, ok: true }, // inside the try before that Enter only: not counted
-        { at: 3000, ms: 60, ok: true }, // inside root's
-        { at: 4600, ms: 60, ok: true }, // 20 ms inside data's, 40 after it
-      ],
-    },
-  } as const;
-  const r = report as unknown as Parameters<typeof markSpan>[0];
+  const r = wakeReport({
+    firmwareRefreshes: [
+      { at: 1300, ms: 60, ok: true }, // inside the try before that Enter only: not counted
+      { at: 3000, ms: 60, ok: true }, // inside root's
+      { at: 4600, ms: 60, ok: true }, // 20 ms inside data's, 40 after it
+    ],
+  });
   assert.equal(refreshesInKdf(r), 80);
   assert.equal(kdfAfterEnter(r), 3100 - 80);
 });
