@@ -11,8 +11,8 @@
  * (`pm_test` = `freezer`, `pm_test_delay` = 0) goes through PM_SUSPEND_PREPARE, caches every firmware, freezes and
  * thaws the tasks and stops there. The kernel keeps what it cached for 10 s after such a run, and a suspend within
  * them finds every name cached and reads nothing; another dry run within them keeps it 10 s more
- * ({@linkcode FirmwareCache}: before each volume's lock, before the sleep, every 4 s at the prompt, for a sleep again
- * from it). `pm_test` and its delay are put back right after each run (a `pm_test` left set would make the real
+ * ({@linkcode FirmwareCache}: before each volume's lock, before the sleep, every 4 s at the prompt while the root is
+ * locked, 6 s while a KDF runs, for a sleep again from it). `pm_test` and its delay are put back right after each run (a `pm_test` left set would make the real
  * suspend a test); `sync_on_suspend` and `freeze_filesystems` stay 0 until the phase's undo puts all four back from
  * what preflight saved (the supervisor's too, for a process that died in between). Needs `CONFIG_PM_DEBUG` (Debian's
  * kernels have it); without it the cycle goes on unprimed and says so. A dry run the kernel refuses fails the cycle
@@ -35,6 +35,13 @@ import { KNOBS, knobValue, readKnob, restoreKnobs, setKnob } from "../host/sysfs
 export const PRIMED_FOR_MS = 8_000;
 /** Age at which {@linkcode FirmwareCache.keep} runs another dry run, well inside {@linkcode PRIMED_FOR_MS}. */
 export const REFRESH_AFTER_MS = 4_000;
+/**
+ * The same while a KDF runs ({@linkcode FirmwareCache.during}): each dry run freezes its thread for part of it, so
+ * fewer of them, later, with the keeper's half-second tick and the run itself still well inside the 8 s.
+ */
+export const BUSY_REFRESH_AFTER_MS = 6_000;
+/** How often {@linkcode FirmwareCache.keepPrimed} looks at the age. */
+const TICK_MS = 500;
 
 /** The knobs the dry run sets; the phase's undo puts them back. */
 export const FIRMWARE_KNOBS: readonly string[] = [
@@ -103,24 +110,29 @@ export function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * The firmware cache kept primed from the lock until nothing is locked: a dry run made while the kernel still holds
- * what it cached reads nothing (every name is cached) and keeps it 10 s more, so one every
- * {@linkcode REFRESH_AFTER_MS} keeps it as long as needed — through a long lock, at the prompt after wake, for a
- * sleep again from the prompt. Once it may be gone, nothing can prime it while the root is locked: {@linkcode keep}
- * throws {@linkcode FirmwareStale} and the caller does not suspend.
+ * The firmware cache kept primed from the lock until nothing the firmware loader reads is locked: a dry run made
+ * while the kernel still holds what it cached reads nothing (every name is cached) and keeps it 10 s more, so one
+ * every {@linkcode REFRESH_AFTER_MS} keeps it as long as needed — through a long lock, at the prompt after wake, for a
+ * sleep again from it. Once it may be gone, nothing can prime it while such a volume is locked:
+ * {@linkcode keep} throws {@linkcode FirmwareStale} and the caller does not suspend. Once none is (the root is
+ * unlocked, a volume like /home's is still asked for), no dry run is needed to keep it, and one made for a sleep
+ * again reads the firmware from the unlocked root, as the one before the lock did.
  */
 export class FirmwareCache {
   #at: number;
+  #busy = 0;
   /**
    * `state`: what the dry runs write; `saved`: the knobs preflight saved; `primedAt`: when the last one ended;
    * `onRefresh`: told of each dry run after it (its start, `performance.now()`, and its end) — the tasks are frozen
-   * for part of it, the unlock's KDF thread too, so the report says when.
+   * for part of it, the unlock's KDF thread too, so the report says when; `needed`: whether a volume the firmware
+   * loader reads (`Volume.holdsFirmware`) is locked now.
    */
   constructor(
     readonly state: SuspendOptions["state"],
     readonly saved: Knobs,
     primedAt: number,
     private readonly onRefresh?: (startedAt: number, primed: Primed) => void,
+    private readonly needed: () => boolean = () => true,
   ) {
     this.#at = primedAt;
   }
@@ -132,29 +144,44 @@ export class FirmwareCache {
   get age(): number {
     return performance.now() - this.#at;
   }
-  /** Primes it again when older than `refreshAfter` ms; throws {@linkcode FirmwareStale} when it may be gone. */
+  /**
+   * Primes it again when older than `refreshAfter` ms; throws {@linkcode FirmwareStale} when it may be gone while
+   * a volume the loader reads is locked.
+   */
   async keep(refreshAfter = REFRESH_AFTER_MS): Promise<void> {
     await oneAtATime(async () => {
-      if (this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
+      const needed = this.needed();
+      if (needed && this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
       if (this.age <= refreshAfter) return;
       const startedAt = performance.now();
       const primed = await primeFirmwareCache(this.state, this.saved);
       this.onRefresh?.(startedAt, primed);
       // a refused dry run may or may not have cached: only a done one counts, and one refused late leaves it stale
       if (primed.ok) this.renewed(primed.endedAt);
-      else if (this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
+      else if (needed && this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
     });
   }
+  /** `fn` (a KDF) with the dry runs spaced out to {@linkcode BUSY_REFRESH_AFTER_MS} while it runs. */
+  async during<T>(fn: () => Promise<T>): Promise<T> {
+    this.#busy++;
+    try {
+      return await fn();
+    } finally {
+      this.#busy--;
+    }
+  }
   /**
-   * Keeps it primed every {@linkcode REFRESH_AFTER_MS} until the returned stop is called (and awaited); a refresh
-   * that fails is left for the next tick, or for the {@linkcode keep} before a sleep to refuse.
+   * Keeps it primed, while a volume the loader reads is locked, until the returned stop is called (and awaited); a
+   * refresh that fails is left for the next tick, or for the {@linkcode keep} before a sleep to refuse.
    */
   keepPrimed(): () => Promise<void> {
     let stopped = false;
     let last: Promise<unknown> = Promise.resolve();
     const timer = setInterval(() => {
-      if (!stopped) last = this.keep().catch(() => {});
-    }, REFRESH_AFTER_MS / 2);
+      const after = this.#busy ? BUSY_REFRESH_AFTER_MS : REFRESH_AFTER_MS;
+      if (stopped || this.age <= after || !this.needed()) return;
+      last = this.keep(after).catch(() => {});
+    }, TICK_MS);
     return async () => {
       stopped = true;
       clearInterval(timer);

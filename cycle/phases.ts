@@ -40,7 +40,7 @@ import { type Claim, claim, findLeftovers, LOCK_PATH } from "./claim.ts";
 import { type AgentContext, type OuterContext, say, warnUser } from "./context.ts";
 import type { Job } from "./job.ts";
 import { type LockResult, lockVolumes } from "./lock.ts";
-import { isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned/mod.ts";
+import { isLive, isSwapped, pinnedKeys, placeholderName, readSwapRecord } from "./pinned/mod.ts";
 import { preflight, sleepConfOptions, timeStep } from "./preflight.ts";
 import type { Phase, Undo } from "./runner.ts";
 import { enterSleep, restoreSleepKnobs, SLEEP_KNOBS, type SleepResult } from "./sleep.ts";
@@ -589,7 +589,7 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
       const runs = (ctx.timeline.facts.firmwareRefreshes ?? []) as unknown[];
       ctx.timeline.facts.firmwareRefreshes = [...runs.slice(-15), { at: ctx.timeline.elapsed() - ms, ms, ok: p.ok }];
       ctx.timeline.facts.firmwareRefreshCount = ((ctx.timeline.facts.firmwareRefreshCount as number) ?? 0) + 1;
-    });
+    }, () => firmwareLocked(ctx.job));
     return primed;
   },
   detail: (p) => (p.ok ? { ok: true, ms: p.ms } : { ...p }),
@@ -601,7 +601,7 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
         : `would set ${KNOBS.syncOnSuspend}, ${KNOBS.freezeFilesystems} (where it exists) and ${KNOBS.pmTestDelay} ` +
           `to 0, ${KNOBS.pmTest} to freezer, write ${job.options.state} to /sys/power/state (the kernel stops after ` +
           `freezing the tasks and thaws them), put back ${KNOBS.pmTest} and its delay; again every ` +
-          `${REFRESH_AFTER_MS / 1000} s while a volume is locked`,
+          `${REFRESH_AFTER_MS / 1000} s while ${firmwareVolumes(job) || "a volume"} is locked`,
     );
   },
   undo: {
@@ -611,6 +611,18 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
     left: (ctx) => settle(() => firmwareLeft(ctx.job.knobs)),
   },
 };
+
+/** A volume the firmware loader reads; one whose field a plan lacks counts (it may be the root's). */
+const holdsFirmware = (v: Job["plan"]["lock"][number]) => v.holdsFirmware !== false;
+/** Whether one of them is locked, or an LV on it still suspended (a read through it would wait too); unknown is yes. */
+function firmwareLocked(job: Job): boolean {
+  try {
+    return job.plan.lock.some((v) => holdsFirmware(v) && (!isLive(v) || v.above.some((a) => dm.info(a).suspended)));
+  } catch {
+    return true;
+  }
+}
+const firmwareVolumes = (job: Job) => job.plan.lock.filter(holdsFirmware).map((v) => v.dmName).join(" or ");
 
 const lockPhase: CyclePhase<AgentContext, LockResult[]> = {
   name: "lock",

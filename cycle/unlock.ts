@@ -69,7 +69,8 @@ export async function unlockAll(ctx: AgentContext): Promise<void> {
   } catch (err) {
     ctx.log(`console: ${messages(err).join("; ")}`);
   }
-  // from the wake until nothing is locked: a sleep again from the prompt needs it (cycle/firmware.ts)
+  // from the wake until nothing the firmware loader reads is locked: a sleep again from a prompt needs it
+  // (cycle/firmware.ts)
   const stopKeeping = ctx.firmware?.keepPrimed();
   try {
     for (let pass = true; pass;) {
@@ -487,7 +488,7 @@ async function trying(
   const at = ctx.timeline.elapsed();
   let outcome = "failed";
   try {
-    const ok = await fits();
+    const ok = await (ctx.firmware ? ctx.firmware.during(fits) : fits());
     outcome = ok ? "unlocked" : "no";
     say(ctx, ok ? " unlocked.\n" : " no.\n");
     return ok;

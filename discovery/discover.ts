@@ -1,8 +1,9 @@
 /**
  * Finds every active LUKS volume and works out the order to lock and unlock them, what is stacked on
  * each (LVM, other dm devices), the filesystems and swaps that depend on it, where its header is, and
- * how much memory its Argon2 keyslots need on unlock. Reads only `<root>/sys`, `<root>/proc`,
- * `<root>/etc/crypttab` and the LUKS headers, so a recorded tree can stand in for the live system.
+ * how much memory its Argon2 keyslots need on unlock, and which ones the kernel's firmware loader reads. Reads only
+ * `<root>/sys`, `<root>/proc`, `<root>/etc/crypttab`, the LUKS headers and the links to the firmware's directories,
+ * so a recorded tree can stand in for the live system.
  *
  * @example
  * ```ts
@@ -19,6 +20,7 @@ import { devPathOf, lvmDmName, pathReads, underRoot } from "../host/paths.ts";
 import { type MountEntry, mountOf, readMountinfo } from "../host/mountinfo.ts";
 import { type CrypttabEntry, readCrypttab, readSwaps } from "../host/proc.ts";
 import { type BlockDevice, readBlockDevices } from "./sysfs.ts";
+import { firmwareDirs, onFirmwarePath } from "./firmware_path.ts";
 
 /** A filesystem mounted on a device at or above a volume. */
 export interface Mount {
@@ -55,6 +57,11 @@ export interface Volume {
   mounts: Mount[];
   /** Swap devices or files on this volume (or on anything above it). */
   swaps: string[];
+  /**
+   * Whether the kernel's firmware loader reads through a mount on it (`/`, `/usr`, one below `/lib/firmware`;
+   * firmware_path.ts): while it is locked, a firmware read waits for ever.
+   */
+  holdsFirmware: boolean;
   /** Largest Argon2 memory (KiB) over its keyslots; 0 for PBKDF2 only or an unreadable header. */
   argon2MemoryKiB: number;
   /** Kernel name (`dm-0`). */
@@ -447,6 +454,7 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
       above: [],
       mounts: [],
       swaps: [],
+      holdsFirmware: false,
       argon2MemoryKiB: 0,
       kname: d.kname,
       devno: d.devno,
@@ -605,10 +613,12 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   const lockedDevs = new Set<string>();
   for (const set of dependsOn.values()) for (const k of set) lockedDevs.add(k);
   const mountDevs = await Promise.all(mounts.map((m) => g.mountDevice(m)));
+  const firmware = await firmwareDirs(root);
   for (const v of lock) {
     const set = dependsOn.get(v.kname)!;
     v.mounts = mounts.filter((_, i) => mountDevs[i] !== undefined && set.has(mountDevs[i]!))
       .map((m) => ({ mountpoint: m.mountpoint, fstype: m.fstype, device: m.source }));
+    v.holdsFirmware = v.mounts.some((m) => onFirmwarePath(m.mountpoint, firmware));
   }
   for (const s of swaps) {
     const k = await g.deviceOfPath(s);

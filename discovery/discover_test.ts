@@ -96,6 +96,9 @@ Deno.test("LUKS on LVM: two volumes on LVs, key file on the locked root", async 
   assert.deepEqual(vol(p, "crypthome").mounts.map((m) => [m.mountpoint, m.fstype]), [["/home", "xfs"]]);
   assert.equal(p.maxArgon2MemoryKiB, 16384);
   assert.deepEqual(vol(p, "crypthome").keyFile, { path: "/etc/keys/home.key", offset: 0, on: ["cryptroot"] });
+  // the firmware loader looks up /lib/firmware from /: never through /home
+  assert.equal(vol(p, "cryptroot").holdsFirmware, true);
+  assert.equal(vol(p, "crypthome").holdsFirmware, false);
   assert.ok(!p.warnings.some((w) => w.includes("home.key")), "a key file on a locked volume is no warning");
 });
 
@@ -145,6 +148,8 @@ Deno.test("two disks + stacked LUKS + loop: top-down lock order, reverse unlock"
   assert.deepEqual(vol(p, "outer").swaps, ["/swapfile"]);
   assert.deepEqual(vol(p, "vault").mounts.map((m) => m.mountpoint), ["/srv/my vault"]);
   assert.deepEqual(vol(p, "vault").header, { path: "/dev/loop0", detached: false });
+  // firmware_class.path=/data/fw: data is read by the firmware loader too, vault never
+  assert.deepEqual(p.lock.filter((v) => v.holdsFirmware).map((v) => v.dmName), ["data", "inner", "outer"]);
   assert.equal(vol(p, "inner").argon2MemoryKiB, 65536);
   assert.equal(vol(p, "outer").argon2MemoryKiB, 32768);
   assert.equal(vol(p, "vault").argon2MemoryKiB, 0);

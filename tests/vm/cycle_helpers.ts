@@ -138,3 +138,25 @@ export async function typeUntilExit(vm: VM): Promise<number | null> {
   }
   return null;
 }
+
+/**
+ * Gives the opened data volume (`/dev/vdc`) a passphrase of its own, a fast PBKDF2 one, and takes the guest's off
+ * it: its unlock stops at its own prompt once the root is unlocked. Returns the new passphrase.
+ */
+export async function dataPassphraseOfItsOwn(vm: VM, device = "/dev/vdc"): Promise<string> {
+  const other = `other-${crypto.randomUUID().slice(0, 8)}`;
+  const add = await vm.sh(
+    `printf %s '${other}' > /run/other.key && ` +
+      `cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 ${device} /run/other.key`,
+    {
+      timeoutMs: 120_000,
+      interact: [{ expect: /Enter any existing passphrase:/, send: vm.guest.passphrase + "\n" }],
+    },
+  );
+  assert.equal(add.code, 0, add.out);
+  const kill = await vm.sh(
+    `cryptsetup luksKillSlot --batch-mode --key-file /run/other.key ${device} 0; r=$?; rm /run/other.key; [ $r = 0 ]`,
+  );
+  assert.equal(kill.code, 0, kill.out);
+  return other;
+}

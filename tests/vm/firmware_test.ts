@@ -5,11 +5,22 @@
  * locked root. On a machine whose page cache no longer holds the file that read waits forever: the machine never
  * sleeps, frozen, locked, no prompt. The cycle primes the cache with a dry run before the lock (cycle/firmware.ts);
  * the kernel's debug lines show the read happen there, with the root unlocked, and not after the lock — nor at a
- * sleep again from the prompt 15 s after the wake, when the kernel would have dropped its cache unless kept.
+ * sleep again from the prompt 15 s after the wake, when the kernel would have dropped its cache unless kept. Once
+ * the root is unlocked, the cache is no longer kept (each dry run froze the tasks, the KDF's thread too): a sleep
+ * again from the data volume's prompt 15 s later primes it afresh, reading the file from the unlocked root before
+ * the root is locked again, and the suspend after that lock reads nothing.
  */
 import assert from "node:assert/strict";
-import { boot } from "./harness.ts";
-import { answerPrompt, SLOW, startSuspend, suspendExit, systemState, tierKernels } from "./cycle_helpers.ts";
+import { boot, openDataDisk } from "./harness.ts";
+import {
+  answerPrompt,
+  dataPassphraseOfItsOwn,
+  SLOW,
+  startSuspend,
+  suspendExit,
+  systemState,
+  tierKernels,
+} from "./cycle_helpers.ts";
 
 const TRIGGER = "/sys/devices/virtual/misc/test_firmware/trigger_request";
 
@@ -18,7 +29,9 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
     name: `kernel ${kernel}: a firmware a driver released is not read from the locked root at suspend`,
     ...SLOW,
     fn: async () => {
-      await using vm = await boot({ kernel });
+      await using vm = await boot({ kernel, dataDisk: true });
+      await openDataDisk(vm);
+      const other = await dataPassphraseOfItsOwn(vm);
       const before = await systemState(vm);
       const setup = await vm.sh(
         `[ -e ${TRIGGER} ] || { echo no test_firmware; exit 1; }; dmesg -n 8; ` +
@@ -53,7 +66,23 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       assert.match(text2, /Esc: suspending again/, text2);
       assert.doesNotMatch(text2, /cache_firmware: cs-test\.bin|firmware.*cs-test\.bin/, text2);
       await vm.wake();
+      await answerPrompt(vm); // the root
+      await vm.waitForConsole(/Passphrase to unlock data \S+/, 300_000, again);
+      await new Promise((r) => setTimeout(r, 15_000));
+      const third = vm.console.length;
+      await vm.type("\x1b");
+      await vm.waitForEvent("SUSPEND", 300_000);
+      const text3 = vm.console.slice(third);
+      assert.match(text3, /Esc: suspending again, all locked again/, text3);
+      // dropped meanwhile (nothing kept it), read once: by the dry run, before the root is locked again
+      const relockedAt = text3.indexOf("cryptsleep: locked root");
+      assert.ok(relockedAt > 0, text3);
+      assert.equal(text3.match(/cache_firmware: cs-test\.bin/g)?.length, 1, text3);
+      assert.ok(text3.indexOf("cache_firmware: cs-test.bin") < relockedAt, text3);
+      await vm.wake();
       await answerPrompt(vm);
+      await vm.waitForConsole(/Passphrase to unlock data \S+/, 300_000, third);
+      await vm.type(`${other}\n`);
       assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
       assert.equal(await systemState(vm), before, "pm_test, its delay and the sleep knobs are back");
     },

@@ -9,7 +9,7 @@
  * The guest boots with init_on_free=1: freed memory holds no stale copy, so a hit is a live one.
  */
 import assert from "node:assert/strict";
-import { answerPrompt, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
+import { answerPrompt, dataPassphraseOfItsOwn, SLOW, startSuspend, suspendExit } from "./cycle_helpers.ts";
 import { boot, keyHalves, openDataDisk, volumeKey } from "./harness.ts";
 
 const enc = new TextEncoder();
@@ -23,21 +23,7 @@ Deno.test({
     const dataKey = keyHalves(await volumeKey(vm, "/dev/vdc"));
     await openDataDisk(vm);
     // the data volume gets a passphrase of its own; the guest's no longer opens it
-    const other = `other-${crypto.randomUUID().slice(0, 8)}`;
-    const add = await vm.sh(
-      `printf %s '${other}' > /run/other.key && ` +
-        "cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 /dev/vdc /run/other.key",
-      {
-        timeoutMs: 120_000,
-        interact: [{ expect: /Enter any existing passphrase:/, send: vm.guest.passphrase + "\n" }],
-      },
-    );
-    assert.equal(add.code, 0, add.out);
-    const kill = await vm.sh(
-      "cryptsetup luksKillSlot --batch-mode --key-file /run/other.key /dev/vdc 0; " +
-        "r=$?; rm /run/other.key; [ $r = 0 ]",
-    );
-    assert.equal(kill.code, 0, kill.out);
+    const other = await dataPassphraseOfItsOwn(vm);
 
     const from = vm.console.length;
     await startSuspend(vm);
