@@ -16,6 +16,18 @@ Deno.test("FirmwareCache: fresh enough, nothing runs; once the kernel may have d
   assert.ok(stale.age < 1000);
 });
 
+Deno.test("FirmwareCache: a cache that may be gone is refused only while a volume the firmware loader reads is locked", async () => {
+  let locked = false;
+  const cache = new FirmwareCache("mem", {}, performance.now() - PRIMED_FOR_MS - 1, undefined, () => locked);
+  // the root unlocked (a /home prompt): no refusal; a refresh (none here: not due) would read from the root
+  await cache.keep(Number.POSITIVE_INFINITY);
+  locked = true; // locked again: nothing can prime it now
+  await assert.rejects(() => cache.keep(Number.POSITIVE_INFINITY), FirmwareStale);
+  // a KDF run through it: its value, and its throw, come through
+  assert.equal(await cache.during(() => Promise.resolve(7)), 7);
+  await assert.rejects(() => cache.during(() => Promise.reject(new Error("EPERM"))), /EPERM/);
+});
+
 Deno.test("oneAtATime: writes to /sys/power/state never overlap, whatever failed before", async () => {
   const log: string[] = [];
   const step = (name: string, ms: number, fail = false) =>
