@@ -122,6 +122,13 @@ export function checkControl(control = DM_CONTROL, procMisc = "/proc/misc"): voi
   closeFd(fd);
 }
 
+/**
+ * Whether {@linkcode checkControl} passed in this process: once there, the driver stays (dm_mod cannot be unloaded
+ * under a live mapping), and its /proc/misc read and open of the node cost ~1 ms a call under the bed's emulation,
+ * on every dm call of the wake's path.
+ */
+let controlChecked = false;
+
 function open(): BoundLibrary<typeof SYMBOLS>["symbols"] {
   if (!lib) {
     try {
@@ -141,7 +148,10 @@ function runTask(
   name: string,
   prepare: (s: ReturnType<typeof open>, t: Deno.PointerObject) => void,
 ): { s: ReturnType<typeof open>; t: Deno.PointerObject } {
-  checkControl();
+  if (!controlChecked) {
+    checkControl();
+    controlChecked = true;
+  }
   const s = open();
   const t = s.dm_task_create(type);
   if (t === null) throw new SysError("dm_task_create", 12, { subject: name });
