@@ -57,6 +57,21 @@ Deno.test("Consoles: the prompt is on both, the first line wins, and the other's
   assert.equal(new TextDecoder().decode(buf.view().subarray(0, m)), "second");
 });
 
+Deno.test("Consoles: a line on one ends the read at once; the other's wait for input does not hold it up", async () => {
+  using t = two();
+  using buf = SafeBuffer.alloc(64);
+  // each console's poll runs this long: the unlock waited for the other's to run out before its try (200 ms a line)
+  const pollMs = 30_000;
+  const read = t.consoles.readSecret(buf, { prompt: "Pass: ", pollMs });
+  await typeAtPrompt(t.a.master, ""); // the VT shows it too, and nobody types there
+  await typeAtPrompt(t.b.master, "from-serial\n");
+  const typedAt = performance.now();
+  const n = await read;
+  const ms = performance.now() - typedAt;
+  assert.equal(new TextDecoder().decode(buf.view().subarray(0, n)), "from-serial");
+  assert.ok(ms < pollMs / 2, `the line came back ${Math.round(ms)} ms after Enter`);
+});
+
 Deno.test("Consoles: Esc on either leaves; idle only when both are idle", async () => {
   using t = two();
   using buf = SafeBuffer.alloc(64);

@@ -98,6 +98,7 @@ const SYMBOLS = {
   removexattr: { parameters: ["buffer", "buffer"], result: "i32" },
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
 } as const;
 
 let libc: BoundLibrary<typeof SYMBOLS> | null = null;
@@ -149,6 +150,22 @@ export function mkfifo(path: string, mode: number): void {
 /** close(2). */
 export function closeFd(fd: number): void {
   check("close", libcSymbols().close(fd), `fd ${fd}`);
+}
+
+/** eventfd(2)'s flags: closed in exec'd children, never blocking. */
+const EFD_CLOEXEC_NONBLOCK = O_CLOEXEC | 0o4000;
+
+/**
+ * A new eventfd(2) to poll beside another fd, so that something else can end the wait at once
+ * ({@linkcode signalEventFd}); -1 when none can be made (poll(2) skips a negative fd: the wait just runs its time).
+ */
+export function eventFd(): number {
+  return libcSymbols().eventfd(0, EFD_CLOEXEC_NONBLOCK);
+}
+
+/** Makes an {@linkcode eventFd} readable: a poll(2) on it returns. */
+export function signalEventFd(fd: number): void {
+  if (fd >= 0) writeFdSync(fd, new Uint8Array(new BigUint64Array([1n]).buffer), `eventfd ${fd}`);
 }
 
 /** write(2) all of `bytes` (sync, retries short writes and EINTR). Not for secrets. */

@@ -21,7 +21,19 @@
  */
 
 import { SysError } from "./errors.ts";
-import { closeFd, errno, ioctlInt, ioctlPtr, libcSymbols, O_CLOEXEC, O_NOCTTY, O_RDWR, openFd } from "./libc.ts";
+import {
+  closeFd,
+  errno,
+  eventFd,
+  ioctlInt,
+  ioctlPtr,
+  libcSymbols,
+  O_CLOEXEC,
+  O_NOCTTY,
+  O_RDWR,
+  openFd,
+  signalEventFd,
+} from "./libc.ts";
 import { SafeBuffer } from "./safe_buffer.ts";
 
 // <linux/vt.h>
@@ -145,7 +157,7 @@ function sleepSync(ms: number): void {
 
 /** Options for {@linkcode Console.readSecret}. */
 export interface ReadSecretOptions {
-  /** Abort the read (checked every `pollMs`). */
+  /** Abort the read: at once, even in the middle of a poll. */
   signal?: AbortSignal;
   /** Poll interval in ms (default 200). */
   pollMs?: number;
@@ -192,6 +204,8 @@ export class Console implements Disposable {
   #allocated = false;
   #saved: Termios;
   #reading = false;
+  /** An eventfd polled beside the terminal while a read with a signal runs; its abort makes it readable (-1: none). */
+  #wake = -1;
   #closed = false;
 
   private constructor(fd: number, path: string, consoleFd: number | null, vt: number | null, prev: number | null) {
@@ -357,6 +371,11 @@ export class Console implements Disposable {
   async readSecret(buf: SafeBuffer, opts: ReadSecretOptions = {}): Promise<number> {
     if (this.#reading) throw new Error("Console.readSecret: already reading");
     this.#reading = true;
+    // an abort (a line came on another console) must end the poll now: the unlock waits for this read to end
+    const wake = opts.signal ? eventFd() : -1;
+    const wakeUp = () => signalEventFd(wake);
+    this.#wake = wake;
+    opts.signal?.addEventListener("abort", wakeUp, { once: true });
     let len = 0;
     let overflow = false;
     const line = secretLineMode(this.#saved);
@@ -448,6 +467,9 @@ export class Console implements Disposable {
       throw e;
     } finally {
       this.#reading = false;
+      opts.signal?.removeEventListener("abort", wakeUp);
+      this.#wake = -1;
+      if (wake >= 0) closeFd(wake);
       try {
         if (!this.#quiet) setTermios(this.fd, this.#saved);
       } finally {
@@ -491,7 +513,7 @@ export class Console implements Disposable {
     if (this.#readableNow()) return true;
     setTermios(this.fd, nonCanonical(line));
     try {
-      await libcSymbols().poll_nb(pollFd(this.fd), 1n, ms);
+      await libcSymbols().poll_nb(pollFds(this.fd, this.#wake), 2n, ms);
     } finally {
       setTermios(this.fd, line);
     }
@@ -506,12 +528,13 @@ export class Console implements Disposable {
   /** Waits up to `pollMs` for a line; false on timeout. Throws on abort, hangup or a closed fd. */
   async #waitReadable(opts: ReadSecretOptions): Promise<boolean> {
     opts.signal?.throwIfAborted();
-    const pfd = pollFd(this.fd);
-    const ready = await libcSymbols().poll_nb(pfd, 1n, opts.pollMs ?? 200);
+    const pfd = pollFds(this.fd, this.#wake);
+    const ready = await libcSymbols().poll_nb(pfd, 2n, opts.pollMs ?? 200);
+    opts.signal?.throwIfAborted(); // woken by the abort's eventfd
     if (ready === 0) return false;
     if (ready < 0) {
       // errno stayed on the pool thread: repeat the poll here without waiting to learn it.
-      if (libcSymbols().poll(pfd, 1n, 0) >= 0) return false;
+      if (libcSymbols().poll(pfd, 2n, 0) >= 0) return false;
       const e = errno();
       if (e === 4) return false; // EINTR
       throw new SysError("poll", e, { subject: this.path });
@@ -602,6 +625,14 @@ function pollFd(fd: number): Uint8Array<ArrayBuffer> {
   const v = new DataView(pfd.buffer);
   v.setInt32(0, fd, true);
   v.setInt16(4, POLLIN, true);
+  return pfd;
+}
+
+/** Two `struct pollfd`s: the terminal's first (its revents are {@linkcode pollRevents}'), then `wake` (-1: skipped). */
+function pollFds(fd: number, wake: number): Uint8Array<ArrayBuffer> {
+  const pfd = new Uint8Array(16);
+  pfd.set(pollFd(fd));
+  pfd.set(pollFd(wake), 8);
   return pfd;
 }
 

@@ -240,6 +240,22 @@ Deno.test("readSecret: abort signal and hangup end the read; echo restored", asy
   await assert.rejects(hang, (e: unknown) => e instanceof SysError && e.code === "EIO");
 });
 
+Deno.test("readSecret: an abort ends a read waiting on a quiet terminal at once, not when its poll times out", async () => {
+  using t = ptyConsole();
+  using buf = SafeBuffer.alloc(16);
+  const ac = new AbortController();
+  // the other console's read, when a line came on one: it held the unlock up until its poll ran out (200 ms)
+  const pollMs = 30_000;
+  const reading = t.con.readSecret(buf, { signal: ac.signal, pollMs });
+  await new Promise((r) => setTimeout(r, 50));
+  const abortedAt = performance.now();
+  ac.abort();
+  await assert.rejects(reading, (e: Error) => e.name === "AbortError");
+  const ms = performance.now() - abortedAt;
+  assert.ok(ms < pollMs / 2, `the read ended ${Math.round(ms)} ms after the abort`);
+  assert.ok(lflag(t.con.fd) & ECHO);
+});
+
 Deno.test("Console.open: not a terminal → SysError tcgetattr ENOTTY; missing path → open ENOENT", () => {
   assert.throws(
     () => Console.open("/dev/null"),
