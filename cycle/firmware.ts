@@ -12,8 +12,8 @@
  * thaws the tasks and stops there. The kernel keeps what it cached for 10 s after such a run, and a suspend within
  * them finds every name cached and reads nothing; another dry run within them keeps it 10 s more
  * ({@linkcode FirmwareCache}: before each volume's lock, before the sleep, every 4 s at the prompt while the root is
- * locked, 6 s while a KDF runs, for a sleep again from it). `pm_test` and its delay are put back right after each run (a `pm_test` left set would make the real
- * suspend a test); `sync_on_suspend` and `freeze_filesystems` stay 0 until the phase's undo puts all four back from
+ * locked, 6 s while a KDF runs, for a sleep again from it). `pm_test` and its delay are put back right after each
+ * run (a `pm_test` left set would make the real suspend a test); `sync_on_suspend` and `freeze_filesystems` stay 0 until the phase's undo puts all four back from
  * what preflight saved (the supervisor's too, for a process that died in between). Needs `CONFIG_PM_DEBUG` (Debian's
  * kernels have it); without it the cycle goes on unprimed and says so. A dry run the kernel refuses fails the cycle
  * before the lock: the suspend itself would most likely be refused the same way.

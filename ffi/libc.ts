@@ -163,9 +163,15 @@ export function eventFd(): number {
   return libcSymbols().eventfd(0, EFD_CLOEXEC_NONBLOCK);
 }
 
-/** Makes an {@linkcode eventFd} readable: a poll(2) on it returns. */
+/**
+ * Makes an {@linkcode eventFd} readable: a poll(2) on it returns. Never throws (it runs in abort listeners, where a
+ * throw ends the process); a wake that fails leaves the poll to run its time.
+ */
 export function signalEventFd(fd: number): void {
-  if (fd >= 0) writeFdSync(fd, new Uint8Array(new BigUint64Array([1n]).buffer), `eventfd ${fd}`);
+  if (fd < 0) return;
+  try {
+    writeFdSync(fd, new Uint8Array(new BigUint64Array([1n]).buffer), `eventfd ${fd}`);
+  } catch { /* the poll's own timeout still ends it */ }
 }
 
 /** write(2) all of `bytes` (sync, retries short writes and EINTR). Not for secrets. */

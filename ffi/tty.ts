@@ -469,7 +469,9 @@ export class Console implements Disposable {
       this.#reading = false;
       opts.signal?.removeEventListener("abort", wakeUp);
       this.#wake = -1;
-      if (wake >= 0) closeFd(wake);
+      try {
+        if (wake >= 0) closeFd(wake);
+      } catch { /* nothing polls it any more */ }
       try {
         if (!this.#quiet) setTermios(this.fd, this.#saved);
       } finally {
