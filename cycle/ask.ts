@@ -175,6 +175,9 @@ async function sleepAgain(ctx: AgentContext, said: string, why: string): Promise
   // (no key file is dropped from the page cache here: its volume may be locked, and reading its path could wait
   // forever; each was dropped after it was read)
   for (const v of ctx.job.plan.lock.filter((v) => isLive(v) && !isRetired(v.dmName))) {
+    // as before the first lock: a long relock (of /home, say, the keeper idle with the root unlocked) must not
+    // outlast the cache; a stale one is refused after the relock below
+    await ctx.firmware?.keep(1_000).catch(() => {});
     try {
       // one whose disk went meanwhile is retired, not locked: it is in neither list
       if (!(await lockVolume(ctx, v)).gone) relocked.push(v.dmName);

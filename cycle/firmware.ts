@@ -176,11 +176,13 @@ export class FirmwareCache {
    */
   keepPrimed(): () => Promise<void> {
     let stopped = false;
+    let running = false;
     let last: Promise<unknown> = Promise.resolve();
     const timer = setInterval(() => {
       const after = this.#busy ? BUSY_REFRESH_AFTER_MS : REFRESH_AFTER_MS;
-      if (stopped || this.age <= after || !this.needed()) return;
-      last = this.keep(after).catch(() => {});
+      if (stopped || running || this.age <= after || !this.needed()) return;
+      running = true;
+      last = this.keep(after).catch(() => {}).finally(() => running = false);
     }, TICK_MS);
     return async () => {
       stopped = true;

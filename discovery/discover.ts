@@ -404,6 +404,11 @@ function unusableHeader(value: string): string | undefined {
   return undefined;
 }
 
+/** Filesystems on exactly the one device their mount names. */
+const ONE_DEVICE_FS = new Set(["ext2", "ext3", "ext4", "xfs", "f2fs", "jfs", "reiserfs", "nilfs2", "vfat", "exfat"]);
+/** Filesystems on no device at all. */
+const IN_MEMORY_FS = new Set(["tmpfs", "ramfs"]);
+
 /** Discovers the LUKS volumes under `root` and plans how to lock and unlock them. */
 export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   const root = opts.root ?? "/";
@@ -614,11 +619,17 @@ export async function discover(opts: DiscoverOptions = {}): Promise<Plan> {
   for (const set of dependsOn.values()) for (const k of set) lockedDevs.add(k);
   const mountDevs = await Promise.all(mounts.map((m) => g.mountDevice(m)));
   const firmware = await firmwareDirs(root);
+  // a mount on the firmware's way whose volumes cannot be told (not traced to a device, or a filesystem that may span
+  // several: btrfs, ZFS, overlay): every volume counts as holding the firmware, as before they were told apart
+  const untold = mounts.some((m, i) =>
+    onFirmwarePath(m.mountpoint, firmware) && !IN_MEMORY_FS.has(m.fstype) &&
+    (mountDevs[i] === undefined || !ONE_DEVICE_FS.has(m.fstype))
+  );
   for (const v of lock) {
     const set = dependsOn.get(v.kname)!;
     v.mounts = mounts.filter((_, i) => mountDevs[i] !== undefined && set.has(mountDevs[i]!))
       .map((m) => ({ mountpoint: m.mountpoint, fstype: m.fstype, device: m.source }));
-    v.holdsFirmware = v.mounts.some((m) => onFirmwarePath(m.mountpoint, firmware));
+    v.holdsFirmware = untold || v.mounts.some((m) => onFirmwarePath(m.mountpoint, firmware));
   }
   for (const s of swaps) {
     const k = await g.deviceOfPath(s);

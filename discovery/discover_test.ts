@@ -158,6 +158,22 @@ Deno.test("two disks + stacked LUKS + loop: top-down lock order, reverse unlock"
   warned(p, "data", "/boot/keys/data.key", "stays readable");
 });
 
+Deno.test("a root whose volumes cannot be told (btrfs, not traced to a device): every volume holds the firmware", async () => {
+  const spec = await loadSpec("two-disks");
+  const files = spec.files as Record<string, string[]>;
+  delete files["/sys/module/firmware_class/parameters/path"];
+  files["/proc/self/mountinfo"][0] = "22 1 0:31 /@ / rw,relatime shared:1 - btrfs /dev/mapper/nowhere rw";
+  await using tree = await buildTree(spec);
+  const p = await discover({ root: tree.root, uid: 0 });
+  // it may span inner and more, as far as discovery can tell: none is left out of the firmware's keeping
+  assert.deepEqual(p.lock.filter((v) => v.holdsFirmware).map((v) => v.dmName).sort(), [
+    "data",
+    "inner",
+    "outer",
+    "vault",
+  ]);
+});
+
 Deno.test("detached header from crypttab header=; an unnamed detached header is a warning", async () => {
   const p = await planOf("detached-header");
   const root = vol(p, "cryptroot");

@@ -14,7 +14,7 @@
  * console.log(onFirmwarePath("/", dirs), onFirmwarePath("/home", dirs)); // true false
  * ```
  */
-import { readTrimmed, underRoot } from "../host/paths.ts";
+import { pathReads, readTrimmed } from "../host/paths.ts";
 
 /** The directories the loader looks in under `root` ("/" = live), and where the links among them lead. */
 export async function firmwareDirs(root: string): Promise<string[]> {
@@ -30,10 +30,7 @@ export async function firmwareDirs(root: string): Promise<string[]> {
     "/usr/lib/firmware",
   ];
   const out = new Set(dirs);
-  for (const dir of dirs) {
-    const real = await realUnder(root, dir);
-    if (real) out.add(real);
-  }
+  for (const dir of dirs) for (const p of await lookedAt(root, dir)) out.add(p);
   return [...out];
 }
 
@@ -43,14 +40,18 @@ export function onFirmwarePath(mountpoint: string, dirs: readonly string[]): boo
   return dirs.some((d) => within(d, mountpoint) || within(mountpoint, d));
 }
 
-/** `path` with its links resolved, as a path under `root`; undefined when it does not exist or leads out of it. */
-async function realUnder(root: string, path: string): Promise<string | undefined> {
-  try {
-    const real = await Deno.realPath(underRoot(root, path));
-    if (root === "/" || root === "") return real;
-    const base = await Deno.realPath(root);
-    return real === base ? "/" : real.startsWith(base + "/") ? real.slice(base.length) : undefined;
-  } catch {
-    return undefined;
+/**
+ * Where a lookup of `dir` goes: each link it follows and where it ends ({@linkcode pathReads}), for the longest part
+ * of it that exists, the rest added to where that ends (a directory not made yet may be made there later).
+ */
+async function lookedAt(root: string, dir: string): Promise<string[]> {
+  const parts = dir.split("/").filter(Boolean);
+  for (let n = parts.length; n > 0; n--) {
+    const reads = await pathReads(root, `/${parts.slice(0, n).join("/")}`);
+    if (!reads) continue;
+    const rest = parts.slice(n).join("/");
+    const end = reads.pop()!;
+    return [...reads, rest ? `${end === "/" ? "" : end}/${rest}` : end];
   }
+  return [];
 }

@@ -370,17 +370,18 @@ export class Console implements Disposable {
    */
   async readSecret(buf: SafeBuffer, opts: ReadSecretOptions = {}): Promise<number> {
     if (this.#reading) throw new Error("Console.readSecret: already reading");
+    using scratch = SafeBuffer.alloc(256);
     this.#reading = true;
-    // an abort (a line came on another console) must end the poll now: the unlock waits for this read to end
-    const wake = opts.signal ? eventFd() : -1;
+    let wake = -1;
     const wakeUp = () => signalEventFd(wake);
-    this.#wake = wake;
-    opts.signal?.addEventListener("abort", wakeUp, { once: true });
     let len = 0;
     let overflow = false;
     const line = secretLineMode(this.#saved);
-    using scratch = SafeBuffer.alloc(256);
     try {
+      // an abort (a line came on another console) must end the poll now: the unlock waits for this read to end
+      wake = opts.signal ? eventFd() : -1;
+      this.#wake = wake;
+      opts.signal?.addEventListener("abort", wakeUp, { once: true });
       // typed before the prompt: read (the kernel zeroes its copy) and dropped, a partial line too
       this.#dropPending(line, scratch);
       setTermios(this.fd, line);
@@ -393,7 +394,9 @@ export class Console implements Disposable {
       for (let ended = false; !ended;) {
         if (seq !== SEQ_NONE) {
           opts.signal?.throwIfAborted();
-          if (!await this.#awaitMore(line, opts.escapeMs ?? ESCAPE_MS)) {
+          const more = await this.#awaitMore(line, opts.escapeMs ?? ESCAPE_MS);
+          opts.signal?.throwIfAborted(); // woken by the abort's eventfd: not a lone Esc
+          if (!more) {
             // nothing more came: Esc alone leaves; a sequence cut short (Alt+[ sends Esc [) is dropped
             if (seq === SEQ_ESC) ended = escaped = true;
             seq = SEQ_NONE;
