@@ -121,20 +121,30 @@ export function oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
 export class FirmwareCache {
   #at: number;
   #busy = 0;
+  readonly #onRefresh?: (startedAt: number, primed: Primed) => void;
+  readonly #needed: () => boolean;
+  readonly #prime: typeof primeFirmwareCache;
   /**
-   * `state`: what the dry runs write; `saved`: the knobs preflight saved; `primedAt`: when the last one ended;
-   * `onRefresh`: told of each dry run after it (its start, `performance.now()`, and its end) — the tasks are frozen
-   * for part of it, the unlock's KDF thread too, so the report says when; `needed`: whether a volume the firmware
-   * loader reads (`Volume.holdsFirmware`) is locked now.
+   * `state`: what the dry runs write; `saved`: the knobs preflight saved; `primedAt`: when the last one ended.
+   * Options: `onRefresh`, told of each dry run after it (its start, `performance.now()`, and its end) — the tasks
+   * are frozen for part of it, the unlock's KDF thread too, so the report says when; `needed`, whether a volume the
+   * firmware loader reads (`Volume.holdsFirmware`) is locked now (default: always); `prime`, the dry run (a test's
+   * stand-in: the real one suspends the machine's tasks).
    */
   constructor(
     readonly state: SuspendOptions["state"],
     readonly saved: Knobs,
     primedAt: number,
-    private readonly onRefresh?: (startedAt: number, primed: Primed) => void,
-    private readonly needed: () => boolean = () => true,
+    options: {
+      onRefresh?: (startedAt: number, primed: Primed) => void;
+      needed?: () => boolean;
+      prime?: typeof primeFirmwareCache;
+    } = {},
   ) {
     this.#at = primedAt;
+    this.#onRefresh = options.onRefresh;
+    this.#needed = options.needed ?? (() => true);
+    this.#prime = options.prime ?? primeFirmwareCache;
   }
   /** A suspend (or a dry run) just ended: the kernel keeps the cache 10 s from now. */
   renewed(at = performance.now()): void {
@@ -150,12 +160,12 @@ export class FirmwareCache {
    */
   async keep(refreshAfter = REFRESH_AFTER_MS): Promise<void> {
     await oneAtATime(async () => {
-      const needed = this.needed();
+      const needed = this.#needed();
       if (needed && this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
       if (this.age <= refreshAfter) return;
       const startedAt = performance.now();
-      const primed = await primeFirmwareCache(this.state, this.saved);
-      this.onRefresh?.(startedAt, primed);
+      const primed = await this.#prime(this.state, this.saved);
+      this.#onRefresh?.(startedAt, primed);
       // a refused dry run may or may not have cached: only a done one counts, and one refused late leaves it stale
       if (primed.ok) this.renewed(primed.endedAt);
       else if (needed && this.age > PRIMED_FOR_MS) throw new FirmwareStale(this.age);
@@ -180,7 +190,7 @@ export class FirmwareCache {
     let last: Promise<unknown> = Promise.resolve();
     const timer = setInterval(() => {
       const after = this.#busy ? BUSY_REFRESH_AFTER_MS : REFRESH_AFTER_MS;
-      if (stopped || running || this.age <= after || !this.needed()) return;
+      if (stopped || running || this.age <= after || !this.#needed()) return;
       running = true;
       last = this.keep(after).catch(() => {}).finally(() => running = false);
     }, TICK_MS);

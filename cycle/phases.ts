@@ -582,14 +582,17 @@ const firmwarePhase: CyclePhase<AgentContext, Primed> = {
           "was locked; dmesg tells which task or device refused",
       );
     }
-    ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt, (startedAt, p) => {
-      // on the timeline's clock: a KDF it overlapped was frozen or short of CPU meanwhile (the bench does not count
-      // it as the KDF's). The last few only, and how many: a prompt left all night makes one every few seconds
-      const ms = Math.round(performance.now() - startedAt);
-      const runs = (ctx.timeline.facts.firmwareRefreshes ?? []) as unknown[];
-      ctx.timeline.facts.firmwareRefreshes = [...runs.slice(-15), { at: ctx.timeline.elapsed() - ms, ms, ok: p.ok }];
-      ctx.timeline.facts.firmwareRefreshCount = ((ctx.timeline.facts.firmwareRefreshCount as number) ?? 0) + 1;
-    }, () => firmwareLocked(ctx.job));
+    ctx.firmware = new FirmwareCache(ctx.job.options.state, ctx.job.knobs, primed.endedAt, {
+      onRefresh: (startedAt, p) => {
+        // on the timeline's clock: a KDF it overlapped was frozen or short of CPU meanwhile (the bench does not
+        // count it as the KDF's). The last few only, and how many: a prompt left all night makes one every few s
+        const ms = Math.round(performance.now() - startedAt);
+        const runs = (ctx.timeline.facts.firmwareRefreshes ?? []) as unknown[];
+        ctx.timeline.facts.firmwareRefreshes = [...runs.slice(-15), { at: ctx.timeline.elapsed() - ms, ms, ok: p.ok }];
+        ctx.timeline.facts.firmwareRefreshCount = ((ctx.timeline.facts.firmwareRefreshCount as number) ?? 0) + 1;
+      },
+      needed: () => firmwareLocked(ctx.job),
+    });
     return primed;
   },
   detail: (p) => (p.ok ? { ok: true, ms: p.ms } : { ...p }),
