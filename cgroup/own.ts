@@ -1,10 +1,7 @@
 /**
  * The tool's own cgroup, `<root>/cryptsleep`: `cryptsleep suspend` joins it early in the cycle (so what it
  * allocates from then on is charged here) and moves its supervisor in as it starts; it is never frozen. Where the memory controller allows, `memory.swap.max=0` keeps their
- * memory out of swap (swap may sit on a volume being locked); their `oom_score_adj` is set to -1000. Where the cpu
- * controller is on for the root's children (systemd turns it on for a user's delegated manager), `cpu.weight` is the
- * highest: with it on, the CPU is shared between cgroups by weight before nice counts, so the cycle's nice -10 alone
- * got half of it against a writer in another slice.
+ * memory out of swap (swap may sit on a volume being locked); their `oom_score_adj` is set to -1000.
  *
  * @example
  * ```ts
@@ -42,8 +39,6 @@ export interface OwnCgroup extends AsyncDisposable {
   swapDisabled: boolean;
   /** Why swap could not be disabled, or how it was. Never empty. */
   swapNote: string;
-  /** `cpu.weight` written ({@linkcode CPU_WEIGHT}), or null: the cpu controller is off for the root's children. */
-  cpuWeight: number | null;
   /** Pids whose oom_score_adj is now -1000. */
   oomProtected: number[];
   /** What did not go as planned but did not stop the join (e.g. oom_score_adj refused). */
@@ -53,9 +48,6 @@ export interface OwnCgroup extends AsyncDisposable {
   /** Moves the pids back, restores oom_score_adj, removes the cgroup. Idempotent; throws CleanupError at the end. */
   leave(): Promise<void>;
 }
-
-/** The highest `cpu.weight` (the default is 100). */
-export const CPU_WEIGHT = 10_000;
 
 /**
  * Creates `<cgroupRoot>/<name>` and moves `pids` into it; sets memory.swap.max=0 where the memory controller
@@ -80,7 +72,6 @@ export async function joinOwnCgroup(
     pids: [...opts.pids],
     swapDisabled: false,
     swapNote: "",
-    cpuWeight: null,
     oomProtected: [],
     warnings,
     async leave() {
@@ -197,16 +188,6 @@ export async function joinOwnCgroup(
       } catch (err) {
         own.swapNote = describe(`write 0 to ${path}/memory.swap.max`, err) +
           (err instanceof Deno.errors.NotFound ? " (kernel without swap accounting: swapaccount=1)" : "");
-      }
-    }
-
-    // never turned on here: that would change how the CPU is shared among every cgroup of the machine
-    if (subtree.includes("cpu")) {
-      try {
-        writeFile(join(path, "cpu.weight"), String(CPU_WEIGHT));
-        own.cpuWeight = CPU_WEIGHT;
-      } catch (err) {
-        warnings.push(describe(`write ${CPU_WEIGHT} to ${path}/cpu.weight`, err));
       }
     }
 

@@ -271,16 +271,11 @@ const ownPhase: CyclePhase<OuterContext, OwnCgroup> = {
   // early: what this process allocates from here on, and all the supervisor does (started after, in it), is
   // charged to a cgroup whose memory never goes to swap (a swap on a volume to lock could not give it back)
   run: async (ctx) => ctx.own = await joinOwnCgroup({ pids: [Deno.pid] }),
-  detail: (own) => ({
-    path: own.path,
-    swapDisabled: own.swapDisabled,
-    cpuWeight: own.cpuWeight,
-    warnings: own.warnings,
-  }),
+  detail: (own) => ({ path: own.path, swapDisabled: own.swapDisabled, warnings: own.warnings }),
   describe: () =>
     lines(
-      "would move itself into cgroup cryptsleep (never frozen; memory.swap.max=0, oom_score_adj -1000, and " +
-        "cpu.weight 10000 where the cpu controller is on), where the supervisor is then started",
+      "would move itself into cgroup cryptsleep (never frozen; memory.swap.max=0, oom_score_adj -1000), where " +
+        "the supervisor is then started",
     ),
   undo: {
     name: "leave",
