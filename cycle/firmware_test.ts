@@ -11,6 +11,8 @@ import {
 
 // (a real dry run writes /sys/power/state: it runs on the bed only, tests/vm/firmware_test.ts; here a stand-in)
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 Deno.test("FirmwareCache: fresh enough, nothing runs; once the kernel may have dropped it, a suspend is refused", async () => {
   const fresh = new FirmwareCache("mem", {}, performance.now());
   await fresh.keep(); // younger than REFRESH_AFTER_MS: no dry run
@@ -41,15 +43,13 @@ Deno.test("oneAtATime: writes to /sys/power/state never overlap, whatever failed
   const step = (name: string, ms: number, fail = false) =>
     oneAtATime(async () => {
       log.push(`${name}+`);
-      await new Promise((r) => setTimeout(r, ms));
+      await sleep(ms);
       log.push(`${name}-`);
       if (fail) throw new Error(name);
     });
   await Promise.allSettled([step("a", 20, true), step("b", 1), step("c", 5)]);
   assert.deepEqual(log, ["a+", "a-", "b+", "b-", "c+", "c-"]);
 });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("FirmwareCache.keepPrimed: every 4 s while the root is locked, every 6 s while a KDF runs, none once unlocked", async () => {
   const t0 = performance.now();
