@@ -34,6 +34,7 @@ import { startSuspend } from "../tests/vm/cycle_helpers.ts";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import { bundle, step } from "./demo.ts";
 import {
+  consoleTail,
   cpuCount,
   type CycleRow,
   type EndChecks,
@@ -120,6 +121,7 @@ async function runCycle(vm: VM, cycle: number, needles: Uint8Array[] | null): Pr
     loads: {},
     ...reportFields(null),
   };
+  const from = vm.console.length;
   await startSuspend(vm);
   let pos = vm.cursor;
   let woken = 0;
@@ -155,7 +157,18 @@ async function runCycle(vm: VM, cycle: number, needles: Uint8Array[] | null): Pr
     }
   } catch (err) {
     row.error = err instanceof Error ? err.message : String(err);
+    if (vm.running) {
+      // a cycle that does not end: QEMU says whether the guest runs or sleeps; the kernel, its console's log level
+      // raised (8), names its blocked tasks (w) and what each CPU is doing (l), with their stacks
+      const status = await vm.qmp("query-status").catch((e) => ({ error: String(e) }));
+      row.error += `; QEMU: ${JSON.stringify(status)}`;
+      for (const key of ["8", "w", "l"]) {
+        await vm.sysrq(key).catch(() => {});
+        await sleep(5_000);
+      }
+    }
   }
+  if (row.error || row.exitCode !== 0 || !row.s3) row.tail = consoleTail(vm.console.slice(from));
   vm.cursor = Math.max(vm.cursor, pos);
   return row;
 }

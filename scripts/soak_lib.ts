@@ -472,6 +472,8 @@ export interface CycleRow {
   loads: Record<string, number>;
   /** What went wrong on the host side (a timeout), if anything. */
   error?: string;
+  /** A failed cycle's console from its command on, the loads' lines cut (the last {@linkcode TAIL_LINES}). */
+  tail?: string;
   /** CPUs online after the cycle (/sys/devices/system/cpu/online), when fewer than at boot: the kernel lost one. */
   cpusLost?: string;
 }
@@ -511,6 +513,15 @@ export function reportFields(
 }
 
 /** A cycle failed: no exit code, a non-zero one, or no S3. */
+/** How many of a failed cycle's console lines its row keeps. */
+export const TAIL_LINES = 200;
+
+/** The last {@linkcode TAIL_LINES} lines of `text` without the loads' lines or carriage returns. */
+export function consoleTail(text: string): string {
+  const lines = stripLoadLines(text.replaceAll("\r", "")).split("\n");
+  return (lines.length > TAIL_LINES ? ["…", ...lines.slice(-TAIL_LINES)] : lines).join("\n").trim();
+}
+
 export function cycleFailed(row: CycleRow): boolean {
   return row.exitCode !== 0 || !row.s3 || row.cpusLost !== undefined;
 }
@@ -584,6 +595,8 @@ export interface SoakSummary {
   controlHits: number[] | null;
   /** Empty: passed. */
   reasons: string[];
+  /** What each failed cycle's console showed ({@linkcode CycleRow.tail}). */
+  tails: { cycle: number; text: string }[];
 }
 
 function growth(rows: CycleRow[], pick: (r: CycleRow) => number | null): Growth | null {
@@ -612,6 +625,7 @@ export function summarize(rows: CycleRow[], cyclesAsked: number, end: EndChecks)
   const reasons: string[] = [];
   if (rows.length < cyclesAsked) reasons.push(`only ${rows.length} of ${cyclesAsked} cycles ran`);
   if (failures.length) reasons.push(`${failures.length} cycle(s) failed: ${failures.join(", ")}`);
+  for (const r of rows) if (r.error) reasons.push(`cycle ${r.cycle}: ${r.error}`);
   if (recordsLost === null) reasons.push("the records could not be checked");
   else if (recordsLost > 0) reasons.push(`${recordsLost} ACKed record(s) lost`);
   const missingFiles = (records ?? []).filter((c) => c.file === null && c.acked > 0).map((c) => c.writer);
@@ -651,6 +665,7 @@ export function summarize(rows: CycleRow[], cyclesAsked: number, end: EndChecks)
     walks: end.walks,
     controlHits: end.controlHits,
     reasons,
+    tails: rows.filter((r) => r.tail && cycleFailed(r)).map((r) => ({ cycle: r.cycle, text: r.tail! })),
   };
 }
 
@@ -722,6 +737,7 @@ export function soakTable(s: SoakSummary, title: string, records: RecordCheck[] 
     ...rows.map(([k, v]) => `| ${k} | ${v} |`),
     "",
     s.reasons.length ? `FAIL: ${s.reasons.join("; ")}` : "PASS",
+    ...s.tails.flatMap((t) => ["", `cycle ${t.cycle}'s console (the loads' lines cut):`, "```", t.text, "```"]),
   ].join("\n");
 }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { TimelineJSON } from "../cycle/timeline.ts";
 import {
+  consoleTail,
   cpuCount,
   cycleFailed,
   type CycleRow,
@@ -24,6 +25,7 @@ import {
   stripLoadLines,
   summarize,
   svgPhaseLines,
+  TAIL_LINES,
 } from "./soak_lib.ts";
 
 Deno.test("parseSoakRuns: defaults, the -- deno task passes on, --name=value, and what it refuses", () => {
@@ -363,7 +365,11 @@ Deno.test("summarize: every way a soak fails is a reason", () => {
   const rows = [
     row(1, { keyHits: [0, 2] }),
     row(2, { s3: false, exitCode: 1 }),
-    row(3, { exitCode: null, error: "no exit code after 600 s" }),
+    row(3, {
+      exitCode: null,
+      error: "no exit code after 600 s",
+      tail: "cryptsleep: freeze\nsysrq: Show Blocked State",
+    }),
   ];
   assert.ok(!cycleFailed(rows[0]) && cycleFailed(rows[1]) && cycleFailed(rows[2]));
   assert.ok(cycleFailed(row(4, { cpusLost: "CPUs online 0, at boot 0-1" })), "a CPU the wake did not bring back");
@@ -384,6 +390,7 @@ Deno.test("summarize: every way a soak fails is a reason", () => {
   assert.deepEqual(s.reasons, [
     "only 3 of 5 cycles ran",
     "2 cycle(s) failed: 2, 3",
+    "cycle 3: no exit code after 600 s",
     "2 ACKed record(s) lost",
     "1 garbled line(s) in the record files",
     "2 record(s) written twice",
@@ -396,6 +403,12 @@ Deno.test("summarize: every way a soak fails is a reason", () => {
   const t = soakTable(s, "t", null);
   assert.match(t, /\| freeze failures \(exit ≠ 0 or no S3\) \| 2 \(cycle 2, 3\) \|/);
   assert.match(t, /\nFAIL: only 3 of 5/);
+  assert.match(
+    t,
+    /\ncycle 3's console \(the loads' lines cut\):\n```\ncryptsleep: freeze\nsysrq: Show Blocked State\n```$/,
+  );
+  // a passed cycle's tail is not shown
+  assert.deepEqual(summarize([row(1, { keyHits: [0, 0], tail: "x" })], 1, CLEAN).tails, []);
   const unchecked = summarize([row(1)], 1, { ...CLEAN, records: null });
   assert.deepEqual(unchecked.reasons, ["the records could not be checked", "RAM was never dumped"]);
 });
@@ -416,6 +429,21 @@ Deno.test("svgPhaseLines: a line per phase on its own scale, a gap where a phase
   assert.equal([...svg.matchAll(/stroke="#c0392b"/g)].length, 1);
   assert.match(svg, />cycle 1</);
   assert.match(svg, />cycle 3</);
+});
+
+Deno.test("consoleTail: the loads' lines and carriage returns cut, the last lines kept", () => {
+  assert.equal(
+    consoleTail("ACK root 5\n# cryptsleep suspend\r\nERR data 3 EIO\nfroze\r\n"),
+    "# cryptsleep suspend\nfroze",
+  );
+  const long = Array.from({ length: TAIL_LINES + 10 }, (_, i) => `line ${i}`).join("\n");
+  const kept = consoleTail(long).split("\n");
+  assert.deepEqual([kept.length, kept[0], kept[1], kept.at(-1)], [
+    TAIL_LINES + 1,
+    "…",
+    "line 10",
+    `line ${TAIL_LINES + 9}`,
+  ]);
 });
 
 Deno.test("cpuCount: a kernel CPU list", () => {

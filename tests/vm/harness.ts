@@ -371,7 +371,9 @@ export class VM implements AsyncDisposable {
 
   /** The kernel command line: the Debian guest's root= first, and ttyS0 the last console (its initramfs prompts there). */
   private cmdline(): string {
-    const common = `console=ttyS0 loglevel=4 printk.time=1 panic=-1 ${this.opts.cmdline ?? ""}`.trim();
+    // sysrq_always_enabled: a hung case can ask the kernel for its blocked tasks ({@linkcode VM.sysrq})
+    const common = `console=ttyS0 loglevel=4 printk.time=1 panic=-1 sysrq_always_enabled ${this.opts.cmdline ?? ""}`
+      .trim();
     if (!("kind" in this.guest)) return common;
     return `${this.guest.cmdline} ${this.opts.vga ? "console=tty0 " : ""}${common}`;
   }
@@ -684,6 +686,14 @@ export class VM implements AsyncDisposable {
       rows.push(row.trimEnd());
     }
     return rows.join("\n");
+  }
+
+  /**
+   * Alt-SysRq-`key` on the PS/2 keyboard: the kernel answers on the console whatever its tasks do ("w": the
+   * blocked ones with their stacks), frozen userspace or not.
+   */
+  async sysrq(key: string): Promise<void> {
+    await this.qmp("send-key", { keys: ["alt", "sysrq", key].map((data) => ({ type: "qcode", data })) });
   }
 
   /** Types `text` on the PS/2 keyboard (QMP send-key): letters, digits, '-', '.', ' ' and '\n'. */
