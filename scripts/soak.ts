@@ -158,14 +158,11 @@ async function runCycle(vm: VM, cycle: number, needles: Uint8Array[] | null): Pr
   } catch (err) {
     row.error = err instanceof Error ? err.message : String(err);
     if (vm.running) {
-      // a cycle that does not end: QEMU says whether the guest runs or sleeps; the kernel, its console's log level
-      // raised (8), names its blocked tasks (w) and what each CPU is doing (l), with their stacks
+      // a cycle that does not end: QEMU says whether the guest runs or sleeps; the kernel names its blocked tasks
+      // and what each CPU is doing, on the console the tail keeps
       const status = await vm.qmp("query-status").catch((e) => ({ error: String(e) }));
       row.error += `; QEMU: ${JSON.stringify(status)}`;
-      for (const key of ["8", "w", "l"]) {
-        await vm.sysrq(key).catch(() => {});
-        await sleep(5_000);
-      }
+      await vm.kernelTasks(["w", "l"]).catch(() => {});
     }
   }
   if (row.error || row.exitCode !== 0 || !row.s3) row.tail = consoleTail(vm.console.slice(from));

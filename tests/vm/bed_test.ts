@@ -116,6 +116,12 @@ Deno.test("bed negative: sync_on_suspend=1 after luksSuspend never reaches S3", 
   // pending suspend proceeds: wake it if it does.
   const alive = await vm.sh("echo alive", { timeoutMs: 30_000 }).then((r) => r.out.includes("alive"), () => false);
   assert(alive, "shell does not answer while echo mem hangs in sync");
+  // what a case that hangs is asked (the soak's cycle that does not end): the kernel names the stuck task and where
+  const tasks = await vm.kernelTasks(["w"]);
+  assert(
+    /task:sh\s+state:D[^]*\bksys_sync\b/.test(tasks),
+    `SysRq-w did not show the echo blocked in sync: ${tasks}`,
+  );
   const suspended = vm.waitForEvent("SUSPEND", 180_000).then(async () => {
     await vm.wake();
     await vm.waitForEvent("WAKEUP", 60_000);

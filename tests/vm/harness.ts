@@ -688,12 +688,23 @@ export class VM implements AsyncDisposable {
     return rows.join("\n");
   }
 
-  /**
-   * Alt-SysRq-`key` on the PS/2 keyboard: the kernel answers on the console whatever its tasks do ("w": the
-   * blocked ones with their stacks), frozen userspace or not.
-   */
+  /** Alt-SysRq-`key` on the PS/2 keyboard: the kernel acts on it, its userspace frozen or hung or not. */
   async sysrq(key: string): Promise<void> {
     await this.qmp("send-key", { keys: ["alt", "sysrq", key].map((data) => ({ type: "qcode", data })) });
+  }
+
+  /**
+   * What the kernel says of its tasks for each SysRq key ("w": the blocked ones, "l": every CPU's backtrace), with
+   * their stacks, on the console: the text from the first key on. The console's log level is raised for it (8)
+   * and set back to the bed's (4) after; `settleMs` is waited after each key for the kernel to print.
+   */
+  async kernelTasks(keys: string[], settleMs = 5_000): Promise<string> {
+    const from = this.console.length;
+    for (const key of ["8", ...keys, "4"]) {
+      await this.sysrq(key);
+      if (key !== "4") await sleep(key === "8" ? 500 : settleMs);
+    }
+    return this.console.slice(from);
   }
 
   /** Types `text` on the PS/2 keyboard (QMP send-key): letters, digits, '-', '.', ' ' and '\n'. */
