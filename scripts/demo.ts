@@ -61,7 +61,7 @@ export interface CycleRun {
 export async function runCycle(vm: VM, whileAsleep: () => Promise<void> = async () => {}): Promise<CycleRun> {
   const start = Date.now();
   await startSuspend(vm);
-  const suspended = await vm.waitForEvent("SUSPEND", 300_000);
+  const suspended = await vm.waitForSuspend(300_000);
   const toSuspendMs = suspended.at - start;
   await whileAsleep();
   const woke = Date.now();

@@ -81,7 +81,7 @@ Deno.test(
     await ok(vm, "cryptsetup luksSuspend data && echo 0 > /sys/power/sync_on_suspend");
     const mark = vm.console.length;
     await ok(vm, '(echo mem > /sys/power/state; echo "mem-returned rc=$?") >/dev/ttyS0 2>&1 &');
-    await vm.waitForEvent("SUSPEND", 120_000);
+    await vm.waitForSuspend(120_000);
     const dump = await vm.dumpRam();
     const [during, rootDuring] = [await vm.searchRam(dataKey, dump), await vm.searchRam(rootKey, dump)];
     await Deno.remove(dump);

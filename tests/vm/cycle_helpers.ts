@@ -49,7 +49,7 @@ export async function answerWrong(vm: VM, wrong: string, timeoutMs = 300_000): P
 export async function fullCycle(vm: VM, needles: Uint8Array[], args = ""): Promise<{ hits: number[]; text: string }> {
   const from = vm.console.length;
   await startSuspend(vm, args);
-  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.waitForSuspend(300_000);
   const hits = needles.length ? await vm.searchRam(needles) : [];
   await vm.wake();
   await answerPrompt(vm);

@@ -51,7 +51,7 @@ Deno.test({
       assert.ok(open.every((n) => n > 0), `control: every key half is in RAM while open: ${open}`);
 
       await startSuspend(vm);
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       const asleep = await vm.searchRam(needles);
       assert.deepEqual(asleep, needles.map(() => 0), "no key half in RAM while suspended");
       await vm.wake();
@@ -159,7 +159,7 @@ Deno.test({
       async () => {
         await armAgentKiller(vm);
         await startSuspend(vm);
-        await vm.waitForEvent("SUSPEND", 300_000);
+        await vm.waitForSuspend(300_000);
         await vm.wake();
         // cryptsleep prompts first; it is killed while it waits; the supervisor prompts again
         await vm.waitForConsole(/Passphrase to unlock/, 300_000);

@@ -28,7 +28,7 @@ Deno.test({
     );
     const from = vm.console.length;
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     // damaged sectors: written into the image from outside (QEMU reads it through the host's page cache)
     {
       using f = await Deno.open(image, { write: true });

@@ -113,7 +113,7 @@ Deno.test({
       vm.clearEvents();
       const r = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
       assert.equal(r.code, 0, r.out);
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       await vm.wake();
       await vm.waitForEvent("WAKEUP", 60_000);
       await vm.waitForShell(300_000);
@@ -178,7 +178,7 @@ Deno.test({
             "echo cryptsleep-rc=$?) >/run/second.log 2>&1 & echo started",
         );
         assert.equal(second.code, 0, second.out);
-        await vm.waitForEvent("SUSPEND", 600_000);
+        await vm.waitForSuspend(600_000);
         assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "no key half of root or /home in RAM");
         await vm.wake();
         await answerPrompt(vm, 600_000, 60_000);
@@ -239,7 +239,7 @@ Deno.test({
           "echo rc=$?) >/run/logind-request.log 2>&1 & echo started",
       );
       assert.equal(r.code, 0, r.out);
-      await vm.waitForEvent("SUSPEND", 600_000);
+      await vm.waitForSuspend(600_000);
       assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), "asleep with /home locked");
       await vm.wake();
       await answerPrompt(vm, 600_000);
@@ -269,7 +269,7 @@ Deno.test({
       vm.clearEvents();
       const s = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
       assert.equal(s.code, 0, s.out);
-      await vm.waitForEvent("SUSPEND", 600_000);
+      await vm.waitForSuspend(600_000);
       await vm.wake();
       // the screen cannot be read after wake (QEMU resets the VGA card), and keys typed before the prompt are
       // flushed by it: type on the keyboard until the serial console, which shows the same prompt and progress,
@@ -313,7 +313,7 @@ Deno.test({
         vm.clearEvents();
         const s = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
         assert.equal(s.code, 0, s.out);
-        await vm.waitForEvent("SUSPEND", 600_000);
+        await vm.waitForSuspend(600_000);
         assert.deepEqual(await vm.searchRam(needles), needles.map(() => 0), `cycle ${n}: no key half in RAM`);
         await vm.wake();
         await answerPrompt(vm, 600_000);
@@ -355,7 +355,7 @@ Deno.test({
       vm.clearEvents();
       const s = await vm.sh("systemctl suspend", { timeoutMs: 120_000 });
       assert.equal(s.code, 0, s.out);
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       const hits = await vm.searchRam(needles);
       assert.ok(hits.every((n) => n > 0), `a plain suspend keeps the root's key in RAM: ${hits}`);
       await vm.wake();
@@ -391,7 +391,7 @@ Deno.test({
     await t.step("after wake: a wrong PIN is said, the right one opens the root, the key file /home", async () => {
       const from = vm.console.length;
       await startSuspend(vm);
-      await vm.waitForEvent("SUSPEND", 600_000);
+      await vm.waitForSuspend(600_000);
       const asleep = await vm.searchRam([...rootKey, enc.encode(pin)]);
       assert.deepEqual(asleep, [0, 0, 0], "the root's key is out of RAM; the PIN not typed since the boot");
       await vm.wake();
@@ -422,7 +422,7 @@ Deno.test({
         await vm.type(`echo ${control} >/dev/null\n`);
         const from = vm.console.length;
         await startSuspend(vm);
-        await vm.waitForEvent("SUSPEND", 600_000);
+        await vm.waitForSuspend(600_000);
         const hits = await vm.searchRam([enc.encode(wrong), enc.encode(pin), enc.encode(control), ...rootKey]);
         assert.deepEqual(hits.slice(0, 2), [0, 0], `the wrong and the right PIN typed at the last wake: ${hits}`);
         assert.ok(hits[2] > 0, `control: the word typed into the shell is found: ${hits}`);
@@ -447,7 +447,7 @@ Deno.test({
       assert.match(plan, /token \d+ needs no PIN: .* not used after wake unless suspend is given --token-without-pin/);
       let from = vm.console.length;
       await startSuspend(vm);
-      await vm.waitForEvent("SUSPEND", 600_000);
+      await vm.waitForSuspend(600_000);
       await vm.wake();
       await answerPrompt(vm, 600_000);
       assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));
@@ -455,7 +455,7 @@ Deno.test({
 
       from = vm.console.length;
       await startSuspend(vm, "--token-without-pin");
-      await vm.waitForEvent("SUSPEND", 600_000);
+      await vm.waitForSuspend(600_000);
       assert.deepEqual(await vm.searchRam(rootKey), [0, 0], "locked all the same while asleep");
       await vm.wake();
       assert.equal(await suspendExit(vm, 600_000), 0, vm.console.slice(from));

@@ -58,7 +58,7 @@ export function imageVolume(pass: string, file: string, name: string): string {
 export async function pulledAtWake(vm: VM, id: string): Promise<number> {
   const from = vm.console.length;
   await startSuspend(vm);
-  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.waitForSuspend(300_000);
   await vm.wake();
   await vm.qmp("device_del", { id });
   await vm.waitForEvent("DEVICE_DELETED", 120_000);

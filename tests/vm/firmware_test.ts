@@ -47,7 +47,7 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       const from = vm.console.length;
       await startSuspend(vm);
       // unprimed, the suspend never comes: the write waits on the locked root
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       const text = vm.console.slice(from);
       const lockedAt = text.indexOf("cryptsleep: locked root");
       assert.ok(lockedAt > 0, text);
@@ -61,7 +61,7 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       await new Promise((r) => setTimeout(r, 15_000));
       const again = vm.console.length;
       await vm.type("\x1b");
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       const text2 = vm.console.slice(again);
       assert.match(text2, /Esc: suspending again/, text2);
       assert.doesNotMatch(text2, /cache_firmware: cs-test\.bin|firmware.*cs-test\.bin/, text2);
@@ -71,7 +71,7 @@ for (const kernel of tierKernels(["6.1"], ["6.1", "6.12", "6.18", "7.3"])) {
       await new Promise((r) => setTimeout(r, 15_000));
       const third = vm.console.length;
       await vm.type("\x1b");
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       const text3 = vm.console.slice(third);
       assert.match(text3, /Esc: suspending again, all locked again/, text3);
       // dropped meanwhile (nothing kept it), read again: by the dry run, before the root is locked again; not after

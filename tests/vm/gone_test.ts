@@ -85,7 +85,7 @@ Deno.test({
     assert.ok((await vm.searchRam(needles)).every((n) => n > 0), "control: the open mapping's key is in RAM");
     const from2 = vm.console.length;
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     assert.deepEqual(await vm.searchRam(needles), [0, 0], "the gone disk's key is not in RAM while asleep");
     await vm.wake();
     await answerPrompt(vm);
@@ -136,7 +136,7 @@ Deno.test({
     const dev3 = await openWithWriter(vm, 131072);
     const from3 = vm.console.length;
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     await vm.qmp("device_del", { id: "usb3" });
     await vm.wake();
     await answerPrompt(vm);
@@ -176,7 +176,7 @@ Deno.test({
     );
     const from = vm.console.length;
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     await vm.stallDisk("slow"); // from its next read on, the disk answers nothing
     await vm.wake();
     await vm.waitForConsole(new RegExp(`waiting for the disk of slow \\(${dev}\\) to answer`), 300_000, from);
@@ -216,7 +216,7 @@ Deno.test({
     await using vm = await boot({ writableDisks: true, stallableRoot: true });
     const from = vm.console.length;
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     await vm.stallDisk("root"); // from its next read on (the probe's, at wake), the root disk answers nothing
     await vm.wake();
     // before: the prompt waited for the probe's read
@@ -309,7 +309,7 @@ async function openWithWriter(vm: VM, sectors: number): Promise<string> {
 async function exchangedWhileAsleep(vm: VM, id: string, image: string): Promise<string> {
   const from = vm.console.length;
   await startSuspend(vm);
-  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.waitForSuspend(300_000);
   await vm.exchangeDiskImage(id, image);
   await vm.wake();
   await answerPrompt(vm);

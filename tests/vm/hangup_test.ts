@@ -25,7 +25,7 @@ Deno.test({
     assert.equal(tty.code, 0, tty.out);
     const needles = keyHalves(await volumeKey(vm, "/dev/vda"));
     await startSuspend(vm, "", "--console /dev/ttyUSB0");
-    await vm.waitForEvent("SUSPEND", 600_000);
+    await vm.waitForSuspend(600_000);
     await vm.wake();
     // the adapter does not come back from S3 on this bed (QEMU's xHCI), and re-plugging it does not help: the only
     // console is gone for good. The unlock fails, and is retried, paced, for as long as it takes
@@ -61,7 +61,7 @@ Deno.test({
     const needles = keyHalves(await volumeKey(vm, "/dev/vda"));
     const from = vm.console.length;
     await startSuspend(vm, "", "--console /dev/ttyUSB0");
-    await vm.waitForEvent("SUSPEND", 600_000);
+    await vm.waitForSuspend(600_000);
     assert.deepEqual(await vm.searchRam(needles), [0, 0], "the root's key is out of RAM while asleep");
     await vm.wake();
     const prompt = async (step: string, from: number) => {

@@ -502,6 +502,27 @@ export class VM implements AsyncDisposable {
     return this.events[idx];
   }
 
+  /**
+   * Waits for the guest to reach S3 (QMP SUSPEND). When it does not in `timeoutMs`, the error says what QEMU and the
+   * kernel say of it ({@linkcode VM.kernelTasks}: the blocked tasks, every CPU's backtrace): a cycle that hangs on
+   * CI leaves nothing else to read.
+   */
+  async waitForSuspend(timeoutMs: number): Promise<QmpEvent> {
+    try {
+      return await this.waitForEvent("SUSPEND", timeoutMs);
+    } catch (err) {
+      if (!this.running) throw err;
+      const status = await this.qmp("query-status").catch((e) => String(e));
+      const tasks = await this.kernelTasks(["w", "l"]).catch((e) => String(e));
+      throw new Error(
+        `${err instanceof Error ? err.message : err}\n--- QEMU: ${JSON.stringify(status)}; the kernel's tasks ---\n${
+          tasks.slice(-12_000)
+        }`,
+        { cause: err },
+      );
+    }
+  }
+
   /** Forgets events received so far (waitForEvent only sees later ones). */
   clearEvents(): void {
     this.eventCursor = this.events.length;

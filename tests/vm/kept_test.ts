@@ -59,7 +59,7 @@ async function requestCycle(vm: VM, asleep: () => Promise<void> = () => Promise.
   const from = vm.console.length;
   vm.cursor = from;
   await vm.type(`${REQUEST}; echo "CS-EXIT-""$?"\n`);
-  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.waitForSuspend(300_000);
   await asleep();
   await vm.wake();
   if (wrong) await answerWrong(vm, wrong);

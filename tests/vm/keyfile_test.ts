@@ -24,7 +24,7 @@ async function must(vm: VM, cmd: string, timeoutMs = 120_000): Promise<string> {
 
 /** Suspends; counts `needles` in RAM while asleep; wakes; the caller answers the prompt. */
 async function asleepHits(vm: VM, needles: Uint8Array[]): Promise<number[]> {
-  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.waitForSuspend(300_000);
   const hits = await vm.searchRam(needles);
   await vm.wake();
   return hits;

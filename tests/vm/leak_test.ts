@@ -123,7 +123,7 @@ Deno.test({
       await armAgentKiller(vm);
       const from = vm.console.length;
       await startSuspend(vm);
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       assert.deepEqual(await vm.searchRam(imgNeedles), [0, 0], "held: the image volume's key is out of RAM");
       await vm.wake();
       await vm.waitForConsole(/the cycle's process died; the supervisor unlocks/, 300_000);

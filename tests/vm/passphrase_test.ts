@@ -28,7 +28,7 @@ const enc = new TextEncoder();
 /** Suspends; when `needles` are given, counts each in a RAM dump while asleep; wakes (the caller unlocks). */
 async function suspendAndWake(vm: VM, console: string, needles: string[] = []): Promise<number[]> {
   await startSuspend(vm, "", console);
-  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.waitForSuspend(300_000);
   const hits = needles.length ? await vm.searchRam(needles.map((n) => enc.encode(n))) : [];
   await vm.wake();
   return hits;

@@ -47,7 +47,7 @@ Deno.test({
     assert.ok(WRITERS.every((w) => log.acked(w.name).length >= 20), JSON.stringify(log.progress()));
 
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     pump();
     const acked = Object.fromEntries(WRITERS.map((w) => [w.name, log.acked(w.name)]));
     await vm.powerCut();

@@ -24,7 +24,7 @@ async function typeWrong(vm: VM, n: number, max: number): Promise<void> {
 
 /** Waits for the guest to reach S3 again; returns the hits of `needles` in RAM while it sleeps, then wakes it. */
 async function asleepAgain(vm: VM, needles: Uint8Array[]): Promise<number[]> {
-  await vm.waitForEvent("SUSPEND", 300_000);
+  await vm.waitForSuspend(300_000);
   const hits = await vm.searchRam(needles);
   await vm.wake();
   return hits;
@@ -48,7 +48,7 @@ Deno.test({
       await vm.waitForConsole(/TICK-3\b/, 60_000);
       const from = vm.console.length;
       await startSuspend(vm, "--max-tries 2");
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       await vm.wake();
       await typeWrong(vm, 1, 2);
       await typeWrong(vm, 2, 2);
@@ -75,7 +75,7 @@ Deno.test({
     await t.step("--after-tries suspend: the wrong passphrase sends it back to sleep, still locked", async () => {
       const from = vm.console.length;
       await startSuspend(vm, "--max-tries 1 --after-tries suspend");
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       await vm.wake();
       await typeWrong(vm, 1, 1);
       assert.deepEqual(await asleepAgain(vm, needles), [0, 0], "asleep again with the key out of RAM");
@@ -87,7 +87,7 @@ Deno.test({
     await t.step("Esc at the prompt and --idle-suspend: back to sleep, still locked, then the prompt", async () => {
       const from = vm.console.length;
       await startSuspend(vm, "--idle-suspend 20");
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       await vm.wake();
       await vm.waitForConsole(PROMPT, 300_000);
       // nobody types: after 20 s it sleeps again
@@ -110,7 +110,7 @@ Deno.test({
       const setup = await vm.sh("echo before-poweroff > /kept && cat /kept");
       assert.equal(setup.out.trim(), "before-poweroff");
       await startSuspend(vm, "--max-tries 1 --after-tries poweroff");
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       await vm.wake();
       await typeWrong(vm, 1, 1);
       await vm.waitForConsole(/powering off, still locked/, 60_000);

@@ -27,13 +27,13 @@ Deno.test({
 
     const from = vm.console.length;
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     await vm.wake();
     await answerPrompt(vm); // the root
     await vm.waitForConsole(/Unlocking root \.* unlocked\./, 300_000);
     await vm.waitForConsole(/Passphrase to unlock data \S+/, 300_000);
     await vm.type("\x1b");
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     const hits = await vm.searchRam([...rootKey, ...dataKey, enc.encode(vm.guest.passphrase)]);
     assert.deepEqual(hits, [0, 0, 0, 0, 0], "asleep again: no key half, no passphrase in RAM");
     await vm.wake();

@@ -46,7 +46,7 @@ Deno.test({
       const needles = keyHalves(await volumeKey(vm, "/dev/vda"));
       const from = vm.console.length;
       await startSuspend(vm, "", CONSOLE);
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       assert.deepEqual(await vm.searchRam(needles), [0, 0], "asleep with the root locked");
       await vm.wake();
       await vm.waitForConsole(/Passphrase to unlock \S+/, 300_000);
@@ -80,7 +80,7 @@ Deno.test({
         `rm -f /run/bg.rc; (cryptsleep suspend ${CONSOLE}; echo rc=$? > /run/bg.rc) >/run/bg.log 2>&1 &`,
       );
       assert.equal(started.code, 0, started.out);
-      await vm.waitForEvent("SUSPEND", 300_000);
+      await vm.waitForSuspend(300_000);
       assert.deepEqual(await vm.searchRam(needles), [0, 0], "asleep with the root locked");
       await vm.wake();
       await answerPrompt(vm, 300_000);

@@ -34,7 +34,7 @@ Deno.test({
 
     const needles = keyHalves(await volumeKey(vm, "/dev/vdc"));
     await startSuspend(vm);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     assert.deepEqual(await vm.searchRam(needles), [0, 0], "the data volume's key is gone while suspended");
     await vm.wake();
     await answerPrompt(vm);

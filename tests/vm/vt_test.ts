@@ -35,7 +35,7 @@ Deno.test({
     const from = vm.console.length;
 
     await startSuspend(vm, "", "");
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     assert.doesNotMatch(await vm.screenText(), /Booting from ROM/, "a fresh VT is in front while suspended");
     await vm.wake();
     // Alt+F1 at the prompt: VT switching is held, so what is typed next still reaches the prompt (before, the
@@ -54,7 +54,7 @@ Deno.test({
     // the same default, answered on the serial console this time: the VT's prompt gives way
     const second = vm.console.length;
     await startSuspend(vm, "", "");
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     await vm.wake();
     await answerPrompt(vm);
     assert.equal(await suspendExit(vm), 0, vm.console.slice(second));
@@ -147,7 +147,7 @@ Deno.test({
     vm.clearEvents();
     vm.cursor = vm.console.length;
     await vm.type(`CRYPTSLEEP_TEST_DIE_AT=unlock cryptsleep suspend; echo "CS-EXIT-""$?"\n`);
-    await vm.waitForEvent("SUSPEND", 300_000);
+    await vm.waitForSuspend(300_000);
     await vm.wake();
     assert.equal(await typeUntilExit(vm), 137, vm.console.slice(from));
     const gone = await vm.sh(SUPERVISOR_GONE, { timeoutMs: 120_000 });
