@@ -472,7 +472,7 @@ export interface CycleRow {
   loads: Record<string, number>;
   /** What went wrong on the host side (a timeout), if anything. */
   error?: string;
-  /** A failed cycle's console from its command on, the loads' lines cut (the last {@linkcode TAIL_LINES}). */
+  /** A failed cycle's console from its command on, the loads' lines cut, its middle too when long. */
   tail?: string;
   /** CPUs online after the cycle (/sys/devices/system/cpu/online), when fewer than at boot: the kernel lost one. */
   cpusLost?: string;
@@ -513,13 +513,19 @@ export function reportFields(
 }
 
 /** A cycle failed: no exit code, a non-zero one, or no S3. */
-/** How many of a failed cycle's console lines its row keeps. */
+/** How many of a failed cycle's first and last console lines its row keeps (the kernel's stacks fill the end). */
+export const HEAD_LINES = 60;
 export const TAIL_LINES = 200;
 
-/** The last {@linkcode TAIL_LINES} lines of `text` without the loads' lines or carriage returns. */
+/**
+ * The first {@linkcode HEAD_LINES} and last {@linkcode TAIL_LINES} lines of `text`, without the loads' lines or
+ * carriage returns.
+ */
 export function consoleTail(text: string): string {
   const lines = stripLoadLines(text.replaceAll("\r", "")).split("\n");
-  return (lines.length > TAIL_LINES ? ["…", ...lines.slice(-TAIL_LINES)] : lines).join("\n").trim();
+  const cut = lines.length - HEAD_LINES - TAIL_LINES;
+  const kept = cut > 0 ? [...lines.slice(0, HEAD_LINES), `… ${cut} lines …`, ...lines.slice(-TAIL_LINES)] : lines;
+  return kept.join("\n").trim();
 }
 
 export function cycleFailed(row: CycleRow): boolean {

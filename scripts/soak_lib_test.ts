@@ -7,6 +7,7 @@ import {
   cycleFailed,
   type CycleRow,
   type EndChecks,
+  HEAD_LINES,
   ioErrorLines,
   isDumpCycle,
   LAYOUTS,
@@ -431,19 +432,20 @@ Deno.test("svgPhaseLines: a line per phase on its own scale, a gap where a phase
   assert.match(svg, />cycle 3</);
 });
 
-Deno.test("consoleTail: the loads' lines and carriage returns cut, the last lines kept", () => {
+Deno.test("consoleTail: the loads' lines and carriage returns cut, the first and last lines kept", () => {
   assert.equal(
     consoleTail("ACK root 5\n# cryptsleep suspend\r\nERR data 3 EIO\nfroze\r\n"),
     "# cryptsleep suspend\nfroze",
   );
-  const long = Array.from({ length: TAIL_LINES + 10 }, (_, i) => `line ${i}`).join("\n");
-  const kept = consoleTail(long).split("\n");
-  assert.deepEqual([kept.length, kept[0], kept[1], kept.at(-1)], [
-    TAIL_LINES + 1,
-    "…",
-    "line 10",
-    `line ${TAIL_LINES + 9}`,
-  ]);
+  const n = HEAD_LINES + TAIL_LINES + 10;
+  const kept = consoleTail(Array.from({ length: n }, (_, i) => `line ${i}`).join("\n")).split("\n");
+  assert.equal(kept.length, HEAD_LINES + 1 + TAIL_LINES);
+  assert.deepEqual(
+    [kept[0], kept[HEAD_LINES - 1], kept[HEAD_LINES], kept[HEAD_LINES + 1], kept.at(-1)],
+    ["line 0", `line ${HEAD_LINES - 1}`, "… 10 lines …", `line ${HEAD_LINES + 10}`, `line ${n - 1}`],
+  );
+  const short = Array.from({ length: HEAD_LINES + TAIL_LINES }, (_, i) => `l${i}`).join("\n");
+  assert.equal(consoleTail(short), short);
 });
 
 Deno.test("cpuCount: a kernel CPU list", () => {
