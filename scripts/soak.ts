@@ -157,13 +157,8 @@ async function runCycle(vm: VM, cycle: number, needles: Uint8Array[] | null): Pr
     }
   } catch (err) {
     row.error = err instanceof Error ? err.message : String(err);
-    if (vm.running) {
-      // a cycle that does not end: QEMU says whether the guest runs or sleeps; the kernel names its blocked tasks
-      // and what each CPU is doing, on the console the tail keeps
-      const status = await vm.qmp("query-status").catch((e) => ({ error: String(e) }));
-      row.error += `; QEMU: ${JSON.stringify(status)}`;
-      await vm.kernelTasks(["w", "l"]).catch(() => {});
-    }
+    // a cycle that does not end: QEMU's state goes in the error; the kernel's answer is on the console the tail keeps
+    if (vm.running) row.error += `; QEMU: ${(await vm.whyStuck()).qemu}`;
   }
   if (row.error || row.exitCode !== 0 || !row.s3) row.tail = consoleTail(vm.console.slice(from));
   vm.cursor = Math.max(vm.cursor, pos);

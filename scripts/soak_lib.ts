@@ -512,7 +512,6 @@ export function reportFields(
   };
 }
 
-/** A cycle failed: no exit code, a non-zero one, or no S3. */
 /** How many of a failed cycle's first and last console lines its row keeps (the kernel's stacks fill the end). */
 export const HEAD_LINES = 60;
 export const TAIL_LINES = 200;
@@ -528,6 +527,7 @@ export function consoleTail(text: string): string {
   return kept.join("\n").trim();
 }
 
+/** A cycle failed: no exit code, a non-zero one, or no S3. */
 export function cycleFailed(row: CycleRow): boolean {
   return row.exitCode !== 0 || !row.s3 || row.cpusLost !== undefined;
 }

@@ -512,15 +512,24 @@ export class VM implements AsyncDisposable {
       return await this.waitForEvent("SUSPEND", timeoutMs);
     } catch (err) {
       if (!this.running) throw err;
-      const status = await this.qmp("query-status").catch((e) => String(e));
-      const tasks = await this.kernelTasks(["w", "l"]).catch((e) => String(e));
+      const { qemu, kernel } = await this.whyStuck();
       throw new Error(
-        `${err instanceof Error ? err.message : err}\n--- QEMU: ${JSON.stringify(status)}; the kernel's tasks ---\n${
-          tasks.slice(-12_000)
+        `${err instanceof Error ? err.message : err}\n--- QEMU: ${qemu}; the kernel's tasks ---\n${
+          kernel.slice(-12_000)
         }`,
         { cause: err },
       );
     }
+  }
+
+  /**
+   * What a guest that does not get on says of itself: QEMU's run state (`query-status`: running, or suspended with
+   * the event missed) and the kernel's blocked tasks and every CPU's backtrace ({@linkcode VM.kernelTasks}).
+   */
+  async whyStuck(): Promise<{ qemu: string; kernel: string }> {
+    const qemu = JSON.stringify(await this.qmp("query-status").catch((e) => String(e)));
+    const kernel = await this.kernelTasks(["w", "l"]).catch((e) => String(e));
+    return { qemu, kernel };
   }
 
   /** Forgets events received so far (waitForEvent only sees later ones). */
